@@ -1,0 +1,281 @@
+//! Both sides of the lease contract (DESIGN.md, "The lease, exactly"):
+//! the Raft leader's expiry timer and the holder's keeper. Time comes in as
+//! `now`; nothing here reads a clock.
+
+use crate::ids::{BootTime, NodeId, RenewalSeq};
+use crate::state::{Command, Effect, Lease, Outcome};
+use crate::timing::Timing;
+
+/// The Raft leader's expiry timer. Only its firing may lapse a lease.
+///
+/// It restarts at `now + ttl` whenever the applied lease changes (a renewal,
+/// a grant) and whenever this node becomes leader, never earlier: so a lapse
+/// is always decided after the holder's own deadline has passed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExpiryTimer {
+    watching: Option<Lease>,
+    expires_at: BootTime,
+}
+
+impl ExpiryTimer {
+    /// A node that just became Raft leader starts every timer afresh.
+    pub fn start(lease: Option<Lease>, now: BootTime, ttl_ms: u64) -> ExpiryTimer {
+        ExpiryTimer { watching: lease, expires_at: now.plus_ms(ttl_ms) }
+    }
+
+    /// Feeds the applied lease; restarts the timer when it changed.
+    /// Returns true when it restarted.
+    pub fn observe(&mut self, lease: Option<Lease>, now: BootTime, ttl_ms: u64) -> bool {
+        if lease == self.watching {
+            return false;
+        }
+        *self = ExpiryTimer::start(lease, now, ttl_ms);
+        true
+    }
+
+    /// The watched lease, if its timer has fired.
+    pub fn expired(&self, now: BootTime) -> Option<Lease> {
+        match self.watching {
+            Some(lease) if now >= self.expires_at => Some(lease),
+            _ => None,
+        }
+    }
+
+    pub fn remaining_ms(&self, now: BootTime) -> u64 {
+        now.ms_until(self.expires_at)
+    }
+
+    pub fn watching(&self) -> Option<Lease> {
+        self.watching
+    }
+}
+
+/// What the holder knows about its own lease.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HeldLease {
+    pub lease: Lease,
+    /// Valid until this point on the holder's own clock; `None` until the
+    /// first renewal of this epoch committed.
+    pub valid_until: Option<BootTime>,
+}
+
+/// The holder's side: when to renew, and until when the lease is valid.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LeaseKeeper {
+    held: Option<HeldLease>,
+    in_flight: bool,
+    next_attempt: BootTime,
+}
+
+/// Why the keeper did what it did, for the one log line per decision.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeeperReason {
+    /// The committed state names this node: renew at once to make it valid.
+    LeaseGranted,
+    RenewalDue,
+    /// The committed state no longer names this node.
+    LeaseLost,
+}
+
+impl LeaseKeeper {
+    /// The lease this node holds and may act on at `now`, if any.
+    pub fn valid(&self, now: BootTime) -> Option<HeldLease> {
+        self.held.filter(|h| matches!(h.valid_until, Some(t) if now < t))
+    }
+
+    /// What the keeper knows, valid or not (for status).
+    pub fn held(&self) -> Option<HeldLease> {
+        self.held
+    }
+
+    /// One step: given the applied lease and `now`, maybe a renewal to
+    /// propose. At most one renewal is in flight.
+    pub fn tick(&mut self, me: NodeId, applied: Option<Lease>, now: BootTime) -> Option<(Option<Command>, KeeperReason)> {
+        let mine = applied.filter(|l| l.holder == me);
+        let Some(applied) = mine else {
+            if self.held.take().is_some() {
+                return Some((None, KeeperReason::LeaseLost));
+            }
+            return None;
+        };
+        let mut reason = KeeperReason::RenewalDue;
+        match self.held.as_mut() {
+            Some(h) if h.lease.epoch == applied.epoch => {
+                // Our own answers may be ahead of the applied copy.
+                h.lease.renewal = h.lease.renewal.max(applied.renewal);
+            }
+            _ => {
+                self.held = Some(HeldLease { lease: applied, valid_until: None });
+                self.next_attempt = now;
+                reason = KeeperReason::LeaseGranted;
+            }
+        }
+        if self.in_flight || now < self.next_attempt {
+            return None;
+        }
+        let lease = self.held.expect("set above").lease;
+        self.in_flight = true;
+        Some((Some(Command::Renew { holder: me, epoch: lease.epoch, renewal: lease.renewal }), reason))
+    }
+
+    /// The answer to the renewal sent at `t_send`: `Some(outcome)` when it was
+    /// committed and applied, `None` when it failed or timed out (which
+    /// extends nothing). `now` is when the answer arrived.
+    pub fn on_answer(&mut self, t_send: BootTime, now: BootTime, answer: Option<&Outcome>, timing: &Timing) {
+        self.in_flight = false;
+        let Some(held) = self.held.as_mut() else { return };
+        match answer {
+            Some(Outcome::Applied(Effect::Renewed { epoch, renewal })) if *epoch == held.lease.epoch => {
+                let deadline = timing.holder_deadline(t_send);
+                held.valid_until = Some(held.valid_until.map_or(deadline, |t| t.max(deadline)));
+                held.lease.renewal = held.lease.renewal.max(*renewal);
+                self.next_attempt = t_send.plus_ms(timing.renew_interval_ms);
+            }
+            Some(Outcome::Rejected(crate::state::Rejected::StaleRenewal { current, .. })) => {
+                // Our count was behind (e.g. an answer we never received): use
+                // the committed one and try again soon.
+                held.lease.renewal = held.lease.renewal.max(*current);
+                self.next_attempt = now.plus_ms(timing.retry_interval_ms());
+            }
+            Some(_) => {
+                // Not the holder any more (or a stale epoch): the lease is gone.
+                // The next tick sees the new state; stop claiming validity now.
+                held.valid_until = None;
+                self.next_attempt = now.plus_ms(timing.retry_interval_ms());
+            }
+            None => self.next_attempt = now.plus_ms(timing.retry_interval_ms()),
+        }
+    }
+
+    /// Used by tests: the renewal count the keeper will propose next.
+    pub fn next_renewal(&self) -> Option<RenewalSeq> {
+        self.held.map(|h| h.lease.renewal)
+    }
+}
+
+impl std::fmt::Display for KeeperReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            KeeperReason::LeaseGranted => "lease-granted",
+            KeeperReason::RenewalDue => "renewal-due",
+            KeeperReason::LeaseLost => "lease-lost",
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::Epoch;
+    use crate::state::Rejected;
+
+    const ME: NodeId = NodeId(2);
+
+    fn lease(epoch: u64, renewal: u64) -> Lease {
+        Lease { holder: ME, epoch: Epoch(epoch), renewal: RenewalSeq(renewal) }
+    }
+
+    fn renewed(epoch: u64, renewal: u64) -> Outcome {
+        Outcome::Applied(Effect::Renewed { epoch: Epoch(epoch), renewal: RenewalSeq(renewal) })
+    }
+
+    #[test]
+    fn timer_fires_only_a_full_ttl_after_the_last_change() {
+        let l = lease(1, 0);
+        let mut t = ExpiryTimer::start(Some(l), BootTime(1000), 3000);
+        assert_eq!(t.expired(BootTime(3999)), None);
+        assert_eq!(t.expired(BootTime(4000)), Some(l));
+        // A renewal applied at 3500 restarts it.
+        assert!(t.observe(Some(lease(1, 1)), BootTime(3500), 3000));
+        assert_eq!(t.expired(BootTime(6499)), None);
+        assert_eq!(t.expired(BootTime(6500)), Some(lease(1, 1)));
+        // Observing the same lease again does not restart it.
+        assert!(!t.observe(Some(lease(1, 1)), BootTime(6000), 3000));
+        assert_eq!(t.remaining_ms(BootTime(6000)), 500);
+    }
+
+    #[test]
+    fn timer_without_lease_never_fires() {
+        let t = ExpiryTimer::start(None, BootTime(0), 10);
+        assert_eq!(t.expired(BootTime(1_000_000)), None);
+    }
+
+    #[test]
+    fn keeper_is_not_valid_before_its_first_renewal() {
+        let timing = Timing::default();
+        let mut k = LeaseKeeper::default();
+        let step = k.tick(ME, Some(lease(3, 0)), BootTime(100));
+        assert_eq!(
+            step,
+            Some((Some(Command::Renew { holder: ME, epoch: Epoch(3), renewal: RenewalSeq(0) }), KeeperReason::LeaseGranted))
+        );
+        assert_eq!(k.valid(BootTime(100)), None);
+        k.on_answer(BootTime(100), BootTime(110), Some(&renewed(3, 1)), &timing);
+        assert_eq!(k.valid(BootTime(110)).and_then(|h| h.valid_until), Some(BootTime(2570)));
+        assert_eq!(k.valid(BootTime(2570)), None, "valid strictly before the deadline");
+    }
+
+    #[test]
+    fn keeper_renews_once_per_interval_with_one_in_flight() {
+        let timing = Timing::default();
+        let mut k = LeaseKeeper::default();
+        assert!(k.tick(ME, Some(lease(1, 0)), BootTime(0)).is_some());
+        assert_eq!(k.tick(ME, Some(lease(1, 0)), BootTime(50)), None, "one in flight");
+        k.on_answer(BootTime(0), BootTime(20), Some(&renewed(1, 1)), &timing);
+        assert_eq!(k.tick(ME, Some(lease(1, 0)), BootTime(999)), None);
+        let step = k.tick(ME, Some(lease(1, 0)), BootTime(1000));
+        assert_eq!(
+            step,
+            Some((Some(Command::Renew { holder: ME, epoch: Epoch(1), renewal: RenewalSeq(1) }), KeeperReason::RenewalDue)),
+            "uses its own newer count, not the lagging applied copy"
+        );
+    }
+
+    #[test]
+    fn failed_renewal_extends_nothing_and_retries_soon() {
+        let timing = Timing::default();
+        let mut k = LeaseKeeper::default();
+        k.tick(ME, Some(lease(1, 0)), BootTime(0));
+        k.on_answer(BootTime(0), BootTime(10), Some(&renewed(1, 1)), &timing);
+        k.tick(ME, Some(lease(1, 1)), BootTime(1000));
+        k.on_answer(BootTime(1000), BootTime(3000), None, &timing);
+        assert_eq!(k.valid(BootTime(2469)).and_then(|h| h.valid_until), Some(BootTime(2470)));
+        assert_eq!(k.valid(BootTime(2470)), None);
+        assert_eq!(k.tick(ME, Some(lease(1, 1)), BootTime(3249)), None);
+        assert!(k.tick(ME, Some(lease(1, 1)), BootTime(3250)).is_some());
+    }
+
+    #[test]
+    fn stale_renewal_answer_adopts_the_committed_count() {
+        let timing = Timing::default();
+        let mut k = LeaseKeeper::default();
+        k.tick(ME, Some(lease(1, 0)), BootTime(0));
+        let stale = Outcome::Rejected(Rejected::StaleRenewal { proposed: RenewalSeq(0), current: RenewalSeq(4) });
+        k.on_answer(BootTime(0), BootTime(10), Some(&stale), &timing);
+        assert_eq!(k.next_renewal(), Some(RenewalSeq(4)));
+        assert_eq!(k.valid(BootTime(10)), None);
+    }
+
+    #[test]
+    fn losing_the_lease_in_state_drops_it() {
+        let timing = Timing::default();
+        let mut k = LeaseKeeper::default();
+        k.tick(ME, Some(lease(1, 0)), BootTime(0));
+        k.on_answer(BootTime(0), BootTime(10), Some(&renewed(1, 1)), &timing);
+        let other = Lease { holder: NodeId(9), epoch: Epoch(2), renewal: RenewalSeq(0) };
+        assert_eq!(k.tick(ME, Some(other), BootTime(20)), Some((None, KeeperReason::LeaseLost)));
+        assert_eq!(k.valid(BootTime(20)), None);
+        assert_eq!(k.tick(ME, Some(other), BootTime(30)), None, "said once");
+    }
+
+    #[test]
+    fn rejection_as_not_holder_drops_validity_at_once() {
+        let timing = Timing::default();
+        let mut k = LeaseKeeper::default();
+        k.tick(ME, Some(lease(1, 0)), BootTime(0));
+        k.on_answer(BootTime(0), BootTime(10), Some(&renewed(1, 1)), &timing);
+        k.tick(ME, Some(lease(1, 1)), BootTime(1000));
+        k.on_answer(BootTime(1000), BootTime(1010), Some(&Outcome::Rejected(Rejected::LeaseVacant)), &timing);
+        assert_eq!(k.valid(BootTime(1010)), None);
+    }
+}

@@ -1,0 +1,20 @@
+//! haraft's pure decisions.
+//!
+//! What it is for: the replicated [`ClusterState`] and the [`Command`]s that
+//! change it ([`ClusterState::apply`]), the lease arithmetic and both sides of
+//! the lease contract ([`lease`]), the planner that runs on the Raft leader
+//! ([`plan`]), and the status document ([`status`]).
+//!
+//! What it must never do: I/O, clock reads, tokio, openraft, sled or tonic.
+//! Time comes in as an argument ([`BootTime`]); rejections are values.
+
+pub mod ids;
+pub mod lease;
+pub mod plan;
+pub mod state;
+pub mod status;
+pub mod timing;
+
+pub use ids::{BootTime, Epoch, NodeId, RenewalSeq};
+pub use state::{ClusterState, Command, Effect, HistoryEntry, HistoryEvent, Lease, Member, Operation, Outcome, Rejected};
+pub use timing::{Timing, TimingError};

@@ -1,0 +1,273 @@
+//! The replicated cluster state and the only way to change it: `apply`.
+//!
+//! `apply` never fails: a command that is stale or conflicts with the state
+//! is answered with a `Rejected` value and changes nothing.
+
+use crate::ids::{Epoch, NodeId, RenewalSeq};
+use crate::timing::Timing;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, VecDeque};
+use std::fmt;
+
+/// How many history entries the state keeps; older ones are dropped first.
+/// 200 covers weeks of failovers on a healthy cluster and keeps snapshots small.
+pub const HISTORY_LIMIT: usize = 200;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    pub id: NodeId,
+    pub name: String,
+    /// host:port of the member's gRPC listener (Raft and admin API).
+    pub address: String,
+}
+
+/// The primary assignment: who may be writable, under which epoch, and how
+/// many renewals it has committed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    pub holder: NodeId,
+    pub epoch: Epoch,
+    pub renewal: RenewalSeq,
+}
+
+/// What the cluster is doing besides keeping its primary.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Operation {
+    /// The lease of `from` at `lapsed_epoch` lapsed; a new primary is being chosen.
+    Failover { from: NodeId, lapsed_epoch: Epoch },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HistoryEvent {
+    Initialized { cluster: String },
+    MembersChanged { members: Vec<NodeId> },
+    Granted { holder: NodeId, epoch: Epoch },
+    Lapsed { holder: NodeId, epoch: Epoch, renewals: RenewalSeq },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryEntry {
+    /// The Raft log index of the entry that made this happen.
+    pub log_index: u64,
+    pub event: HistoryEvent,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct ClusterState {
+    /// Empty until the first leader commits `Initialize`.
+    pub cluster: String,
+    pub members: BTreeMap<NodeId, Member>,
+    /// The current primary assignment; `None` before the first grant and
+    /// between a lapse and the next grant.
+    pub lease: Option<Lease>,
+    /// The highest epoch ever granted. Never decreases.
+    pub epoch: Epoch,
+    /// Cluster-wide settings; `None` until initialized.
+    pub config: Option<Timing>,
+    pub operation: Option<Operation>,
+    pub history: VecDeque<HistoryEntry>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// Written once, by the first leader: the cluster's name and settings.
+    Initialize { cluster: String, config: Timing },
+    /// Written by the state machine whenever Raft membership changes.
+    SetMembers { members: Vec<Member> },
+    /// Assign `epoch` to `holder`. CAS: no lease is held and `epoch` is the
+    /// next one.
+    Grant { holder: NodeId, epoch: Epoch },
+    /// The holder's heartbeat. CAS on (epoch, renewal).
+    Renew { holder: NodeId, epoch: Epoch, renewal: RenewalSeq },
+    /// The Raft leader's expiry timer fired. CAS on (epoch, renewal): a
+    /// renewal applied after the decision makes this stale.
+    Lapse { holder: NodeId, epoch: Epoch, renewal: RenewalSeq },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Effect {
+    Initialized,
+    MembersSet,
+    Granted { holder: NodeId, epoch: Epoch },
+    Renewed { epoch: Epoch, renewal: RenewalSeq },
+    Lapsed { holder: NodeId, epoch: Epoch },
+}
+
+/// Why a command changed nothing. A value, not an error: stale commands are
+/// expected whenever leaders change.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Rejected {
+    AlreadyInitialized { cluster: String },
+    NotInitialized,
+    NoMembers,
+    UnknownMember { node: NodeId },
+    DuplicateMember { node: NodeId },
+    LeaseHeld { holder: NodeId, epoch: Epoch },
+    LeaseVacant,
+    StaleEpoch { proposed: Epoch, current: Epoch },
+    StaleRenewal { proposed: RenewalSeq, current: RenewalSeq },
+    NotHolder { node: NodeId, holder: NodeId },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Outcome {
+    Applied(Effect),
+    Rejected(Rejected),
+}
+
+impl ClusterState {
+    pub fn holder(&self) -> Option<NodeId> {
+        self.lease.map(|l| l.holder)
+    }
+
+    pub fn member_name(&self, id: NodeId) -> Option<&str> {
+        self.members.get(&id).map(|m| m.name.as_str())
+    }
+
+    /// Applies one committed command at Raft log `log_index`.
+    pub fn apply(&mut self, log_index: u64, command: &Command) -> Outcome {
+        let epoch_before = self.epoch;
+        let outcome = match self.check(command) {
+            Err(rejected) => Outcome::Rejected(rejected),
+            Ok(()) => Outcome::Applied(self.change(log_index, command)),
+        };
+        // The fencing token never goes backwards, and a held lease is always
+        // the newest epoch.
+        assert!(self.epoch >= epoch_before, "epoch decreased from {epoch_before} to {}", self.epoch);
+        if let Some(lease) = self.lease {
+            assert_eq!(lease.epoch, self.epoch, "held lease is not the newest epoch");
+        }
+        outcome
+    }
+
+    fn check(&self, command: &Command) -> Result<(), Rejected> {
+        match command {
+            Command::Initialize { .. } => {
+                if self.config.is_some() {
+                    return Err(Rejected::AlreadyInitialized { cluster: self.cluster.clone() });
+                }
+                Ok(())
+            }
+            Command::SetMembers { members } => {
+                if members.is_empty() {
+                    return Err(Rejected::NoMembers);
+                }
+                let mut seen = std::collections::BTreeSet::new();
+                for m in members {
+                    if !seen.insert(m.id) {
+                        return Err(Rejected::DuplicateMember { node: m.id });
+                    }
+                }
+                Ok(())
+            }
+            Command::Grant { holder, epoch } => {
+                if self.config.is_none() {
+                    return Err(Rejected::NotInitialized);
+                }
+                if !self.members.contains_key(holder) {
+                    return Err(Rejected::UnknownMember { node: *holder });
+                }
+                if let Some(lease) = self.lease {
+                    return Err(Rejected::LeaseHeld { holder: lease.holder, epoch: lease.epoch });
+                }
+                if *epoch != self.epoch.next() {
+                    return Err(Rejected::StaleEpoch { proposed: *epoch, current: self.epoch });
+                }
+                Ok(())
+            }
+            Command::Renew { holder, epoch, renewal } | Command::Lapse { holder, epoch, renewal } => {
+                let Some(lease) = self.lease else {
+                    return Err(Rejected::LeaseVacant);
+                };
+                if *epoch != lease.epoch {
+                    return Err(Rejected::StaleEpoch { proposed: *epoch, current: lease.epoch });
+                }
+                if *holder != lease.holder {
+                    return Err(Rejected::NotHolder { node: *holder, holder: lease.holder });
+                }
+                if *renewal != lease.renewal {
+                    return Err(Rejected::StaleRenewal { proposed: *renewal, current: lease.renewal });
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn change(&mut self, log_index: u64, command: &Command) -> Effect {
+        match command {
+            Command::Initialize { cluster, config } => {
+                self.cluster = cluster.clone();
+                self.config = Some(*config);
+                self.record(log_index, HistoryEvent::Initialized { cluster: cluster.clone() });
+                Effect::Initialized
+            }
+            Command::SetMembers { members } => {
+                self.members = members.iter().map(|m| (m.id, m.clone())).collect();
+                self.record(log_index, HistoryEvent::MembersChanged { members: self.members.keys().copied().collect() });
+                Effect::MembersSet
+            }
+            Command::Grant { holder, epoch } => {
+                self.lease = Some(Lease { holder: *holder, epoch: *epoch, renewal: RenewalSeq(0) });
+                self.epoch = *epoch;
+                self.operation = None;
+                self.record(log_index, HistoryEvent::Granted { holder: *holder, epoch: *epoch });
+                Effect::Granted { holder: *holder, epoch: *epoch }
+            }
+            Command::Renew { epoch, renewal, .. } => {
+                let next = RenewalSeq(renewal.0 + 1);
+                if let Some(lease) = self.lease.as_mut() {
+                    lease.renewal = next;
+                }
+                Effect::Renewed { epoch: *epoch, renewal: next }
+            }
+            Command::Lapse { holder, epoch, renewal } => {
+                self.lease = None;
+                self.operation = Some(Operation::Failover { from: *holder, lapsed_epoch: *epoch });
+                self.record(log_index, HistoryEvent::Lapsed { holder: *holder, epoch: *epoch, renewals: *renewal });
+                Effect::Lapsed { holder: *holder, epoch: *epoch }
+            }
+        }
+    }
+
+    fn record(&mut self, log_index: u64, event: HistoryEvent) {
+        if self.history.len() == HISTORY_LIMIT {
+            self.history.pop_front();
+        }
+        self.history.push_back(HistoryEntry { log_index, event });
+    }
+}
+
+impl fmt::Display for Command {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Command::Initialize { cluster, .. } => write!(f, "initialize cluster={cluster}"),
+            Command::SetMembers { members } => {
+                write!(f, "set-members")?;
+                for m in members {
+                    write!(f, " {}={}", m.id, m.name)?;
+                }
+                Ok(())
+            }
+            Command::Grant { holder, epoch } => write!(f, "grant holder={holder} epoch={epoch}"),
+            Command::Renew { holder, epoch, renewal } => write!(f, "renew holder={holder} epoch={epoch} renewal={renewal}"),
+            Command::Lapse { holder, epoch, renewal } => write!(f, "lapse holder={holder} epoch={epoch} renewal={renewal}"),
+        }
+    }
+}
+
+impl fmt::Display for Rejected {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Rejected::AlreadyInitialized { cluster } => write!(f, "cluster {cluster:?} is already initialized"),
+            Rejected::NotInitialized => write!(f, "cluster is not initialized yet"),
+            Rejected::NoMembers => write!(f, "membership would be empty"),
+            Rejected::UnknownMember { node } => write!(f, "node {node} is not a member"),
+            Rejected::DuplicateMember { node } => write!(f, "node id {node} appears twice"),
+            Rejected::LeaseHeld { holder, epoch } => write!(f, "node {holder} holds the lease at epoch {epoch}"),
+            Rejected::LeaseVacant => write!(f, "no lease is held"),
+            Rejected::StaleEpoch { proposed, current } => write!(f, "stale epoch {proposed} (current {current})"),
+            Rejected::StaleRenewal { proposed, current } => write!(f, "stale renewal {proposed} (current {current})"),
+            Rejected::NotHolder { node, holder } => write!(f, "node {node} is not the holder (node {holder} is)"),
+        }
+    }
+}

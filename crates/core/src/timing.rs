@@ -1,0 +1,159 @@
+//! Lease timing: the cluster-wide settings, the rules that make them safe,
+//! and the arithmetic both sides of the lease use.
+
+use crate::ids::BootTime;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// Cluster-wide lease settings, replicated in `ClusterState::config`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Timing {
+    /// How long a committed renewal keeps the lease, measured by the Raft
+    /// leader from when it applies the renewal.
+    pub lease_ttl_ms: u64,
+    /// How often the holder proposes a renewal.
+    pub renew_interval_ms: u64,
+    /// Bound on how much faster the holder's clock may run than the leader's,
+    /// in parts per million; the holder shortens its lease by this fraction.
+    pub clock_drift_ppm: u64,
+    /// Time the holder reserves to stop being writable before its deadline.
+    pub demote_budget_ms: u64,
+}
+
+impl Default for Timing {
+    /// ttl 3 s: detection within ~3 s of the last renewal keeps a failover
+    /// under the 5 s goal; renewal every 1 s leaves room for one lost renewal
+    /// inside the holder's 2.47 s validity; 1% drift is 20x the 500 ppm that
+    /// NTP may slew a clock; 500 ms is far above a measured immediate
+    /// shutdown of PostgreSQL (well under 100 ms on these machines).
+    fn default() -> Self {
+        Timing { lease_ttl_ms: 3000, renew_interval_ms: 1000, clock_drift_ppm: 10_000, demote_budget_ms: 500 }
+    }
+}
+
+/// A timing rule that a setting breaks, with the numbers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TimingError {
+    RenewIntervalZero,
+    DriftTooLarge { clock_drift_ppm: u64 },
+    TtlTooShort { lease_ttl_ms: u64, renew_interval_ms: u64, clock_drift_ppm: u64, demote_budget_ms: u64, minimum_ttl_ms: u64 },
+}
+
+impl fmt::Display for TimingError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TimingError::RenewIntervalZero => write!(f, "renew_interval_ms must be at least 1"),
+            TimingError::DriftTooLarge { clock_drift_ppm } => {
+                write!(f, "clock_drift_ppm = {clock_drift_ppm} is too large: it must be below 500000 (50%)")
+            }
+            TimingError::TtlTooShort { lease_ttl_ms, renew_interval_ms, clock_drift_ppm, demote_budget_ms, minimum_ttl_ms } => write!(
+                f,
+                "lease_ttl_ms = {lease_ttl_ms} is too short for renew_interval_ms = {renew_interval_ms}: \
+                 ttl x (1 - {clock_drift_ppm} ppm) - demote_budget_ms ({demote_budget_ms}) must cover two renewal intervals; \
+                 raise lease_ttl_ms to at least {minimum_ttl_ms} or lower renew_interval_ms"
+            ),
+        }
+    }
+}
+
+const PPM: u64 = 1_000_000;
+
+impl Timing {
+    /// Checks the rules; never adjusts a value.
+    pub fn validate(self) -> Result<Timing, TimingError> {
+        if self.renew_interval_ms == 0 {
+            return Err(TimingError::RenewIntervalZero);
+        }
+        // Above 50% the "safe" lease would be a fraction of its ttl; such a
+        // bound means the clocks are not trustworthy at all.
+        if self.clock_drift_ppm >= PPM / 2 {
+            return Err(TimingError::DriftTooLarge { clock_drift_ppm: self.clock_drift_ppm });
+        }
+        // The holder must be able to lose one renewal and still renew before
+        // its deadline: validity >= 2 renewal intervals.
+        let needed = 2 * self.renew_interval_ms + self.demote_budget_ms;
+        if self.holder_validity_ms() < needed {
+            // Smallest ttl with ttl*(1-ρ) >= needed, rounded up.
+            let minimum_ttl_ms = (needed * PPM).div_ceil(PPM - self.clock_drift_ppm);
+            return Err(TimingError::TtlTooShort {
+                lease_ttl_ms: self.lease_ttl_ms,
+                renew_interval_ms: self.renew_interval_ms,
+                clock_drift_ppm: self.clock_drift_ppm,
+                demote_budget_ms: self.demote_budget_ms,
+                minimum_ttl_ms,
+            });
+        }
+        Ok(self)
+    }
+
+    /// ttl shortened by the drift bound, before the demote budget.
+    fn holder_validity_ms(&self) -> u64 {
+        self.lease_ttl_ms.saturating_mul(PPM - self.clock_drift_ppm.min(PPM)) / PPM
+    }
+
+    /// The holder's deadline for a renewal sent at `t_send` (read before
+    /// proposing) and committed as granted: t_send + ttl(1-ρ) - demote_budget.
+    pub fn holder_deadline(&self, t_send: BootTime) -> BootTime {
+        BootTime(t_send.0 + self.holder_validity_ms().saturating_sub(self.demote_budget_ms))
+    }
+
+    /// When the holder tries again after a renewal failed: soon, but not in a
+    /// tight loop (a quarter interval gives three retries before the next
+    /// regular renewal).
+    pub fn retry_interval_ms(&self) -> u64 {
+        (self.renew_interval_ms / 4).max(1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_is_valid() {
+        assert_eq!(Timing::default().validate(), Ok(Timing::default()));
+    }
+
+    #[test]
+    fn holder_deadline_subtracts_drift_and_budget() {
+        let t = Timing::default();
+        // 3000 * 0.99 - 500 = 2470
+        assert_eq!(t.holder_deadline(BootTime(10_000)), BootTime(12_470));
+    }
+
+    #[test]
+    fn holder_deadline_is_always_before_ttl() {
+        for ttl in [100, 1000, 3000, 60_000] {
+            for drift in [0, 1, 10_000, 400_000] {
+                for budget in [0, 10, 500] {
+                    let t = Timing { lease_ttl_ms: ttl, renew_interval_ms: 1, clock_drift_ppm: drift, demote_budget_ms: budget };
+                    assert!(t.holder_deadline(BootTime(5)) <= BootTime(5 + ttl));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn short_ttl_is_refused_with_the_minimum() {
+        let t = Timing { lease_ttl_ms: 2000, ..Timing::default() };
+        match t.validate() {
+            Err(TimingError::TtlTooShort { minimum_ttl_ms, .. }) => {
+                assert_eq!(minimum_ttl_ms, 2526);
+                let fixed = Timing { lease_ttl_ms: minimum_ttl_ms, ..t };
+                assert!(fixed.validate().is_ok());
+                let one_less = Timing { lease_ttl_ms: minimum_ttl_ms - 1, ..t };
+                assert!(one_less.validate().is_err());
+            }
+            other => panic!("expected TtlTooShort, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn zero_interval_and_huge_drift_are_refused() {
+        assert_eq!(Timing { renew_interval_ms: 0, ..Timing::default() }.validate(), Err(TimingError::RenewIntervalZero));
+        assert!(matches!(
+            Timing { clock_drift_ppm: 500_000, ..Timing::default() }.validate(),
+            Err(TimingError::DriftTooLarge { .. })
+        ));
+    }
+}

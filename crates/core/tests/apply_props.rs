@@ -1,0 +1,125 @@
+//! Property tests of `ClusterState::apply`: any command sequence keeps the
+//! epoch monotonic and at most one primary assigned, and stale
+//! compare-and-set commands change nothing.
+
+use haraft_core::*;
+use proptest::prelude::*;
+
+fn member(i: u64) -> Member {
+    Member { id: NodeId(i), name: format!("node{i}"), address: format!("127.0.0.1:{}", 7000 + i) }
+}
+
+fn arb_command() -> impl Strategy<Value = Command> {
+    let node = (1u64..=4).prop_map(NodeId);
+    let epoch = (0u64..=6).prop_map(Epoch);
+    let renewal = (0u64..=4).prop_map(RenewalSeq);
+    prop_oneof![
+        Just(Command::Initialize { cluster: "c".into(), config: Timing::default() }),
+        prop::collection::vec(1u64..=4, 0..4).prop_map(|ids| Command::SetMembers { members: ids.into_iter().map(member).collect() }),
+        (node.clone(), epoch.clone()).prop_map(|(holder, epoch)| Command::Grant { holder, epoch }),
+        (node.clone(), epoch.clone(), renewal.clone()).prop_map(|(holder, epoch, renewal)| Command::Renew { holder, epoch, renewal }),
+        (node, epoch, renewal).prop_map(|(holder, epoch, renewal)| Command::Lapse { holder, epoch, renewal }),
+    ]
+}
+
+/// A state that is initialized with three members, so that grants can succeed.
+fn started() -> ClusterState {
+    let mut s = ClusterState::default();
+    s.apply(1, &Command::Initialize { cluster: "c".into(), config: Timing::default() });
+    s.apply(2, &Command::SetMembers { members: (1..=3).map(member).collect() });
+    s
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    #[test]
+    fn epoch_is_monotonic_and_one_primary_at_most(commands in prop::collection::vec(arb_command(), 0..60), init in any::<bool>()) {
+        let mut s = if init { started() } else { ClusterState::default() };
+        let mut last_epoch = s.epoch;
+        for (i, c) in commands.iter().enumerate() {
+            let before = s.clone();
+            let outcome = s.apply(10 + i as u64, c);
+            prop_assert!(s.epoch >= last_epoch);
+            last_epoch = s.epoch;
+            // At most one primary: the lease is a single Option, and a held
+            // lease always carries the newest epoch.
+            if let Some(l) = s.lease {
+                prop_assert_eq!(l.epoch, s.epoch);
+            }
+            match outcome {
+                Outcome::Rejected(_) => prop_assert_eq!(&s, &before, "a rejected command changed the state"),
+                Outcome::Applied(Effect::Granted { epoch, .. }) => {
+                    prop_assert!(before.lease.is_none(), "granted over a held lease");
+                    prop_assert_eq!(epoch, before.epoch.next());
+                }
+                Outcome::Applied(_) => {}
+            }
+        }
+    }
+
+    #[test]
+    fn stale_renewals_and_lapses_are_rejected(renewals in 0u64..20, stale in 0u64..20, lapse in any::<bool>()) {
+        let mut s = started();
+        s.apply(3, &Command::Grant { holder: NodeId(1), epoch: Epoch(1) });
+        for r in 0..renewals {
+            let out = s.apply(4 + r, &Command::Renew { holder: NodeId(1), epoch: Epoch(1), renewal: RenewalSeq(r) });
+            prop_assert_eq!(out, Outcome::Applied(Effect::Renewed { epoch: Epoch(1), renewal: RenewalSeq(r + 1) }));
+        }
+        prop_assume!(stale != renewals);
+        let before = s.clone();
+        let command = if lapse {
+            Command::Lapse { holder: NodeId(1), epoch: Epoch(1), renewal: RenewalSeq(stale) }
+        } else {
+            Command::Renew { holder: NodeId(1), epoch: Epoch(1), renewal: RenewalSeq(stale) }
+        };
+        let out = s.apply(100, &command);
+        prop_assert_eq!(out, Outcome::Rejected(Rejected::StaleRenewal { proposed: RenewalSeq(stale), current: RenewalSeq(renewals) }));
+        prop_assert_eq!(s, before);
+    }
+}
+
+#[test]
+fn lapse_then_stale_grant_from_a_deposed_leader_is_rejected() {
+    let mut s = started();
+    s.apply(3, &Command::Grant { holder: NodeId(1), epoch: Epoch(1) });
+    s.apply(4, &Command::Lapse { holder: NodeId(1), epoch: Epoch(1), renewal: RenewalSeq(0) });
+    assert_eq!(s.holder(), None);
+    assert!(matches!(s.operation, Some(Operation::Failover { from: NodeId(1), .. })));
+    // Two leaders both decided to grant epoch 2; only the first applies.
+    assert_eq!(s.apply(5, &Command::Grant { holder: NodeId(2), epoch: Epoch(2) }), Outcome::Applied(Effect::Granted { holder: NodeId(2), epoch: Epoch(2) }));
+    assert_eq!(
+        s.apply(6, &Command::Grant { holder: NodeId(3), epoch: Epoch(2) }),
+        Outcome::Rejected(Rejected::LeaseHeld { holder: NodeId(2), epoch: Epoch(2) })
+    );
+    // The old holder's renewal after the lapse is refused.
+    assert_eq!(
+        s.apply(7, &Command::Renew { holder: NodeId(1), epoch: Epoch(1), renewal: RenewalSeq(0) }),
+        Outcome::Rejected(Rejected::StaleEpoch { proposed: Epoch(1), current: Epoch(2) })
+    );
+    assert_eq!(s.operation, None);
+}
+
+#[test]
+fn grant_to_a_non_member_or_before_initialize_is_rejected() {
+    let mut s = ClusterState::default();
+    assert_eq!(s.apply(1, &Command::Grant { holder: NodeId(1), epoch: Epoch(1) }), Outcome::Rejected(Rejected::NotInitialized));
+    let mut s = started();
+    assert_eq!(s.apply(3, &Command::Grant { holder: NodeId(9), epoch: Epoch(1) }), Outcome::Rejected(Rejected::UnknownMember { node: NodeId(9) }));
+    assert_eq!(
+        s.apply(3, &Command::Grant { holder: NodeId(1), epoch: Epoch(5) }),
+        Outcome::Rejected(Rejected::StaleEpoch { proposed: Epoch(5), current: Epoch(0) })
+    );
+}
+
+#[test]
+fn history_is_bounded() {
+    let mut s = started();
+    for i in 0..(haraft_core::state::HISTORY_LIMIT as u64 + 50) {
+        let e = s.epoch.next();
+        s.apply(10 + 2 * i, &Command::Grant { holder: NodeId(1), epoch: e });
+        s.apply(11 + 2 * i, &Command::Lapse { holder: NodeId(1), epoch: e, renewal: RenewalSeq(0) });
+    }
+    assert_eq!(s.history.len(), haraft_core::state::HISTORY_LIMIT);
+    assert!(matches!(s.history.back().unwrap().event, HistoryEvent::Lapsed { .. }));
+}
