@@ -1,0 +1,17 @@
+//! openraft glue for haraft.
+//!
+//! What it is for: the openraft type configuration ([`types`]), the sled
+//! log and state-machine store ([`store`], the only module that touches
+//! sled), the versioned record codec ([`codec`]) and the tonic transport
+//! ([`network`] for the client side, [`server`] for the receiving side).
+//!
+//! What it must never do: decide anything about leases or primaries; that
+//! is `haraft_core`. A command reaches the state only through Raft.
+
+pub mod codec;
+pub mod network;
+pub mod server;
+pub mod store;
+pub mod types;
+
+pub use types::{Raft, RaftNode, TypeConfig};

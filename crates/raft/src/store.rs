@@ -1,0 +1,406 @@
+//! The sled-backed Raft log and state machine. This is the only module that
+//! touches sled.
+//!
+//! Durability: sled's `flush` ends in `sync_file_range` on Linux, which
+//! survives a process crash but not a power loss, so every flush that Raft
+//! relies on (log append, truncate, purge, vote, snapshot) is followed by an
+//! `fdatasync` of sled's data file.
+//!
+//! Layout (one sled database under `<data_dir>/raft`):
+//! - tree `log`: big-endian log index -> Entry
+//! - tree `meta`: `vote`, `committed`, `last_purged`
+//! - tree `sm`: `state` (applied log id, membership, ClusterState), `snapshot`
+//!
+//! Every value is a `codec` record with a format-version byte.
+
+use crate::codec::{self, CodecError};
+use crate::types::{Entry, LogId, RaftNode, SnapshotMeta, StorageError, StoredMembership, TypeConfig, Vote};
+use haraft_core::{ClusterState, Command, Member, NodeId};
+use openraft::storage::{LogFlushed, LogState, RaftLogStorage, RaftStateMachine, Snapshot};
+use openraft::{AnyError, EntryPayload, ErrorSubject, ErrorVerb, RaftLogReader, RaftSnapshotBuilder, StorageIOError};
+use serde::{Deserialize, Serialize};
+use std::fs::File;
+use std::io::Cursor;
+use std::ops::{Bound, RangeBounds};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tokio::sync::watch;
+
+/// sled's default cache is 1 GiB; the whole Raft state of a cluster is a
+/// few megabytes, and the agent's idle RSS goal is 20 MB.
+const CACHE_CAPACITY_BYTES: u64 = 4 * 1024 * 1024;
+
+/// What the state machine publishes after every applied batch.
+#[derive(Clone, Debug, Default)]
+pub struct Applied {
+    pub index: Option<u64>,
+    pub state: Arc<ClusterState>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("cannot open the raft store at {path}: {source} (is another haraft running with this data_dir?)")]
+    Sled { path: PathBuf, source: sled::Error },
+    #[error("cannot open the raft store's data file {path}: {source}")]
+    DataFile { path: PathBuf, source: std::io::Error },
+    #[error("raft store at {path}: {source}; move the data_dir aside to start this node afresh")]
+    Record { path: PathBuf, source: CodecError },
+}
+
+struct Inner {
+    db: sled::Db,
+    log: sled::Tree,
+    meta: sled::Tree,
+    sm: sled::Tree,
+    data_file: File,
+}
+
+impl Inner {
+    /// Flush sled and fdatasync its data file, off the async threads.
+    async fn sync(self: &Arc<Self>) -> std::io::Result<()> {
+        let inner = Arc::clone(self);
+        tokio::task::spawn_blocking(move || {
+            inner.db.flush().map_err(std::io::Error::other)?;
+            inner.data_file.sync_data()
+        })
+        .await
+        .map_err(std::io::Error::other)?
+    }
+
+    fn get<T: serde::de::DeserializeOwned>(tree: &sled::Tree, key: &'static str) -> Result<Option<T>, ReadError> {
+        match tree.get(key).map_err(ReadError::Sled)? {
+            None => Ok(None),
+            Some(bytes) => codec::decode(key, &bytes).map(Some).map_err(ReadError::Record),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum ReadError {
+    #[error("{0}")]
+    Sled(sled::Error),
+    #[error("{0}")]
+    Record(CodecError),
+}
+
+fn io_err(subject: ErrorSubject<u64>, verb: ErrorVerb, e: impl std::fmt::Display) -> StorageError {
+    StorageError::IO { source: StorageIOError::new(subject, verb, AnyError::error(e.to_string())) }
+}
+
+fn read_logs_err(e: impl std::fmt::Display) -> StorageError {
+    io_err(ErrorSubject::Logs, ErrorVerb::Read, e)
+}
+
+fn write_logs_err(e: impl std::fmt::Display) -> StorageError {
+    io_err(ErrorSubject::Logs, ErrorVerb::Write, e)
+}
+
+fn sm_err(verb: ErrorVerb, e: impl std::fmt::Display) -> StorageError {
+    io_err(ErrorSubject::StateMachine, verb, e)
+}
+
+/// The persisted state machine.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct SmData {
+    applied: Option<LogId>,
+    membership: StoredMembership,
+    state: ClusterState,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredSnapshot {
+    meta: SnapshotMeta,
+    data: Vec<u8>,
+}
+
+/// Opens (or creates) the store under `dir`.
+pub fn open(dir: &Path) -> Result<(LogStore, StateMachineStore, watch::Receiver<Applied>), OpenError> {
+    let sled_err = |source| OpenError::Sled { path: dir.to_path_buf(), source };
+    let db = sled::Config::new()
+        .path(dir)
+        .cache_capacity(CACHE_CAPACITY_BYTES)
+        // We flush (and fdatasync) ourselves where Raft needs it; the
+        // background flush only bounds what an unsynced apply may lose.
+        .flush_every_ms(Some(1000))
+        .open()
+        .map_err(sled_err)?;
+    let log = db.open_tree("log").map_err(sled_err)?;
+    let meta = db.open_tree("meta").map_err(sled_err)?;
+    let sm = db.open_tree("sm").map_err(sled_err)?;
+    let data_path = dir.join("db");
+    let data_file = File::open(&data_path).map_err(|source| OpenError::DataFile { path: data_path, source })?;
+    let inner = Arc::new(Inner { db, log, meta, sm, data_file });
+
+    let record_err = |e: ReadError| match e {
+        ReadError::Sled(source) => OpenError::Sled { path: dir.to_path_buf(), source },
+        ReadError::Record(source) => OpenError::Record { path: dir.to_path_buf(), source },
+    };
+    // Validate every metadata record now, so a foreign or corrupt store is
+    // refused at start with its path, not later inside Raft.
+    Inner::get::<Vote>(&inner.meta, "vote").map_err(record_err)?;
+    Inner::get::<Option<LogId>>(&inner.meta, "committed").map_err(record_err)?;
+    Inner::get::<LogId>(&inner.meta, "last_purged").map_err(record_err)?;
+    if let Some((_, bytes)) = inner.log.last().map_err(sled_err)? {
+        codec::decode::<Entry>("log entry", &bytes).map_err(|source| OpenError::Record { path: dir.to_path_buf(), source })?;
+    }
+    let mut data = Inner::get::<SmData>(&inner.sm, "state").map_err(record_err)?.unwrap_or_default();
+    let snapshot = Inner::get::<StoredSnapshot>(&inner.sm, "snapshot").map_err(record_err)?;
+    if let Some(snap) = &snapshot {
+        // The state record is written without a sync after each apply; a
+        // synced snapshot may be newer after a crash.
+        if snap.meta.last_log_id > data.applied {
+            data = codec::decode("snapshot data", &snap.data).map_err(|source| OpenError::Record { path: dir.to_path_buf(), source })?;
+        }
+    }
+
+    let committed = Inner::get::<Option<LogId>>(&inner.meta, "committed").map_err(record_err)?.flatten();
+    let (committed_tx, _) = watch::channel(committed.map(|l| l.index));
+    let (applied_tx, applied_rx) = watch::channel(Applied { index: data.applied.map(|l| l.index), state: Arc::new(data.state.clone()) });
+    let log_store = LogStore { inner: Arc::clone(&inner), committed_tx: Arc::new(committed_tx) };
+    let sm_store = StateMachineStore { inner, data, applied_tx: Arc::new(applied_tx), snapshot_seq: 0 };
+    Ok((log_store, sm_store, applied_rx))
+}
+
+#[derive(Clone)]
+pub struct LogStore {
+    inner: Arc<Inner>,
+    committed_tx: Arc<watch::Sender<Option<u64>>>,
+}
+
+impl LogStore {
+    /// The commit index as openraft last reported it to this store.
+    pub fn committed(&self) -> watch::Receiver<Option<u64>> {
+        self.committed_tx.subscribe()
+    }
+
+    /// Writes `entries` in one batch and returns once they are on disk
+    /// (flushed and fdatasync'ed). `append` is this plus openraft's callback.
+    pub async fn append_synced<I: IntoIterator<Item = Entry>>(&self, entries: I) -> Result<(), StorageError> {
+        let mut batch = sled::Batch::default();
+        for entry in entries {
+            batch.insert(&index_key(entry.log_id.index), codec::encode(&entry));
+        }
+        self.inner.log.apply_batch(batch).map_err(write_logs_err)?;
+        self.inner.sync().await.map_err(write_logs_err)
+    }
+
+    fn last_purged(&self) -> Result<Option<LogId>, StorageError> {
+        Inner::get(&self.inner.meta, "last_purged").map_err(read_logs_err)
+    }
+}
+
+fn index_key(index: u64) -> [u8; 8] {
+    index.to_be_bytes()
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + std::fmt::Debug + Send>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>, StorageError> {
+        let start = match range.start_bound() {
+            Bound::Included(&s) => s,
+            Bound::Excluded(&s) => s.saturating_add(1),
+            Bound::Unbounded => 0,
+        };
+        let end = match range.end_bound() {
+            Bound::Included(&e) => Bound::Included(index_key(e)),
+            Bound::Excluded(&e) => Bound::Excluded(index_key(e)),
+            Bound::Unbounded => Bound::Unbounded,
+        };
+        let mut out = Vec::new();
+        for item in self.inner.log.range((Bound::Included(index_key(start)), end)) {
+            let (_, bytes) = item.map_err(read_logs_err)?;
+            out.push(codec::decode::<Entry>("log entry", &bytes).map_err(read_logs_err)?);
+        }
+        Ok(out)
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = LogStore;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
+        let last_purged_log_id = self.last_purged()?;
+        let last = match self.inner.log.last().map_err(read_logs_err)? {
+            Some((_, bytes)) => Some(codec::decode::<Entry>("log entry", &bytes).map_err(read_logs_err)?.log_id),
+            None => last_purged_log_id,
+        };
+        Ok(LogState { last_purged_log_id, last_log_id: last })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
+        let err = |e: String| io_err(ErrorSubject::Vote, ErrorVerb::Write, e);
+        self.inner.meta.insert("vote", codec::encode(vote)).map_err(|e| err(e.to_string()))?;
+        self.inner.sync().await.map_err(|e| err(e.to_string()))
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {
+        Inner::get(&self.inner.meta, "vote").map_err(|e| io_err(ErrorSubject::Vote, ErrorVerb::Read, e))
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
+        // Not synced: losing it only makes a restarted node wait for the
+        // leader to tell it the commit index again.
+        self.inner.meta.insert("committed", codec::encode(&committed)).map_err(write_logs_err)?;
+        self.committed_tx.send_replace(committed.map(|l| l.index));
+        Ok(())
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
+        Ok(Inner::get::<Option<LogId>>(&self.inner.meta, "committed").map_err(read_logs_err)?.flatten())
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError>
+    where
+        I: IntoIterator<Item = Entry> + Send,
+        I::IntoIter: Send,
+    {
+        match self.append_synced(entries).await {
+            Ok(()) => {
+                callback.log_io_completed(Ok(()));
+                Ok(())
+            }
+            Err(e) => {
+                callback.log_io_completed(Err(std::io::Error::other(e.to_string())));
+                Err(e)
+            }
+        }
+    }
+
+    async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        let mut batch = sled::Batch::default();
+        for item in self.inner.log.range(index_key(log_id.index)..) {
+            let (key, _) = item.map_err(write_logs_err)?;
+            batch.remove(key);
+        }
+        self.inner.log.apply_batch(batch).map_err(write_logs_err)?;
+        self.inner.sync().await.map_err(write_logs_err)
+    }
+
+    async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        // Record the purge point first: a crash in between leaves entries
+        // that are merely ignored, never a gap.
+        self.inner.meta.insert("last_purged", codec::encode(&log_id)).map_err(write_logs_err)?;
+        let mut batch = sled::Batch::default();
+        for item in self.inner.log.range(..=index_key(log_id.index)) {
+            let (key, _) = item.map_err(write_logs_err)?;
+            batch.remove(key);
+        }
+        self.inner.log.apply_batch(batch).map_err(write_logs_err)?;
+        self.inner.sync().await.map_err(write_logs_err)
+    }
+}
+
+pub struct StateMachineStore {
+    inner: Arc<Inner>,
+    data: SmData,
+    applied_tx: Arc<watch::Sender<Applied>>,
+    snapshot_seq: u64,
+}
+
+impl StateMachineStore {
+    fn publish(&self) {
+        self.applied_tx
+            .send_replace(Applied { index: self.data.applied.map(|l| l.index), state: Arc::new(self.data.state.clone()) });
+    }
+
+    fn persist_state(&self) -> Result<(), StorageError> {
+        self.inner.sm.insert("state", codec::encode(&self.data)).map_err(|e| sm_err(ErrorVerb::Write, e))?;
+        Ok(())
+    }
+}
+
+fn members_of(membership: &openraft::Membership<u64, RaftNode>) -> Vec<Member> {
+    membership
+        .nodes()
+        .map(|(id, node)| Member { id: NodeId(*id), name: node.name.clone(), address: node.address.clone() })
+        .collect()
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachineStore {
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
+        Ok((self.data.applied, self.data.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Option<haraft_core::Outcome>>, StorageError>
+    where
+        I: IntoIterator<Item = Entry> + Send,
+        I::IntoIter: Send,
+    {
+        let mut replies = Vec::new();
+        for entry in entries {
+            let index = entry.log_id.index;
+            self.data.applied = Some(entry.log_id);
+            match entry.payload {
+                EntryPayload::Blank => replies.push(None),
+                EntryPayload::Normal(command) => replies.push(Some(self.data.state.apply(index, &command))),
+                EntryPayload::Membership(membership) => {
+                    let members = members_of(&membership);
+                    self.data.membership = StoredMembership::new(Some(entry.log_id), membership);
+                    if !members.is_empty() {
+                        self.data.state.apply(index, &Command::SetMembers { members });
+                    }
+                    replies.push(None);
+                }
+            }
+        }
+        self.persist_state()?;
+        self.publish();
+        Ok(replies)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.snapshot_seq += 1;
+        SnapshotBuilder { inner: Arc::clone(&self.inner), data: self.data.clone(), seq: self.snapshot_seq }
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: Box<Cursor<Vec<u8>>>) -> Result<(), StorageError> {
+        let bytes = snapshot.into_inner();
+        let data: SmData = codec::decode("snapshot data", &bytes)
+            .map_err(|e| StorageError::IO { source: StorageIOError::read_snapshot(Some(meta.signature()), AnyError::new(&e)) })?;
+        self.data = data;
+        self.persist_state()?;
+        let stored = StoredSnapshot { meta: meta.clone(), data: bytes };
+        self.inner.sm.insert("snapshot", codec::encode(&stored)).map_err(|e| sm_err(ErrorVerb::Write, e))?;
+        self.inner.sync().await.map_err(|e| sm_err(ErrorVerb::Write, e))?;
+        self.publish();
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
+        let stored: Option<StoredSnapshot> = Inner::get(&self.inner.sm, "snapshot").map_err(|e| sm_err(ErrorVerb::Read, e))?;
+        Ok(stored.map(|s| Snapshot { meta: s.meta, snapshot: Box::new(Cursor::new(s.data)) }))
+    }
+}
+
+pub struct SnapshotBuilder {
+    inner: Arc<Inner>,
+    data: SmData,
+    seq: u64,
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
+        let data = codec::encode(&self.data);
+        let snapshot_id = match self.data.applied {
+            Some(l) => format!("{}-{}-{}", l.leader_id.term, l.index, self.seq),
+            None => format!("none-{}", self.seq),
+        };
+        let meta = SnapshotMeta { last_log_id: self.data.applied, last_membership: self.data.membership.clone(), snapshot_id };
+        let stored = StoredSnapshot { meta: meta.clone(), data: data.clone() };
+        self.inner.sm.insert("snapshot", codec::encode(&stored)).map_err(|e| sm_err(ErrorVerb::Write, e))?;
+        self.inner.sync().await.map_err(|e| sm_err(ErrorVerb::Write, e))?;
+        Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) })
+    }
+}
