@@ -1,1 +1,112 @@
-fn main(){}
+//! `haraft`: the agent daemon. One per database host.
+
+use clap::Parser;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// haraft agent: keeps one writable primary per cluster through a Raft
+/// group of agents, one per database host.
+///
+/// Start every member listed in the config; the cluster forms by itself.
+/// A restarted agent rejoins from its data directory.
+#[derive(Parser)]
+#[command(version, about, long_about = None)]
+struct Args {
+    /// Configuration file (TOML). Relative paths inside it resolve against
+    /// the working directory.
+    #[arg(
+        long,
+        value_name = "FILE",
+        required_unless_present = "check_config",
+        conflicts_with = "check_config"
+    )]
+    config: Option<PathBuf>,
+
+    /// Validate a configuration file, print a summary and exit.
+    #[arg(long, value_name = "FILE")]
+    check_config: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    if let Some(path) = args.check_config {
+        return match haraft_agent::config::load(&path) {
+            Ok(c) => {
+                println!(
+                    "{}: ok (cluster {}, node {} id {}, {} members, lease ttl {} ms, renew every {} ms)",
+                    path.display(),
+                    c.cluster,
+                    c.node_name,
+                    c.node,
+                    c.members.len(),
+                    c.timing.lease_ttl_ms,
+                    c.timing.renew_interval_ms
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("haraft: {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
+    let path = args
+        .config
+        .expect("clap requires --config without --check-config");
+    let config = match haraft_agent::config::load(&path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("haraft: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("HARAFT_LOG")
+        // openraft logs every failed connection to a peer that is still
+        // starting as an error; only its own errors pass by default.
+        .unwrap_or_else(|_| {
+            tracing_subscriber::EnvFilter::new(format!(
+                "warn,openraft=error,haraft={0},haraft_agent={0},haraft_raft={0}",
+                config.log_level
+            ))
+        });
+    use std::io::IsTerminal;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .init();
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("haraft: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("haraft: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(config: haraft_agent::config::Config) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let agent = haraft_agent::start(config, None).await?;
+    let which = tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    };
+    tracing::info!("{which} received: shutting down");
+    agent.shutdown().await?;
+    tracing::info!("stopped cleanly");
+    Ok(())
+}

@@ -16,5 +16,8 @@ pub mod status;
 pub mod timing;
 
 pub use ids::{BootTime, Epoch, NodeId, RenewalSeq};
-pub use state::{ClusterState, Command, Effect, HistoryEntry, HistoryEvent, Lease, Member, Operation, Outcome, Rejected};
+pub use state::{
+    ClusterState, Command, Effect, HistoryEntry, HistoryEvent, Lease, Member, Operation, Outcome,
+    Rejected,
+};
 pub use timing::{Timing, TimingError};

@@ -89,7 +89,9 @@ pub struct ProbeInfo {
 pub type Probes = BTreeMap<NodeId, Result<ProbeInfo, String>>;
 
 fn name_of(state: &ClusterState, id: NodeId) -> String {
-    state.member_name(id).map_or_else(|| format!("node-id-{id}"), str::to_string)
+    state
+        .member_name(id)
+        .map_or_else(|| format!("node-id-{id}"), str::to_string)
 }
 
 pub fn build_status(state: &ClusterState, local: &LocalRaft, probes: &Probes) -> ClusterStatus {
@@ -142,7 +144,10 @@ pub fn build_status(state: &ClusterState, local: &LocalRaft, probes: &Probes) ->
         lease,
         operation: state.operation.as_ref().map(|op| match op {
             Operation::Failover { from, lapsed_epoch } => {
-                format!("failover: lease of {} lapsed at epoch {lapsed_epoch}, choosing a new primary", name_of(state, *from))
+                format!(
+                    "failover: lease of {} lapsed at epoch {lapsed_epoch}, choosing a new primary",
+                    name_of(state, *from)
+                )
             }
         }),
         members,
@@ -159,10 +164,28 @@ mod tests {
     #[test]
     fn status_names_leader_primary_and_unreachable_members() {
         let mut s = ClusterState::default();
-        s.apply(1, &Command::Initialize { cluster: "demo".into(), config: Timing::default() });
-        let members = (1..=3).map(|i| Member { id: NodeId(i), name: format!("node{i}"), address: format!("a{i}") }).collect();
+        s.apply(
+            1,
+            &Command::Initialize {
+                cluster: "demo".into(),
+                config: Timing::default(),
+            },
+        );
+        let members = (1..=3)
+            .map(|i| Member {
+                id: NodeId(i),
+                name: format!("node{i}"),
+                address: format!("a{i}"),
+            })
+            .collect();
         s.apply(2, &Command::SetMembers { members });
-        s.apply(3, &Command::Grant { holder: NodeId(2), epoch: Epoch(1) });
+        s.apply(
+            3,
+            &Command::Grant {
+                holder: NodeId(2),
+                epoch: Epoch(1),
+            },
+        );
         let local = LocalRaft {
             node: NodeId(1),
             term: 4,
@@ -172,8 +195,24 @@ mod tests {
             consistent: true,
         };
         let mut probes = Probes::new();
-        probes.insert(NodeId(1), Ok(ProbeInfo { raft_role: RaftRole::Leader, term: 4, applied_index: Some(3), lease_valid_for_ms: None }));
-        probes.insert(NodeId(2), Ok(ProbeInfo { raft_role: RaftRole::Follower, term: 4, applied_index: Some(3), lease_valid_for_ms: Some(1500) }));
+        probes.insert(
+            NodeId(1),
+            Ok(ProbeInfo {
+                raft_role: RaftRole::Leader,
+                term: 4,
+                applied_index: Some(3),
+                lease_valid_for_ms: None,
+            }),
+        );
+        probes.insert(
+            NodeId(2),
+            Ok(ProbeInfo {
+                raft_role: RaftRole::Follower,
+                term: 4,
+                applied_index: Some(3),
+                lease_valid_for_ms: Some(1500),
+            }),
+        );
         probes.insert(NodeId(3), Err("connection refused".into()));
         let st = build_status(&s, &local, &probes);
         assert_eq!(st.leader.as_deref(), Some("node1"));

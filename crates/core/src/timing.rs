@@ -27,7 +27,12 @@ impl Default for Timing {
     /// NTP may slew a clock; 500 ms is far above a measured immediate
     /// shutdown of PostgreSQL (well under 100 ms on these machines).
     fn default() -> Self {
-        Timing { lease_ttl_ms: 3000, renew_interval_ms: 1000, clock_drift_ppm: 10_000, demote_budget_ms: 500 }
+        Timing {
+            lease_ttl_ms: 3000,
+            renew_interval_ms: 1000,
+            clock_drift_ppm: 10_000,
+            demote_budget_ms: 500,
+        }
     }
 }
 
@@ -35,22 +40,41 @@ impl Default for Timing {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum TimingError {
     RenewIntervalZero,
-    DriftTooLarge { clock_drift_ppm: u64 },
-    TtlTooShort { lease_ttl_ms: u64, renew_interval_ms: u64, clock_drift_ppm: u64, demote_budget_ms: u64, minimum_ttl_ms: u64 },
+    DriftTooLarge {
+        clock_drift_ppm: u64,
+    },
+    TtlTooShort {
+        lease_ttl_ms: u64,
+        renew_interval_ms: u64,
+        clock_drift_ppm: u64,
+        demote_budget_ms: u64,
+        minimum_ttl_ms: u64,
+    },
 }
 
 impl fmt::Display for TimingError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            TimingError::RenewIntervalZero => write!(f, "renew_interval_ms must be at least 1"),
-            TimingError::DriftTooLarge { clock_drift_ppm } => {
-                write!(f, "clock_drift_ppm = {clock_drift_ppm} is too large: it must be below 500000 (50%)")
+            TimingError::RenewIntervalZero => {
+                write!(f, "lease.renew_interval_ms must be at least 1")
             }
-            TimingError::TtlTooShort { lease_ttl_ms, renew_interval_ms, clock_drift_ppm, demote_budget_ms, minimum_ttl_ms } => write!(
+            TimingError::DriftTooLarge { clock_drift_ppm } => {
+                write!(
+                    f,
+                    "lease.clock_drift_ppm = {clock_drift_ppm} is too large: it must be below 500000 (50%)"
+                )
+            }
+            TimingError::TtlTooShort {
+                lease_ttl_ms,
+                renew_interval_ms,
+                clock_drift_ppm,
+                demote_budget_ms,
+                minimum_ttl_ms,
+            } => write!(
                 f,
-                "lease_ttl_ms = {lease_ttl_ms} is too short for renew_interval_ms = {renew_interval_ms}: \
-                 ttl x (1 - {clock_drift_ppm} ppm) - demote_budget_ms ({demote_budget_ms}) must cover two renewal intervals; \
-                 raise lease_ttl_ms to at least {minimum_ttl_ms} or lower renew_interval_ms"
+                "lease.ttl_ms = {lease_ttl_ms} is too short for lease.renew_interval_ms = {renew_interval_ms}: \
+                 ttl x (1 - {clock_drift_ppm} ppm) - lease.demote_budget_ms ({demote_budget_ms}) must cover two renewal intervals; \
+                 raise lease.ttl_ms to at least {minimum_ttl_ms} or lower lease.renew_interval_ms"
             ),
         }
     }
@@ -67,7 +91,9 @@ impl Timing {
         // Above 50% the "safe" lease would be a fraction of its ttl; such a
         // bound means the clocks are not trustworthy at all.
         if self.clock_drift_ppm >= PPM / 2 {
-            return Err(TimingError::DriftTooLarge { clock_drift_ppm: self.clock_drift_ppm });
+            return Err(TimingError::DriftTooLarge {
+                clock_drift_ppm: self.clock_drift_ppm,
+            });
         }
         // The holder must be able to lose one renewal and still renew before
         // its deadline: validity >= 2 renewal intervals.
@@ -88,13 +114,20 @@ impl Timing {
 
     /// ttl shortened by the drift bound, before the demote budget.
     fn holder_validity_ms(&self) -> u64 {
-        self.lease_ttl_ms.saturating_mul(PPM - self.clock_drift_ppm.min(PPM)) / PPM
+        self.lease_ttl_ms
+            .saturating_mul(PPM - self.clock_drift_ppm.min(PPM))
+            / PPM
     }
 
     /// The holder's deadline for a renewal sent at `t_send` (read before
     /// proposing) and committed as granted: t_send + ttl(1-ρ) - demote_budget.
     pub fn holder_deadline(&self, t_send: BootTime) -> BootTime {
-        BootTime(t_send.0 + self.holder_validity_ms().saturating_sub(self.demote_budget_ms))
+        BootTime(
+            t_send.0
+                + self
+                    .holder_validity_ms()
+                    .saturating_sub(self.demote_budget_ms),
+        )
     }
 
     /// When the holder tries again after a renewal failed: soon, but not in a
@@ -126,7 +159,12 @@ mod tests {
         for ttl in [100, 1000, 3000, 60_000] {
             for drift in [0, 1, 10_000, 400_000] {
                 for budget in [0, 10, 500] {
-                    let t = Timing { lease_ttl_ms: ttl, renew_interval_ms: 1, clock_drift_ppm: drift, demote_budget_ms: budget };
+                    let t = Timing {
+                        lease_ttl_ms: ttl,
+                        renew_interval_ms: 1,
+                        clock_drift_ppm: drift,
+                        demote_budget_ms: budget,
+                    };
                     assert!(t.holder_deadline(BootTime(5)) <= BootTime(5 + ttl));
                 }
             }
@@ -135,13 +173,22 @@ mod tests {
 
     #[test]
     fn short_ttl_is_refused_with_the_minimum() {
-        let t = Timing { lease_ttl_ms: 2000, ..Timing::default() };
+        let t = Timing {
+            lease_ttl_ms: 2000,
+            ..Timing::default()
+        };
         match t.validate() {
             Err(TimingError::TtlTooShort { minimum_ttl_ms, .. }) => {
                 assert_eq!(minimum_ttl_ms, 2526);
-                let fixed = Timing { lease_ttl_ms: minimum_ttl_ms, ..t };
+                let fixed = Timing {
+                    lease_ttl_ms: minimum_ttl_ms,
+                    ..t
+                };
                 assert!(fixed.validate().is_ok());
-                let one_less = Timing { lease_ttl_ms: minimum_ttl_ms - 1, ..t };
+                let one_less = Timing {
+                    lease_ttl_ms: minimum_ttl_ms - 1,
+                    ..t
+                };
                 assert!(one_less.validate().is_err());
             }
             other => panic!("expected TtlTooShort, got {other:?}"),
@@ -150,9 +197,20 @@ mod tests {
 
     #[test]
     fn zero_interval_and_huge_drift_are_refused() {
-        assert_eq!(Timing { renew_interval_ms: 0, ..Timing::default() }.validate(), Err(TimingError::RenewIntervalZero));
+        assert_eq!(
+            Timing {
+                renew_interval_ms: 0,
+                ..Timing::default()
+            }
+            .validate(),
+            Err(TimingError::RenewIntervalZero)
+        );
         assert!(matches!(
-            Timing { clock_drift_ppm: 500_000, ..Timing::default() }.validate(),
+            Timing {
+                clock_drift_ppm: 500_000,
+                ..Timing::default()
+            }
+            .validate(),
             Err(TimingError::DriftTooLarge { .. })
         ));
     }

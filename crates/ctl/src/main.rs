@@ -1,1 +1,347 @@
-fn main(){}
+//! `haraftctl`: the admin CLI. Reads the cluster's state from any agent.
+
+use clap::{Parser, Subcommand};
+use haraft_core::status::{ClusterStatus, RaftRole};
+use haraft_proto::admin::StatusRequest;
+use haraft_proto::admin::admin_client::AdminClient;
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// haraftctl: look at and steer a haraft cluster.
+///
+/// Any one reachable agent is enough: it forwards to the Raft leader and
+/// probes the other members itself.
+///
+/// Examples:
+///   haraftctl status                      # the table, from the local demo cluster
+///   haraftctl --endpoints db1:7001,db2:7001 status --json
+///
+/// Exit codes: 0 success, 1 the cluster could not be reached or refused,
+/// 2 bad arguments.
+#[derive(Parser)]
+#[command(version, about, long_about, verbatim_doc_comment)]
+struct Args {
+    /// Agents to ask, HOST:PORT[,HOST:PORT...]: their node.listen
+    /// addresses. Tried in order until one answers.
+    #[arg(
+        long,
+        env = "HARAFTCTL_ENDPOINTS",
+        value_delimiter = ',',
+        default_value = "127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003",
+        global = true
+    )]
+    endpoints: Vec<String>,
+
+    /// How long to wait for one endpoint before trying the next.
+    #[arg(long, default_value_t = 5000, global = true, value_name = "MS")]
+    timeout_ms: u64,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Show the cluster: Raft leader, term, commit index, the primary and
+    /// its epoch, and every member's Raft role and reachability.
+    #[command(visible_alias = "list")]
+    Status {
+        /// Print the status document as JSON (stable: fields are only ever
+        /// added). See the README for every field.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    for e in &args.endpoints {
+        if !valid_endpoint(e) {
+            eprintln!(
+                "haraftctl: bad endpoint {e:?} in --endpoints: expected HOST:PORT, e.g. 127.0.0.1:7001"
+            );
+            return ExitCode::from(2);
+        }
+    }
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("haraftctl: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = match args.command {
+        Command::Status { json } => runtime.block_on(status(
+            &args.endpoints,
+            Duration::from_millis(args.timeout_ms),
+            json,
+        )),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("haraftctl: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn valid_endpoint(e: &str) -> bool {
+    match e.rsplit_once(':') {
+        Some((host, port)) => {
+            !host.is_empty() && !host.contains('/') && port.parse::<u16>().is_ok_and(|p| p != 0)
+        }
+        None => false,
+    }
+}
+
+/// The status document from the first endpoint that answers.
+async fn fetch_status(endpoints: &[String], timeout: Duration) -> Result<String, String> {
+    let mut failures = Vec::new();
+    for endpoint in endpoints {
+        let attempt = async {
+            let channel = tonic::transport::Endpoint::from_shared(format!("http://{endpoint}"))
+                .map_err(|e| e.to_string())?
+                .connect_timeout(timeout)
+                .connect()
+                .await
+                .map_err(|_| "connection refused or unreachable".to_string())?;
+            let reply = AdminClient::new(channel)
+                .status(StatusRequest { local_only: false })
+                .await
+                .map_err(|s| s.message().to_string())?;
+            Ok::<_, String>(reply.into_inner().json)
+        };
+        match tokio::time::timeout(timeout, attempt).await {
+            Ok(Ok(json)) => return Ok(json),
+            Ok(Err(e)) => failures.push(format!("{endpoint}: {e}")),
+            Err(_) => failures.push(format!(
+                "{endpoint}: no answer within {} ms",
+                timeout.as_millis()
+            )),
+        }
+    }
+    Err(format!(
+        "no endpoint answered ({}): check that the agents run and that --endpoints (or HARAFTCTL_ENDPOINTS) lists their node.listen addresses",
+        failures.join("; ")
+    ))
+}
+
+async fn status(endpoints: &[String], timeout: Duration, json: bool) -> Result<(), String> {
+    let document = fetch_status(endpoints, timeout).await?;
+    if json {
+        // Print what the agent sent (pretty), so fields added by a newer
+        // agent pass through.
+        let value: serde_json::Value = serde_json::from_str(&document)
+            .map_err(|e| format!("agent sent unreadable status: {e}"))?;
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&value).expect("a JSON value always prints")
+        );
+        return Ok(());
+    }
+    let status: ClusterStatus = serde_json::from_str(&document)
+        .map_err(|e| format!("agent sent unreadable status: {e}"))?;
+    print!("{}", render(&status));
+    Ok(())
+}
+
+fn yes_no(b: bool) -> &'static str {
+    if b { "yes" } else { "no" }
+}
+
+fn role(r: RaftRole) -> &'static str {
+    match r {
+        RaftRole::Leader => "leader",
+        RaftRole::Follower => "follower",
+        RaftRole::Candidate => "candidate",
+        RaftRole::Learner => "learner",
+        RaftRole::Shutdown => "shutdown",
+        RaftRole::Unknown => "?",
+    }
+}
+
+/// The human table: a header of cluster facts, one row per member, then
+/// warnings in plain words.
+fn render(s: &ClusterStatus) -> String {
+    let mut out = String::new();
+    let leader = match &s.leader {
+        Some(l) => format!("{l} (term {})", s.term),
+        None => format!("none (term {})", s.term),
+    };
+    let primary = match (&s.primary, &s.lease) {
+        (Some(p), Some(l)) => match l.valid_for_ms {
+            Some(ms) => format!("{p} (epoch {}, lease valid for {ms} ms)", l.epoch),
+            None => format!("{p} (epoch {}, lease not confirmed by the holder)", l.epoch),
+        },
+        _ => format!("none (last epoch {})", s.epoch),
+    };
+    let commit = s.commit_index.map_or("-".to_string(), |c| c.to_string());
+    out.push_str(&format!("Cluster:      {}\n", s.cluster));
+    out.push_str(&format!("Raft leader:  {leader}, commit index {commit}\n"));
+    out.push_str(&format!("Primary:      {primary}\n"));
+    if let Some(op) = &s.operation {
+        out.push_str(&format!("In progress:  {op}\n"));
+    }
+    let view = if s.consistent {
+        "the Raft leader, confirmed by a quorum"
+    } else {
+        "its own copy (not confirmed by a quorum)"
+    };
+    out.push_str(&format!("Answered by:  {}, from {view}\n\n", s.answered_by));
+
+    let header = [
+        "MEMBER",
+        "ID",
+        "ADDRESS",
+        "RAFT ROLE",
+        "VOTER",
+        "REACHABLE",
+        "TERM",
+        "APPLIED",
+        "NOTE",
+    ];
+    let rows: Vec<[String; 9]> = s
+        .members
+        .iter()
+        .map(|m| {
+            let mut notes = Vec::new();
+            if s.primary.as_deref() == Some(m.name.as_str()) {
+                notes.push(format!("primary, epoch {}", s.epoch));
+            }
+            if let Some(e) = &m.error {
+                notes.push(e.clone());
+            }
+            [
+                m.name.clone(),
+                m.id.to_string(),
+                m.address.clone(),
+                role(m.raft_role).to_string(),
+                yes_no(m.voter).to_string(),
+                yes_no(m.reachable).to_string(),
+                m.term.map_or("-".into(), |t| t.to_string()),
+                m.applied_index.map_or("-".into(), |a| a.to_string()),
+                notes.join("; "),
+            ]
+        })
+        .collect();
+    let mut widths = header.map(str::len);
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.len());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let parts: Vec<String> = cells
+            .iter()
+            .zip(widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        format!("{}\n", parts.join("  ").trim_end())
+    };
+    out.push_str(&line(header.to_vec()));
+    for row in &rows {
+        out.push_str(&line(row.iter().map(String::as_str).collect()));
+    }
+
+    let mut warnings = Vec::new();
+    if s.leader.is_none() {
+        warnings.push("no Raft leader: no lease can be renewed or granted until a majority of members reach each other".to_string());
+    }
+    let down: Vec<&str> = s
+        .members
+        .iter()
+        .filter(|m| !m.reachable)
+        .map(|m| m.name.as_str())
+        .collect();
+    if !down.is_empty() {
+        warnings.push(format!("unreachable: {}", down.join(", ")));
+    }
+    if s.primary.is_none() {
+        warnings.push("no primary holds the lease".to_string());
+    }
+    for w in warnings {
+        out.push_str(&format!("\nWARNING: {w}"));
+    }
+    if !out.ends_with('\n') {
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use haraft_core::status::{LeaseStatus, MemberStatus};
+
+    fn member(name: &str, id: u64, role: RaftRole, reachable: bool) -> MemberStatus {
+        MemberStatus {
+            name: name.into(),
+            id,
+            address: format!("127.0.0.1:700{id}"),
+            raft_role: role,
+            voter: true,
+            reachable,
+            term: reachable.then_some(3),
+            applied_index: reachable.then_some(40),
+            error: (!reachable).then(|| "connection refused".to_string()),
+        }
+    }
+
+    #[test]
+    fn table_names_leader_primary_and_unreachable() {
+        let s = ClusterStatus {
+            cluster: "demo".into(),
+            answered_by: "node2".into(),
+            consistent: true,
+            leader: Some("node2".into()),
+            leader_id: Some(2),
+            term: 3,
+            commit_index: Some(40),
+            epoch: 4,
+            primary: Some("node1".into()),
+            lease: Some(LeaseStatus {
+                holder: "node1".into(),
+                holder_id: 1,
+                epoch: 4,
+                renewal: 9,
+                valid_for_ms: Some(2100),
+            }),
+            operation: None,
+            members: vec![
+                member("node1", 1, RaftRole::Follower, true),
+                member("node2", 2, RaftRole::Leader, true),
+                member("node3", 3, RaftRole::Unknown, false),
+            ],
+        };
+        let t = render(&s);
+        assert!(
+            t.contains("Raft leader:  node2 (term 3), commit index 40"),
+            "{t}"
+        );
+        assert!(
+            t.contains("Primary:      node1 (epoch 4, lease valid for 2100 ms)"),
+            "{t}"
+        );
+        assert!(t.contains("primary, epoch 4"), "{t}");
+        assert!(t.contains("WARNING: unreachable: node3"), "{t}");
+        let row = t.lines().find(|l| l.starts_with("node3")).unwrap();
+        assert!(
+            row.contains("connection refused") && row.contains(" no "),
+            "{row}"
+        );
+    }
+
+    #[test]
+    fn endpoints_are_checked() {
+        assert!(valid_endpoint("127.0.0.1:7001"));
+        assert!(valid_endpoint("db1.example:7001"));
+        assert!(!valid_endpoint("127.0.0.1"));
+        assert!(!valid_endpoint(":7001"));
+        assert!(!valid_endpoint("h:0"));
+        assert!(!valid_endpoint("http://h:1"));
+    }
+}

@@ -1,0 +1,112 @@
+//! The receiving side of the Raft transport. Every request is checked for
+//! the right cluster and target node before it reaches openraft; a payload
+//! that does not decode is refused with InvalidArgument and never panics.
+
+use crate::codec;
+use crate::network::NetworkFaults;
+use crate::types::{Raft, TypeConfig};
+use haraft_proto::raft::raft_server;
+use haraft_proto::raft::{RaftReply, RaftRequest};
+use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
+use tonic::{Request, Response, Status};
+
+/// Refuses a peer call that is not for this node of this cluster, or that
+/// arrives while fault injection isolates this node.
+pub fn admit(
+    cluster: &str,
+    target: u64,
+    my_cluster: &str,
+    me: u64,
+    faults: &NetworkFaults,
+) -> Result<(), Status> {
+    if faults.isolated() {
+        return Err(Status::unavailable("node isolated by fault injection"));
+    }
+    if cluster != my_cluster {
+        return Err(Status::failed_precondition(format!(
+            "request for cluster {cluster:?} reached node {me} of cluster {my_cluster:?}: check [cluster] name and the member addresses"
+        )));
+    }
+    if target != me {
+        return Err(Status::failed_precondition(format!(
+            "request for node id {target} reached node id {me} of cluster {my_cluster:?}: check the member list's ids and addresses"
+        )));
+    }
+    Ok(())
+}
+
+pub struct RaftService {
+    raft: Raft,
+    cluster: String,
+    me: u64,
+    faults: NetworkFaults,
+}
+
+impl RaftService {
+    pub fn new(
+        raft: Raft,
+        cluster: &str,
+        me: u64,
+        faults: NetworkFaults,
+    ) -> raft_server::RaftServer<RaftService> {
+        raft_server::RaftServer::new(RaftService {
+            raft,
+            cluster: cluster.to_string(),
+            me,
+            faults,
+        })
+    }
+
+    fn open<T: serde::de::DeserializeOwned>(
+        &self,
+        what: &'static str,
+        request: Request<RaftRequest>,
+    ) -> Result<T, Status> {
+        let req = request.into_inner();
+        admit(
+            &req.cluster,
+            req.target,
+            &self.cluster,
+            self.me,
+            &self.faults,
+        )?;
+        codec::decode(what, &req.payload).map_err(|e| {
+            tracing::warn!(from = req.from, error = %e, "refused a raft request");
+            Status::invalid_argument(e.to_string())
+        })
+    }
+}
+
+#[tonic::async_trait]
+impl raft_server::Raft for RaftService {
+    async fn append_entries(
+        &self,
+        request: Request<RaftRequest>,
+    ) -> Result<Response<RaftReply>, Status> {
+        let rpc: AppendEntriesRequest<TypeConfig> = self.open("append-entries request", request)?;
+        let result = self.raft.append_entries(rpc).await;
+        Ok(Response::new(RaftReply {
+            payload: codec::encode(&result),
+        }))
+    }
+
+    async fn vote(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
+        let rpc: VoteRequest<u64> = self.open("vote request", request)?;
+        let result = self.raft.vote(rpc).await;
+        Ok(Response::new(RaftReply {
+            payload: codec::encode(&result),
+        }))
+    }
+
+    async fn install_snapshot(
+        &self,
+        request: Request<RaftRequest>,
+    ) -> Result<Response<RaftReply>, Status> {
+        let rpc: InstallSnapshotRequest<TypeConfig> =
+            self.open("install-snapshot request", request)?;
+        let result = self.raft.install_snapshot(rpc).await;
+        Ok(Response::new(RaftReply {
+            payload: codec::encode(&result),
+        }))
+    }
+}

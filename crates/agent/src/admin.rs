@@ -1,0 +1,169 @@
+//! The admin gRPC service: status for haraftctl, and the two peer calls
+//! (forwarded renewals, probes).
+
+use crate::shared::{Shared, role_name};
+use haraft_core::status::{LocalRaft, Probes, build_status};
+use haraft_core::{Command, NodeId};
+use haraft_proto::admin::admin_server::{self, AdminServer};
+use haraft_proto::admin::{
+    ProbeReply, ProbeRequest, ProposeReply, ProposeRequest, StatusReply, StatusRequest,
+};
+use haraft_raft::codec;
+use haraft_raft::server::admit;
+use openraft::ServerState;
+use openraft::error::{ClientWriteError, RaftError};
+use std::sync::Arc;
+use tonic::{Request, Response, Status};
+
+pub struct AdminService {
+    shared: Arc<Shared>,
+}
+
+impl AdminService {
+    pub fn new(shared: Arc<Shared>) -> AdminServer<AdminService> {
+        AdminServer::new(AdminService { shared })
+    }
+
+    fn admit(&self, cluster: &str, target: u64) -> Result<(), Status> {
+        admit(
+            cluster,
+            target,
+            &self.shared.config.cluster,
+            self.shared.me().0,
+            &self.shared.faults,
+        )
+    }
+
+    /// The status document from this node's view (probing every member).
+    async fn local_status(&self) -> Result<String, Status> {
+        let shared = &self.shared;
+        let metrics = shared.metrics();
+        let is_leader = metrics.state == ServerState::Leader;
+        // A linearizable read proves this node still leads a quorum; being
+        // leader alone proves nothing (openraft 0.9 has no check-quorum).
+        let consistent = is_leader
+            && matches!(
+                tokio::time::timeout(shared.write_timeout(), shared.raft.ensure_linearizable())
+                    .await,
+                Ok(Ok(_))
+            );
+        let probes: Probes = shared.probe_all().await.into_iter().collect();
+        let local = LocalRaft {
+            node: shared.me(),
+            term: metrics.current_term,
+            leader: metrics.current_leader.map(NodeId),
+            commit_index: *shared.committed.borrow(),
+            voters: metrics
+                .membership_config
+                .membership()
+                .voter_ids()
+                .map(NodeId)
+                .collect(),
+            consistent,
+        };
+        let status = build_status(&shared.state(), &local, &probes);
+        serde_json::to_string(&status)
+            .map_err(|e| Status::internal(format!("encoding status: {e}")))
+    }
+}
+
+#[tonic::async_trait]
+impl admin_server::Admin for AdminService {
+    async fn status(
+        &self,
+        request: Request<StatusRequest>,
+    ) -> Result<Response<StatusReply>, Status> {
+        if self.shared.faults.isolated() {
+            return Err(Status::unavailable("node isolated by fault injection"));
+        }
+        let local_only = request.into_inner().local_only;
+        let metrics = self.shared.metrics();
+        if !local_only && metrics.state != ServerState::Leader {
+            // The leader's view is the freshest; fall back to ours when it
+            // cannot be reached in time.
+            if let Some(leader) = metrics
+                .current_leader
+                .and_then(|id| self.shared.member(NodeId(id)))
+            {
+                if let Ok(mut client) = self.shared.client(&leader.address) {
+                    let call = client.status(StatusRequest { local_only: true });
+                    if let Ok(Ok(reply)) =
+                        tokio::time::timeout(self.shared.write_timeout(), call).await
+                    {
+                        return Ok(reply);
+                    }
+                }
+            }
+        }
+        Ok(Response::new(StatusReply {
+            json: self.local_status().await?,
+        }))
+    }
+
+    async fn propose(
+        &self,
+        request: Request<ProposeRequest>,
+    ) -> Result<Response<ProposeReply>, Status> {
+        let req = request.into_inner();
+        self.admit(&req.cluster, req.target)?;
+        let command: Command = codec::decode("forwarded command", &req.command)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        // Only the holder's renewal is ever forwarded. Every other command is
+        // the Raft leader's own decision, so a peer cannot ask for a lapse or
+        // a grant.
+        let Command::Renew { holder, .. } = command else {
+            return Err(Status::permission_denied(format!(
+                "only lease renewals are forwarded, not {command}"
+            )));
+        };
+        if holder.0 != req.from {
+            return Err(Status::permission_denied(format!(
+                "node {} cannot renew the lease of node {holder}",
+                req.from
+            )));
+        }
+        let write = self.shared.raft.client_write(command);
+        let result = match tokio::time::timeout(self.shared.write_timeout(), write).await {
+            Err(_) => {
+                return Err(Status::deadline_exceeded(format!(
+                    "not committed within {} ms",
+                    self.shared.config.raft.write_timeout_ms
+                )));
+            }
+            Ok(r) => r,
+        };
+        match result {
+            Ok(resp) => match resp.data {
+                Some(outcome) => Ok(Response::new(ProposeReply {
+                    outcome: codec::encode(&outcome),
+                })),
+                None => Err(Status::internal(
+                    "a command entry answered without an outcome",
+                )),
+            },
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                Err(Status::failed_precondition(format!(
+                    "node {} is not the Raft leader (leader: {:?})",
+                    self.shared.me(),
+                    f.leader_id
+                )))
+            }
+            Err(e) => Err(Status::unavailable(e.to_string())),
+        }
+    }
+
+    async fn probe(&self, request: Request<ProbeRequest>) -> Result<Response<ProbeReply>, Status> {
+        let req = request.into_inner();
+        self.admit(&req.cluster, req.target)?;
+        let info = self.shared.local_probe();
+        Ok(Response::new(ProbeReply {
+            node_id: self.shared.me().0,
+            name: self.shared.config.node_name.clone(),
+            cluster: self.shared.config.cluster.clone(),
+            raft_role: role_name(info.raft_role).to_string(),
+            term: info.term,
+            applied_index: info.applied_index,
+            lease_valid_for_ms: info.lease_valid_for_ms,
+        }))
+    }
+}

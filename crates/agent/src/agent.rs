@@ -1,0 +1,203 @@
+//! Starting and stopping one agent: store, Raft, gRPC server, event loop.
+
+use crate::admin::AdminService;
+use crate::config::Config;
+use crate::driver::{self, AgentEvent};
+use crate::shared::{LeaseView, Shared};
+use anyhow::{Context, bail};
+use haraft_core::{ClusterState, NodeId};
+use haraft_raft::network::{NetworkFactory, NetworkFaults};
+use haraft_raft::server::RaftService;
+use haraft_raft::store::{self};
+use haraft_raft::types::RaftMetrics;
+use haraft_raft::{Raft, RaftNode};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{broadcast, watch};
+use tokio::task::JoinHandle;
+
+/// Entries between snapshots. A renewal per second makes ~3600 entries an
+/// hour; a snapshot every 5000 keeps the log (and a restart's replay) small.
+const SNAPSHOT_EVERY_ENTRIES: u64 = 5000;
+
+/// How long a clean shutdown waits for in-flight requests.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+pub struct AgentHandle {
+    pub node: NodeId,
+    /// The address the gRPC server actually bound (useful with port 0).
+    pub local_addr: SocketAddr,
+    shared: Arc<Shared>,
+    shutdown: watch::Sender<bool>,
+    server: JoinHandle<()>,
+    driver: JoinHandle<()>,
+    events: broadcast::Sender<AgentEvent>,
+}
+
+impl AgentHandle {
+    pub fn faults(&self) -> &NetworkFaults {
+        &self.shared.faults
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<AgentEvent> {
+        self.events.subscribe()
+    }
+
+    pub fn state(&self) -> Arc<ClusterState> {
+        self.shared.state()
+    }
+
+    pub fn lease(&self) -> LeaseView {
+        *self.shared.lease_view.borrow()
+    }
+
+    pub fn raft_metrics(&self) -> RaftMetrics {
+        self.shared.metrics()
+    }
+
+    /// Stops the loop, the server and Raft, and releases the data dir.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        let _ = self.shutdown.send(true);
+        let _ = self.driver.await;
+        let _ = tokio::time::timeout(SHUTDOWN_GRACE, self.server).await;
+        self.shared
+            .raft
+            .shutdown()
+            .await
+            .map_err(|e| anyhow::anyhow!("stopping raft: {e}"))?;
+        Ok(())
+    }
+}
+
+fn raft_config(config: &Config) -> anyhow::Result<openraft::Config> {
+    let c = openraft::Config {
+        cluster_name: config.cluster.clone(),
+        heartbeat_interval: config.raft.heartbeat_interval_ms,
+        election_timeout_min: config.raft.election_timeout_min_ms,
+        election_timeout_max: config.raft.election_timeout_max_ms,
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(SNAPSHOT_EVERY_ENTRIES),
+        max_in_snapshot_log_to_keep: 1000,
+        ..Default::default()
+    };
+    c.validate().context("raft settings")
+}
+
+/// Starts an agent bound to `config.listen`. With `listener` the caller
+/// passes an already bound socket (tests bind port 0 first).
+pub async fn start(
+    config: Config,
+    listener: Option<tokio::net::TcpListener>,
+) -> anyhow::Result<AgentHandle> {
+    let raft_dir = config.raft_dir();
+    std::fs::create_dir_all(&raft_dir)
+        .with_context(|| format!("creating data directory {}", raft_dir.display()))?;
+    let (log_store, sm_store, applied) = store::open(&raft_dir)?;
+    {
+        let state = applied.borrow();
+        if !state.state.cluster.is_empty() && state.state.cluster != config.cluster {
+            bail!(
+                "data directory {} belongs to cluster {:?} but the config names cluster {:?}: point node.data_dir elsewhere or fix cluster.name",
+                config.data_dir.display(),
+                state.state.cluster,
+                config.cluster
+            );
+        }
+    }
+    let committed = log_store.committed();
+    let faults = NetworkFaults::default();
+    let network = NetworkFactory::new(&config.cluster, config.node.0, faults.clone());
+    let raft = Raft::new(
+        config.node.0,
+        Arc::new(raft_config(&config)?),
+        network,
+        log_store,
+        sm_store,
+    )
+    .await
+    .context("starting raft")?;
+
+    let listener = match listener {
+        Some(l) => l,
+        None => tokio::net::TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("binding node.listen {}", config.listen))?,
+    };
+    let local_addr = listener.local_addr()?;
+
+    let (lease_tx, lease_rx) = watch::channel(LeaseView::default());
+    let shared = Arc::new(Shared::new(
+        config.clone(),
+        raft.clone(),
+        applied,
+        committed,
+        lease_rx,
+        faults.clone(),
+    ));
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let (events, _) = broadcast::channel(1024);
+
+    let server = {
+        let mut stop = shutdown_rx.clone();
+        let router = tonic::transport::Server::builder()
+            .add_service(RaftService::new(
+                raft.clone(),
+                &config.cluster,
+                config.node.0,
+                faults,
+            ))
+            .add_service(AdminService::new(Arc::clone(&shared)));
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        tokio::spawn(async move {
+            let stopped = async move {
+                let _ = stop.changed().await;
+            };
+            if let Err(e) = router.serve_with_incoming_shutdown(incoming, stopped).await {
+                tracing::error!(error = %e, "grpc server stopped");
+            }
+        })
+    };
+
+    // A pristine store joins the static membership. Every listed member
+    // may do this: openraft accepts the same initial membership from
+    // several nodes, and a node with any Raft state skips it.
+    if !raft.is_initialized().await.context("reading raft state")? {
+        let members: BTreeMap<u64, RaftNode> = config
+            .members
+            .iter()
+            .map(|m| {
+                (
+                    m.id.0,
+                    RaftNode {
+                        name: m.name.clone(),
+                        address: m.address.clone(),
+                    },
+                )
+            })
+            .collect();
+        match raft.initialize(members).await {
+            Ok(()) => {
+                tracing::info!(node = %config.node_name, "initialized a new Raft group from the member list")
+            }
+            Err(e) => tracing::info!(node = %config.node_name, "not initializing: {e}"),
+        }
+    }
+
+    let driver = tokio::spawn(driver::run(
+        Arc::clone(&shared),
+        lease_tx,
+        events.clone(),
+        shutdown_rx,
+    ));
+    tracing::info!(node = %config.node_name, id = config.node.0, cluster = %config.cluster, listen = %local_addr, "agent started");
+    Ok(AgentHandle {
+        node: config.node,
+        local_addr,
+        shared,
+        shutdown: shutdown_tx,
+        server,
+        driver,
+        events,
+    })
+}

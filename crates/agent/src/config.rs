@@ -1,0 +1,513 @@
+//! The agent's configuration file: parsed into a raw struct that refuses
+//! unknown keys, then validated into a typed `Config`. Every rule has its
+//! own error variant carrying the key and the numbers; nothing is adjusted.
+
+use haraft_core::{Member, NodeId, Timing, TimingError};
+use serde::Deserialize;
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    cluster: RawCluster,
+    node: RawNode,
+    #[serde(default)]
+    member: Vec<RawMember>,
+    #[serde(default)]
+    lease: RawLease,
+    #[serde(default)]
+    raft: RawRaft,
+    #[serde(default)]
+    log: RawLog,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCluster {
+    name: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNode {
+    id: u64,
+    data_dir: PathBuf,
+    listen: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMember {
+    id: u64,
+    name: String,
+    address: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawLease {
+    ttl_ms: u64,
+    renew_interval_ms: u64,
+    clock_drift_ppm: u64,
+    demote_budget_ms: u64,
+}
+
+impl Default for RawLease {
+    fn default() -> Self {
+        let t = Timing::default();
+        RawLease {
+            ttl_ms: t.lease_ttl_ms,
+            renew_interval_ms: t.renew_interval_ms,
+            clock_drift_ppm: t.clock_drift_ppm,
+            demote_budget_ms: t.demote_budget_ms,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawRaft {
+    heartbeat_interval_ms: u64,
+    election_timeout_min_ms: u64,
+    election_timeout_max_ms: u64,
+    write_timeout_ms: u64,
+}
+
+impl Default for RawRaft {
+    fn default() -> Self {
+        let r = RaftTiming::default();
+        RawRaft {
+            heartbeat_interval_ms: r.heartbeat_interval_ms,
+            election_timeout_min_ms: r.election_timeout_min_ms,
+            election_timeout_max_ms: r.election_timeout_max_ms,
+            write_timeout_ms: r.write_timeout_ms,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawLog {
+    level: String,
+}
+
+impl Default for RawLog {
+    fn default() -> Self {
+        RawLog {
+            level: "info".to_string(),
+        }
+    }
+}
+
+/// Raft timing of this node (not replicated).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RaftTiming {
+    pub heartbeat_interval_ms: u64,
+    pub election_timeout_min_ms: u64,
+    pub election_timeout_max_ms: u64,
+    /// Bound on every Raft write and linearizable read, including forwarding.
+    pub write_timeout_ms: u64,
+}
+
+impl Default for RaftTiming {
+    /// Heartbeats every 200 ms keep followers from starting elections on
+    /// loopback and LAN; an election timeout of 0.8-1.6 s tolerates three
+    /// lost heartbeats and keeps leader loss well inside the 5 s failover
+    /// goal. A 2 s write timeout is twice the renewal interval: a renewal
+    /// that takes longer is useless to the holder anyway.
+    fn default() -> Self {
+        RaftTiming {
+            heartbeat_interval_ms: 200,
+            election_timeout_min_ms: 800,
+            election_timeout_max_ms: 1600,
+            write_timeout_ms: 2000,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    pub cluster: String,
+    pub node: NodeId,
+    pub node_name: String,
+    pub listen: SocketAddr,
+    /// As written; relative paths resolve against the working directory.
+    pub data_dir: PathBuf,
+    pub members: Vec<Member>,
+    pub timing: Timing,
+    pub raft: RaftTiming,
+    pub log_level: String,
+}
+
+impl Config {
+    pub fn member(&self, id: NodeId) -> Option<&Member> {
+        self.members.iter().find(|m| m.id == id)
+    }
+
+    /// Where the Raft store lives.
+    pub fn raft_dir(&self) -> PathBuf {
+        self.data_dir.join("raft")
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {message}")]
+    Read { path: String, message: String },
+    #[error("{path}:{line}: {message}")]
+    Parse {
+        path: String,
+        line: usize,
+        message: String,
+    },
+    #[error(
+        "cluster.name must be 1-64 characters of letters, digits, '-', '_' or '.', got {name:?}"
+    )]
+    BadClusterName { name: String },
+    #[error("no [[member]] entries: list every member of the cluster, this node included")]
+    NoMembers,
+    #[error("member id {id} appears more than once: every [[member]] needs its own id")]
+    DuplicateMemberId { id: u64 },
+    #[error("member name {name:?} appears more than once: every [[member]] needs its own name")]
+    DuplicateMemberName { name: String },
+    #[error(
+        "member address {address} appears more than once: every [[member]] needs its own address"
+    )]
+    DuplicateMemberAddress { address: String },
+    #[error("member name {name:?} is not valid: use 1-64 letters, digits, '-', '_' or '.'")]
+    BadMemberName { name: String },
+    #[error("member {name:?} address {address:?} is not host:port")]
+    BadMemberAddress { name: String, address: String },
+    #[error(
+        "node.id = {id} is not one of the [[member]] ids ({ids}): add this node to the member list or fix node.id"
+    )]
+    NodeNotMember { id: u64, ids: String },
+    #[error("node.listen = {value:?} is not an ip:port address")]
+    BadListen { value: String },
+    #[error(
+        "node.listen is not set and this member's address {address:?} is not an ip:port to bind: set node.listen"
+    )]
+    ListenNeeded { address: String },
+    #[error("node.data_dir is empty: set a directory for this node's Raft data")]
+    EmptyDataDir,
+    #[error("{0}")]
+    Lease(TimingError),
+    #[error(
+        "raft.heartbeat_interval_ms = {heartbeat} must be below raft.election_timeout_min_ms = {min}: followers would start elections between heartbeats"
+    )]
+    HeartbeatTooSlow { heartbeat: u64, min: u64 },
+    #[error(
+        "raft.election_timeout_min_ms = {min} must be below raft.election_timeout_max_ms = {max}: the gap spreads candidates apart"
+    )]
+    ElectionRange { min: u64, max: u64 },
+    #[error("raft.heartbeat_interval_ms must be at least 1")]
+    HeartbeatZero,
+    #[error(
+        "raft.write_timeout_ms = {write_timeout} must be at least raft.election_timeout_max_ms = {max}: a write must survive one election"
+    )]
+    WriteTimeoutTooShort { write_timeout: u64, max: u64 },
+    #[error("log.level = {level:?} is not one of error, warn, info, debug, trace")]
+    BadLogLevel { level: String },
+}
+
+fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+fn host_port(s: &str) -> bool {
+    match s.rsplit_once(':') {
+        Some((host, port)) => !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p != 0),
+        None => false,
+    }
+}
+
+/// Reads and validates a config file.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let shown = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+        path: shown.clone(),
+        message: e.to_string(),
+    })?;
+    parse(&shown, &text)
+}
+
+/// Parses and validates config text; `path` names it in errors.
+pub fn parse(path: &str, text: &str) -> Result<Config, ConfigError> {
+    let raw: RawConfig = toml::from_str(text).map_err(|e| {
+        let line = e.span().map_or(0, |s| {
+            text[..s.start.min(text.len())].matches('\n').count() + 1
+        });
+        ConfigError::Parse {
+            path: path.to_string(),
+            line,
+            message: e.message().trim().replace('\n', " "),
+        }
+    })?;
+    validate(raw)
+}
+
+fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
+    if !valid_name(&raw.cluster.name) {
+        return Err(ConfigError::BadClusterName {
+            name: raw.cluster.name,
+        });
+    }
+    if raw.member.is_empty() {
+        return Err(ConfigError::NoMembers);
+    }
+    let (mut ids, mut names, mut addresses) = (BTreeSet::new(), BTreeSet::new(), BTreeSet::new());
+    for m in &raw.member {
+        if !ids.insert(m.id) {
+            return Err(ConfigError::DuplicateMemberId { id: m.id });
+        }
+        if !valid_name(&m.name) {
+            return Err(ConfigError::BadMemberName {
+                name: m.name.clone(),
+            });
+        }
+        if !names.insert(m.name.clone()) {
+            return Err(ConfigError::DuplicateMemberName {
+                name: m.name.clone(),
+            });
+        }
+        if !host_port(&m.address) {
+            return Err(ConfigError::BadMemberAddress {
+                name: m.name.clone(),
+                address: m.address.clone(),
+            });
+        }
+        if !addresses.insert(m.address.clone()) {
+            return Err(ConfigError::DuplicateMemberAddress {
+                address: m.address.clone(),
+            });
+        }
+    }
+    let Some(me) = raw.member.iter().find(|m| m.id == raw.node.id) else {
+        let ids = ids
+            .iter()
+            .map(u64::to_string)
+            .collect::<Vec<_>>()
+            .join(", ");
+        return Err(ConfigError::NodeNotMember {
+            id: raw.node.id,
+            ids,
+        });
+    };
+    let listen = match &raw.node.listen {
+        Some(value) => value.parse().map_err(|_| ConfigError::BadListen {
+            value: value.clone(),
+        })?,
+        None => me.address.parse().map_err(|_| ConfigError::ListenNeeded {
+            address: me.address.clone(),
+        })?,
+    };
+    if raw.node.data_dir.as_os_str().is_empty() {
+        return Err(ConfigError::EmptyDataDir);
+    }
+    let timing = Timing {
+        lease_ttl_ms: raw.lease.ttl_ms,
+        renew_interval_ms: raw.lease.renew_interval_ms,
+        clock_drift_ppm: raw.lease.clock_drift_ppm,
+        demote_budget_ms: raw.lease.demote_budget_ms,
+    }
+    .validate()
+    .map_err(ConfigError::Lease)?;
+    let r = &raw.raft;
+    if r.heartbeat_interval_ms == 0 {
+        return Err(ConfigError::HeartbeatZero);
+    }
+    if r.heartbeat_interval_ms >= r.election_timeout_min_ms {
+        return Err(ConfigError::HeartbeatTooSlow {
+            heartbeat: r.heartbeat_interval_ms,
+            min: r.election_timeout_min_ms,
+        });
+    }
+    if r.election_timeout_min_ms >= r.election_timeout_max_ms {
+        return Err(ConfigError::ElectionRange {
+            min: r.election_timeout_min_ms,
+            max: r.election_timeout_max_ms,
+        });
+    }
+    if r.write_timeout_ms < r.election_timeout_max_ms {
+        return Err(ConfigError::WriteTimeoutTooShort {
+            write_timeout: r.write_timeout_ms,
+            max: r.election_timeout_max_ms,
+        });
+    }
+    if !matches!(
+        raw.log.level.as_str(),
+        "error" | "warn" | "info" | "debug" | "trace"
+    ) {
+        return Err(ConfigError::BadLogLevel {
+            level: raw.log.level,
+        });
+    }
+    Ok(Config {
+        cluster: raw.cluster.name,
+        node: NodeId(raw.node.id),
+        node_name: me.name.clone(),
+        listen,
+        data_dir: raw.node.data_dir,
+        members: raw
+            .member
+            .iter()
+            .map(|m| Member {
+                id: NodeId(m.id),
+                name: m.name.clone(),
+                address: m.address.clone(),
+            })
+            .collect(),
+        timing,
+        raft: RaftTiming {
+            heartbeat_interval_ms: r.heartbeat_interval_ms,
+            election_timeout_min_ms: r.election_timeout_min_ms,
+            election_timeout_max_ms: r.election_timeout_max_ms,
+            write_timeout_ms: r.write_timeout_ms,
+        },
+        log_level: raw.log.level,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = r#"
+[cluster]
+name = "demo"
+
+[node]
+id = 2
+data_dir = "data/node2"
+
+[[member]]
+id = 1
+name = "node1"
+address = "127.0.0.1:7001"
+
+[[member]]
+id = 2
+name = "node2"
+address = "127.0.0.1:7002"
+
+[[member]]
+id = 3
+name = "node3"
+address = "127.0.0.1:7003"
+"#;
+
+    fn err(extra: &str) -> String {
+        let text = format!("{BASE}\n{extra}");
+        match parse("test.toml", &text) {
+            Ok(c) => panic!("accepted: {c:?}"),
+            Err(e) => {
+                let s = e.to_string();
+                assert!(!s.contains('\n'), "error spans lines: {s}");
+                s
+            }
+        }
+    }
+
+    /// One case: base text with `replace` applied must fail mentioning `expected`.
+    fn check_replaced(from: &str, to: &str, expected: &str) {
+        let text = BASE.replacen(from, to, 1);
+        let e = parse("test.toml", &text).expect_err("accepted").to_string();
+        assert!(e.contains(expected), "{e:?} lacks {expected:?}");
+        assert!(!e.contains('\n'), "error spans lines: {e}");
+    }
+
+    #[test]
+    fn base_parses_with_defaults() {
+        let c = parse("test.toml", BASE).unwrap();
+        assert_eq!(c.node, NodeId(2));
+        assert_eq!(c.node_name, "node2");
+        assert_eq!(c.listen, "127.0.0.1:7002".parse().unwrap());
+        assert_eq!(c.timing, Timing::default());
+        assert_eq!(c.raft, RaftTiming::default());
+        assert_eq!(c.members.len(), 3);
+        assert_eq!(c.raft_dir(), PathBuf::from("data/node2/raft"));
+    }
+
+    #[test]
+    fn unknown_key_is_named_with_its_line() {
+        let e = err("[lease]\nttl_ms = 3000\nttl_sec = 3\n");
+        assert!(e.contains("ttl_sec"), "{e}");
+        assert!(e.starts_with("test.toml:"), "{e}");
+    }
+
+    #[test]
+    fn unsafe_timing_is_refused_not_adjusted() {
+        let e = err("[lease]\nttl_ms = 1500\nrenew_interval_ms = 1000\n");
+        assert!(e.contains("lease.ttl_ms = 1500 is too short"), "{e}");
+        assert!(e.contains("at least 2526"), "{e}");
+        let e = err("[raft]\nheartbeat_interval_ms = 900\n");
+        assert!(e.contains("raft.heartbeat_interval_ms = 900"), "{e}");
+        let e = err("[raft]\nelection_timeout_min_ms = 1600\n");
+        assert!(e.contains("election_timeout_min_ms = 1600"), "{e}");
+        let e = err("[raft]\nwrite_timeout_ms = 100\n");
+        assert!(e.contains("write_timeout_ms = 100"), "{e}");
+    }
+
+    #[test]
+    fn member_list_rules() {
+        check_replaced("id = 3", "id = 1", "member id 1 appears more than once");
+        check_replaced(
+            "name = \"node3\"",
+            "name = \"node1\"",
+            "member name \"node1\" appears more than once",
+        );
+        check_replaced(
+            "127.0.0.1:7003",
+            "127.0.0.1:7001",
+            "address 127.0.0.1:7001 appears more than once",
+        );
+        check_replaced("127.0.0.1:7003", "127.0.0.1", "is not host:port");
+        check_replaced(
+            "id = 2\ndata_dir",
+            "id = 9\ndata_dir",
+            "node.id = 9 is not one of the [[member]] ids (1, 2, 3)",
+        );
+        check_replaced("name = \"demo\"", "name = \"a b\"", "cluster.name");
+        check_replaced(
+            "data_dir = \"data/node2\"",
+            "data_dir = \"\"",
+            "node.data_dir is empty",
+        );
+        check_replaced(
+            "data_dir = \"data/node2\"",
+            "data_dir = \"d\"\nlisten = \"nowhere\"",
+            "node.listen = \"nowhere\"",
+        );
+        check_replaced("name = \"demo\"", "name = \"demo\"\nport = 1", "port");
+        check_replaced(
+            "id = 2\ndata_dir",
+            "id = \"two\"\ndata_dir",
+            "test.toml:6: invalid type",
+        );
+    }
+
+    #[test]
+    fn hostname_member_needs_listen() {
+        let text = BASE.replace("127.0.0.1:7002", "db2.example:7002");
+        let e = parse("t.toml", &text).unwrap_err();
+        assert!(matches!(e, ConfigError::ListenNeeded { .. }), "{e}");
+        let text = text.replace(
+            "data_dir = \"data/node2\"",
+            "data_dir = \"data/node2\"\nlisten = \"0.0.0.0:7002\"",
+        );
+        assert_eq!(
+            parse("t.toml", &text).unwrap().listen,
+            "0.0.0.0:7002".parse().unwrap()
+        );
+    }
+
+    #[test]
+    fn bad_log_level() {
+        assert!(err("[log]\nlevel = \"loud\"\n").contains("log.level = \"loud\""));
+    }
+}

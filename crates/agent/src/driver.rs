@@ -1,0 +1,365 @@
+//! The agent's event loop: one closed `Event` enum, one place where every
+//! trigger of work is visible. It feeds events into `haraft_core` (the
+//! lease keeper, the expiry timer, the planner) and carries their decisions
+//! out as spawned proposals and probes, logging one line per decision.
+
+use crate::clock::boottime;
+use crate::shared::{LeaseView, ProposeError, Shared};
+use haraft_core::lease::{ExpiryTimer, KeeperReason, LeaseKeeper};
+use haraft_core::plan::{PlanInput, Reason, Step, plan};
+use haraft_core::{BootTime, Command, Epoch, NodeId, Outcome, Timing};
+use openraft::ServerState;
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{broadcast, mpsc, watch};
+
+/// How often the loop wakes without other events. It bounds how late a
+/// fired expiry timer or a due renewal is noticed: 50 ms is 5% of the
+/// default renewal interval and costs nothing measurable at idle.
+const TICK: Duration = Duration::from_millis(50);
+
+/// How long a probe result may be used to choose a new primary.
+const PROBE_FRESH_MS: u64 = 1000;
+
+/// What tests and operators can watch the agent decide, stamped with this
+/// machine's CLOCK_BOOTTIME.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AgentEvent {
+    BecameLeader {
+        at: BootTime,
+        term: u64,
+    },
+    /// The planner proposed a command (before it committed).
+    Proposed {
+        at: BootTime,
+        command: Command,
+    },
+    /// This node's lease was renewed and is valid until `valid_until`.
+    Renewed {
+        at: BootTime,
+        epoch: Epoch,
+        valid_until: BootTime,
+    },
+    /// This node's lease is no longer valid by its own clock.
+    LeaseInvalid {
+        at: BootTime,
+        epoch: Epoch,
+    },
+}
+
+enum Event {
+    Tick,
+    StateApplied,
+    RaftChanged,
+    RenewAnswered {
+        t_send: BootTime,
+        answer: Result<Outcome, ProposeError>,
+    },
+    ProposalDone {
+        command: Command,
+        result: Result<Outcome, ProposeError>,
+    },
+    ProbeDone {
+        live: BTreeSet<NodeId>,
+    },
+    Shutdown,
+}
+
+pub struct Driver {
+    shared: Arc<Shared>,
+    tx: mpsc::UnboundedSender<Event>,
+    lease_view: watch::Sender<LeaseView>,
+    events: broadcast::Sender<AgentEvent>,
+    keeper: LeaseKeeper,
+    /// Some while this node is the Raft leader, with the term it leads.
+    timer: Option<(u64, ExpiryTimer)>,
+    elections_seen: u64,
+    last_term: u64,
+    proposal_in_flight: bool,
+    probe_in_flight: bool,
+    live: Option<(BTreeSet<NodeId>, BootTime)>,
+    last_plan_key: String,
+    was_valid: Option<Epoch>,
+}
+
+pub async fn run(
+    shared: Arc<Shared>,
+    lease_view: watch::Sender<LeaseView>,
+    events: broadcast::Sender<AgentEvent>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let mut applied = shared.applied.clone();
+    let mut metrics = shared.raft.metrics();
+    let mut driver = Driver {
+        shared,
+        tx,
+        lease_view,
+        events,
+        keeper: LeaseKeeper::default(),
+        timer: None,
+        elections_seen: 0,
+        last_term: 0,
+        proposal_in_flight: false,
+        probe_in_flight: false,
+        live: None,
+        last_plan_key: String::new(),
+        was_valid: None,
+    };
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let event = tokio::select! {
+            _ = shutdown.changed() => Event::Shutdown,
+            _ = tick.tick() => Event::Tick,
+            r = applied.changed() => if r.is_ok() { Event::StateApplied } else { Event::Shutdown },
+            r = metrics.changed() => if r.is_ok() { Event::RaftChanged } else { Event::Shutdown },
+            Some(e) = rx.recv() => e,
+        };
+        if matches!(event, Event::Shutdown) {
+            break;
+        }
+        driver.handle(event);
+    }
+}
+
+impl Driver {
+    fn name(&self) -> &str {
+        &self.shared.config.node_name
+    }
+
+    fn timing(&self) -> Timing {
+        self.shared
+            .state()
+            .config
+            .unwrap_or(self.shared.config.timing)
+    }
+
+    fn handle(&mut self, event: Event) {
+        let now = boottime();
+        match event {
+            Event::Tick | Event::StateApplied | Event::RaftChanged | Event::Shutdown => {}
+            Event::RenewAnswered { t_send, answer } => {
+                let timing = self.timing();
+                match &answer {
+                    Ok(outcome) => self.keeper.on_answer(t_send, now, Some(outcome), &timing),
+                    Err(e) => {
+                        let left = self
+                            .keeper
+                            .valid(now)
+                            .and_then(|h| h.valid_until)
+                            .map(|t| now.ms_until(t));
+                        tracing::warn!(node = %self.name(), error = %e, valid_for_ms = ?left, "lease renewal failed");
+                        self.keeper.on_answer(t_send, now, None, &timing);
+                    }
+                }
+                if let Ok(Outcome::Rejected(r)) = &answer {
+                    tracing::warn!(node = %self.name(), "lease renewal refused: {r}");
+                }
+            }
+            Event::ProposalDone { command, result } => {
+                self.proposal_in_flight = false;
+                match result {
+                    Ok(Outcome::Applied(effect)) => {
+                        tracing::info!(node = %self.name(), "committed {command}: {effect:?}")
+                    }
+                    Ok(Outcome::Rejected(r)) => {
+                        tracing::info!(node = %self.name(), "{command} changed nothing: {r}")
+                    }
+                    Err(e) => tracing::warn!(node = %self.name(), "{command} not committed: {e}"),
+                }
+                if matches!(command, Command::Grant { .. }) {
+                    self.live = None;
+                }
+            }
+            Event::ProbeDone { live } => {
+                self.probe_in_flight = false;
+                self.live = Some((live, now));
+            }
+        }
+        self.step(now);
+    }
+
+    fn step(&mut self, now: BootTime) {
+        let me = self.shared.me();
+        let state = self.shared.state();
+        let metrics = self.shared.metrics();
+        let ttl = self.timing().lease_ttl_ms;
+
+        if metrics.current_term > self.last_term {
+            if self.last_term != 0 {
+                self.elections_seen += 1;
+            }
+            self.last_term = metrics.current_term;
+        }
+
+        // The Raft leader's expiry timer: started afresh (now + ttl) whenever
+        // this node becomes leader, restarted on every applied renewal.
+        let leading = metrics.state == ServerState::Leader && metrics.current_leader == Some(me.0);
+        match (&mut self.timer, leading) {
+            (Some((term, timer)), true) if *term == metrics.current_term => {
+                timer.observe(state.lease, now, ttl);
+            }
+            (_, true) => {
+                self.timer = Some((
+                    metrics.current_term,
+                    ExpiryTimer::start(state.lease, now, ttl),
+                ));
+                let _ = self.events.send(AgentEvent::BecameLeader {
+                    at: now,
+                    term: metrics.current_term,
+                });
+                match state.lease {
+                    Some(l) => tracing::warn!(
+                        node = %self.name(), term = metrics.current_term, elections = self.elections_seen,
+                        "became Raft leader: lease of node {} epoch {} can lapse no earlier than {ttl} ms from now (a leader change postpones expiry by up to one ttl)",
+                        l.holder, l.epoch
+                    ),
+                    None => {
+                        tracing::info!(node = %self.name(), term = metrics.current_term, "became Raft leader")
+                    }
+                }
+            }
+            (Some(_), false) => {
+                tracing::info!(node = %self.name(), term = metrics.current_term, "no longer Raft leader");
+                self.timer = None;
+                self.live = None;
+            }
+            (None, false) => {}
+        }
+
+        self.keep_lease(me, &state, now);
+        self.plan(&state, now);
+    }
+
+    /// The holder's side: renew on time; say when validity ends.
+    fn keep_lease(&mut self, me: NodeId, state: &haraft_core::ClusterState, now: BootTime) {
+        if let Some((command, reason)) = self.keeper.tick(me, state.lease, now) {
+            match (&command, reason) {
+                (Some(c), KeeperReason::RenewalDue) => {
+                    tracing::debug!(node = %self.name(), "{c} because {reason}")
+                }
+                (Some(c), _) => tracing::info!(node = %self.name(), "{c} because {reason}"),
+                (None, _) => {
+                    tracing::warn!(node = %self.name(), "not primary any more because {reason}")
+                }
+            }
+            if let Some(command) = command {
+                let shared = Arc::clone(&self.shared);
+                let tx = self.tx.clone();
+                tokio::spawn(async move {
+                    // t_send is read before proposing: the lease is measured
+                    // from here, never from when the answer arrived.
+                    let t_send = boottime();
+                    let answer = shared.propose(command).await;
+                    let _ = tx.send(Event::RenewAnswered { t_send, answer });
+                });
+            }
+        }
+        let valid = self.keeper.valid(now);
+        let view = LeaseView {
+            epoch: valid.map(|h| h.lease.epoch),
+            valid_until: valid.and_then(|h| h.valid_until),
+        };
+        if let Some(h) = valid {
+            if self.lease_view.borrow().valid_until != view.valid_until {
+                let valid_until = h.valid_until.expect("valid() implies a deadline");
+                let _ = self.events.send(AgentEvent::Renewed {
+                    at: now,
+                    epoch: h.lease.epoch,
+                    valid_until,
+                });
+            }
+        }
+        match (self.was_valid, valid) {
+            (Some(epoch), None) => {
+                tracing::warn!(node = %self.name(), %epoch, "lease no longer valid on this node's clock: not primary");
+                let _ = self
+                    .events
+                    .send(AgentEvent::LeaseInvalid { at: now, epoch });
+            }
+            (None, Some(h)) => {
+                tracing::info!(node = %self.name(), epoch = %h.lease.epoch, "lease valid: this node is the primary")
+            }
+            _ => {}
+        }
+        self.was_valid = valid.map(|h| h.lease.epoch);
+        self.lease_view.send_replace(view);
+    }
+
+    /// The Raft leader's side: initialize, lapse, grant.
+    fn plan(&mut self, state: &haraft_core::ClusterState, now: BootTime) {
+        let Some((_, timer)) = &self.timer else {
+            return;
+        };
+        if self.proposal_in_flight {
+            return;
+        }
+        let live = self
+            .live
+            .as_ref()
+            .filter(|(_, at)| at.ms_until(now) <= PROBE_FRESH_MS)
+            .map(|(l, _)| l);
+        let config = &self.shared.config;
+        let decided = plan(&PlanInput {
+            state,
+            cluster: &config.cluster,
+            initial_timing: config.timing,
+            timer,
+            now,
+            live,
+        });
+        let key = match &decided.reason {
+            Reason::LeaseValid { holder, .. } => format!("lease-valid {holder}"),
+            r => r.to_string(),
+        };
+        if key != self.last_plan_key {
+            match &decided.step {
+                Step::Propose(c) => {
+                    tracing::info!(node = %self.name(), "plan: propose {c} because {}", decided.reason)
+                }
+                Step::ProbeMembers => {
+                    tracing::info!(node = %self.name(), "plan: probe members because {}", decided.reason)
+                }
+                Step::Wait => {
+                    tracing::info!(node = %self.name(), "plan: wait because {}", decided.reason)
+                }
+            }
+            self.last_plan_key = key;
+        }
+        match decided.step {
+            Step::Wait => {}
+            Step::ProbeMembers => {
+                if !self.probe_in_flight {
+                    self.probe_in_flight = true;
+                    let shared = Arc::clone(&self.shared);
+                    let tx = self.tx.clone();
+                    tokio::spawn(async move {
+                        let live = shared
+                            .probe_all()
+                            .await
+                            .into_iter()
+                            .filter(|(_, r)| r.is_ok())
+                            .map(|(id, _)| id)
+                            .collect();
+                        let _ = tx.send(Event::ProbeDone { live });
+                    });
+                }
+            }
+            Step::Propose(command) => {
+                self.proposal_in_flight = true;
+                let _ = self.events.send(AgentEvent::Proposed {
+                    at: now,
+                    command: command.clone(),
+                });
+                let shared = Arc::clone(&self.shared);
+                let tx = self.tx.clone();
+                tokio::spawn(async move {
+                    let result = shared.propose(command.clone()).await;
+                    let _ = tx.send(Event::ProposalDone { command, result });
+                });
+            }
+        }
+    }
+}

@@ -1,0 +1,282 @@
+//! What the agent's tasks share: the Raft handle, the published state, and
+//! the two ways to reach other members (forwarded proposals, probes). Every
+//! call here carries a timeout.
+
+use crate::clock::boottime;
+use crate::config::Config;
+use haraft_core::status::{ProbeInfo, RaftRole};
+use haraft_core::{BootTime, ClusterState, Command, Epoch, Member, NodeId, Outcome};
+use haraft_proto::admin::admin_client::AdminClient;
+use haraft_proto::admin::{ProbeRequest, ProposeRequest};
+use haraft_raft::Raft;
+use haraft_raft::codec;
+use haraft_raft::network::{NetworkFaults, lazy_channel};
+use haraft_raft::store::Applied;
+use haraft_raft::types::RaftMetrics;
+use openraft::ServerState;
+use openraft::error::{ClientWriteError, RaftError};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::watch;
+use tonic::transport::Channel;
+
+/// How long a probe may take. Members answer from memory, so anything
+/// slower than this is as good as unreachable for choosing a primary.
+pub const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// The holder's view of its own lease, published by the driver.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LeaseView {
+    pub epoch: Option<Epoch>,
+    /// Valid until this point on this machine's CLOCK_BOOTTIME.
+    pub valid_until: Option<BootTime>,
+}
+
+impl LeaseView {
+    pub fn valid_for_ms(&self, now: BootTime) -> Option<u64> {
+        self.valid_until
+            .filter(|t| now < *t)
+            .map(|t| now.ms_until(t))
+    }
+}
+
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum ProposeError {
+    #[error("no answer within {ms} ms")]
+    Timeout { ms: u64 },
+    #[error("no Raft leader is known")]
+    NoLeader,
+    #[error("forwarding to the leader {leader} failed: {message}")]
+    Forward { leader: String, message: String },
+    #[error("raft refused the write: {0}")]
+    Raft(String),
+}
+
+pub struct Shared {
+    pub config: Config,
+    pub raft: Raft,
+    pub applied: watch::Receiver<Applied>,
+    pub committed: watch::Receiver<Option<u64>>,
+    pub lease_view: watch::Receiver<LeaseView>,
+    pub faults: NetworkFaults,
+    clients: Mutex<HashMap<String, AdminClient<Channel>>>,
+}
+
+pub fn role_of(state: ServerState) -> RaftRole {
+    match state {
+        ServerState::Leader => RaftRole::Leader,
+        ServerState::Follower => RaftRole::Follower,
+        ServerState::Candidate => RaftRole::Candidate,
+        ServerState::Learner => RaftRole::Learner,
+        ServerState::Shutdown => RaftRole::Shutdown,
+    }
+}
+
+pub fn role_name(role: RaftRole) -> &'static str {
+    match role {
+        RaftRole::Leader => "leader",
+        RaftRole::Follower => "follower",
+        RaftRole::Candidate => "candidate",
+        RaftRole::Learner => "learner",
+        RaftRole::Shutdown => "shutdown",
+        RaftRole::Unknown => "unknown",
+    }
+}
+
+pub fn role_from_name(name: &str) -> RaftRole {
+    match name {
+        "leader" => RaftRole::Leader,
+        "follower" => RaftRole::Follower,
+        "candidate" => RaftRole::Candidate,
+        "learner" => RaftRole::Learner,
+        "shutdown" => RaftRole::Shutdown,
+        _ => RaftRole::Unknown,
+    }
+}
+
+impl Shared {
+    pub fn new(
+        config: Config,
+        raft: Raft,
+        applied: watch::Receiver<Applied>,
+        committed: watch::Receiver<Option<u64>>,
+        lease_view: watch::Receiver<LeaseView>,
+        faults: NetworkFaults,
+    ) -> Shared {
+        Shared {
+            config,
+            raft,
+            applied,
+            committed,
+            lease_view,
+            faults,
+            clients: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn me(&self) -> NodeId {
+        self.config.node
+    }
+
+    pub fn state(&self) -> Arc<ClusterState> {
+        Arc::clone(&self.applied.borrow().state)
+    }
+
+    pub fn metrics(&self) -> RaftMetrics {
+        self.raft.metrics().borrow().clone()
+    }
+
+    pub fn write_timeout(&self) -> Duration {
+        Duration::from_millis(self.config.raft.write_timeout_ms)
+    }
+
+    /// Members as the replicated state knows them, or from the config file
+    /// before the first membership entry is applied.
+    pub fn members(&self) -> Vec<Member> {
+        let state = self.state();
+        if state.members.is_empty() {
+            self.config.members.clone()
+        } else {
+            state.members.values().cloned().collect()
+        }
+    }
+
+    pub fn member(&self, id: NodeId) -> Option<Member> {
+        self.members().into_iter().find(|m| m.id == id)
+    }
+
+    /// An admin client for `address`; channels connect lazily and are reused.
+    pub fn client(&self, address: &str) -> Result<AdminClient<Channel>, String> {
+        let mut clients = self
+            .clients
+            .lock()
+            .expect("client cache lock is never poisoned: no panics while held");
+        if let Some(c) = clients.get(address) {
+            return Ok(c.clone());
+        }
+        let channel = lazy_channel(address).map_err(|e| format!("bad address {address:?}: {e}"))?;
+        let client = AdminClient::new(channel);
+        clients.insert(address.to_string(), client.clone());
+        Ok(client)
+    }
+
+    /// Commits `command` through Raft: locally when this node leads,
+    /// otherwise forwarded once to the leader. Bounded by the write timeout.
+    pub async fn propose(&self, command: Command) -> Result<Outcome, ProposeError> {
+        let ms = self.config.raft.write_timeout_ms;
+        match tokio::time::timeout(self.write_timeout(), self.propose_unbounded(command)).await {
+            Ok(result) => result,
+            Err(_) => Err(ProposeError::Timeout { ms }),
+        }
+    }
+
+    async fn propose_unbounded(&self, command: Command) -> Result<Outcome, ProposeError> {
+        if self.faults.isolated() {
+            return Err(ProposeError::Forward {
+                leader: "?".into(),
+                message: "isolated by fault injection".into(),
+            });
+        }
+        match self.raft.client_write(command.clone()).await {
+            Ok(resp) => resp.data.ok_or_else(|| {
+                ProposeError::Raft("a command entry answered without an outcome".into())
+            }),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                let (Some(leader), Some(node)) = (f.leader_id, f.leader_node) else {
+                    return Err(ProposeError::NoLeader);
+                };
+                if leader == self.me().0 {
+                    return Err(ProposeError::NoLeader);
+                }
+                self.forward(NodeId(leader), &node.address, command).await
+            }
+            Err(e) => Err(ProposeError::Raft(e.to_string())),
+        }
+    }
+
+    async fn forward(
+        &self,
+        leader: NodeId,
+        address: &str,
+        command: Command,
+    ) -> Result<Outcome, ProposeError> {
+        let fail = |message: String| ProposeError::Forward {
+            leader: format!("node {leader} at {address}"),
+            message,
+        };
+        let mut client = self.client(address).map_err(fail)?;
+        let request = ProposeRequest {
+            cluster: self.config.cluster.clone(),
+            target: leader.0,
+            from: self.me().0,
+            command: codec::encode(&command),
+        };
+        let reply = client
+            .propose(request)
+            .await
+            .map_err(|s| fail(s.message().to_string()))?
+            .into_inner();
+        codec::decode::<Outcome>("propose reply", &reply.outcome).map_err(|e| fail(e.to_string()))
+    }
+
+    /// This node's own probe answer.
+    pub fn local_probe(&self) -> ProbeInfo {
+        let m = self.metrics();
+        ProbeInfo {
+            raft_role: role_of(m.state),
+            term: m.current_term,
+            applied_index: m.last_applied.map(|l| l.index),
+            lease_valid_for_ms: self.lease_view.borrow().valid_for_ms(boottime()),
+        }
+    }
+
+    /// Asks `member` about itself, bounded by `PROBE_TIMEOUT`.
+    pub async fn probe(&self, member: &Member) -> Result<ProbeInfo, String> {
+        if member.id == self.me() {
+            return Ok(self.local_probe());
+        }
+        if self.faults.isolated() {
+            return Err("isolated by fault injection".into());
+        }
+        let mut client = self.client(&member.address)?;
+        let request = ProbeRequest {
+            cluster: self.config.cluster.clone(),
+            target: member.id.0,
+        };
+        let reply = match tokio::time::timeout(PROBE_TIMEOUT, client.probe(request)).await {
+            Err(_) => return Err(format!("no answer within {} ms", PROBE_TIMEOUT.as_millis())),
+            Ok(Err(status)) => return Err(status.message().to_string()),
+            Ok(Ok(r)) => r.into_inner(),
+        };
+        if reply.node_id != member.id.0 || reply.cluster != self.config.cluster {
+            return Err(format!(
+                "address {} answers as node {} of cluster {:?}, expected node {} of {:?}",
+                member.address, reply.node_id, reply.cluster, member.id, self.config.cluster
+            ));
+        }
+        Ok(ProbeInfo {
+            raft_role: role_from_name(&reply.raft_role),
+            term: reply.term,
+            applied_index: reply.applied_index,
+            lease_valid_for_ms: reply.lease_valid_for_ms,
+        })
+    }
+
+    /// Probes every member concurrently.
+    pub async fn probe_all(self: &Arc<Self>) -> Vec<(NodeId, Result<ProbeInfo, String>)> {
+        let mut set = tokio::task::JoinSet::new();
+        for m in self.members() {
+            let shared = Arc::clone(self);
+            set.spawn(async move { (m.id, shared.probe(&m).await) });
+        }
+        let mut out = Vec::new();
+        while let Some(joined) = set.join_next().await {
+            if let Ok(pair) = joined {
+                out.push(pair);
+            }
+        }
+        out.sort_by_key(|(id, _)| *id);
+        out
+    }
+}
