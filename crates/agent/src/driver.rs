@@ -77,6 +77,9 @@ pub struct Driver {
     elections_seen: u64,
     last_term: u64,
     proposal_in_flight: bool,
+    /// After a proposal failed, the next one waits until then (no spinning
+    /// while this node cannot reach a quorum).
+    next_proposal_at: BootTime,
     probe_in_flight: bool,
     live: Option<(BTreeSet<NodeId>, BootTime)>,
     last_plan_key: String,
@@ -102,6 +105,7 @@ pub async fn run(
         elections_seen: 0,
         last_term: 0,
         proposal_in_flight: false,
+        next_proposal_at: BootTime(0),
         probe_in_flight: false,
         live: None,
         last_plan_key: String::new(),
@@ -167,7 +171,10 @@ impl Driver {
                     Ok(Outcome::Rejected(r)) => {
                         tracing::info!(node = %self.name(), "{command} changed nothing: {r}")
                     }
-                    Err(e) => tracing::warn!(node = %self.name(), "{command} not committed: {e}"),
+                    Err(e) => {
+                        tracing::warn!(node = %self.name(), "{command} not committed: {e}");
+                        self.next_proposal_at = now.plus_ms(self.timing().retry_interval_ms());
+                    }
                 }
                 if matches!(command, Command::Grant { .. }) {
                     self.live = None;
@@ -293,7 +300,7 @@ impl Driver {
         let Some((_, timer)) = &self.timer else {
             return;
         };
-        if self.proposal_in_flight {
+        if self.proposal_in_flight || now < self.next_proposal_at {
             return;
         }
         let live = self

@@ -51,6 +51,8 @@ pub enum ProposeError {
     Forward { leader: String, message: String },
     #[error("raft refused the write: {0}")]
     Raft(String),
+    #[error("this node is isolated by fault injection")]
+    Isolated,
 }
 
 pub struct Shared {
