@@ -1,1 +1,153 @@
+//! End-to-end with the real binaries: the shipped config/ files start a
+//! cluster that `haraftctl status --json` describes; a killed holder is
+//! replaced; bad input to either binary is refused with one clear line.
 
+use haraft_testkit::procs::{ProcCluster, binary};
+use haraft_testkit::wait_for;
+use serde_json::Value;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+const LIMIT: Duration = Duration::from_secs(40);
+
+fn repo_file(rel: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join(rel)
+}
+
+/// One leader, three voters, a primary and an epoch: the "done" check.
+fn healthy(status: &Value) -> bool {
+    let members = status["members"].as_array().map(Vec::as_slice).unwrap_or_default();
+    status["leader"].is_string()
+        && status["primary"].is_string()
+        && status["epoch"].as_u64().is_some_and(|e| e >= 1)
+        && members.len() == 3
+        && members.iter().all(|m| m["voter"] == Value::Bool(true) && m["reachable"] == Value::Bool(true))
+        && members.iter().filter(|m| m["raft_role"] == "leader").count() == 1
+        && status["lease"]["valid_for_ms"].is_u64()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shipped_configs_form_a_cluster_that_survives_a_killed_primary() {
+    let files: Vec<PathBuf> = (1..=3).map(|i| repo_file(&format!("config/node{i}.toml"))).collect();
+    let mut c = ProcCluster::from_files(&files);
+    c.start_all();
+    let status = wait_for("a healthy cluster", LIMIT, || c.status().filter(healthy)).await;
+    for key in ["cluster", "leader", "term", "epoch", "primary", "members", "commit_index"] {
+        assert!(status.get(key).is_some(), "status --json lacks {key}: {status}");
+    }
+    assert_eq!(status["cluster"], "demo");
+    for m in status["members"].as_array().unwrap() {
+        for key in ["name", "id", "raft_role", "reachable"] {
+            assert!(m.get(key).is_some(), "member lacks {key}: {m}");
+        }
+    }
+    // Relative data paths resolved against the agents' working directory.
+    assert!(c.dir.path().join("data/node1/raft/db").is_file());
+
+    // The table names the same leader and primary.
+    let (code, table, _) = c.ctl(&["status"]);
+    assert_eq!(code, 0);
+    assert!(table.contains(&format!("Raft leader:  {}", status["leader"].as_str().unwrap())), "{table}");
+    assert!(table.contains(&format!("Primary:      {}", status["primary"].as_str().unwrap())), "{table}");
+
+    // kill -9 the primary's agent: the lease lapses, the next epoch goes to another member.
+    let primary = status["primary"].as_str().unwrap().to_string();
+    let primary_id = primary.trim_start_matches("node").parse::<u64>().unwrap();
+    let epoch = status["epoch"].as_u64().unwrap();
+    c.kill(primary_id);
+    let after = wait_for("the next epoch", LIMIT, || {
+        c.status().filter(|s| s["epoch"].as_u64() == Some(epoch + 1) && s["primary"].is_string() && s["lease"]["valid_for_ms"].is_u64())
+    })
+    .await;
+    assert_ne!(after["primary"].as_str().unwrap(), primary);
+
+    // It rejoins from its data dir with no call, as a follower.
+    c.start(primary_id);
+    let healed = wait_for("all three back", LIMIT, || c.status().filter(healthy)).await;
+    assert_eq!(healed["epoch"].as_u64(), Some(epoch + 1));
+
+    // SIGTERM stops every agent cleanly.
+    for id in 1..=3 {
+        let exit = c.terminate(id);
+        assert!(exit.success(), "node{id} exited with {exit}: {}", c.log(id));
+        assert!(c.log(id).contains("stopped cleanly"), "node{id} log: {}", c.log(id));
+        assert!(!c.log(id).contains("panicked"), "node{id} panicked: {}", c.log(id));
+    }
+}
+
+fn run(bin: &str, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(binary(bin)).args(args).output().expect("run binary");
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+}
+
+/// A refusal: non-zero exit, exactly one line on stderr mentioning `text`.
+fn assert_refused((code, _, err): (i32, String, String), expected_code: i32, text: &str) {
+    assert_eq!(code, expected_code, "stderr: {err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "not one line: {err}");
+    assert!(err.contains(text), "{err:?} lacks {text:?}");
+}
+
+#[test]
+fn shipped_configs_pass_check_config() {
+    for i in 1..=3 {
+        let path = repo_file(&format!("config/node{i}.toml"));
+        let (code, out, err) = run("haraft", &["--check-config", path.to_str().unwrap()]);
+        assert_eq!(code, 0, "{err}");
+        assert!(out.contains(&format!("node node{i} id {i}")), "{out}");
+    }
+}
+
+#[test]
+fn bad_configs_are_refused_with_one_line_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = std::fs::read_to_string(repo_file("config/node1.toml")).unwrap();
+    let cases = [
+        (base.replace("[node]\n", "[node]\ncolour = \"blue\"\n"), "unknown field `colour`"),
+        (format!("{base}\n[lease]\nttl_ms = 1000\n"), "lease.ttl_ms = 1000 is too short"),
+        (base.replace("id = 3\n", "id = 2\n"), "member id 2 appears more than once"),
+        (base.replace("[cluster]", "[cluster"), "node1.toml:"),
+    ];
+    for (i, (text, expected)) in cases.iter().enumerate() {
+        let path = dir.path().join(format!("bad{i}-node1.toml"));
+        std::fs::write(&path, text).unwrap();
+        assert_refused(run("haraft", &["--check-config", path.to_str().unwrap()]), 2, expected);
+        // The daemon refuses the same file before doing anything.
+        assert_refused(run("haraft", &["--config", path.to_str().unwrap()]), 2, expected);
+    }
+    assert_refused(run("haraft", &["--check-config", "/nonexistent/haraft.toml"]), 2, "cannot read config file /nonexistent/haraft.toml");
+}
+
+#[test]
+fn a_data_dir_of_another_cluster_is_refused() {
+    let mut c = ProcCluster::new(3, "");
+    c.start_all();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(wait_for("cluster initialized", LIMIT, || c.status().filter(|s| s["epoch"].as_u64() >= Some(1))));
+    c.terminate(1);
+    // Same data dir, other cluster name.
+    let config = std::fs::read_to_string(&c.nodes[0].config).unwrap().replace("name = \"test\"", "name = \"other\"");
+    let path = c.dir.path().join("other.toml");
+    std::fs::write(&path, config).unwrap();
+    let out = Command::new(binary("haraft")).arg("--config").arg(&path).current_dir(c.dir.path()).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("belongs to cluster \"test\" but the config names cluster \"other\""), "{err}");
+}
+
+#[test]
+fn haraftctl_refuses_bad_endpoints_and_reports_unreachable_ones() {
+    // Ports bound by nobody: take free ones and let them go.
+    let ports = haraft_testkit::procs::free_ports(2);
+    let endpoints = format!("127.0.0.1:{},127.0.0.1:{}", ports[0], ports[1]);
+    let result = run("haraftctl", &["--endpoints", &endpoints, "--timeout-ms", "1000", "status"]);
+    assert_refused(result, 1, "no endpoint answered");
+    assert_refused(run("haraftctl", &["--endpoints", "localhost", "status"]), 2, "bad endpoint \"localhost\"");
+    let (code, _, err) = run("haraftctl", &["stauts"]);
+    assert_eq!(code, 2, "{err}");
+    let (code, help, _) = run("haraftctl", &["--help"]);
+    assert_eq!(code, 0);
+    for word in ["status", "--endpoints", "HARAFTCTL_ENDPOINTS", "Exit codes"] {
+        assert!(help.contains(word), "--help lacks {word}: {help}");
+    }
+}

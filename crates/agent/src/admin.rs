@@ -6,6 +6,7 @@ use haraft_core::status::{LocalRaft, Probes, build_status};
 use haraft_core::{Command, NodeId};
 use haraft_proto::admin::admin_server::{self, AdminServer};
 use haraft_proto::admin::{
+    RenewalLatency,
     ProbeReply, ProbeRequest, ProposeReply, ProposeRequest, StatusReply, StatusRequest,
 };
 use haraft_raft::codec;
@@ -164,6 +165,12 @@ impl admin_server::Admin for AdminService {
             term: info.term,
             applied_index: info.applied_index,
             lease_valid_for_ms: info.lease_valid_for_ms,
+            renewal_latency: info.renewal_latency.map(|r| RenewalLatency {
+                p50_us: r.p50_us,
+                p99_us: r.p99_us,
+                max_us: r.max_us,
+                samples: r.samples,
+            }),
         }))
     }
 }

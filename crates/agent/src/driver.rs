@@ -54,6 +54,7 @@ enum Event {
     RaftChanged,
     RenewAnswered {
         t_send: BootTime,
+        latency_us: u64,
         answer: Result<Outcome, ProposeError>,
     },
     ProposalDone {
@@ -144,10 +145,15 @@ impl Driver {
         let now = boottime();
         match event {
             Event::Tick | Event::StateApplied | Event::RaftChanged | Event::Shutdown => {}
-            Event::RenewAnswered { t_send, answer } => {
+            Event::RenewAnswered { t_send, latency_us, answer } => {
                 let timing = self.timing();
                 match &answer {
-                    Ok(outcome) => self.keeper.on_answer(t_send, now, Some(outcome), &timing),
+                    Ok(outcome) => {
+                        if matches!(outcome, Outcome::Applied(_)) {
+                            self.shared.record_renewal(latency_us);
+                        }
+                        self.keeper.on_answer(t_send, now, Some(outcome), &timing);
+                    }
                     Err(e) => {
                         let left = self
                             .keeper
@@ -259,8 +265,10 @@ impl Driver {
                     // t_send is read before proposing: the lease is measured
                     // from here, never from when the answer arrived.
                     let t_send = boottime();
+                    let started = std::time::Instant::now();
                     let answer = shared.propose(command).await;
-                    let _ = tx.send(Event::RenewAnswered { t_send, answer });
+                    let latency_us = started.elapsed().as_micros() as u64;
+                    let _ = tx.send(Event::RenewAnswered { t_send, latency_us, answer });
                 });
             }
         }

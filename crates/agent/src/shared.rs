@@ -15,7 +15,8 @@ use haraft_raft::store::Applied;
 use haraft_raft::types::RaftMetrics;
 use openraft::ServerState;
 use openraft::error::{ClientWriteError, RaftError};
-use std::collections::HashMap;
+use haraft_core::status::LatencySummary;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
@@ -24,6 +25,10 @@ use tonic::transport::Channel;
 /// How long a probe may take. Members answer from memory, so anything
 /// slower than this is as good as unreachable for choosing a primary.
 pub const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// How many recent renewal latencies the holder keeps for status: at one
+/// renewal a second, the last ~17 minutes.
+const RENEWAL_SAMPLES: usize = 1000;
 
 /// The holder's view of its own lease, published by the driver.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -63,6 +68,7 @@ pub struct Shared {
     pub lease_view: watch::Receiver<LeaseView>,
     pub faults: NetworkFaults,
     clients: Mutex<HashMap<String, AdminClient<Channel>>>,
+    renewal_latencies_us: Mutex<VecDeque<u64>>,
 }
 
 pub fn role_of(state: ServerState) -> RaftRole {
@@ -114,6 +120,7 @@ impl Shared {
             lease_view,
             faults,
             clients: Mutex::new(HashMap::new()),
+            renewal_latencies_us: Mutex::new(VecDeque::new()),
         }
     }
 
@@ -222,6 +229,15 @@ impl Shared {
         codec::decode::<Outcome>("propose reply", &reply.outcome).map_err(|e| fail(e.to_string()))
     }
 
+    /// Records the commit latency of one granted renewal.
+    pub fn record_renewal(&self, latency_us: u64) {
+        let mut samples = self.renewal_latencies_us.lock().expect("latency lock is never poisoned");
+        if samples.len() == RENEWAL_SAMPLES {
+            samples.pop_front();
+        }
+        samples.push_back(latency_us);
+    }
+
     /// This node's own probe answer.
     pub fn local_probe(&self) -> ProbeInfo {
         let m = self.metrics();
@@ -230,6 +246,10 @@ impl Shared {
             term: m.current_term,
             applied_index: m.last_applied.map(|l| l.index),
             lease_valid_for_ms: self.lease_view.borrow().valid_for_ms(boottime()),
+            renewal_latency: {
+                let samples = self.renewal_latencies_us.lock().expect("latency lock is never poisoned");
+                LatencySummary::of(&samples.iter().copied().collect::<Vec<_>>())
+            },
         }
     }
 
@@ -262,6 +282,12 @@ impl Shared {
             term: reply.term,
             applied_index: reply.applied_index,
             lease_valid_for_ms: reply.lease_valid_for_ms,
+            renewal_latency: reply.renewal_latency.map(|r| LatencySummary {
+                p50_us: r.p50_us,
+                p99_us: r.p99_us,
+                max_us: r.max_us,
+                samples: r.samples,
+            }),
         })
     }
 

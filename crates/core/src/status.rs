@@ -49,6 +49,9 @@ pub struct LeaseStatus {
     /// How long the holder itself considers the lease valid, by its own
     /// clock; null when the holder did not answer or holds no valid lease.
     pub valid_for_ms: Option<u64>,
+    /// Commit latency of the holder's recent renewals, as the holder
+    /// measured it; null when the holder did not answer.
+    pub renewal_latency: Option<LatencySummary>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -84,6 +87,33 @@ pub struct ProbeInfo {
     pub applied_index: Option<u64>,
     /// Set by the holder only: its remaining validity by its own clock.
     pub lease_valid_for_ms: Option<u64>,
+    /// Set by the holder only: commit latency of its recent renewals.
+    pub renewal_latency: Option<LatencySummary>,
+}
+
+/// Percentiles of a set of durations, in microseconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LatencySummary {
+    pub p50_us: u64,
+    pub p99_us: u64,
+    pub max_us: u64,
+    pub samples: u64,
+}
+
+impl LatencySummary {
+    /// Nearest-rank percentiles of `samples_us`; `None` when empty.
+    pub fn of(samples_us: &[u64]) -> Option<LatencySummary> {
+        let mut sorted = samples_us.to_vec();
+        sorted.sort_unstable();
+        let rank = |p: u64| {
+            let n = sorted.len() as u64;
+            // Nearest rank: ceil(p/100 * n), 1-based.
+            let r = (p * n).div_ceil(100).max(1);
+            sorted[(r - 1) as usize]
+        };
+        let max_us = *sorted.last()?;
+        Some(LatencySummary { p50_us: rank(50), p99_us: rank(99), max_us, samples: sorted.len() as u64 })
+    }
 }
 
 pub type Probes = BTreeMap<NodeId, Result<ProbeInfo, String>>;
@@ -102,6 +132,10 @@ pub fn build_status(state: &ClusterState, local: &LocalRaft, probes: &Probes) ->
         renewal: l.renewal.0,
         valid_for_ms: match probes.get(&l.holder) {
             Some(Ok(p)) => p.lease_valid_for_ms,
+            _ => None,
+        },
+        renewal_latency: match probes.get(&l.holder) {
+            Some(Ok(p)) => p.renewal_latency,
             _ => None,
         },
     });
@@ -202,6 +236,7 @@ mod tests {
                 term: 4,
                 applied_index: Some(3),
                 lease_valid_for_ms: None,
+                renewal_latency: None,
             }),
         );
         probes.insert(
@@ -211,6 +246,7 @@ mod tests {
                 term: 4,
                 applied_index: Some(3),
                 lease_valid_for_ms: Some(1500),
+                renewal_latency: None,
             }),
         );
         probes.insert(NodeId(3), Err("connection refused".into()));
@@ -226,6 +262,18 @@ mod tests {
         for key in ["cluster", "leader", "term", "epoch", "primary", "members"] {
             assert!(json.contains(key), "{key} missing");
         }
+    }
+
+    #[test]
+    fn nearest_rank_percentiles() {
+        assert_eq!(LatencySummary::of(&[]), None);
+        let one = LatencySummary::of(&[7]).unwrap();
+        assert_eq!((one.p50_us, one.p99_us, one.max_us, one.samples), (7, 7, 7, 1));
+        let hundred: Vec<u64> = (1..=100).rev().collect();
+        let s = LatencySummary::of(&hundred).unwrap();
+        assert_eq!((s.p50_us, s.p99_us, s.max_us, s.samples), (50, 99, 100, 100));
+        let s = LatencySummary::of(&[10, 20, 30]).unwrap();
+        assert_eq!((s.p50_us, s.p99_us), (20, 30));
     }
 
     // core has no serde_json; Debug output is enough to see field names here.

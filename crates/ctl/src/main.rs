@@ -183,6 +183,14 @@ fn render(s: &ClusterStatus) -> String {
     out.push_str(&format!("Cluster:      {}\n", s.cluster));
     out.push_str(&format!("Raft leader:  {leader}, commit index {commit}\n"));
     out.push_str(&format!("Primary:      {primary}\n"));
+    if let Some(r) = s.lease.as_ref().and_then(|l| l.renewal_latency) {
+        out.push_str(&format!(
+            "Renewals:     commit latency p50 {:.1} ms, p99 {:.1} ms over the last {}\n",
+            r.p50_us as f64 / 1000.0,
+            r.p99_us as f64 / 1000.0,
+            r.samples
+        ));
+    }
     if let Some(op) = &s.operation {
         out.push_str(&format!("In progress:  {op}\n"));
     }
@@ -309,6 +317,7 @@ mod tests {
                 epoch: 4,
                 renewal: 9,
                 valid_for_ms: Some(2100),
+                renewal_latency: None,
             }),
             operation: None,
             members: vec![

@@ -1,0 +1,32 @@
+//! The files in config/ parse, validate, and the reference documents the
+//! defaults exactly.
+
+use haraft_agent::config::{RaftTiming, load};
+use haraft_core::{NodeId, Timing};
+use std::path::PathBuf;
+
+fn config_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../config")
+}
+
+#[test]
+fn node_files_parse_and_form_one_cluster() {
+    let configs: Vec<_> = (1..=3).map(|i| load(&config_dir().join(format!("node{i}.toml"))).expect("valid")).collect();
+    for (i, c) in configs.iter().enumerate() {
+        assert_eq!(c.node, NodeId(i as u64 + 1));
+        assert_eq!(c.cluster, "demo");
+        assert_eq!(c.members, configs[0].members, "member lists differ");
+        assert_eq!(c.listen.to_string(), format!("127.0.0.1:{}", 7001 + i));
+        assert!(c.data_dir.is_relative(), "relative data dirs make the example runnable from any directory");
+    }
+}
+
+#[test]
+fn reference_parses_and_matches_the_defaults() {
+    let c = load(&config_dir().join("reference.toml")).expect("reference is valid");
+    assert_eq!(c.timing, Timing::default());
+    assert_eq!(c.raft, RaftTiming::default());
+    assert_eq!(c.log_level, "info");
+    let node1 = load(&config_dir().join("node1.toml")).unwrap();
+    assert_eq!(c.members, node1.members);
+}
