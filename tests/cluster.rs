@@ -46,13 +46,7 @@ async fn three_agents_elect_a_leader_grant_epoch_one_and_the_holder_renews() {
     assert_eq!(state.cluster, "test");
     assert_eq!(state.members.len(), 3);
     let lease = state.lease.expect("a lease");
-    let voters = c
-        .agent(1)
-        .raft_metrics()
-        .membership_config
-        .membership()
-        .voter_ids()
-        .count();
+    let voters = c.agent(1).raft_metrics().membership_config.membership().voter_ids().count();
     assert_eq!(voters, 3);
     // The holder renews: the renewal count grows and validity moves forward.
     let first = c.agent(lease.holder.0).lease().valid_until.expect("valid");
@@ -61,33 +55,18 @@ async fn three_agents_elect_a_leader_grant_epoch_one_and_the_holder_renews() {
         (l.renewal.0 >= lease.renewal.0 + 2).then_some(())
     })
     .await;
-    let later = c
-        .agent(lease.holder.0)
-        .lease()
-        .valid_until
-        .expect("still valid");
-    assert!(
-        later > first,
-        "validity did not move: {first:?} -> {later:?}"
-    );
-    assert_eq!(
-        c.valid_holders(),
-        vec![lease.holder],
-        "exactly one node considers itself primary"
-    );
+    let later = c.agent(lease.holder.0).lease().valid_until.expect("still valid");
+    assert!(later > first, "validity did not move: {first:?} -> {later:?}");
+    assert_eq!(c.valid_holders(), vec![lease.holder], "exactly one node considers itself primary");
     assert_eq!(c.state().epoch, Epoch(1), "no lapse while renewing");
     c.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn stopping_the_holder_lapses_its_lease_after_its_deadline_and_grants_the_next_epoch_elsewhere()
- {
+async fn stopping_the_holder_lapses_its_lease_after_its_deadline_and_grants_the_next_epoch_elsewhere() {
     let mut c = started().await;
     let old = c.state().lease.unwrap();
-    let mut events: Vec<_> = (1..=3)
-        .filter(|&i| i != old.holder.0)
-        .map(|i| (i, c.agent(i).subscribe()))
-        .collect();
+    let mut events: Vec<_> = (1..=3).filter(|&i| i != old.holder.0).map(|i| (i, c.agent(i).subscribe())).collect();
     let holder_deadline = c.agent(old.holder.0).lease().valid_until.unwrap();
     c.stop(old.holder.0).await;
     let new = wait_for("a new epoch", LIMIT, || {
@@ -103,21 +82,13 @@ async fn stopping_the_holder_lapses_its_lease_after_its_deadline_and_grants_the_
         .iter_mut()
         .flat_map(|(_, rx)| drain(rx))
         .find_map(|e| match e {
-            AgentEvent::Proposed {
-                at,
-                command: Command::Lapse { epoch, .. },
-            } if epoch == old.epoch => Some(at),
+            AgentEvent::Proposed { at, command: Command::Lapse { epoch, .. } } if epoch == old.epoch => Some(at),
             _ => None,
         })
         .expect("the leader proposed the lapse");
-    assert!(
-        lapse_at >= holder_deadline,
-        "lapse at {lapse_at:?} before the holder's deadline {holder_deadline:?}"
-    );
-    wait_for("the new holder's lease to be valid", LIMIT, || {
-        (c.valid_holders() == vec![new.holder]).then_some(())
-    })
-    .await;
+    assert!(lapse_at >= holder_deadline, "lapse at {lapse_at:?} before the holder's deadline {holder_deadline:?}");
+    wait_for("the new holder's lease to be valid", LIMIT, || (c.valid_holders() == vec![new.holder]).then_some(()))
+        .await;
     c.shutdown().await;
 }
 
@@ -126,17 +97,11 @@ async fn cut_off_holder_stops_being_primary_before_any_new_epoch_is_decided() {
     let c = started().await;
     let old = c.state().lease.unwrap();
     let mut holder_rx = c.agent(old.holder.0).subscribe();
-    let mut others: Vec<_> = (1..=3)
-        .filter(|&i| i != old.holder.0)
-        .map(|i| c.agent(i).subscribe())
-        .collect();
+    let mut others: Vec<_> = (1..=3).filter(|&i| i != old.holder.0).map(|i| c.agent(i).subscribe()).collect();
     c.agent(old.holder.0).faults().isolate(true);
 
     let new = wait_for("a new epoch among the majority", LIMIT, || {
-        let s = (1..=3)
-            .filter(|&i| i != old.holder.0)
-            .map(|i| c.agent(i).state())
-            .max_by_key(|s| s.epoch)?;
+        let s = (1..=3).filter(|&i| i != old.holder.0).map(|i| c.agent(i).state()).max_by_key(|s| s.epoch)?;
         let l = s.lease?;
         (l.epoch > old.epoch).then_some(l)
     })
@@ -151,21 +116,14 @@ async fn cut_off_holder_stops_being_primary_before_any_new_epoch_is_decided() {
             _ => None,
         })
         .max()
-        .unwrap_or_else(|| {
-            c.agent(old.holder.0)
-                .lease()
-                .valid_until
-                .unwrap_or_default()
-        });
+        .unwrap_or_else(|| c.agent(old.holder.0).lease().valid_until.unwrap_or_default());
     let invalid_at = holder_events
         .iter()
         .find_map(|e| match e {
             AgentEvent::LeaseInvalid { at, epoch } if *epoch == old.epoch => Some(*at),
             _ => None,
         })
-        .unwrap_or_else(|| {
-            panic!("the cut-off holder never said its lease ended: {holder_events:?}")
-        });
+        .unwrap_or_else(|| panic!("the cut-off holder never said its lease ended: {holder_events:?}"));
     let decisions: Vec<(BootTime, Command)> = others
         .iter_mut()
         .flat_map(drain)
@@ -176,64 +134,39 @@ async fn cut_off_holder_stops_being_primary_before_any_new_epoch_is_decided() {
         .collect();
     let lapse_at = decisions
         .iter()
-        .find_map(|(at, c)| {
-            matches!(c, Command::Lapse { epoch, .. } if *epoch == old.epoch).then_some(*at)
-        })
+        .find_map(|(at, c)| matches!(c, Command::Lapse { epoch, .. } if *epoch == old.epoch).then_some(*at))
         .expect("the majority's leader proposed the lapse");
     let grant_at = decisions
         .iter()
-        .find_map(|(at, c)| {
-            matches!(c, Command::Grant { epoch, .. } if *epoch == new.epoch).then_some(*at)
-        })
+        .find_map(|(at, c)| matches!(c, Command::Grant { epoch, .. } if *epoch == new.epoch).then_some(*at))
         .expect("the majority's leader proposed the grant");
-    assert!(
-        last_deadline <= lapse_at,
-        "holder deadline {last_deadline:?} after the lapse decision {lapse_at:?}"
-    );
+    assert!(last_deadline <= lapse_at, "holder deadline {last_deadline:?} after the lapse decision {lapse_at:?}");
     assert!(
         invalid_at <= grant_at,
         "holder still valid at {invalid_at:?} when epoch {} was decided at {grant_at:?}",
         new.epoch
     );
-    assert!(
-        c.agent(old.holder.0).lease().valid_until.is_none(),
-        "cut-off holder still claims the lease"
-    );
+    assert!(c.agent(old.holder.0).lease().valid_until.is_none(), "cut-off holder still claims the lease");
 
     // Healed, it learns the new epoch and never claims the old lease again.
     c.agent(old.holder.0).faults().isolate(false);
-    wait_for("the old holder to catch up", LIMIT, || {
-        (c.agent(old.holder.0).state().epoch >= new.epoch).then_some(())
-    })
-    .await;
+    wait_for("the old holder to catch up", LIMIT, || (c.agent(old.holder.0).state().epoch >= new.epoch).then_some(()))
+        .await;
     let holders = c.valid_holders();
-    assert!(
-        !holders.contains(&old.holder),
-        "old holder claims a lease again: {holders:?}"
-    );
+    assert!(!holders.contains(&old.holder), "old holder claims a lease again: {holders:?}");
     assert!(holders.len() <= 1, "two primaries: {holders:?}");
-    wait_for("one valid holder", LIMIT, || {
-        (c.valid_holders().len() == 1).then_some(())
-    })
-    .await;
+    wait_for("one valid holder", LIMIT, || (c.valid_holders().len() == 1).then_some(())).await;
     c.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn killing_the_raft_leader_elects_another_and_no_lease_lapses_within_a_ttl_of_that_election()
-{
+async fn killing_the_raft_leader_elects_another_and_no_lease_lapses_within_a_ttl_of_that_election() {
     let mut c = started().await;
     let leader = c.leader().expect("a leader");
     let before = c.state().lease.unwrap();
-    let mut rxs: Vec<_> = (1..=3)
-        .filter(|&i| i != leader.0)
-        .map(|i| c.agent(i).subscribe())
-        .collect();
+    let mut rxs: Vec<_> = (1..=3).filter(|&i| i != leader.0).map(|i| c.agent(i).subscribe()).collect();
     c.stop(leader.0).await;
-    let new_leader = wait_for("a new leader", LIMIT, || {
-        c.leader().filter(|l| *l != leader)
-    })
-    .await;
+    let new_leader = wait_for("a new leader", LIMIT, || c.leader().filter(|l| *l != leader)).await;
     // Give a fired timer every chance to show up: two ttls.
     tokio::time::sleep(Duration::from_millis(2 * TTL_MS)).await;
     let events: Vec<AgentEvent> = rxs.iter_mut().flat_map(drain).collect();
@@ -245,42 +178,22 @@ async fn killing_the_raft_leader_elects_another_and_no_lease_lapses_within_a_ttl
         })
         .expect("the new leader announced itself");
     for e in &events {
-        if let AgentEvent::Proposed {
-            at,
-            command: Command::Lapse { .. },
-        } = e
-        {
-            assert!(
-                at.0 >= elected_at.0 + TTL_MS,
-                "lapse at {at:?} within a ttl of the election at {elected_at:?}"
-            );
+        if let AgentEvent::Proposed { at, command: Command::Lapse { .. } } = e {
+            assert!(at.0 >= elected_at.0 + TTL_MS, "lapse at {at:?} within a ttl of the election at {elected_at:?}");
         }
     }
     if before.holder == leader {
         // The holder went down with the leader: its lease lapses (a ttl
         // after the election at the earliest) and another member gets the
         // next epoch.
-        let l = wait_for("the next epoch", LIMIT, || {
-            c.state().lease.filter(|l| l.epoch > before.epoch)
-        })
-        .await;
+        let l = wait_for("the next epoch", LIMIT, || c.state().lease.filter(|l| l.epoch > before.epoch)).await;
         assert_ne!(l.holder, leader);
     } else {
         // The holder survived: it renews through the new leader, no lapse.
         let l = c.state().lease.unwrap();
-        assert_eq!(
-            (l.holder, l.epoch),
-            (before.holder, before.epoch),
-            "lease changed hands though its holder lives"
-        );
+        assert_eq!((l.holder, l.epoch), (before.holder, before.epoch), "lease changed hands though its holder lives");
         assert!(l.renewal > before.renewal);
-        assert!(!events.iter().any(|e| matches!(
-            e,
-            AgentEvent::Proposed {
-                command: Command::Lapse { .. },
-                ..
-            }
-        )));
+        assert!(!events.iter().any(|e| matches!(e, AgentEvent::Proposed { command: Command::Lapse { .. }, .. })));
     }
     assert_eq!(c.leader(), Some(new_leader));
     c.shutdown().await;
@@ -292,10 +205,7 @@ async fn restarting_all_three_keeps_the_state() {
     // Force history beyond the first grant: stop the holder once.
     let first = c.state().lease.unwrap();
     c.stop(first.holder.0).await;
-    wait_for("epoch 2", LIMIT, || {
-        c.state().lease.filter(|l| l.epoch == Epoch(2))
-    })
-    .await;
+    wait_for("epoch 2", LIMIT, || c.state().lease.filter(|l| l.epoch == Epoch(2))).await;
     c.restart(first.holder.0).await;
     wait_for("the restarted node to catch up", LIMIT, || {
         (c.agent(first.holder.0).state().epoch == Epoch(2)).then_some(())
@@ -312,25 +222,13 @@ async fn restarting_all_three_keeps_the_state() {
     let after = c.state();
     assert_eq!(after.cluster, before.cluster);
     assert_eq!(after.members, before.members);
-    assert!(
-        after.epoch >= before.epoch,
-        "epoch went back from {} to {}",
-        before.epoch,
-        after.epoch
-    );
+    assert!(after.epoch >= before.epoch, "epoch went back from {} to {}", before.epoch, after.epoch);
     assert!(after.history.len() >= before.history.len());
     assert_eq!(
-        after
-            .history
-            .iter()
-            .take(before.history.len())
-            .collect::<Vec<_>>(),
+        after.history.iter().take(before.history.len()).collect::<Vec<_>>(),
         before.history.iter().collect::<Vec<_>>()
     );
-    wait_for("one valid holder", LIMIT, || {
-        (c.valid_holders().len() == 1).then_some(())
-    })
-    .await;
+    wait_for("one valid holder", LIMIT, || (c.valid_holders().len() == 1).then_some(())).await;
     c.shutdown().await;
 }
 
@@ -352,52 +250,27 @@ mod garbled {
 
         let cases: Vec<(RaftRequest, tonic::Code, &str)> = vec![
             (
-                RaftRequest {
-                    cluster: "test".into(),
-                    target: 2,
-                    from: 1,
-                    payload: vec![1, 0xff, 0xff, 0xff],
-                },
+                RaftRequest { cluster: "test".into(), target: 2, from: 1, payload: vec![1, 0xff, 0xff, 0xff] },
                 tonic::Code::InvalidArgument,
                 "garbled",
             ),
             (
-                RaftRequest {
-                    cluster: "test".into(),
-                    target: 2,
-                    from: 1,
-                    payload: vec![],
-                },
+                RaftRequest { cluster: "test".into(), target: 2, from: 1, payload: vec![] },
                 tonic::Code::InvalidArgument,
                 "empty",
             ),
             (
-                RaftRequest {
-                    cluster: "test".into(),
-                    target: 2,
-                    from: 1,
-                    payload: vec![42, 1, 2],
-                },
+                RaftRequest { cluster: "test".into(), target: 2, from: 1, payload: vec![42, 1, 2] },
                 tonic::Code::InvalidArgument,
                 "format version 42",
             ),
             (
-                RaftRequest {
-                    cluster: "test".into(),
-                    target: 3,
-                    from: 1,
-                    payload: vec![],
-                },
+                RaftRequest { cluster: "test".into(), target: 3, from: 1, payload: vec![] },
                 tonic::Code::FailedPrecondition,
                 "node id 3 reached node id 2",
             ),
             (
-                RaftRequest {
-                    cluster: "other".into(),
-                    target: 2,
-                    from: 1,
-                    payload: vec![],
-                },
+                RaftRequest { cluster: "other".into(), target: 2, from: 1, payload: vec![] },
                 tonic::Code::FailedPrecondition,
                 "cluster \"other\"",
             ),
@@ -409,11 +282,7 @@ mod garbled {
                 raft.install_snapshot(req.clone()).await.unwrap_err(),
             ] {
                 assert_eq!(status.code(), code, "{status:?}");
-                assert!(
-                    status.message().contains(text),
-                    "{:?} lacks {text:?}",
-                    status.message()
-                );
+                assert!(status.message().contains(text), "{:?} lacks {text:?}", status.message());
             }
         }
 
@@ -421,43 +290,14 @@ mod garbled {
         let mut admin = AdminClient::connect(endpoint).await.unwrap();
         let lease = before.lease.unwrap();
         let forbidden = [
-            (
-                1,
-                Command::Lapse {
-                    holder: lease.holder,
-                    epoch: lease.epoch,
-                    renewal: lease.renewal,
-                },
-            ),
-            (
-                1,
-                Command::Grant {
-                    holder: NodeId(1),
-                    epoch: lease.epoch.next(),
-                },
-            ),
-            (
-                3,
-                Command::Renew {
-                    holder: NodeId(9),
-                    epoch: lease.epoch,
-                    renewal: lease.renewal,
-                },
-            ),
+            (1, Command::Lapse { holder: lease.holder, epoch: lease.epoch, renewal: lease.renewal }),
+            (1, Command::Grant { holder: NodeId(1), epoch: lease.epoch.next() }),
+            (3, Command::Renew { holder: NodeId(9), epoch: lease.epoch, renewal: lease.renewal }),
         ];
         for (from, command) in forbidden {
-            let req = ProposeRequest {
-                cluster: "test".into(),
-                target: 2,
-                from,
-                command: codec::encode(&command),
-            };
+            let req = ProposeRequest { cluster: "test".into(), target: 2, from, command: codec::encode(&command) };
             let status = admin.propose(req).await.unwrap_err();
-            assert_eq!(
-                status.code(),
-                tonic::Code::PermissionDenied,
-                "{command}: {status:?}"
-            );
+            assert_eq!(status.code(), tonic::Code::PermissionDenied, "{command}: {status:?}");
         }
 
         // Still one healthy cluster with the same epoch.

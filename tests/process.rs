@@ -57,7 +57,9 @@ async fn shipped_configs_form_a_cluster_that_survives_a_killed_primary() {
     let epoch = status["epoch"].as_u64().unwrap();
     c.kill(primary_id);
     let after = wait_for("the next epoch", LIMIT, || {
-        c.status().filter(|s| s["epoch"].as_u64() == Some(epoch + 1) && s["primary"].is_string() && s["lease"]["valid_for_ms"].is_u64())
+        c.status().filter(|s| {
+            s["epoch"].as_u64() == Some(epoch + 1) && s["primary"].is_string() && s["lease"]["valid_for_ms"].is_u64()
+        })
     })
     .await;
     assert_ne!(after["primary"].as_str().unwrap(), primary);
@@ -78,7 +80,11 @@ async fn shipped_configs_form_a_cluster_that_survives_a_killed_primary() {
 
 fn run(bin: &str, args: &[&str]) -> (i32, String, String) {
     let out = Command::new(binary(bin)).args(args).output().expect("run binary");
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
 }
 
 /// A refusal: non-zero exit, exactly one line on stderr mentioning `text`.
@@ -115,7 +121,11 @@ fn bad_configs_are_refused_with_one_line_naming_the_key() {
         // The daemon refuses the same file before doing anything.
         assert_refused(run("haraft", &["--config", path.to_str().unwrap()]), 2, expected);
     }
-    assert_refused(run("haraft", &["--check-config", "/nonexistent/haraft.toml"]), 2, "cannot read config file /nonexistent/haraft.toml");
+    assert_refused(
+        run("haraft", &["--check-config", "/nonexistent/haraft.toml"]),
+        2,
+        "cannot read config file /nonexistent/haraft.toml",
+    );
 }
 
 #[test]

@@ -6,8 +6,7 @@ use haraft_core::status::{LocalRaft, Probes, build_status};
 use haraft_core::{Command, NodeId};
 use haraft_proto::admin::admin_server::{self, AdminServer};
 use haraft_proto::admin::{
-    RenewalLatency,
-    ProbeReply, ProbeRequest, ProposeReply, ProposeRequest, StatusReply, StatusRequest,
+    ProbeReply, ProbeRequest, ProposeReply, ProposeRequest, RenewalLatency, StatusReply, StatusRequest,
 };
 use haraft_raft::codec;
 use haraft_raft::server::admit;
@@ -26,13 +25,7 @@ impl AdminService {
     }
 
     fn admit(&self, cluster: &str, target: u64) -> Result<(), Status> {
-        admit(
-            cluster,
-            target,
-            &self.shared.config.cluster,
-            self.shared.me().0,
-            &self.shared.faults,
-        )
+        admit(cluster, target, &self.shared.config.cluster, self.shared.me().0, &self.shared.faults)
     }
 
     /// The status document from this node's view (probing every member).
@@ -44,8 +37,7 @@ impl AdminService {
         // leader alone proves nothing (openraft 0.9 has no check-quorum).
         let consistent = is_leader
             && matches!(
-                tokio::time::timeout(shared.write_timeout(), shared.raft.ensure_linearizable())
-                    .await,
+                tokio::time::timeout(shared.write_timeout(), shared.raft.ensure_linearizable()).await,
                 Ok(Ok(_))
             );
         let probes: Probes = shared.probe_all().await.into_iter().collect();
@@ -54,26 +46,17 @@ impl AdminService {
             term: metrics.current_term,
             leader: metrics.current_leader.map(NodeId),
             commit_index: *shared.committed.borrow(),
-            voters: metrics
-                .membership_config
-                .membership()
-                .voter_ids()
-                .map(NodeId)
-                .collect(),
+            voters: metrics.membership_config.membership().voter_ids().map(NodeId).collect(),
             consistent,
         };
         let status = build_status(&shared.state(), &local, &probes);
-        serde_json::to_string(&status)
-            .map_err(|e| Status::internal(format!("encoding status: {e}")))
+        serde_json::to_string(&status).map_err(|e| Status::internal(format!("encoding status: {e}")))
     }
 }
 
 #[tonic::async_trait]
 impl admin_server::Admin for AdminService {
-    async fn status(
-        &self,
-        request: Request<StatusRequest>,
-    ) -> Result<Response<StatusReply>, Status> {
+    async fn status(&self, request: Request<StatusRequest>) -> Result<Response<StatusReply>, Status> {
         if self.shared.faults.isolated() {
             return Err(Status::unavailable("node isolated by fault injection"));
         }
@@ -82,40 +65,28 @@ impl admin_server::Admin for AdminService {
         if !local_only && metrics.state != ServerState::Leader {
             // The leader's view is the freshest; fall back to ours when it
             // cannot be reached in time.
-            if let Some(leader) = metrics
-                .current_leader
-                .and_then(|id| self.shared.member(NodeId(id)))
+            if let Some(leader) = metrics.current_leader.and_then(|id| self.shared.member(NodeId(id)))
+                && let Ok(mut client) = self.shared.client(&leader.address)
             {
-                if let Ok(mut client) = self.shared.client(&leader.address) {
-                    let call = client.status(StatusRequest { local_only: true });
-                    if let Ok(Ok(reply)) =
-                        tokio::time::timeout(self.shared.write_timeout(), call).await
-                    {
-                        return Ok(reply);
-                    }
+                let call = client.status(StatusRequest { local_only: true });
+                if let Ok(Ok(reply)) = tokio::time::timeout(self.shared.write_timeout(), call).await {
+                    return Ok(reply);
                 }
             }
         }
-        Ok(Response::new(StatusReply {
-            json: self.local_status().await?,
-        }))
+        Ok(Response::new(StatusReply { json: self.local_status().await? }))
     }
 
-    async fn propose(
-        &self,
-        request: Request<ProposeRequest>,
-    ) -> Result<Response<ProposeReply>, Status> {
+    async fn propose(&self, request: Request<ProposeRequest>) -> Result<Response<ProposeReply>, Status> {
         let req = request.into_inner();
         self.admit(&req.cluster, req.target)?;
-        let command: Command = codec::decode("forwarded command", &req.command)
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let command: Command =
+            codec::decode("forwarded command", &req.command).map_err(|e| Status::invalid_argument(e.to_string()))?;
         // Only the holder's renewal is ever forwarded. Every other command is
         // the Raft leader's own decision, so a peer cannot ask for a lapse or
         // a grant.
         let Command::Renew { holder, .. } = command else {
-            return Err(Status::permission_denied(format!(
-                "only lease renewals are forwarded, not {command}"
-            )));
+            return Err(Status::permission_denied(format!("only lease renewals are forwarded, not {command}")));
         };
         if holder.0 != req.from {
             return Err(Status::permission_denied(format!(
@@ -135,20 +106,12 @@ impl admin_server::Admin for AdminService {
         };
         match result {
             Ok(resp) => match resp.data {
-                Some(outcome) => Ok(Response::new(ProposeReply {
-                    outcome: codec::encode(&outcome),
-                })),
-                None => Err(Status::internal(
-                    "a command entry answered without an outcome",
-                )),
+                Some(outcome) => Ok(Response::new(ProposeReply { outcome: codec::encode(&outcome) })),
+                None => Err(Status::internal("a command entry answered without an outcome")),
             },
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-                Err(Status::failed_precondition(format!(
-                    "node {} is not the Raft leader (leader: {:?})",
-                    self.shared.me(),
-                    f.leader_id
-                )))
-            }
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => Err(Status::failed_precondition(
+                format!("node {} is not the Raft leader (leader: {:?})", self.shared.me(), f.leader_id),
+            )),
             Err(e) => Err(Status::unavailable(e.to_string())),
         }
     }

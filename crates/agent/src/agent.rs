@@ -62,11 +62,7 @@ impl AgentHandle {
         let _ = self.shutdown.send(true);
         let _ = self.driver.await;
         let _ = tokio::time::timeout(SHUTDOWN_GRACE, self.server).await;
-        self.shared
-            .raft
-            .shutdown()
-            .await
-            .map_err(|e| anyhow::anyhow!("stopping raft: {e}"))?;
+        self.shared.raft.shutdown().await.map_err(|e| anyhow::anyhow!("stopping raft: {e}"))?;
         Ok(())
     }
 }
@@ -86,13 +82,9 @@ fn raft_config(config: &Config) -> anyhow::Result<openraft::Config> {
 
 /// Starts an agent bound to `config.listen`. With `listener` the caller
 /// passes an already bound socket (tests bind port 0 first).
-pub async fn start(
-    config: Config,
-    listener: Option<tokio::net::TcpListener>,
-) -> anyhow::Result<AgentHandle> {
+pub async fn start(config: Config, listener: Option<tokio::net::TcpListener>) -> anyhow::Result<AgentHandle> {
     let raft_dir = config.raft_dir();
-    std::fs::create_dir_all(&raft_dir)
-        .with_context(|| format!("creating data directory {}", raft_dir.display()))?;
+    std::fs::create_dir_all(&raft_dir).with_context(|| format!("creating data directory {}", raft_dir.display()))?;
     let (log_store, sm_store, applied) = store::open(&raft_dir)?;
     {
         let state = applied.borrow();
@@ -108,15 +100,9 @@ pub async fn start(
     let committed = log_store.committed();
     let faults = NetworkFaults::default();
     let network = NetworkFactory::new(&config.cluster, config.node.0, faults.clone());
-    let raft = Raft::new(
-        config.node.0,
-        Arc::new(raft_config(&config)?),
-        network,
-        log_store,
-        sm_store,
-    )
-    .await
-    .context("starting raft")?;
+    let raft = Raft::new(config.node.0, Arc::new(raft_config(&config)?), network, log_store, sm_store)
+        .await
+        .context("starting raft")?;
 
     let listener = match listener {
         Some(l) => l,
@@ -127,26 +113,14 @@ pub async fn start(
     let local_addr = listener.local_addr()?;
 
     let (lease_tx, lease_rx) = watch::channel(LeaseView::default());
-    let shared = Arc::new(Shared::new(
-        config.clone(),
-        raft.clone(),
-        applied,
-        committed,
-        lease_rx,
-        faults.clone(),
-    ));
+    let shared = Arc::new(Shared::new(config.clone(), raft.clone(), applied, committed, lease_rx, faults.clone()));
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (events, _) = broadcast::channel(1024);
 
     let server = {
         let mut stop = shutdown_rx.clone();
         let router = tonic::transport::Server::builder()
-            .add_service(RaftService::new(
-                raft.clone(),
-                &config.cluster,
-                config.node.0,
-                faults,
-            ))
+            .add_service(RaftService::new(raft.clone(), &config.cluster, config.node.0, faults))
             .add_service(AdminService::new(Arc::clone(&shared)));
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
         tokio::spawn(async move {
@@ -166,15 +140,7 @@ pub async fn start(
         let members: BTreeMap<u64, RaftNode> = config
             .members
             .iter()
-            .map(|m| {
-                (
-                    m.id.0,
-                    RaftNode {
-                        name: m.name.clone(),
-                        address: m.address.clone(),
-                    },
-                )
-            })
+            .map(|m| (m.id.0, RaftNode { name: m.name.clone(), address: m.address.clone() }))
             .collect();
         match raft.initialize(members).await {
             Ok(()) => {
@@ -184,20 +150,7 @@ pub async fn start(
         }
     }
 
-    let driver = tokio::spawn(driver::run(
-        Arc::clone(&shared),
-        lease_tx,
-        events.clone(),
-        shutdown_rx,
-    ));
+    let driver = tokio::spawn(driver::run(Arc::clone(&shared), lease_tx, events.clone(), shutdown_rx));
     tracing::info!(node = %config.node_name, id = config.node.0, cluster = %config.cluster, listen = %local_addr, "agent started");
-    Ok(AgentHandle {
-        node: config.node,
-        local_addr,
-        shared,
-        shutdown: shutdown_tx,
-        server,
-        driver,
-        events,
-    })
+    Ok(AgentHandle { node: config.node, local_addr, shared, shutdown: shutdown_tx, server, driver, events })
 }

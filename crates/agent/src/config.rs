@@ -95,9 +95,7 @@ struct RawLog {
 
 impl Default for RawLog {
     fn default() -> Self {
-        RawLog {
-            level: "info".to_string(),
-        }
+        RawLog { level: "info".to_string() }
     }
 }
 
@@ -157,14 +155,8 @@ pub enum ConfigError {
     #[error("cannot read config file {path}: {message}")]
     Read { path: String, message: String },
     #[error("{path}:{line}: {message}")]
-    Parse {
-        path: String,
-        line: usize,
-        message: String,
-    },
-    #[error(
-        "cluster.name must be 1-64 characters of letters, digits, '-', '_' or '.', got {name:?}"
-    )]
+    Parse { path: String, line: usize, message: String },
+    #[error("cluster.name must be 1-64 characters of letters, digits, '-', '_' or '.', got {name:?}")]
     BadClusterName { name: String },
     #[error("no [[member]] entries: list every member of the cluster, this node included")]
     NoMembers,
@@ -172,23 +164,17 @@ pub enum ConfigError {
     DuplicateMemberId { id: u64 },
     #[error("member name {name:?} appears more than once: every [[member]] needs its own name")]
     DuplicateMemberName { name: String },
-    #[error(
-        "member address {address} appears more than once: every [[member]] needs its own address"
-    )]
+    #[error("member address {address} appears more than once: every [[member]] needs its own address")]
     DuplicateMemberAddress { address: String },
     #[error("member name {name:?} is not valid: use 1-64 letters, digits, '-', '_' or '.'")]
     BadMemberName { name: String },
     #[error("member {name:?} address {address:?} is not host:port")]
     BadMemberAddress { name: String, address: String },
-    #[error(
-        "node.id = {id} is not one of the [[member]] ids ({ids}): add this node to the member list or fix node.id"
-    )]
+    #[error("node.id = {id} is not one of the [[member]] ids ({ids}): add this node to the member list or fix node.id")]
     NodeNotMember { id: u64, ids: String },
     #[error("node.listen = {value:?} is not an ip:port address")]
     BadListen { value: String },
-    #[error(
-        "node.listen is not set and this member's address {address:?} is not an ip:port to bind: set node.listen"
-    )]
+    #[error("node.listen is not set and this member's address {address:?} is not an ip:port to bind: set node.listen")]
     ListenNeeded { address: String },
     #[error("node.data_dir is empty: set a directory for this node's Raft data")]
     EmptyDataDir,
@@ -213,10 +199,7 @@ pub enum ConfigError {
 }
 
 fn valid_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 64
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    !s.is_empty() && s.len() <= 64 && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
 fn host_port(s: &str) -> bool {
@@ -229,33 +212,23 @@ fn host_port(s: &str) -> bool {
 /// Reads and validates a config file.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
     let shown = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
-        path: shown.clone(),
-        message: e.to_string(),
-    })?;
+    let text =
+        std::fs::read_to_string(path).map_err(|e| ConfigError::Read { path: shown.clone(), message: e.to_string() })?;
     parse(&shown, &text)
 }
 
 /// Parses and validates config text; `path` names it in errors.
 pub fn parse(path: &str, text: &str) -> Result<Config, ConfigError> {
     let raw: RawConfig = toml::from_str(text).map_err(|e| {
-        let line = e.span().map_or(0, |s| {
-            text[..s.start.min(text.len())].matches('\n').count() + 1
-        });
-        ConfigError::Parse {
-            path: path.to_string(),
-            line,
-            message: e.message().trim().replace('\n', " "),
-        }
+        let line = e.span().map_or(0, |s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+        ConfigError::Parse { path: path.to_string(), line, message: e.message().trim().replace('\n', " ") }
     })?;
     validate(raw)
 }
 
 fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     if !valid_name(&raw.cluster.name) {
-        return Err(ConfigError::BadClusterName {
-            name: raw.cluster.name,
-        });
+        return Err(ConfigError::BadClusterName { name: raw.cluster.name });
     }
     if raw.member.is_empty() {
         return Err(ConfigError::NoMembers);
@@ -266,45 +239,25 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
             return Err(ConfigError::DuplicateMemberId { id: m.id });
         }
         if !valid_name(&m.name) {
-            return Err(ConfigError::BadMemberName {
-                name: m.name.clone(),
-            });
+            return Err(ConfigError::BadMemberName { name: m.name.clone() });
         }
         if !names.insert(m.name.clone()) {
-            return Err(ConfigError::DuplicateMemberName {
-                name: m.name.clone(),
-            });
+            return Err(ConfigError::DuplicateMemberName { name: m.name.clone() });
         }
         if !host_port(&m.address) {
-            return Err(ConfigError::BadMemberAddress {
-                name: m.name.clone(),
-                address: m.address.clone(),
-            });
+            return Err(ConfigError::BadMemberAddress { name: m.name.clone(), address: m.address.clone() });
         }
         if !addresses.insert(m.address.clone()) {
-            return Err(ConfigError::DuplicateMemberAddress {
-                address: m.address.clone(),
-            });
+            return Err(ConfigError::DuplicateMemberAddress { address: m.address.clone() });
         }
     }
     let Some(me) = raw.member.iter().find(|m| m.id == raw.node.id) else {
-        let ids = ids
-            .iter()
-            .map(u64::to_string)
-            .collect::<Vec<_>>()
-            .join(", ");
-        return Err(ConfigError::NodeNotMember {
-            id: raw.node.id,
-            ids,
-        });
+        let ids = ids.iter().map(u64::to_string).collect::<Vec<_>>().join(", ");
+        return Err(ConfigError::NodeNotMember { id: raw.node.id, ids });
     };
     let listen = match &raw.node.listen {
-        Some(value) => value.parse().map_err(|_| ConfigError::BadListen {
-            value: value.clone(),
-        })?,
-        None => me.address.parse().map_err(|_| ConfigError::ListenNeeded {
-            address: me.address.clone(),
-        })?,
+        Some(value) => value.parse().map_err(|_| ConfigError::BadListen { value: value.clone() })?,
+        None => me.address.parse().map_err(|_| ConfigError::ListenNeeded { address: me.address.clone() })?,
     };
     if raw.node.data_dir.as_os_str().is_empty() {
         return Err(ConfigError::EmptyDataDir);
@@ -328,10 +281,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         });
     }
     if r.election_timeout_min_ms >= r.election_timeout_max_ms {
-        return Err(ConfigError::ElectionRange {
-            min: r.election_timeout_min_ms,
-            max: r.election_timeout_max_ms,
-        });
+        return Err(ConfigError::ElectionRange { min: r.election_timeout_min_ms, max: r.election_timeout_max_ms });
     }
     if r.write_timeout_ms < r.election_timeout_max_ms {
         return Err(ConfigError::WriteTimeoutTooShort {
@@ -339,13 +289,8 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
             max: r.election_timeout_max_ms,
         });
     }
-    if !matches!(
-        raw.log.level.as_str(),
-        "error" | "warn" | "info" | "debug" | "trace"
-    ) {
-        return Err(ConfigError::BadLogLevel {
-            level: raw.log.level,
-        });
+    if !matches!(raw.log.level.as_str(), "error" | "warn" | "info" | "debug" | "trace") {
+        return Err(ConfigError::BadLogLevel { level: raw.log.level });
     }
     Ok(Config {
         cluster: raw.cluster.name,
@@ -356,11 +301,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         members: raw
             .member
             .iter()
-            .map(|m| Member {
-                id: NodeId(m.id),
-                name: m.name.clone(),
-                address: m.address.clone(),
-            })
+            .map(|m| Member { id: NodeId(m.id), name: m.name.clone(), address: m.address.clone() })
             .collect(),
         timing,
         raft: RaftTiming {
@@ -456,16 +397,8 @@ address = "127.0.0.1:7003"
     #[test]
     fn member_list_rules() {
         check_replaced("id = 3", "id = 1", "member id 1 appears more than once");
-        check_replaced(
-            "name = \"node3\"",
-            "name = \"node1\"",
-            "member name \"node1\" appears more than once",
-        );
-        check_replaced(
-            "127.0.0.1:7003",
-            "127.0.0.1:7001",
-            "address 127.0.0.1:7001 appears more than once",
-        );
+        check_replaced("name = \"node3\"", "name = \"node1\"", "member name \"node1\" appears more than once");
+        check_replaced("127.0.0.1:7003", "127.0.0.1:7001", "address 127.0.0.1:7001 appears more than once");
         check_replaced("127.0.0.1:7003", "127.0.0.1", "is not host:port");
         check_replaced(
             "id = 2\ndata_dir",
@@ -473,22 +406,14 @@ address = "127.0.0.1:7003"
             "node.id = 9 is not one of the [[member]] ids (1, 2, 3)",
         );
         check_replaced("name = \"demo\"", "name = \"a b\"", "cluster.name");
-        check_replaced(
-            "data_dir = \"data/node2\"",
-            "data_dir = \"\"",
-            "node.data_dir is empty",
-        );
+        check_replaced("data_dir = \"data/node2\"", "data_dir = \"\"", "node.data_dir is empty");
         check_replaced(
             "data_dir = \"data/node2\"",
             "data_dir = \"d\"\nlisten = \"nowhere\"",
             "node.listen = \"nowhere\"",
         );
         check_replaced("name = \"demo\"", "name = \"demo\"\nport = 1", "port");
-        check_replaced(
-            "id = 2\ndata_dir",
-            "id = \"two\"\ndata_dir",
-            "test.toml:6: invalid type",
-        );
+        check_replaced("id = 2\ndata_dir", "id = \"two\"\ndata_dir", "test.toml:6: invalid type");
     }
 
     #[test]
@@ -496,14 +421,8 @@ address = "127.0.0.1:7003"
         let text = BASE.replace("127.0.0.1:7002", "db2.example:7002");
         let e = parse("t.toml", &text).unwrap_err();
         assert!(matches!(e, ConfigError::ListenNeeded { .. }), "{e}");
-        let text = text.replace(
-            "data_dir = \"data/node2\"",
-            "data_dir = \"data/node2\"\nlisten = \"0.0.0.0:7002\"",
-        );
-        assert_eq!(
-            parse("t.toml", &text).unwrap().listen,
-            "0.0.0.0:7002".parse().unwrap()
-        );
+        let text = text.replace("data_dir = \"data/node2\"", "data_dir = \"data/node2\"\nlisten = \"0.0.0.0:7002\"");
+        assert_eq!(parse("t.toml", &text).unwrap().listen, "0.0.0.0:7002".parse().unwrap());
     }
 
     #[test]

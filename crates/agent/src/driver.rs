@@ -52,18 +52,9 @@ enum Event {
     Tick,
     StateApplied,
     RaftChanged,
-    RenewAnswered {
-        t_send: BootTime,
-        latency_us: u64,
-        answer: Result<Outcome, ProposeError>,
-    },
-    ProposalDone {
-        command: Command,
-        result: Result<Outcome, ProposeError>,
-    },
-    ProbeDone {
-        live: BTreeSet<NodeId>,
-    },
+    RenewAnswered { t_send: BootTime, latency_us: u64, answer: Result<Outcome, ProposeError> },
+    ProposalDone { command: Command, result: Result<Outcome, ProposeError> },
+    ProbeDone { live: BTreeSet<NodeId> },
     Shutdown,
 }
 
@@ -135,10 +126,7 @@ impl Driver {
     }
 
     fn timing(&self) -> Timing {
-        self.shared
-            .state()
-            .config
-            .unwrap_or(self.shared.config.timing)
+        self.shared.state().config.unwrap_or(self.shared.config.timing)
     }
 
     fn handle(&mut self, event: Event) {
@@ -155,11 +143,7 @@ impl Driver {
                         self.keeper.on_answer(t_send, now, Some(outcome), &timing);
                     }
                     Err(e) => {
-                        let left = self
-                            .keeper
-                            .valid(now)
-                            .and_then(|h| h.valid_until)
-                            .map(|t| now.ms_until(t));
+                        let left = self.keeper.valid(now).and_then(|h| h.valid_until).map(|t| now.ms_until(t));
                         tracing::warn!(node = %self.name(), error = %e, valid_for_ms = ?left, "lease renewal failed");
                         self.keeper.on_answer(t_send, now, None, &timing);
                     }
@@ -215,14 +199,8 @@ impl Driver {
                 timer.observe(state.lease, now, ttl);
             }
             (_, true) => {
-                self.timer = Some((
-                    metrics.current_term,
-                    ExpiryTimer::start(state.lease, now, ttl),
-                ));
-                let _ = self.events.send(AgentEvent::BecameLeader {
-                    at: now,
-                    term: metrics.current_term,
-                });
+                self.timer = Some((metrics.current_term, ExpiryTimer::start(state.lease, now, ttl)));
+                let _ = self.events.send(AgentEvent::BecameLeader { at: now, term: metrics.current_term });
                 match state.lease {
                     Some(l) => tracing::warn!(
                         node = %self.name(), term = metrics.current_term, elections = self.elections_seen,
@@ -273,26 +251,17 @@ impl Driver {
             }
         }
         let valid = self.keeper.valid(now);
-        let view = LeaseView {
-            epoch: valid.map(|h| h.lease.epoch),
-            valid_until: valid.and_then(|h| h.valid_until),
-        };
-        if let Some(h) = valid {
-            if self.lease_view.borrow().valid_until != view.valid_until {
-                let valid_until = h.valid_until.expect("valid() implies a deadline");
-                let _ = self.events.send(AgentEvent::Renewed {
-                    at: now,
-                    epoch: h.lease.epoch,
-                    valid_until,
-                });
-            }
+        let view = LeaseView { epoch: valid.map(|h| h.lease.epoch), valid_until: valid.and_then(|h| h.valid_until) };
+        if let Some(h) = valid
+            && self.lease_view.borrow().valid_until != view.valid_until
+        {
+            let valid_until = h.valid_until.expect("valid() implies a deadline");
+            let _ = self.events.send(AgentEvent::Renewed { at: now, epoch: h.lease.epoch, valid_until });
         }
         match (self.was_valid, valid) {
             (Some(epoch), None) => {
                 tracing::warn!(node = %self.name(), %epoch, "lease no longer valid on this node's clock: not primary");
-                let _ = self
-                    .events
-                    .send(AgentEvent::LeaseInvalid { at: now, epoch });
+                let _ = self.events.send(AgentEvent::LeaseInvalid { at: now, epoch });
             }
             (None, Some(h)) => {
                 tracing::info!(node = %self.name(), epoch = %h.lease.epoch, "lease valid: this node is the primary")
@@ -311,20 +280,10 @@ impl Driver {
         if self.proposal_in_flight || now < self.next_proposal_at {
             return;
         }
-        let live = self
-            .live
-            .as_ref()
-            .filter(|(_, at)| at.ms_until(now) <= PROBE_FRESH_MS)
-            .map(|(l, _)| l);
+        let live = self.live.as_ref().filter(|(_, at)| at.ms_until(now) <= PROBE_FRESH_MS).map(|(l, _)| l);
         let config = &self.shared.config;
-        let decided = plan(&PlanInput {
-            state,
-            cluster: &config.cluster,
-            initial_timing: config.timing,
-            timer,
-            now,
-            live,
-        });
+        let decided =
+            plan(&PlanInput { state, cluster: &config.cluster, initial_timing: config.timing, timer, now, live });
         let key = match &decided.reason {
             Reason::LeaseValid { holder, .. } => format!("lease-valid {holder}"),
             r => r.to_string(),
@@ -351,23 +310,15 @@ impl Driver {
                     let shared = Arc::clone(&self.shared);
                     let tx = self.tx.clone();
                     tokio::spawn(async move {
-                        let live = shared
-                            .probe_all()
-                            .await
-                            .into_iter()
-                            .filter(|(_, r)| r.is_ok())
-                            .map(|(id, _)| id)
-                            .collect();
+                        let live =
+                            shared.probe_all().await.into_iter().filter(|(_, r)| r.is_ok()).map(|(id, _)| id).collect();
                         let _ = tx.send(Event::ProbeDone { live });
                     });
                 }
             }
             Step::Propose(command) => {
                 self.proposal_in_flight = true;
-                let _ = self.events.send(AgentEvent::Proposed {
-                    at: now,
-                    command: command.clone(),
-                });
+                let _ = self.events.send(AgentEvent::Proposed { at: now, command: command.clone() });
                 let shared = Arc::clone(&self.shared);
                 let tx = self.tx.clone();
                 tokio::spawn(async move {

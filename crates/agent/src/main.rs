@@ -14,12 +14,7 @@ use std::process::ExitCode;
 struct Args {
     /// Configuration file (TOML). Relative paths inside it resolve against
     /// the working directory.
-    #[arg(
-        long,
-        value_name = "FILE",
-        required_unless_present = "check_config",
-        conflicts_with = "check_config"
-    )]
+    #[arg(long, value_name = "FILE", required_unless_present = "check_config", conflicts_with = "check_config")]
     config: Option<PathBuf>,
 
     /// Validate a configuration file, print a summary and exit.
@@ -50,9 +45,7 @@ fn main() -> ExitCode {
             }
         };
     }
-    let path = args
-        .config
-        .expect("clap requires --config without --check-config");
+    let path = args.config.expect("clap requires --config without --check-config");
     let config = match haraft_agent::config::load(&path) {
         Ok(c) => c,
         Err(e) => {
@@ -76,11 +69,7 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
 
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("haraft: cannot start the async runtime: {e}");

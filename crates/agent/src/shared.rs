@@ -4,6 +4,7 @@
 
 use crate::clock::boottime;
 use crate::config::Config;
+use haraft_core::status::LatencySummary;
 use haraft_core::status::{ProbeInfo, RaftRole};
 use haraft_core::{BootTime, ClusterState, Command, Epoch, Member, NodeId, Outcome};
 use haraft_proto::admin::admin_client::AdminClient;
@@ -15,7 +16,6 @@ use haraft_raft::store::Applied;
 use haraft_raft::types::RaftMetrics;
 use openraft::ServerState;
 use openraft::error::{ClientWriteError, RaftError};
-use haraft_core::status::LatencySummary;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -40,9 +40,7 @@ pub struct LeaseView {
 
 impl LeaseView {
     pub fn valid_for_ms(&self, now: BootTime) -> Option<u64> {
-        self.valid_until
-            .filter(|t| now < *t)
-            .map(|t| now.ms_until(t))
+        self.valid_until.filter(|t| now < *t).map(|t| now.ms_until(t))
     }
 }
 
@@ -144,11 +142,7 @@ impl Shared {
     /// before the first membership entry is applied.
     pub fn members(&self) -> Vec<Member> {
         let state = self.state();
-        if state.members.is_empty() {
-            self.config.members.clone()
-        } else {
-            state.members.values().cloned().collect()
-        }
+        if state.members.is_empty() { self.config.members.clone() } else { state.members.values().cloned().collect() }
     }
 
     pub fn member(&self, id: NodeId) -> Option<Member> {
@@ -157,10 +151,7 @@ impl Shared {
 
     /// An admin client for `address`; channels connect lazily and are reused.
     pub fn client(&self, address: &str) -> Result<AdminClient<Channel>, String> {
-        let mut clients = self
-            .clients
-            .lock()
-            .expect("client cache lock is never poisoned: no panics while held");
+        let mut clients = self.clients.lock().expect("client cache lock is never poisoned: no panics while held");
         if let Some(c) = clients.get(address) {
             return Ok(c.clone());
         }
@@ -182,15 +173,12 @@ impl Shared {
 
     async fn propose_unbounded(&self, command: Command) -> Result<Outcome, ProposeError> {
         if self.faults.isolated() {
-            return Err(ProposeError::Forward {
-                leader: "?".into(),
-                message: "isolated by fault injection".into(),
-            });
+            return Err(ProposeError::Forward { leader: "?".into(), message: "isolated by fault injection".into() });
         }
         match self.raft.client_write(command.clone()).await {
-            Ok(resp) => resp.data.ok_or_else(|| {
-                ProposeError::Raft("a command entry answered without an outcome".into())
-            }),
+            Ok(resp) => {
+                resp.data.ok_or_else(|| ProposeError::Raft("a command entry answered without an outcome".into()))
+            }
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
                 let (Some(leader), Some(node)) = (f.leader_id, f.leader_node) else {
                     return Err(ProposeError::NoLeader);
@@ -204,16 +192,8 @@ impl Shared {
         }
     }
 
-    async fn forward(
-        &self,
-        leader: NodeId,
-        address: &str,
-        command: Command,
-    ) -> Result<Outcome, ProposeError> {
-        let fail = |message: String| ProposeError::Forward {
-            leader: format!("node {leader} at {address}"),
-            message,
-        };
+    async fn forward(&self, leader: NodeId, address: &str, command: Command) -> Result<Outcome, ProposeError> {
+        let fail = |message: String| ProposeError::Forward { leader: format!("node {leader} at {address}"), message };
         let mut client = self.client(address).map_err(fail)?;
         let request = ProposeRequest {
             cluster: self.config.cluster.clone(),
@@ -221,11 +201,7 @@ impl Shared {
             from: self.me().0,
             command: codec::encode(&command),
         };
-        let reply = client
-            .propose(request)
-            .await
-            .map_err(|s| fail(s.message().to_string()))?
-            .into_inner();
+        let reply = client.propose(request).await.map_err(|s| fail(s.message().to_string()))?.into_inner();
         codec::decode::<Outcome>("propose reply", &reply.outcome).map_err(|e| fail(e.to_string()))
     }
 
@@ -262,10 +238,7 @@ impl Shared {
             return Err("isolated by fault injection".into());
         }
         let mut client = self.client(&member.address)?;
-        let request = ProbeRequest {
-            cluster: self.config.cluster.clone(),
-            target: member.id.0,
-        };
+        let request = ProbeRequest { cluster: self.config.cluster.clone(), target: member.id.0 };
         let reply = match tokio::time::timeout(PROBE_TIMEOUT, client.probe(request)).await {
             Err(_) => return Err(format!("no answer within {} ms", PROBE_TIMEOUT.as_millis())),
             Ok(Err(status)) => return Err(status.message().to_string()),

@@ -5,29 +5,21 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 
 /// A member's Raft node id, as written in every node's configuration.
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,
-)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
 pub struct NodeId(pub u64);
 
 /// The number of a primary assignment (the fencing token). It only grows.
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,
-)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
 pub struct Epoch(pub u64);
 
 /// How many renewals the current assignment has committed. Every lease
 /// transition is compare-and-set on (epoch, renewal sequence).
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,
-)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
 pub struct RenewalSeq(pub u64);
 
 /// A point in time on this machine's CLOCK_BOOTTIME, in milliseconds.
 /// Only meaningful on the machine that read it: never replicated.
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
 pub struct BootTime(pub u64);
 
 impl BootTime {

@@ -20,10 +20,7 @@ pub struct ExpiryTimer {
 impl ExpiryTimer {
     /// A node that just became Raft leader starts every timer afresh.
     pub fn start(lease: Option<Lease>, now: BootTime, ttl_ms: u64) -> ExpiryTimer {
-        ExpiryTimer {
-            watching: lease,
-            expires_at: now.plus_ms(ttl_ms),
-        }
+        ExpiryTimer { watching: lease, expires_at: now.plus_ms(ttl_ms) }
     }
 
     /// Feeds the applied lease; restarts the timer when it changed.
@@ -83,8 +80,7 @@ pub enum KeeperReason {
 impl LeaseKeeper {
     /// The lease this node holds and may act on at `now`, if any.
     pub fn valid(&self, now: BootTime) -> Option<HeldLease> {
-        self.held
-            .filter(|h| matches!(h.valid_until, Some(t) if now < t))
+        self.held.filter(|h| matches!(h.valid_until, Some(t) if now < t))
     }
 
     /// What the keeper knows, valid or not (for status).
@@ -114,10 +110,7 @@ impl LeaseKeeper {
                 h.lease.renewal = h.lease.renewal.max(applied.renewal);
             }
             _ => {
-                self.held = Some(HeldLease {
-                    lease: applied,
-                    valid_until: None,
-                });
+                self.held = Some(HeldLease { lease: applied, valid_until: None });
                 self.next_attempt = now;
                 reason = KeeperReason::LeaseGranted;
             }
@@ -127,34 +120,19 @@ impl LeaseKeeper {
         }
         let lease = self.held.expect("set above").lease;
         self.in_flight = true;
-        Some((
-            Some(Command::Renew {
-                holder: me,
-                epoch: lease.epoch,
-                renewal: lease.renewal,
-            }),
-            reason,
-        ))
+        Some((Some(Command::Renew { holder: me, epoch: lease.epoch, renewal: lease.renewal }), reason))
     }
 
     /// The answer to the renewal sent at `t_send`: `Some(outcome)` when it was
     /// committed and applied, `None` when it failed or timed out (which
     /// extends nothing). `now` is when the answer arrived.
-    pub fn on_answer(
-        &mut self,
-        t_send: BootTime,
-        now: BootTime,
-        answer: Option<&Outcome>,
-        timing: &Timing,
-    ) {
+    pub fn on_answer(&mut self, t_send: BootTime, now: BootTime, answer: Option<&Outcome>, timing: &Timing) {
         self.in_flight = false;
         let Some(held) = self.held.as_mut() else {
             return;
         };
         match answer {
-            Some(Outcome::Applied(Effect::Renewed { epoch, renewal }))
-                if *epoch == held.lease.epoch =>
-            {
+            Some(Outcome::Applied(Effect::Renewed { epoch, renewal })) if *epoch == held.lease.epoch => {
                 let deadline = timing.holder_deadline(t_send);
                 held.valid_until = Some(held.valid_until.map_or(deadline, |t| t.max(deadline)));
                 held.lease.renewal = held.lease.renewal.max(*renewal);
@@ -201,18 +179,11 @@ mod tests {
     const ME: NodeId = NodeId(2);
 
     fn lease(epoch: u64, renewal: u64) -> Lease {
-        Lease {
-            holder: ME,
-            epoch: Epoch(epoch),
-            renewal: RenewalSeq(renewal),
-        }
+        Lease { holder: ME, epoch: Epoch(epoch), renewal: RenewalSeq(renewal) }
     }
 
     fn renewed(epoch: u64, renewal: u64) -> Outcome {
-        Outcome::Applied(Effect::Renewed {
-            epoch: Epoch(epoch),
-            renewal: RenewalSeq(renewal),
-        })
+        Outcome::Applied(Effect::Renewed { epoch: Epoch(epoch), renewal: RenewalSeq(renewal) })
     }
 
     #[test]
@@ -244,25 +215,14 @@ mod tests {
         assert_eq!(
             step,
             Some((
-                Some(Command::Renew {
-                    holder: ME,
-                    epoch: Epoch(3),
-                    renewal: RenewalSeq(0)
-                }),
+                Some(Command::Renew { holder: ME, epoch: Epoch(3), renewal: RenewalSeq(0) }),
                 KeeperReason::LeaseGranted
             ))
         );
         assert_eq!(k.valid(BootTime(100)), None);
         k.on_answer(BootTime(100), BootTime(110), Some(&renewed(3, 1)), &timing);
-        assert_eq!(
-            k.valid(BootTime(110)).and_then(|h| h.valid_until),
-            Some(BootTime(2570))
-        );
-        assert_eq!(
-            k.valid(BootTime(2570)),
-            None,
-            "valid strictly before the deadline"
-        );
+        assert_eq!(k.valid(BootTime(110)).and_then(|h| h.valid_until), Some(BootTime(2570)));
+        assert_eq!(k.valid(BootTime(2570)), None, "valid strictly before the deadline");
     }
 
     #[test]
@@ -270,22 +230,14 @@ mod tests {
         let timing = Timing::default();
         let mut k = LeaseKeeper::default();
         assert!(k.tick(ME, Some(lease(1, 0)), BootTime(0)).is_some());
-        assert_eq!(
-            k.tick(ME, Some(lease(1, 0)), BootTime(50)),
-            None,
-            "one in flight"
-        );
+        assert_eq!(k.tick(ME, Some(lease(1, 0)), BootTime(50)), None, "one in flight");
         k.on_answer(BootTime(0), BootTime(20), Some(&renewed(1, 1)), &timing);
         assert_eq!(k.tick(ME, Some(lease(1, 0)), BootTime(999)), None);
         let step = k.tick(ME, Some(lease(1, 0)), BootTime(1000));
         assert_eq!(
             step,
             Some((
-                Some(Command::Renew {
-                    holder: ME,
-                    epoch: Epoch(1),
-                    renewal: RenewalSeq(1)
-                }),
+                Some(Command::Renew { holder: ME, epoch: Epoch(1), renewal: RenewalSeq(1) }),
                 KeeperReason::RenewalDue
             )),
             "uses its own newer count, not the lagging applied copy"
@@ -300,10 +252,7 @@ mod tests {
         k.on_answer(BootTime(0), BootTime(10), Some(&renewed(1, 1)), &timing);
         k.tick(ME, Some(lease(1, 1)), BootTime(1000));
         k.on_answer(BootTime(1000), BootTime(3000), None, &timing);
-        assert_eq!(
-            k.valid(BootTime(2469)).and_then(|h| h.valid_until),
-            Some(BootTime(2470))
-        );
+        assert_eq!(k.valid(BootTime(2469)).and_then(|h| h.valid_until), Some(BootTime(2470)));
         assert_eq!(k.valid(BootTime(2470)), None);
         assert_eq!(k.tick(ME, Some(lease(1, 1)), BootTime(3249)), None);
         assert!(k.tick(ME, Some(lease(1, 1)), BootTime(3250)).is_some());
@@ -314,10 +263,7 @@ mod tests {
         let timing = Timing::default();
         let mut k = LeaseKeeper::default();
         k.tick(ME, Some(lease(1, 0)), BootTime(0));
-        let stale = Outcome::Rejected(Rejected::StaleRenewal {
-            proposed: RenewalSeq(0),
-            current: RenewalSeq(4),
-        });
+        let stale = Outcome::Rejected(Rejected::StaleRenewal { proposed: RenewalSeq(0), current: RenewalSeq(4) });
         k.on_answer(BootTime(0), BootTime(10), Some(&stale), &timing);
         assert_eq!(k.next_renewal(), Some(RenewalSeq(4)));
         assert_eq!(k.valid(BootTime(10)), None);
@@ -329,15 +275,8 @@ mod tests {
         let mut k = LeaseKeeper::default();
         k.tick(ME, Some(lease(1, 0)), BootTime(0));
         k.on_answer(BootTime(0), BootTime(10), Some(&renewed(1, 1)), &timing);
-        let other = Lease {
-            holder: NodeId(9),
-            epoch: Epoch(2),
-            renewal: RenewalSeq(0),
-        };
-        assert_eq!(
-            k.tick(ME, Some(other), BootTime(20)),
-            Some((None, KeeperReason::LeaseLost))
-        );
+        let other = Lease { holder: NodeId(9), epoch: Epoch(2), renewal: RenewalSeq(0) };
+        assert_eq!(k.tick(ME, Some(other), BootTime(20)), Some((None, KeeperReason::LeaseLost)));
         assert_eq!(k.valid(BootTime(20)), None);
         assert_eq!(k.tick(ME, Some(other), BootTime(30)), None, "said once");
     }
@@ -349,12 +288,7 @@ mod tests {
         k.tick(ME, Some(lease(1, 0)), BootTime(0));
         k.on_answer(BootTime(0), BootTime(10), Some(&renewed(1, 1)), &timing);
         k.tick(ME, Some(lease(1, 1)), BootTime(1000));
-        k.on_answer(
-            BootTime(1000),
-            BootTime(1010),
-            Some(&Outcome::Rejected(Rejected::LeaseVacant)),
-            &timing,
-        );
+        k.on_answer(BootTime(1000), BootTime(1010), Some(&Outcome::Rejected(Rejected::LeaseVacant)), &timing);
         assert_eq!(k.valid(BootTime(1010)), None);
     }
 }

@@ -17,7 +17,6 @@ pub mod timing;
 
 pub use ids::{BootTime, Epoch, NodeId, RenewalSeq};
 pub use state::{
-    ClusterState, Command, Effect, HistoryEntry, HistoryEvent, Lease, Member, Operation, Outcome,
-    Rejected,
+    ClusterState, Command, Effect, HistoryEntry, HistoryEvent, Lease, Member, Operation, Outcome, Rejected,
 };
 pub use timing::{Timing, TimingError};

@@ -61,27 +61,15 @@ pub struct Plan {
 pub fn plan(input: &PlanInput) -> Plan {
     let state = input.state;
     if state.config.is_none() {
-        let command = Command::Initialize {
-            cluster: input.cluster.to_string(),
-            config: input.initial_timing,
-        };
-        return Plan {
-            step: Step::Propose(command),
-            reason: Reason::ClusterUninitialized,
-        };
+        let command = Command::Initialize { cluster: input.cluster.to_string(), config: input.initial_timing };
+        return Plan { step: Step::Propose(command), reason: Reason::ClusterUninitialized };
     }
     if state.members.is_empty() {
-        return Plan {
-            step: Step::Wait,
-            reason: Reason::NoMembers,
-        };
+        return Plan { step: Step::Wait, reason: Reason::NoMembers };
     }
     if let Some(lease) = state.lease {
         if input.timer.watching() != Some(lease) {
-            return Plan {
-                step: Step::Wait,
-                reason: Reason::TimerBehindState,
-            };
+            return Plan { step: Step::Wait, reason: Reason::TimerBehindState };
         }
         return match input.timer.expired(input.now) {
             Some(expired) => Plan {
@@ -94,47 +82,25 @@ pub fn plan(input: &PlanInput) -> Plan {
             },
             None => Plan {
                 step: Step::Wait,
-                reason: Reason::LeaseValid {
-                    holder: lease.holder,
-                    remaining_ms: input.timer.remaining_ms(input.now),
-                },
+                reason: Reason::LeaseValid { holder: lease.holder, remaining_ms: input.timer.remaining_ms(input.now) },
             },
         };
     }
     let Some(live) = input.live else {
-        return Plan {
-            step: Step::ProbeMembers,
-            reason: Reason::NoPrimaryNeedsProbe,
-        };
+        return Plan { step: Step::ProbeMembers, reason: Reason::NoPrimaryNeedsProbe };
     };
-    let previous = match state.operation {
-        Some(Operation::Failover { from, .. }) => Some(from),
-        None => None,
-    };
-    let candidates: Vec<NodeId> = state
-        .members
-        .keys()
-        .copied()
-        .filter(|id| live.contains(id))
-        .collect();
+    let previous = state.operation.as_ref().map(|op| match op {
+        Operation::Failover { from, .. } => *from,
+    });
+    let candidates: Vec<NodeId> = state.members.keys().copied().filter(|id| live.contains(id)).collect();
     // Prefer the lowest id that is not the member whose lease just lapsed; it
     // may take the lease again only when no other member is alive.
     // (The PostgreSQL-aware choice replaces this with the PostgreSQL issue.)
-    let chosen = candidates
-        .iter()
-        .copied()
-        .find(|id| Some(*id) != previous)
-        .or_else(|| candidates.first().copied());
+    let chosen = candidates.iter().copied().find(|id| Some(*id) != previous).or_else(|| candidates.first().copied());
     match chosen {
-        None => Plan {
-            step: Step::Wait,
-            reason: Reason::NoLiveMember,
-        },
+        None => Plan { step: Step::Wait, reason: Reason::NoLiveMember },
         Some(holder) => Plan {
-            step: Step::Propose(Command::Grant {
-                holder,
-                epoch: state.epoch.next(),
-            }),
+            step: Step::Propose(Command::Grant { holder, epoch: state.epoch.next() }),
             reason: match previous {
                 Some(previous) => Reason::LeaseLapsed { previous },
                 None => Reason::NoPrimaryAssigned,
@@ -148,20 +114,12 @@ impl fmt::Display for Reason {
         match self {
             Reason::ClusterUninitialized => write!(f, "cluster-uninitialized"),
             Reason::NoMembers => write!(f, "no-members"),
-            Reason::LeaseValid {
-                holder,
-                remaining_ms,
-            } => write!(
-                f,
-                "lease-valid holder={holder} expires_in_ms={remaining_ms}"
-            ),
+            Reason::LeaseValid { holder, remaining_ms } => {
+                write!(f, "lease-valid holder={holder} expires_in_ms={remaining_ms}")
+            }
             Reason::TimerBehindState => write!(f, "timer-behind-state"),
             Reason::LeaseExpired { lease } => {
-                write!(
-                    f,
-                    "lease-expired holder={} epoch={} renewal={}",
-                    lease.holder, lease.epoch, lease.renewal
-                )
+                write!(f, "lease-expired holder={} epoch={} renewal={}", lease.holder, lease.epoch, lease.renewal)
             }
             Reason::NoPrimaryNeedsProbe => write!(f, "no-primary-probing-members"),
             Reason::NoPrimaryAssigned => write!(f, "no-primary-assigned"),
@@ -179,20 +137,10 @@ mod tests {
 
     fn state(members: &[u64]) -> ClusterState {
         let mut s = ClusterState::default();
-        s.apply(
-            1,
-            &Command::Initialize {
-                cluster: "c".into(),
-                config: Timing::default(),
-            },
-        );
+        s.apply(1, &Command::Initialize { cluster: "c".into(), config: Timing::default() });
         let members = members
             .iter()
-            .map(|&i| Member {
-                id: NodeId(i),
-                name: format!("node{i}"),
-                address: format!("127.0.0.1:{i}"),
-            })
+            .map(|&i| Member { id: NodeId(i), name: format!("node{i}"), address: format!("127.0.0.1:{i}") })
             .collect();
         s.apply(2, &Command::SetMembers { members });
         s
@@ -203,21 +151,9 @@ mod tests {
     }
 
     /// One case: state, timer, now, live set → expected step.
-    fn check(
-        state: &ClusterState,
-        timer: &ExpiryTimer,
-        now: u64,
-        live: Option<&BTreeSet<NodeId>>,
-        expected: Step,
-    ) {
-        let input = PlanInput {
-            state,
-            cluster: "c",
-            initial_timing: Timing::default(),
-            timer,
-            now: BootTime(now),
-            live,
-        };
+    fn check(state: &ClusterState, timer: &ExpiryTimer, now: u64, live: Option<&BTreeSet<NodeId>>, expected: Step) {
+        let input =
+            PlanInput { state, cluster: "c", initial_timing: Timing::default(), timer, now: BootTime(now), live };
         assert_eq!(plan(&input).step, expected);
     }
 
@@ -225,16 +161,7 @@ mod tests {
     fn uninitialized_cluster_is_initialized_first() {
         let s = ClusterState::default();
         let t = ExpiryTimer::start(None, BootTime(0), 3000);
-        check(
-            &s,
-            &t,
-            0,
-            None,
-            Step::Propose(Command::Initialize {
-                cluster: "c".into(),
-                config: Timing::default(),
-            }),
-        );
+        check(&s, &t, 0, None, Step::Propose(Command::Initialize { cluster: "c".into(), config: Timing::default() }));
     }
 
     #[test]
@@ -242,39 +169,15 @@ mod tests {
         let s = state(&[1, 2, 3]);
         let t = ExpiryTimer::start(None, BootTime(0), 3000);
         check(&s, &t, 0, None, Step::ProbeMembers);
-        check(
-            &s,
-            &t,
-            0,
-            Some(&live(&[1, 2, 3])),
-            Step::Propose(Command::Grant {
-                holder: NodeId(1),
-                epoch: Epoch(1),
-            }),
-        );
-        check(
-            &s,
-            &t,
-            0,
-            Some(&live(&[2, 3])),
-            Step::Propose(Command::Grant {
-                holder: NodeId(2),
-                epoch: Epoch(1),
-            }),
-        );
+        check(&s, &t, 0, Some(&live(&[1, 2, 3])), Step::Propose(Command::Grant { holder: NodeId(1), epoch: Epoch(1) }));
+        check(&s, &t, 0, Some(&live(&[2, 3])), Step::Propose(Command::Grant { holder: NodeId(2), epoch: Epoch(1) }));
         check(&s, &t, 0, Some(&live(&[])), Step::Wait);
     }
 
     #[test]
     fn held_lease_lapses_only_when_the_timer_fired() {
         let mut s = state(&[1, 2, 3]);
-        s.apply(
-            3,
-            &Command::Grant {
-                holder: NodeId(1),
-                epoch: Epoch(1),
-            },
-        );
+        s.apply(3, &Command::Grant { holder: NodeId(1), epoch: Epoch(1) });
         let l = s.lease.unwrap();
         let t = ExpiryTimer::start(Some(l), BootTime(100), 3000);
         check(&s, &t, 3099, Some(&live(&[2, 3])), Step::Wait);
@@ -283,73 +186,22 @@ mod tests {
             &t,
             3100,
             None,
-            Step::Propose(Command::Lapse {
-                holder: NodeId(1),
-                epoch: Epoch(1),
-                renewal: RenewalSeq(0),
-            }),
+            Step::Propose(Command::Lapse { holder: NodeId(1), epoch: Epoch(1), renewal: RenewalSeq(0) }),
         );
         // A timer that watches an older lease never lapses the newer one.
-        let old = ExpiryTimer::start(
-            Some(Lease {
-                renewal: RenewalSeq(7),
-                ..l
-            }),
-            BootTime(0),
-            1,
-        );
+        let old = ExpiryTimer::start(Some(Lease { renewal: RenewalSeq(7), ..l }), BootTime(0), 1);
         check(&s, &old, 10_000, None, Step::Wait);
     }
 
     #[test]
     fn after_a_lapse_another_member_gets_the_next_epoch() {
         let mut s = state(&[1, 2, 3]);
-        s.apply(
-            3,
-            &Command::Grant {
-                holder: NodeId(1),
-                epoch: Epoch(1),
-            },
-        );
-        s.apply(
-            4,
-            &Command::Lapse {
-                holder: NodeId(1),
-                epoch: Epoch(1),
-                renewal: RenewalSeq(0),
-            },
-        );
+        s.apply(3, &Command::Grant { holder: NodeId(1), epoch: Epoch(1) });
+        s.apply(4, &Command::Lapse { holder: NodeId(1), epoch: Epoch(1), renewal: RenewalSeq(0) });
         let t = ExpiryTimer::start(None, BootTime(0), 3000);
-        check(
-            &s,
-            &t,
-            0,
-            Some(&live(&[1, 2, 3])),
-            Step::Propose(Command::Grant {
-                holder: NodeId(2),
-                epoch: Epoch(2),
-            }),
-        );
-        check(
-            &s,
-            &t,
-            0,
-            Some(&live(&[1, 3])),
-            Step::Propose(Command::Grant {
-                holder: NodeId(3),
-                epoch: Epoch(2),
-            }),
-        );
+        check(&s, &t, 0, Some(&live(&[1, 2, 3])), Step::Propose(Command::Grant { holder: NodeId(2), epoch: Epoch(2) }));
+        check(&s, &t, 0, Some(&live(&[1, 3])), Step::Propose(Command::Grant { holder: NodeId(3), epoch: Epoch(2) }));
         // Only the old holder is alive: it may take the lease back, at a new epoch.
-        check(
-            &s,
-            &t,
-            0,
-            Some(&live(&[1])),
-            Step::Propose(Command::Grant {
-                holder: NodeId(1),
-                epoch: Epoch(2),
-            }),
-        );
+        check(&s, &t, 0, Some(&live(&[1])), Step::Propose(Command::Grant { holder: NodeId(1), epoch: Epoch(2) }));
     }
 }

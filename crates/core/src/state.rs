@@ -39,21 +39,10 @@ pub enum Operation {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum HistoryEvent {
-    Initialized {
-        cluster: String,
-    },
-    MembersChanged {
-        members: Vec<NodeId>,
-    },
-    Granted {
-        holder: NodeId,
-        epoch: Epoch,
-    },
-    Lapsed {
-        holder: NodeId,
-        epoch: Epoch,
-        renewals: RenewalSeq,
-    },
+    Initialized { cluster: String },
+    MembersChanged { members: Vec<NodeId> },
+    Granted { holder: NodeId, epoch: Epoch },
+    Lapsed { holder: NodeId, epoch: Epoch, renewals: RenewalSeq },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -89,18 +78,10 @@ pub enum Command {
     /// next one.
     Grant { holder: NodeId, epoch: Epoch },
     /// The holder's heartbeat. CAS on (epoch, renewal).
-    Renew {
-        holder: NodeId,
-        epoch: Epoch,
-        renewal: RenewalSeq,
-    },
+    Renew { holder: NodeId, epoch: Epoch, renewal: RenewalSeq },
     /// The Raft leader's expiry timer fired. CAS on (epoch, renewal): a
     /// renewal applied after the decision makes this stale.
-    Lapse {
-        holder: NodeId,
-        epoch: Epoch,
-        renewal: RenewalSeq,
-    },
+    Lapse { holder: NodeId, epoch: Epoch, renewal: RenewalSeq },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -116,34 +97,16 @@ pub enum Effect {
 /// expected whenever leaders change.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Rejected {
-    AlreadyInitialized {
-        cluster: String,
-    },
+    AlreadyInitialized { cluster: String },
     NotInitialized,
     NoMembers,
-    UnknownMember {
-        node: NodeId,
-    },
-    DuplicateMember {
-        node: NodeId,
-    },
-    LeaseHeld {
-        holder: NodeId,
-        epoch: Epoch,
-    },
+    UnknownMember { node: NodeId },
+    DuplicateMember { node: NodeId },
+    LeaseHeld { holder: NodeId, epoch: Epoch },
     LeaseVacant,
-    StaleEpoch {
-        proposed: Epoch,
-        current: Epoch,
-    },
-    StaleRenewal {
-        proposed: RenewalSeq,
-        current: RenewalSeq,
-    },
-    NotHolder {
-        node: NodeId,
-        holder: NodeId,
-    },
+    StaleEpoch { proposed: Epoch, current: Epoch },
+    StaleRenewal { proposed: RenewalSeq, current: RenewalSeq },
+    NotHolder { node: NodeId, holder: NodeId },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -170,16 +133,9 @@ impl ClusterState {
         };
         // The fencing token never goes backwards, and a held lease is always
         // the newest epoch.
-        assert!(
-            self.epoch >= epoch_before,
-            "epoch decreased from {epoch_before} to {}",
-            self.epoch
-        );
+        assert!(self.epoch >= epoch_before, "epoch decreased from {epoch_before} to {}", self.epoch);
         if let Some(lease) = self.lease {
-            assert_eq!(
-                lease.epoch, self.epoch,
-                "held lease is not the newest epoch"
-            );
+            assert_eq!(lease.epoch, self.epoch, "held lease is not the newest epoch");
         }
         outcome
     }
@@ -188,9 +144,7 @@ impl ClusterState {
         match command {
             Command::Initialize { .. } => {
                 if self.config.is_some() {
-                    return Err(Rejected::AlreadyInitialized {
-                        cluster: self.cluster.clone(),
-                    });
+                    return Err(Rejected::AlreadyInitialized { cluster: self.cluster.clone() });
                 }
                 Ok(())
             }
@@ -214,49 +168,25 @@ impl ClusterState {
                     return Err(Rejected::UnknownMember { node: *holder });
                 }
                 if let Some(lease) = self.lease {
-                    return Err(Rejected::LeaseHeld {
-                        holder: lease.holder,
-                        epoch: lease.epoch,
-                    });
+                    return Err(Rejected::LeaseHeld { holder: lease.holder, epoch: lease.epoch });
                 }
                 if *epoch != self.epoch.next() {
-                    return Err(Rejected::StaleEpoch {
-                        proposed: *epoch,
-                        current: self.epoch,
-                    });
+                    return Err(Rejected::StaleEpoch { proposed: *epoch, current: self.epoch });
                 }
                 Ok(())
             }
-            Command::Renew {
-                holder,
-                epoch,
-                renewal,
-            }
-            | Command::Lapse {
-                holder,
-                epoch,
-                renewal,
-            } => {
+            Command::Renew { holder, epoch, renewal } | Command::Lapse { holder, epoch, renewal } => {
                 let Some(lease) = self.lease else {
                     return Err(Rejected::LeaseVacant);
                 };
                 if *epoch != lease.epoch {
-                    return Err(Rejected::StaleEpoch {
-                        proposed: *epoch,
-                        current: lease.epoch,
-                    });
+                    return Err(Rejected::StaleEpoch { proposed: *epoch, current: lease.epoch });
                 }
                 if *holder != lease.holder {
-                    return Err(Rejected::NotHolder {
-                        node: *holder,
-                        holder: lease.holder,
-                    });
+                    return Err(Rejected::NotHolder { node: *holder, holder: lease.holder });
                 }
                 if *renewal != lease.renewal {
-                    return Err(Rejected::StaleRenewal {
-                        proposed: *renewal,
-                        current: lease.renewal,
-                    });
+                    return Err(Rejected::StaleRenewal { proposed: *renewal, current: lease.renewal });
                 }
                 Ok(())
             }
@@ -268,76 +198,36 @@ impl ClusterState {
             Command::Initialize { cluster, config } => {
                 self.cluster = cluster.clone();
                 self.config = Some(*config);
-                self.record(
-                    log_index,
-                    HistoryEvent::Initialized {
-                        cluster: cluster.clone(),
-                    },
-                );
+                self.record(log_index, HistoryEvent::Initialized { cluster: cluster.clone() });
                 Effect::Initialized
             }
             Command::SetMembers { members } => {
                 self.members = members.iter().map(|m| (m.id, m.clone())).collect();
                 self.record(
                     log_index,
-                    HistoryEvent::MembersChanged {
-                        members: self.members.keys().copied().collect(),
-                    },
+                    HistoryEvent::MembersChanged { members: self.members.keys().copied().collect() },
                 );
                 Effect::MembersSet
             }
             Command::Grant { holder, epoch } => {
-                self.lease = Some(Lease {
-                    holder: *holder,
-                    epoch: *epoch,
-                    renewal: RenewalSeq(0),
-                });
+                self.lease = Some(Lease { holder: *holder, epoch: *epoch, renewal: RenewalSeq(0) });
                 self.epoch = *epoch;
                 self.operation = None;
-                self.record(
-                    log_index,
-                    HistoryEvent::Granted {
-                        holder: *holder,
-                        epoch: *epoch,
-                    },
-                );
-                Effect::Granted {
-                    holder: *holder,
-                    epoch: *epoch,
-                }
+                self.record(log_index, HistoryEvent::Granted { holder: *holder, epoch: *epoch });
+                Effect::Granted { holder: *holder, epoch: *epoch }
             }
             Command::Renew { epoch, renewal, .. } => {
                 let next = RenewalSeq(renewal.0 + 1);
                 if let Some(lease) = self.lease.as_mut() {
                     lease.renewal = next;
                 }
-                Effect::Renewed {
-                    epoch: *epoch,
-                    renewal: next,
-                }
+                Effect::Renewed { epoch: *epoch, renewal: next }
             }
-            Command::Lapse {
-                holder,
-                epoch,
-                renewal,
-            } => {
+            Command::Lapse { holder, epoch, renewal } => {
                 self.lease = None;
-                self.operation = Some(Operation::Failover {
-                    from: *holder,
-                    lapsed_epoch: *epoch,
-                });
-                self.record(
-                    log_index,
-                    HistoryEvent::Lapsed {
-                        holder: *holder,
-                        epoch: *epoch,
-                        renewals: *renewal,
-                    },
-                );
-                Effect::Lapsed {
-                    holder: *holder,
-                    epoch: *epoch,
-                }
+                self.operation = Some(Operation::Failover { from: *holder, lapsed_epoch: *epoch });
+                self.record(log_index, HistoryEvent::Lapsed { holder: *holder, epoch: *epoch, renewals: *renewal });
+                Effect::Lapsed { holder: *holder, epoch: *epoch }
             }
         }
     }
@@ -362,16 +252,12 @@ impl fmt::Display for Command {
                 Ok(())
             }
             Command::Grant { holder, epoch } => write!(f, "grant holder={holder} epoch={epoch}"),
-            Command::Renew {
-                holder,
-                epoch,
-                renewal,
-            } => write!(f, "renew holder={holder} epoch={epoch} renewal={renewal}"),
-            Command::Lapse {
-                holder,
-                epoch,
-                renewal,
-            } => write!(f, "lapse holder={holder} epoch={epoch} renewal={renewal}"),
+            Command::Renew { holder, epoch, renewal } => {
+                write!(f, "renew holder={holder} epoch={epoch} renewal={renewal}")
+            }
+            Command::Lapse { holder, epoch, renewal } => {
+                write!(f, "lapse holder={holder} epoch={epoch} renewal={renewal}")
+            }
         }
     }
 }

@@ -119,9 +119,7 @@ impl LatencySummary {
 pub type Probes = BTreeMap<NodeId, Result<ProbeInfo, String>>;
 
 fn name_of(state: &ClusterState, id: NodeId) -> String {
-    state
-        .member_name(id)
-        .map_or_else(|| format!("node-id-{id}"), str::to_string)
+    state.member_name(id).map_or_else(|| format!("node-id-{id}"), str::to_string)
 }
 
 pub fn build_status(state: &ClusterState, local: &LocalRaft, probes: &Probes) -> ClusterStatus {
@@ -198,28 +196,11 @@ mod tests {
     #[test]
     fn status_names_leader_primary_and_unreachable_members() {
         let mut s = ClusterState::default();
-        s.apply(
-            1,
-            &Command::Initialize {
-                cluster: "demo".into(),
-                config: Timing::default(),
-            },
-        );
-        let members = (1..=3)
-            .map(|i| Member {
-                id: NodeId(i),
-                name: format!("node{i}"),
-                address: format!("a{i}"),
-            })
-            .collect();
+        s.apply(1, &Command::Initialize { cluster: "demo".into(), config: Timing::default() });
+        let members =
+            (1..=3).map(|i| Member { id: NodeId(i), name: format!("node{i}"), address: format!("a{i}") }).collect();
         s.apply(2, &Command::SetMembers { members });
-        s.apply(
-            3,
-            &Command::Grant {
-                holder: NodeId(2),
-                epoch: Epoch(1),
-            },
-        );
+        s.apply(3, &Command::Grant { holder: NodeId(2), epoch: Epoch(1) });
         let local = LocalRaft {
             node: NodeId(1),
             term: 4,

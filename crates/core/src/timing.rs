@@ -27,12 +27,7 @@ impl Default for Timing {
     /// NTP may slew a clock; 500 ms is far above a measured immediate
     /// shutdown of PostgreSQL (well under 100 ms on these machines).
     fn default() -> Self {
-        Timing {
-            lease_ttl_ms: 3000,
-            renew_interval_ms: 1000,
-            clock_drift_ppm: 10_000,
-            demote_budget_ms: 500,
-        }
+        Timing { lease_ttl_ms: 3000, renew_interval_ms: 1000, clock_drift_ppm: 10_000, demote_budget_ms: 500 }
     }
 }
 
@@ -59,10 +54,7 @@ impl fmt::Display for TimingError {
                 write!(f, "lease.renew_interval_ms must be at least 1")
             }
             TimingError::DriftTooLarge { clock_drift_ppm } => {
-                write!(
-                    f,
-                    "lease.clock_drift_ppm = {clock_drift_ppm} is too large: it must be below 500000 (50%)"
-                )
+                write!(f, "lease.clock_drift_ppm = {clock_drift_ppm} is too large: it must be below 500000 (50%)")
             }
             TimingError::TtlTooShort {
                 lease_ttl_ms,
@@ -91,9 +83,7 @@ impl Timing {
         // Above 50% the "safe" lease would be a fraction of its ttl; such a
         // bound means the clocks are not trustworthy at all.
         if self.clock_drift_ppm >= PPM / 2 {
-            return Err(TimingError::DriftTooLarge {
-                clock_drift_ppm: self.clock_drift_ppm,
-            });
+            return Err(TimingError::DriftTooLarge { clock_drift_ppm: self.clock_drift_ppm });
         }
         // The holder must be able to lose one renewal and still renew before
         // its deadline: validity >= 2 renewal intervals.
@@ -114,20 +104,13 @@ impl Timing {
 
     /// ttl shortened by the drift bound, before the demote budget.
     fn holder_validity_ms(&self) -> u64 {
-        self.lease_ttl_ms
-            .saturating_mul(PPM - self.clock_drift_ppm.min(PPM))
-            / PPM
+        self.lease_ttl_ms.saturating_mul(PPM - self.clock_drift_ppm.min(PPM)) / PPM
     }
 
     /// The holder's deadline for a renewal sent at `t_send` (read before
     /// proposing) and committed as granted: t_send + ttl(1-ρ) - demote_budget.
     pub fn holder_deadline(&self, t_send: BootTime) -> BootTime {
-        BootTime(
-            t_send.0
-                + self
-                    .holder_validity_ms()
-                    .saturating_sub(self.demote_budget_ms),
-        )
+        BootTime(t_send.0 + self.holder_validity_ms().saturating_sub(self.demote_budget_ms))
     }
 
     /// When the holder tries again after a renewal failed: soon, but not in a
@@ -173,22 +156,13 @@ mod tests {
 
     #[test]
     fn short_ttl_is_refused_with_the_minimum() {
-        let t = Timing {
-            lease_ttl_ms: 2000,
-            ..Timing::default()
-        };
+        let t = Timing { lease_ttl_ms: 2000, ..Timing::default() };
         match t.validate() {
             Err(TimingError::TtlTooShort { minimum_ttl_ms, .. }) => {
                 assert_eq!(minimum_ttl_ms, 2526);
-                let fixed = Timing {
-                    lease_ttl_ms: minimum_ttl_ms,
-                    ..t
-                };
+                let fixed = Timing { lease_ttl_ms: minimum_ttl_ms, ..t };
                 assert!(fixed.validate().is_ok());
-                let one_less = Timing {
-                    lease_ttl_ms: minimum_ttl_ms - 1,
-                    ..t
-                };
+                let one_less = Timing { lease_ttl_ms: minimum_ttl_ms - 1, ..t };
                 assert!(one_less.validate().is_err());
             }
             other => panic!("expected TtlTooShort, got {other:?}"),
@@ -198,19 +172,11 @@ mod tests {
     #[test]
     fn zero_interval_and_huge_drift_are_refused() {
         assert_eq!(
-            Timing {
-                renew_interval_ms: 0,
-                ..Timing::default()
-            }
-            .validate(),
+            Timing { renew_interval_ms: 0, ..Timing::default() }.validate(),
             Err(TimingError::RenewIntervalZero)
         );
         assert!(matches!(
-            Timing {
-                clock_drift_ppm: 500_000,
-                ..Timing::default()
-            }
-            .validate(),
+            Timing { clock_drift_ppm: 500_000, ..Timing::default() }.validate(),
             Err(TimingError::DriftTooLarge { .. })
         ));
     }

@@ -6,11 +6,7 @@ use haraft_core::*;
 use proptest::prelude::*;
 
 fn member(i: u64) -> Member {
-    Member {
-        id: NodeId(i),
-        name: format!("node{i}"),
-        address: format!("127.0.0.1:{}", 7000 + i),
-    }
+    Member { id: NodeId(i), name: format!("node{i}"), address: format!("127.0.0.1:{}", 7000 + i) }
 }
 
 fn arb_command() -> impl Strategy<Value = Command> {
@@ -18,45 +14,21 @@ fn arb_command() -> impl Strategy<Value = Command> {
     let epoch = (0u64..=6).prop_map(Epoch);
     let renewal = (0u64..=4).prop_map(RenewalSeq);
     prop_oneof![
-        Just(Command::Initialize {
-            cluster: "c".into(),
-            config: Timing::default()
-        }),
-        prop::collection::vec(1u64..=4, 0..4).prop_map(|ids| Command::SetMembers {
-            members: ids.into_iter().map(member).collect()
-        }),
+        Just(Command::Initialize { cluster: "c".into(), config: Timing::default() }),
+        prop::collection::vec(1u64..=4, 0..4)
+            .prop_map(|ids| Command::SetMembers { members: ids.into_iter().map(member).collect() }),
         (node.clone(), epoch.clone()).prop_map(|(holder, epoch)| Command::Grant { holder, epoch }),
-        (node.clone(), epoch.clone(), renewal.clone()).prop_map(|(holder, epoch, renewal)| {
-            Command::Renew {
-                holder,
-                epoch,
-                renewal,
-            }
-        }),
-        (node, epoch, renewal).prop_map(|(holder, epoch, renewal)| Command::Lapse {
-            holder,
-            epoch,
-            renewal
-        }),
+        (node.clone(), epoch.clone(), renewal.clone())
+            .prop_map(|(holder, epoch, renewal)| { Command::Renew { holder, epoch, renewal } }),
+        (node, epoch, renewal).prop_map(|(holder, epoch, renewal)| Command::Lapse { holder, epoch, renewal }),
     ]
 }
 
 /// A state that is initialized with three members, so that grants can succeed.
 fn started() -> ClusterState {
     let mut s = ClusterState::default();
-    s.apply(
-        1,
-        &Command::Initialize {
-            cluster: "c".into(),
-            config: Timing::default(),
-        },
-    );
-    s.apply(
-        2,
-        &Command::SetMembers {
-            members: (1..=3).map(member).collect(),
-        },
-    );
+    s.apply(1, &Command::Initialize { cluster: "c".into(), config: Timing::default() });
+    s.apply(2, &Command::SetMembers { members: (1..=3).map(member).collect() });
     s
 }
 
@@ -112,70 +84,23 @@ proptest! {
 #[test]
 fn lapse_then_stale_grant_from_a_deposed_leader_is_rejected() {
     let mut s = started();
-    s.apply(
-        3,
-        &Command::Grant {
-            holder: NodeId(1),
-            epoch: Epoch(1),
-        },
-    );
-    s.apply(
-        4,
-        &Command::Lapse {
-            holder: NodeId(1),
-            epoch: Epoch(1),
-            renewal: RenewalSeq(0),
-        },
-    );
+    s.apply(3, &Command::Grant { holder: NodeId(1), epoch: Epoch(1) });
+    s.apply(4, &Command::Lapse { holder: NodeId(1), epoch: Epoch(1), renewal: RenewalSeq(0) });
     assert_eq!(s.holder(), None);
-    assert!(matches!(
-        s.operation,
-        Some(Operation::Failover {
-            from: NodeId(1),
-            ..
-        })
-    ));
+    assert!(matches!(s.operation, Some(Operation::Failover { from: NodeId(1), .. })));
     // Two leaders both decided to grant epoch 2; only the first applies.
     assert_eq!(
-        s.apply(
-            5,
-            &Command::Grant {
-                holder: NodeId(2),
-                epoch: Epoch(2)
-            }
-        ),
-        Outcome::Applied(Effect::Granted {
-            holder: NodeId(2),
-            epoch: Epoch(2)
-        })
+        s.apply(5, &Command::Grant { holder: NodeId(2), epoch: Epoch(2) }),
+        Outcome::Applied(Effect::Granted { holder: NodeId(2), epoch: Epoch(2) })
     );
     assert_eq!(
-        s.apply(
-            6,
-            &Command::Grant {
-                holder: NodeId(3),
-                epoch: Epoch(2)
-            }
-        ),
-        Outcome::Rejected(Rejected::LeaseHeld {
-            holder: NodeId(2),
-            epoch: Epoch(2)
-        })
+        s.apply(6, &Command::Grant { holder: NodeId(3), epoch: Epoch(2) }),
+        Outcome::Rejected(Rejected::LeaseHeld { holder: NodeId(2), epoch: Epoch(2) })
     );
     // The old holder's renewal after the lapse is refused.
     assert_eq!(
-        s.apply(
-            7,
-            &Command::Renew {
-                holder: NodeId(1),
-                epoch: Epoch(1),
-                renewal: RenewalSeq(0)
-            }
-        ),
-        Outcome::Rejected(Rejected::StaleEpoch {
-            proposed: Epoch(1),
-            current: Epoch(2)
-        })
+        s.apply(7, &Command::Renew { holder: NodeId(1), epoch: Epoch(1), renewal: RenewalSeq(0) }),
+        Outcome::Rejected(Rejected::StaleEpoch { proposed: Epoch(1), current: Epoch(2) })
     );
     assert_eq!(s.operation, None);
 }
@@ -184,38 +109,17 @@ fn lapse_then_stale_grant_from_a_deposed_leader_is_rejected() {
 fn grant_to_a_non_member_or_before_initialize_is_rejected() {
     let mut s = ClusterState::default();
     assert_eq!(
-        s.apply(
-            1,
-            &Command::Grant {
-                holder: NodeId(1),
-                epoch: Epoch(1)
-            }
-        ),
+        s.apply(1, &Command::Grant { holder: NodeId(1), epoch: Epoch(1) }),
         Outcome::Rejected(Rejected::NotInitialized)
     );
     let mut s = started();
     assert_eq!(
-        s.apply(
-            3,
-            &Command::Grant {
-                holder: NodeId(9),
-                epoch: Epoch(1)
-            }
-        ),
+        s.apply(3, &Command::Grant { holder: NodeId(9), epoch: Epoch(1) }),
         Outcome::Rejected(Rejected::UnknownMember { node: NodeId(9) })
     );
     assert_eq!(
-        s.apply(
-            3,
-            &Command::Grant {
-                holder: NodeId(1),
-                epoch: Epoch(5)
-            }
-        ),
-        Outcome::Rejected(Rejected::StaleEpoch {
-            proposed: Epoch(5),
-            current: Epoch(0)
-        })
+        s.apply(3, &Command::Grant { holder: NodeId(1), epoch: Epoch(5) }),
+        Outcome::Rejected(Rejected::StaleEpoch { proposed: Epoch(5), current: Epoch(0) })
     );
 }
 
@@ -224,25 +128,9 @@ fn history_is_bounded() {
     let mut s = started();
     for i in 0..(haraft_core::state::HISTORY_LIMIT as u64 + 50) {
         let e = s.epoch.next();
-        s.apply(
-            10 + 2 * i,
-            &Command::Grant {
-                holder: NodeId(1),
-                epoch: e,
-            },
-        );
-        s.apply(
-            11 + 2 * i,
-            &Command::Lapse {
-                holder: NodeId(1),
-                epoch: e,
-                renewal: RenewalSeq(0),
-            },
-        );
+        s.apply(10 + 2 * i, &Command::Grant { holder: NodeId(1), epoch: e });
+        s.apply(11 + 2 * i, &Command::Lapse { holder: NodeId(1), epoch: e, renewal: RenewalSeq(0) });
     }
     assert_eq!(s.history.len(), haraft_core::state::HISTORY_LIMIT);
-    assert!(matches!(
-        s.history.back().unwrap().event,
-        HistoryEvent::Lapsed { .. }
-    ));
+    assert!(matches!(s.history.back().unwrap().event, HistoryEvent::Lapsed { .. }));
 }

@@ -57,16 +57,11 @@ fn main() -> ExitCode {
     let args = Args::parse();
     for e in &args.endpoints {
         if !valid_endpoint(e) {
-            eprintln!(
-                "haraftctl: bad endpoint {e:?} in --endpoints: expected HOST:PORT, e.g. 127.0.0.1:7001"
-            );
+            eprintln!("haraftctl: bad endpoint {e:?} in --endpoints: expected HOST:PORT, e.g. 127.0.0.1:7001");
             return ExitCode::from(2);
         }
     }
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("haraftctl: cannot start the async runtime: {e}");
@@ -74,11 +69,9 @@ fn main() -> ExitCode {
         }
     };
     let result = match args.command {
-        Command::Status { json } => runtime.block_on(status(
-            &args.endpoints,
-            Duration::from_millis(args.timeout_ms),
-            json,
-        )),
+        Command::Status { json } => {
+            runtime.block_on(status(&args.endpoints, Duration::from_millis(args.timeout_ms), json))
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -91,9 +84,7 @@ fn main() -> ExitCode {
 
 fn valid_endpoint(e: &str) -> bool {
     match e.rsplit_once(':') {
-        Some((host, port)) => {
-            !host.is_empty() && !host.contains('/') && port.parse::<u16>().is_ok_and(|p| p != 0)
-        }
+        Some((host, port)) => !host.is_empty() && !host.contains('/') && port.parse::<u16>().is_ok_and(|p| p != 0),
         None => false,
     }
 }
@@ -118,10 +109,7 @@ async fn fetch_status(endpoints: &[String], timeout: Duration) -> Result<String,
         match tokio::time::timeout(timeout, attempt).await {
             Ok(Ok(json)) => return Ok(json),
             Ok(Err(e)) => failures.push(format!("{endpoint}: {e}")),
-            Err(_) => failures.push(format!(
-                "{endpoint}: no answer within {} ms",
-                timeout.as_millis()
-            )),
+            Err(_) => failures.push(format!("{endpoint}: no answer within {} ms", timeout.as_millis())),
         }
     }
     Err(format!(
@@ -135,16 +123,13 @@ async fn status(endpoints: &[String], timeout: Duration, json: bool) -> Result<(
     if json {
         // Print what the agent sent (pretty), so fields added by a newer
         // agent pass through.
-        let value: serde_json::Value = serde_json::from_str(&document)
-            .map_err(|e| format!("agent sent unreadable status: {e}"))?;
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&value).expect("a JSON value always prints")
-        );
+        let value: serde_json::Value =
+            serde_json::from_str(&document).map_err(|e| format!("agent sent unreadable status: {e}"))?;
+        println!("{}", serde_json::to_string_pretty(&value).expect("a JSON value always prints"));
         return Ok(());
     }
-    let status: ClusterStatus = serde_json::from_str(&document)
-        .map_err(|e| format!("agent sent unreadable status: {e}"))?;
+    let status: ClusterStatus =
+        serde_json::from_str(&document).map_err(|e| format!("agent sent unreadable status: {e}"))?;
     print!("{}", render(&status));
     Ok(())
 }
@@ -201,17 +186,7 @@ fn render(s: &ClusterStatus) -> String {
     };
     out.push_str(&format!("Answered by:  {}, from {view}\n\n", s.answered_by));
 
-    let header = [
-        "MEMBER",
-        "ID",
-        "ADDRESS",
-        "RAFT ROLE",
-        "VOTER",
-        "REACHABLE",
-        "TERM",
-        "APPLIED",
-        "NOTE",
-    ];
+    let header = ["MEMBER", "ID", "ADDRESS", "RAFT ROLE", "VOTER", "REACHABLE", "TERM", "APPLIED", "NOTE"];
     let rows: Vec<[String; 9]> = s
         .members
         .iter()
@@ -243,11 +218,7 @@ fn render(s: &ClusterStatus) -> String {
         }
     }
     let line = |cells: Vec<&str>| {
-        let parts: Vec<String> = cells
-            .iter()
-            .zip(widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect();
+        let parts: Vec<String> = cells.iter().zip(widths).map(|(c, w)| format!("{c:<w$}")).collect();
         format!("{}\n", parts.join("  ").trim_end())
     };
     out.push_str(&line(header.to_vec()));
@@ -257,14 +228,12 @@ fn render(s: &ClusterStatus) -> String {
 
     let mut warnings = Vec::new();
     if s.leader.is_none() {
-        warnings.push("no Raft leader: no lease can be renewed or granted until a majority of members reach each other".to_string());
+        warnings.push(
+            "no Raft leader: no lease can be renewed or granted until a majority of members reach each other"
+                .to_string(),
+        );
     }
-    let down: Vec<&str> = s
-        .members
-        .iter()
-        .filter(|m| !m.reachable)
-        .map(|m| m.name.as_str())
-        .collect();
+    let down: Vec<&str> = s.members.iter().filter(|m| !m.reachable).map(|m| m.name.as_str()).collect();
     if !down.is_empty() {
         warnings.push(format!("unreachable: {}", down.join(", ")));
     }
@@ -327,21 +296,12 @@ mod tests {
             ],
         };
         let t = render(&s);
-        assert!(
-            t.contains("Raft leader:  node2 (term 3), commit index 40"),
-            "{t}"
-        );
-        assert!(
-            t.contains("Primary:      node1 (epoch 4, lease valid for 2100 ms)"),
-            "{t}"
-        );
+        assert!(t.contains("Raft leader:  node2 (term 3), commit index 40"), "{t}");
+        assert!(t.contains("Primary:      node1 (epoch 4, lease valid for 2100 ms)"), "{t}");
         assert!(t.contains("primary, epoch 4"), "{t}");
         assert!(t.contains("WARNING: unreachable: node3"), "{t}");
         let row = t.lines().find(|l| l.starts_with("node3")).unwrap();
-        assert!(
-            row.contains("connection refused") && row.contains(" no "),
-            "{row}"
-        );
+        assert!(row.contains("connection refused") && row.contains(" no "), "{row}");
     }
 
     #[test]

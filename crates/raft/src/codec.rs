@@ -33,9 +33,7 @@ pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     let mut out = vec![FORMAT_VERSION];
     // Encoding plain serde data into a Vec cannot fail; a failure here is a
     // bug in a type's Serialize impl.
-    out.extend(
-        bincode::serde::encode_to_vec(value, config()).expect("serde data encodes into a Vec"),
-    );
+    out.extend(bincode::serde::encode_to_vec(value, config()).expect("serde data encodes into a Vec"));
     out
 }
 
@@ -45,21 +43,12 @@ pub fn decode<T: DeserializeOwned>(what: &'static str, bytes: &[u8]) -> Result<T
         return Err(CodecError::Empty { what });
     };
     if version != FORMAT_VERSION {
-        return Err(CodecError::Version {
-            what,
-            found: version,
-        });
+        return Err(CodecError::Version { what, found: version });
     }
-    let (value, used) =
-        bincode::serde::decode_from_slice(body, config()).map_err(|e| CodecError::Garbled {
-            what,
-            detail: e.to_string(),
-        })?;
+    let (value, used) = bincode::serde::decode_from_slice(body, config())
+        .map_err(|e| CodecError::Garbled { what, detail: e.to_string() })?;
     if used != body.len() {
-        return Err(CodecError::Garbled {
-            what,
-            detail: format!("{} trailing bytes", body.len() - used),
-        });
+        return Err(CodecError::Garbled { what, detail: format!("{} trailing bytes", body.len() - used) });
     }
     Ok(value)
 }
@@ -71,65 +60,32 @@ mod tests {
 
     #[test]
     fn round_trip() {
-        let c = Command::Renew {
-            holder: NodeId(2),
-            epoch: Epoch(7),
-            renewal: RenewalSeq(9),
-        };
+        let c = Command::Renew { holder: NodeId(2), epoch: Epoch(7), renewal: RenewalSeq(9) };
         assert_eq!(decode::<Command>("command", &encode(&c)), Ok(c));
     }
 
     #[test]
     fn other_version_is_refused() {
-        let mut bytes = encode(&Command::Grant {
-            holder: NodeId(1),
-            epoch: Epoch(1),
-        });
+        let mut bytes = encode(&Command::Grant { holder: NodeId(1), epoch: Epoch(1) });
         bytes[0] = 7;
         let err = decode::<Command>("command", &bytes).unwrap_err();
-        assert_eq!(
-            err,
-            CodecError::Version {
-                what: "command",
-                found: 7
-            }
-        );
+        assert_eq!(err, CodecError::Version { what: "command", found: 7 });
         assert!(err.to_string().contains("format version 7"));
     }
 
     #[test]
     fn garbage_and_trailing_bytes_are_refused() {
-        assert!(matches!(
-            decode::<Command>("command", &[]),
-            Err(CodecError::Empty { .. })
-        ));
-        assert!(matches!(
-            decode::<Command>("command", &[FORMAT_VERSION, 200, 1, 2]),
-            Err(CodecError::Garbled { .. })
-        ));
+        assert!(matches!(decode::<Command>("command", &[]), Err(CodecError::Empty { .. })));
+        assert!(matches!(decode::<Command>("command", &[FORMAT_VERSION, 200, 1, 2]), Err(CodecError::Garbled { .. })));
         let mut bytes = encode(&Epoch(3));
         bytes.push(0);
-        assert!(matches!(
-            decode::<Epoch>("epoch", &bytes),
-            Err(CodecError::Garbled { .. })
-        ));
+        assert!(matches!(decode::<Epoch>("epoch", &bytes), Err(CodecError::Garbled { .. })));
     }
 
     #[test]
     fn huge_length_prefix_does_not_allocate() {
         // A Vec length of u64::MAX (varint 0xFD + 8 bytes) must fail cleanly.
-        let bytes = [
-            FORMAT_VERSION,
-            0xFD,
-            0xFF,
-            0xFF,
-            0xFF,
-            0xFF,
-            0xFF,
-            0xFF,
-            0xFF,
-            0xFF,
-        ];
+        let bytes = [FORMAT_VERSION, 0xFD, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF];
         assert!(decode::<Vec<u64>>("list", &bytes).is_err());
     }
 }

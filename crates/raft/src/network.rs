@@ -7,13 +7,11 @@ use crate::codec;
 use crate::types::{RaftNode, TypeConfig};
 use haraft_proto::raft::RaftRequest;
 use haraft_proto::raft::raft_client::RaftClient;
-use openraft::error::{
-    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
-};
+use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
-    VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
+    VoteResponse,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -64,11 +62,7 @@ pub struct NetworkFactory {
 
 impl NetworkFactory {
     pub fn new(cluster: &str, me: u64, faults: NetworkFaults) -> Self {
-        NetworkFactory {
-            cluster: cluster.into(),
-            me,
-            faults,
-        }
+        NetworkFactory { cluster: cluster.into(), me, faults }
     }
 }
 
@@ -79,13 +73,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
         let client = lazy_channel(&node.address)
             .map(RaftClient::new)
             .map_err(|e| format!("bad address {:?}: {e}", node.address));
-        PeerClient {
-            cluster: Arc::clone(&self.cluster),
-            me: self.me,
-            target,
-            client,
-            faults: self.faults.clone(),
-        }
+        PeerClient { cluster: Arc::clone(&self.cluster), me: self.me, target, client, faults: self.faults.clone() }
     }
 }
 
@@ -121,16 +109,12 @@ impl PeerClient {
         E: std::error::Error + DeserializeOwned,
     {
         if self.faults.isolated() {
-            return Err(RPCError::Unreachable(Unreachable::new(&TransportError(
-                "isolated by fault injection".into(),
-            ))));
+            return Err(RPCError::Unreachable(Unreachable::new(&TransportError("isolated by fault injection".into()))));
         }
         let client = match &mut self.client {
             Ok(c) => c,
             Err(e) => {
-                return Err(RPCError::Unreachable(Unreachable::new(&TransportError(
-                    e.clone(),
-                ))));
+                return Err(RPCError::Unreachable(Unreachable::new(&TransportError(e.clone()))));
             }
         };
         let request = RaftRequest {
@@ -148,11 +132,7 @@ impl PeerClient {
         };
         let reply = match tokio::time::timeout(option.hard_ttl(), call).await {
             Err(_) => {
-                let msg = format!(
-                    "no answer from node {} within {:?}",
-                    self.target,
-                    option.hard_ttl()
-                );
+                let msg = format!("no answer from node {} within {:?}", self.target, option.hard_ttl());
                 return Err(RPCError::Network(NetworkError::new(&TransportError(msg))));
             }
             Ok(Err(status)) if status.code() == tonic::Code::Unavailable => {
@@ -182,10 +162,7 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         &mut self,
         rpc: InstallSnapshotRequest<TypeConfig>,
         option: RPCOption,
-    ) -> Result<
-        InstallSnapshotResponse<u64>,
-        RPCError<u64, RaftNode, RaftError<u64, InstallSnapshotError>>,
-    > {
+    ) -> Result<InstallSnapshotResponse<u64>, RPCError<u64, RaftNode, RaftError<u64, InstallSnapshotError>>> {
         self.call(Rpc::InstallSnapshot, &rpc, option).await
     }
 

@@ -12,13 +12,7 @@ use tonic::{Request, Response, Status};
 
 /// Refuses a peer call that is not for this node of this cluster, or that
 /// arrives while fault injection isolates this node.
-pub fn admit(
-    cluster: &str,
-    target: u64,
-    my_cluster: &str,
-    me: u64,
-    faults: &NetworkFaults,
-) -> Result<(), Status> {
+pub fn admit(cluster: &str, target: u64, my_cluster: &str, me: u64, faults: &NetworkFaults) -> Result<(), Status> {
     if faults.isolated() {
         return Err(Status::unavailable("node isolated by fault injection"));
     }
@@ -43,18 +37,8 @@ pub struct RaftService {
 }
 
 impl RaftService {
-    pub fn new(
-        raft: Raft,
-        cluster: &str,
-        me: u64,
-        faults: NetworkFaults,
-    ) -> raft_server::RaftServer<RaftService> {
-        raft_server::RaftServer::new(RaftService {
-            raft,
-            cluster: cluster.to_string(),
-            me,
-            faults,
-        })
+    pub fn new(raft: Raft, cluster: &str, me: u64, faults: NetworkFaults) -> raft_server::RaftServer<RaftService> {
+        raft_server::RaftServer::new(RaftService { raft, cluster: cluster.to_string(), me, faults })
     }
 
     fn open<T: serde::de::DeserializeOwned>(
@@ -63,13 +47,7 @@ impl RaftService {
         request: Request<RaftRequest>,
     ) -> Result<T, Status> {
         let req = request.into_inner();
-        admit(
-            &req.cluster,
-            req.target,
-            &self.cluster,
-            self.me,
-            &self.faults,
-        )?;
+        admit(&req.cluster, req.target, &self.cluster, self.me, &self.faults)?;
         codec::decode(what, &req.payload).map_err(|e| {
             tracing::warn!(from = req.from, error = %e, "refused a raft request");
             Status::invalid_argument(e.to_string())
@@ -79,34 +57,21 @@ impl RaftService {
 
 #[tonic::async_trait]
 impl raft_server::Raft for RaftService {
-    async fn append_entries(
-        &self,
-        request: Request<RaftRequest>,
-    ) -> Result<Response<RaftReply>, Status> {
+    async fn append_entries(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
         let rpc: AppendEntriesRequest<TypeConfig> = self.open("append-entries request", request)?;
         let result = self.raft.append_entries(rpc).await;
-        Ok(Response::new(RaftReply {
-            payload: codec::encode(&result),
-        }))
+        Ok(Response::new(RaftReply { payload: codec::encode(&result) }))
     }
 
     async fn vote(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
         let rpc: VoteRequest<u64> = self.open("vote request", request)?;
         let result = self.raft.vote(rpc).await;
-        Ok(Response::new(RaftReply {
-            payload: codec::encode(&result),
-        }))
+        Ok(Response::new(RaftReply { payload: codec::encode(&result) }))
     }
 
-    async fn install_snapshot(
-        &self,
-        request: Request<RaftRequest>,
-    ) -> Result<Response<RaftReply>, Status> {
-        let rpc: InstallSnapshotRequest<TypeConfig> =
-            self.open("install-snapshot request", request)?;
+    async fn install_snapshot(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
+        let rpc: InstallSnapshotRequest<TypeConfig> = self.open("install-snapshot request", request)?;
         let result = self.raft.install_snapshot(rpc).await;
-        Ok(Response::new(RaftReply {
-            payload: codec::encode(&result),
-        }))
+        Ok(Response::new(RaftReply { payload: codec::encode(&result) }))
     }
 }

@@ -14,15 +14,10 @@
 //! Every value is a `codec` record with a format-version byte.
 
 use crate::codec::{self, CodecError};
-use crate::types::{
-    Entry, LogId, RaftNode, SnapshotMeta, StorageError, StoredMembership, TypeConfig, Vote,
-};
+use crate::types::{Entry, LogId, RaftNode, SnapshotMeta, StorageError, StoredMembership, TypeConfig, Vote};
 use haraft_core::{ClusterState, Command, Member, NodeId};
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage, RaftStateMachine, Snapshot};
-use openraft::{
-    AnyError, EntryPayload, ErrorSubject, ErrorVerb, RaftLogReader, RaftSnapshotBuilder,
-    StorageIOError,
-};
+use openraft::{AnyError, EntryPayload, ErrorSubject, ErrorVerb, RaftLogReader, RaftSnapshotBuilder, StorageIOError};
 use serde::{Deserialize, Serialize};
 use std::fs::File;
 use std::io::Cursor;
@@ -44,15 +39,10 @@ pub struct Applied {
 
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
-    #[error(
-        "cannot open the raft store at {path}: {source} (is another haraft running with this data_dir?)"
-    )]
+    #[error("cannot open the raft store at {path}: {source} (is another haraft running with this data_dir?)")]
     Sled { path: PathBuf, source: sled::Error },
     #[error("cannot open the raft store's data file {path}: {source}")]
-    DataFile {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    DataFile { path: PathBuf, source: std::io::Error },
     #[error("raft store at {path}: {source}; move the data_dir aside to start this node afresh")]
     Record { path: PathBuf, source: CodecError },
 }
@@ -77,15 +67,10 @@ impl Inner {
         .map_err(std::io::Error::other)?
     }
 
-    fn get<T: serde::de::DeserializeOwned>(
-        tree: &sled::Tree,
-        key: &'static str,
-    ) -> Result<Option<T>, ReadError> {
+    fn get<T: serde::de::DeserializeOwned>(tree: &sled::Tree, key: &'static str) -> Result<Option<T>, ReadError> {
         match tree.get(key).map_err(ReadError::Sled)? {
             None => Ok(None),
-            Some(bytes) => codec::decode(key, &bytes)
-                .map(Some)
-                .map_err(ReadError::Record),
+            Some(bytes) => codec::decode(key, &bytes).map(Some).map_err(ReadError::Record),
         }
     }
 }
@@ -99,9 +84,7 @@ enum ReadError {
 }
 
 fn io_err(subject: ErrorSubject<u64>, verb: ErrorVerb, e: impl std::fmt::Display) -> StorageError {
-    StorageError::IO {
-        source: StorageIOError::new(subject, verb, AnyError::error(e.to_string())),
-    }
+    StorageError::IO { source: StorageIOError::new(subject, verb, AnyError::error(e.to_string())) }
 }
 
 fn read_logs_err(e: impl std::fmt::Display) -> StorageError {
@@ -131,13 +114,8 @@ struct StoredSnapshot {
 }
 
 /// Opens (or creates) the store under `dir`.
-pub fn open(
-    dir: &Path,
-) -> Result<(LogStore, StateMachineStore, watch::Receiver<Applied>), OpenError> {
-    let sled_err = |source| OpenError::Sled {
-        path: dir.to_path_buf(),
-        source,
-    };
+pub fn open(dir: &Path) -> Result<(LogStore, StateMachineStore, watch::Receiver<Applied>), OpenError> {
+    let sled_err = |source| OpenError::Sled { path: dir.to_path_buf(), source };
     let db = sled::Config::new()
         .path(dir)
         .cache_capacity(CACHE_CAPACITY_BYTES)
@@ -150,27 +128,12 @@ pub fn open(
     let meta = db.open_tree("meta").map_err(sled_err)?;
     let sm = db.open_tree("sm").map_err(sled_err)?;
     let data_path = dir.join("db");
-    let data_file = File::open(&data_path).map_err(|source| OpenError::DataFile {
-        path: data_path,
-        source,
-    })?;
-    let inner = Arc::new(Inner {
-        db,
-        log,
-        meta,
-        sm,
-        data_file,
-    });
+    let data_file = File::open(&data_path).map_err(|source| OpenError::DataFile { path: data_path, source })?;
+    let inner = Arc::new(Inner { db, log, meta, sm, data_file });
 
     let record_err = |e: ReadError| match e {
-        ReadError::Sled(source) => OpenError::Sled {
-            path: dir.to_path_buf(),
-            source,
-        },
-        ReadError::Record(source) => OpenError::Record {
-            path: dir.to_path_buf(),
-            source,
-        },
+        ReadError::Sled(source) => OpenError::Sled { path: dir.to_path_buf(), source },
+        ReadError::Record(source) => OpenError::Record { path: dir.to_path_buf(), source },
     };
     // Validate every metadata record now, so a foreign or corrupt store is
     // refused at start with its path, not later inside Raft.
@@ -178,45 +141,26 @@ pub fn open(
     Inner::get::<Option<LogId>>(&inner.meta, "committed").map_err(record_err)?;
     Inner::get::<LogId>(&inner.meta, "last_purged").map_err(record_err)?;
     if let Some((_, bytes)) = inner.log.last().map_err(sled_err)? {
-        codec::decode::<Entry>("log entry", &bytes).map_err(|source| OpenError::Record {
-            path: dir.to_path_buf(),
-            source,
-        })?;
+        codec::decode::<Entry>("log entry", &bytes)
+            .map_err(|source| OpenError::Record { path: dir.to_path_buf(), source })?;
     }
-    let mut data = Inner::get::<SmData>(&inner.sm, "state")
-        .map_err(record_err)?
-        .unwrap_or_default();
+    let mut data = Inner::get::<SmData>(&inner.sm, "state").map_err(record_err)?.unwrap_or_default();
     let snapshot = Inner::get::<StoredSnapshot>(&inner.sm, "snapshot").map_err(record_err)?;
     if let Some(snap) = &snapshot {
         // The state record is written without a sync after each apply; a
         // synced snapshot may be newer after a crash.
         if snap.meta.last_log_id > data.applied {
-            data =
-                codec::decode("snapshot data", &snap.data).map_err(|source| OpenError::Record {
-                    path: dir.to_path_buf(),
-                    source,
-                })?;
+            data = codec::decode("snapshot data", &snap.data)
+                .map_err(|source| OpenError::Record { path: dir.to_path_buf(), source })?;
         }
     }
 
-    let committed = Inner::get::<Option<LogId>>(&inner.meta, "committed")
-        .map_err(record_err)?
-        .flatten();
+    let committed = Inner::get::<Option<LogId>>(&inner.meta, "committed").map_err(record_err)?.flatten();
     let (committed_tx, _) = watch::channel(committed.map(|l| l.index));
-    let (applied_tx, applied_rx) = watch::channel(Applied {
-        index: data.applied.map(|l| l.index),
-        state: Arc::new(data.state.clone()),
-    });
-    let log_store = LogStore {
-        inner: Arc::clone(&inner),
-        committed_tx: Arc::new(committed_tx),
-    };
-    let sm_store = StateMachineStore {
-        inner,
-        data,
-        applied_tx: Arc::new(applied_tx),
-        snapshot_seq: 0,
-    };
+    let (applied_tx, applied_rx) =
+        watch::channel(Applied { index: data.applied.map(|l| l.index), state: Arc::new(data.state.clone()) });
+    let log_store = LogStore { inner: Arc::clone(&inner), committed_tx: Arc::new(committed_tx) };
+    let sm_store = StateMachineStore { inner, data, applied_tx: Arc::new(applied_tx), snapshot_seq: 0 };
     Ok((log_store, sm_store, applied_rx))
 }
 
@@ -234,10 +178,7 @@ impl LogStore {
 
     /// Writes `entries` in one batch and returns once they are on disk
     /// (flushed and fdatasync'ed). `append` is this plus openraft's callback.
-    pub async fn append_synced<I: IntoIterator<Item = Entry>>(
-        &self,
-        entries: I,
-    ) -> Result<(), StorageError> {
+    pub async fn append_synced<I: IntoIterator<Item = Entry>>(&self, entries: I) -> Result<(), StorageError> {
         let mut batch = sled::Batch::default();
         for entry in entries {
             batch.insert(&index_key(entry.log_id.index), codec::encode(&entry));
@@ -271,11 +212,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
             Bound::Unbounded => Bound::Unbounded,
         };
         let mut out = Vec::new();
-        for item in self
-            .inner
-            .log
-            .range((Bound::Included(index_key(start)), end))
-        {
+        for item in self.inner.log.range((Bound::Included(index_key(start)), end)) {
             let (_, bytes) = item.map_err(read_logs_err)?;
             out.push(codec::decode::<Entry>("log entry", &bytes).map_err(read_logs_err)?);
         }
@@ -289,17 +226,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
         let last_purged_log_id = self.last_purged()?;
         let last = match self.inner.log.last().map_err(read_logs_err)? {
-            Some((_, bytes)) => Some(
-                codec::decode::<Entry>("log entry", &bytes)
-                    .map_err(read_logs_err)?
-                    .log_id,
-            ),
+            Some((_, bytes)) => Some(codec::decode::<Entry>("log entry", &bytes).map_err(read_logs_err)?.log_id),
             None => last_purged_log_id,
         };
-        Ok(LogState {
-            last_purged_log_id,
-            last_log_id: last,
-        })
+        Ok(LogState { last_purged_log_id, last_log_id: last })
     }
 
     async fn get_log_reader(&mut self) -> Self::LogReader {
@@ -308,40 +238,27 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
         let err = |e: String| io_err(ErrorSubject::Vote, ErrorVerb::Write, e);
-        self.inner
-            .meta
-            .insert("vote", codec::encode(vote))
-            .map_err(|e| err(e.to_string()))?;
+        self.inner.meta.insert("vote", codec::encode(vote)).map_err(|e| err(e.to_string()))?;
         self.inner.sync().await.map_err(|e| err(e.to_string()))
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {
-        Inner::get(&self.inner.meta, "vote")
-            .map_err(|e| io_err(ErrorSubject::Vote, ErrorVerb::Read, e))
+        Inner::get(&self.inner.meta, "vote").map_err(|e| io_err(ErrorSubject::Vote, ErrorVerb::Read, e))
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
         // Not synced: losing it only makes a restarted node wait for the
         // leader to tell it the commit index again.
-        self.inner
-            .meta
-            .insert("committed", codec::encode(&committed))
-            .map_err(write_logs_err)?;
+        self.inner.meta.insert("committed", codec::encode(&committed)).map_err(write_logs_err)?;
         self.committed_tx.send_replace(committed.map(|l| l.index));
         Ok(())
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
-        Ok(Inner::get::<Option<LogId>>(&self.inner.meta, "committed")
-            .map_err(read_logs_err)?
-            .flatten())
+        Ok(Inner::get::<Option<LogId>>(&self.inner.meta, "committed").map_err(read_logs_err)?.flatten())
     }
 
-    async fn append<I>(
-        &mut self,
-        entries: I,
-        callback: LogFlushed<TypeConfig>,
-    ) -> Result<(), StorageError>
+    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError>
     where
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
@@ -371,10 +288,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
         // Record the purge point first: a crash in between leaves entries
         // that are merely ignored, never a gap.
-        self.inner
-            .meta
-            .insert("last_purged", codec::encode(&log_id))
-            .map_err(write_logs_err)?;
+        self.inner.meta.insert("last_purged", codec::encode(&log_id)).map_err(write_logs_err)?;
         let mut batch = sled::Batch::default();
         for item in self.inner.log.range(..=index_key(log_id.index)) {
             let (key, _) = item.map_err(write_logs_err)?;
@@ -401,10 +315,7 @@ impl StateMachineStore {
     }
 
     fn persist_state(&self) -> Result<(), StorageError> {
-        self.inner
-            .sm
-            .insert("state", codec::encode(&self.data))
-            .map_err(|e| sm_err(ErrorVerb::Write, e))?;
+        self.inner.sm.insert("state", codec::encode(&self.data)).map_err(|e| sm_err(ErrorVerb::Write, e))?;
         Ok(())
     }
 }
@@ -412,11 +323,7 @@ impl StateMachineStore {
 fn members_of(membership: &openraft::Membership<u64, RaftNode>) -> Vec<Member> {
     membership
         .nodes()
-        .map(|(id, node)| Member {
-            id: NodeId(*id),
-            name: node.name.clone(),
-            address: node.address.clone(),
-        })
+        .map(|(id, node)| Member { id: NodeId(*id), name: node.name.clone(), address: node.address.clone() })
         .collect()
 }
 
@@ -427,10 +334,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         Ok((self.data.applied, self.data.membership.clone()))
     }
 
-    async fn apply<I>(
-        &mut self,
-        entries: I,
-    ) -> Result<Vec<Option<haraft_core::Outcome>>, StorageError>
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Option<haraft_core::Outcome>>, StorageError>
     where
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
@@ -441,16 +345,12 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             self.data.applied = Some(entry.log_id);
             match entry.payload {
                 EntryPayload::Blank => replies.push(None),
-                EntryPayload::Normal(command) => {
-                    replies.push(Some(self.data.state.apply(index, &command)))
-                }
+                EntryPayload::Normal(command) => replies.push(Some(self.data.state.apply(index, &command))),
                 EntryPayload::Membership(membership) => {
                     let members = members_of(&membership);
                     self.data.membership = StoredMembership::new(Some(entry.log_id), membership);
                     if !members.is_empty() {
-                        self.data
-                            .state
-                            .apply(index, &Command::SetMembers { members });
+                        self.data.state.apply(index, &Command::SetMembers { members });
                     }
                     replies.push(None);
                 }
@@ -463,11 +363,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
         self.snapshot_seq += 1;
-        SnapshotBuilder {
-            inner: Arc::clone(&self.inner),
-            data: self.data.clone(),
-            seq: self.snapshot_seq,
-        }
+        SnapshotBuilder { inner: Arc::clone(&self.inner), data: self.data.clone(), seq: self.snapshot_seq }
     }
 
     async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
@@ -480,24 +376,14 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), StorageError> {
         let bytes = snapshot.into_inner();
-        let data: SmData =
-            codec::decode("snapshot data", &bytes).map_err(|e| StorageError::IO {
-                source: StorageIOError::read_snapshot(Some(meta.signature()), AnyError::new(&e)),
-            })?;
+        let data: SmData = codec::decode("snapshot data", &bytes).map_err(|e| StorageError::IO {
+            source: StorageIOError::read_snapshot(Some(meta.signature()), AnyError::new(&e)),
+        })?;
         self.data = data;
         self.persist_state()?;
-        let stored = StoredSnapshot {
-            meta: meta.clone(),
-            data: bytes,
-        };
-        self.inner
-            .sm
-            .insert("snapshot", codec::encode(&stored))
-            .map_err(|e| sm_err(ErrorVerb::Write, e))?;
-        self.inner
-            .sync()
-            .await
-            .map_err(|e| sm_err(ErrorVerb::Write, e))?;
+        let stored = StoredSnapshot { meta: meta.clone(), data: bytes };
+        self.inner.sm.insert("snapshot", codec::encode(&stored)).map_err(|e| sm_err(ErrorVerb::Write, e))?;
+        self.inner.sync().await.map_err(|e| sm_err(ErrorVerb::Write, e))?;
         self.publish();
         Ok(())
     }
@@ -505,10 +391,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
         let stored: Option<StoredSnapshot> =
             Inner::get(&self.inner.sm, "snapshot").map_err(|e| sm_err(ErrorVerb::Read, e))?;
-        Ok(stored.map(|s| Snapshot {
-            meta: s.meta,
-            snapshot: Box::new(Cursor::new(s.data)),
-        }))
+        Ok(stored.map(|s| Snapshot { meta: s.meta, snapshot: Box::new(Cursor::new(s.data)) }))
     }
 }
 
@@ -525,26 +408,11 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             Some(l) => format!("{}-{}-{}", l.leader_id.term, l.index, self.seq),
             None => format!("none-{}", self.seq),
         };
-        let meta = SnapshotMeta {
-            last_log_id: self.data.applied,
-            last_membership: self.data.membership.clone(),
-            snapshot_id,
-        };
-        let stored = StoredSnapshot {
-            meta: meta.clone(),
-            data: data.clone(),
-        };
-        self.inner
-            .sm
-            .insert("snapshot", codec::encode(&stored))
-            .map_err(|e| sm_err(ErrorVerb::Write, e))?;
-        self.inner
-            .sync()
-            .await
-            .map_err(|e| sm_err(ErrorVerb::Write, e))?;
-        Ok(Snapshot {
-            meta,
-            snapshot: Box::new(Cursor::new(data)),
-        })
+        let meta =
+            SnapshotMeta { last_log_id: self.data.applied, last_membership: self.data.membership.clone(), snapshot_id };
+        let stored = StoredSnapshot { meta: meta.clone(), data: data.clone() };
+        self.inner.sm.insert("snapshot", codec::encode(&stored)).map_err(|e| sm_err(ErrorVerb::Write, e))?;
+        self.inner.sync().await.map_err(|e| sm_err(ErrorVerb::Write, e))?;
+        Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) })
     }
 }

@@ -12,9 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 struct SledBuilder;
 
 impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, tempfile::TempDir> for SledBuilder {
-    async fn build(
-        &self,
-    ) -> Result<(tempfile::TempDir, LogStore, StateMachineStore), StorageError> {
+    async fn build(&self) -> Result<(tempfile::TempDir, LogStore, StateMachineStore), StorageError> {
         let dir = tempfile::tempdir().expect("temp dir");
         let (log, sm, _applied) = store::open(dir.path()).expect("open store");
         Ok((dir, log, sm))
@@ -32,17 +30,11 @@ fn log_id(term: u64, index: u64) -> LogId {
 }
 
 fn entry(term: u64, index: u64, payload: EntryPayload<TypeConfig>) -> Entry {
-    Entry {
-        log_id: log_id(term, index),
-        payload,
-    }
+    Entry { log_id: log_id(term, index), payload }
 }
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime")
+    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime")
 }
 
 #[test]
@@ -53,35 +45,13 @@ fn vote_log_and_state_machine_survive_a_restart() {
         let (mut log, mut sm, applied) = store::open(dir.path()).unwrap();
         log.save_vote(&Vote::new(3, 1)).await.unwrap();
         let nodes: BTreeMap<u64, RaftNode> = (1..=3)
-            .map(|i| {
-                (
-                    i,
-                    RaftNode {
-                        name: format!("node{i}"),
-                        address: format!("127.0.0.1:{}", 7000 + i),
-                    },
-                )
-            })
+            .map(|i| (i, RaftNode { name: format!("node{i}"), address: format!("127.0.0.1:{}", 7000 + i) }))
             .collect();
         let membership = Membership::new(vec![BTreeSet::from([1, 2, 3])], nodes);
         let entries = vec![
             entry(3, 1, EntryPayload::Membership(membership)),
-            entry(
-                3,
-                2,
-                EntryPayload::Normal(Command::Initialize {
-                    cluster: "c".into(),
-                    config: Timing::default(),
-                }),
-            ),
-            entry(
-                3,
-                3,
-                EntryPayload::Normal(Command::Grant {
-                    holder: NodeId(2),
-                    epoch: Epoch(1),
-                }),
-            ),
+            entry(3, 2, EntryPayload::Normal(Command::Initialize { cluster: "c".into(), config: Timing::default() })),
+            entry(3, 3, EntryPayload::Normal(Command::Grant { holder: NodeId(2), epoch: Epoch(1) })),
         ];
         // openraft's `LogFlushed` callback cannot be built outside openraft;
         // `append` is `append_synced` plus that callback.
@@ -101,10 +71,7 @@ fn vote_log_and_state_machine_survive_a_restart() {
         assert_eq!(log.try_get_log_entries(1..4).await.unwrap().len(), 3);
         let (last_applied, membership) = sm.applied_state().await.unwrap();
         assert_eq!(last_applied, Some(log_id(3, 3)));
-        assert_eq!(
-            membership.membership().voter_ids().collect::<Vec<_>>(),
-            vec![1, 2, 3]
-        );
+        assert_eq!(membership.membership().voter_ids().collect::<Vec<_>>(), vec![1, 2, 3]);
         let s = applied.borrow().state.clone();
         assert_eq!(s.cluster, "c");
         assert_eq!(s.epoch, Epoch(1));

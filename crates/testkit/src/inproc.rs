@@ -23,37 +23,17 @@ impl Cluster {
         for _ in 0..n {
             listeners.push(TcpListener::bind("127.0.0.1:0").await.expect("bind port 0"));
         }
-        let addresses: Vec<String> = listeners
-            .iter()
-            .map(|l| l.local_addr().expect("bound").to_string())
-            .collect();
+        let addresses: Vec<String> = listeners.iter().map(|l| l.local_addr().expect("bound").to_string()).collect();
         let mut configs = Vec::new();
         for id in 1..=n as u64 {
-            let text = node_config(
-                "test",
-                id,
-                &dir.path().join(format!("node{id}")),
-                &addresses,
-                extra,
-            );
-            configs.push(
-                haraft_agent::config::parse(&format!("node{id}.toml"), &text)
-                    .expect("test config is valid"),
-            );
+            let text = node_config("test", id, &dir.path().join(format!("node{id}")), &addresses, extra);
+            configs.push(haraft_agent::config::parse(&format!("node{id}.toml"), &text).expect("test config is valid"));
         }
         let mut agents = Vec::new();
         for (config, listener) in configs.iter().zip(listeners) {
-            agents.push(Some(
-                start(config.clone(), Some(listener))
-                    .await
-                    .expect("agent starts"),
-            ));
+            agents.push(Some(start(config.clone(), Some(listener)).await.expect("agent starts")));
         }
-        Cluster {
-            dir,
-            configs,
-            agents,
-        }
+        Cluster { dir, configs, agents }
     }
 
     pub fn size(&self) -> usize {
@@ -62,9 +42,7 @@ impl Cluster {
 
     /// The running agent with this id (1-based).
     pub fn agent(&self, id: u64) -> &AgentHandle {
-        self.agents[id as usize - 1]
-            .as_ref()
-            .expect("agent is running")
+        self.agents[id as usize - 1].as_ref().expect("agent is running")
     }
 
     pub fn running(&self) -> impl Iterator<Item = &AgentHandle> {
@@ -85,11 +63,8 @@ impl Cluster {
     /// Starts a stopped agent again on its old address and data dir.
     pub async fn restart(&mut self, id: u64) {
         let config = self.configs[id as usize - 1].clone();
-        let listener = TcpListener::bind(config.listen)
-            .await
-            .expect("rebind the node's port");
-        self.agents[id as usize - 1] =
-            Some(start(config, Some(listener)).await.expect("agent restarts"));
+        let listener = TcpListener::bind(config.listen).await.expect("rebind the node's port");
+        self.agents[id as usize - 1] = Some(start(config, Some(listener)).await.expect("agent restarts"));
     }
 
     /// The Raft leader that the running agents agree on.
@@ -110,10 +85,7 @@ impl Cluster {
 
     /// The running node whose own clock says its lease is valid.
     pub fn valid_holders(&self) -> Vec<NodeId> {
-        self.running()
-            .filter(|a| a.lease().valid_until.is_some())
-            .map(|a| a.node)
-            .collect()
+        self.running().filter(|a| a.lease().valid_until.is_some()).map(|a| a.node).collect()
     }
 
     pub async fn shutdown(mut self) {

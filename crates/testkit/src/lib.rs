@@ -20,32 +20,17 @@ pub async fn wait_for<T>(what: &str, limit: Duration, mut check: impl FnMut() ->
         if let Some(v) = check() {
             return v;
         }
-        assert!(
-            start.elapsed() < limit,
-            "timed out after {limit:?} waiting for {what}"
-        );
+        assert!(start.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
 /// The config text of one node of a loopback cluster.
-pub fn node_config(
-    cluster: &str,
-    id: u64,
-    data_dir: &std::path::Path,
-    addresses: &[String],
-    extra: &str,
-) -> String {
-    let mut text = format!(
-        "[cluster]\nname = \"{cluster}\"\n\n[node]\nid = {id}\ndata_dir = \"{}\"\n\n",
-        data_dir.display()
-    );
+pub fn node_config(cluster: &str, id: u64, data_dir: &std::path::Path, addresses: &[String], extra: &str) -> String {
+    let mut text =
+        format!("[cluster]\nname = \"{cluster}\"\n\n[node]\nid = {id}\ndata_dir = \"{}\"\n\n", data_dir.display());
     for (i, a) in addresses.iter().enumerate() {
-        text.push_str(&format!(
-            "[[member]]\nid = {}\nname = \"node{}\"\naddress = \"{a}\"\n\n",
-            i + 1,
-            i + 1
-        ));
+        text.push_str(&format!("[[member]]\nid = {}\nname = \"node{}\"\naddress = \"{a}\"\n\n", i + 1, i + 1));
     }
     text.push_str(extra);
     text
@@ -57,8 +42,5 @@ pub fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("HARAFT_LOG").unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new("warn,openraft=error,haraft_agent=info,haraft_raft=info")
     });
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_test_writer()
-        .try_init();
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
 }

@@ -24,23 +24,16 @@ pub fn binary(name: &str) -> PathBuf {
             None => break,
         };
     }
-    panic!(
-        "binary {name} not found near {}: build the workspace first (cargo build --workspace)",
-        exe.display()
-    );
+    panic!("binary {name} not found near {}: build the workspace first (cargo build --workspace)", exe.display());
 }
 
 /// Ports for a cluster: bound to port 0 and released, so the agents can
 /// bind them (a race with another process is possible but not on a test
 /// machine's loopback in practice).
 pub fn free_ports(n: usize) -> Vec<u16> {
-    let listeners: Vec<std::net::TcpListener> = (0..n)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind port 0"))
-        .collect();
-    listeners
-        .iter()
-        .map(|l| l.local_addr().expect("bound").port())
-        .collect()
+    let listeners: Vec<std::net::TcpListener> =
+        (0..n).map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind port 0")).collect();
+    listeners.iter().map(|l| l.local_addr().expect("bound").port()).collect()
 }
 
 pub struct Node {
@@ -67,34 +60,16 @@ impl ProcCluster {
     /// which is the agents' working directory) without starting them.
     pub fn new(n: usize, extra: &str) -> ProcCluster {
         let dir = tempfile::tempdir().expect("temp dir");
-        let addresses: Vec<String> = free_ports(n)
-            .into_iter()
-            .map(|p| format!("127.0.0.1:{p}"))
-            .collect();
+        let addresses: Vec<String> = free_ports(n).into_iter().map(|p| format!("127.0.0.1:{p}")).collect();
         let nodes = (1..=n as u64)
             .map(|id| {
                 let config = dir.path().join(format!("node{id}.toml"));
-                let text = node_config(
-                    "test",
-                    id,
-                    Path::new(&format!("data/node{id}")),
-                    &addresses,
-                    extra,
-                );
+                let text = node_config("test", id, Path::new(&format!("data/node{id}")), &addresses, extra);
                 std::fs::write(&config, text).expect("write config");
-                Node {
-                    id,
-                    config,
-                    log: dir.path().join(format!("node{id}.log")),
-                    child: None,
-                }
+                Node { id, config, log: dir.path().join(format!("node{id}.log")), child: None }
             })
             .collect();
-        ProcCluster {
-            dir,
-            addresses,
-            nodes,
-        }
+        ProcCluster { dir, addresses, nodes }
     }
 
     /// A cluster from existing config files whose member addresses are
@@ -113,19 +88,10 @@ impl ProcCluster {
                 }
                 let config = dir.path().join(format!("node{}.toml", i + 1));
                 std::fs::write(&config, text).expect("write config");
-                Node {
-                    id: i as u64 + 1,
-                    config,
-                    log: dir.path().join(format!("node{}.log", i + 1)),
-                    child: None,
-                }
+                Node { id: i as u64 + 1, config, log: dir.path().join(format!("node{}.log", i + 1)), child: None }
             })
             .collect();
-        ProcCluster {
-            dir,
-            addresses,
-            nodes,
-        }
+        ProcCluster { dir, addresses, nodes }
     }
 
     pub fn endpoints(&self) -> String {
@@ -136,11 +102,7 @@ impl ProcCluster {
     pub fn start(&mut self, id: u64) {
         let node = &mut self.nodes[id as usize - 1];
         assert!(node.child.is_none(), "node {id} already running");
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&node.log)
-            .expect("open log");
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&node.log).expect("open log");
         let child = Command::new(binary("haraft"))
             .arg("--config")
             .arg(&node.config)

@@ -44,10 +44,12 @@ fn parse_args() -> Result<Args, String> {
 fn wait_healthy(c: &ProcCluster, limit: Duration) -> Result<serde_json::Value, String> {
     let start = Instant::now();
     while start.elapsed() < limit {
-        if let Some(s) = c.status() {
-            if s["primary"].is_string() && s["lease"]["valid_for_ms"].is_u64() && s["leader"].is_string() {
-                return Ok(s);
-            }
+        if let Some(s) = c.status()
+            && s["primary"].is_string()
+            && s["lease"]["valid_for_ms"].is_u64()
+            && s["leader"].is_string()
+        {
+            return Ok(s);
         }
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -55,7 +57,8 @@ fn wait_healthy(c: &ProcCluster, limit: Duration) -> Result<serde_json::Value, S
 }
 
 fn rss_kib(pid: u32) -> Result<u64, String> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).map_err(|e| format!("reading /proc/{pid}/status: {e}"))?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .map_err(|e| format!("reading /proc/{pid}/status: {e}"))?;
     status
         .lines()
         .find_map(|l| l.strip_prefix("VmRSS:"))
@@ -83,7 +86,8 @@ fn run(args: &Args) -> Result<(), String> {
     idle.start_all();
     wait_healthy(&idle, Duration::from_secs(30))?;
     std::thread::sleep(Duration::from_secs(args.idle_seconds));
-    let rss: Vec<u64> = (1..=3).map(|id| rss_kib(idle.nodes[id - 1].pid().expect("running"))).collect::<Result<_, _>>()?;
+    let rss: Vec<u64> =
+        (1..=3).map(|id| rss_kib(idle.nodes[id - 1].pid().expect("running"))).collect::<Result<_, _>>()?;
     drop(idle);
 
     // Phase 2: renewal commit latency.
