@@ -161,3 +161,33 @@ fn haraftctl_refuses_bad_endpoints_and_reports_unreachable_ones() {
         assert!(help.contains(word), "--help lacks {word}: {help}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_of_the_raft_leader_process_elects_another_and_keeps_a_primary() {
+    let mut c = ProcCluster::new(3, "");
+    c.start_all();
+    let status = wait_for("a healthy cluster", LIMIT, || c.status().filter(healthy)).await;
+    let leader = status["leader_id"].as_u64().unwrap();
+    let (primary, epoch) = (status["primary"].as_str().unwrap().to_string(), status["epoch"].as_u64().unwrap());
+    c.kill(leader);
+    let after = wait_for("a new leader and a valid lease", LIMIT, || {
+        c.status()
+            .filter(|s| s["leader_id"].as_u64().is_some_and(|l| l != leader) && s["lease"]["valid_for_ms"].is_u64())
+    })
+    .await;
+    if primary == format!("node{leader}") {
+        // The primary went down with the leader: a new epoch elsewhere.
+        let after = wait_for("the next epoch", LIMIT, || {
+            c.status().filter(|s| s["epoch"].as_u64() > Some(epoch) && s["lease"]["valid_for_ms"].is_u64())
+        })
+        .await;
+        assert_ne!(after["primary"].as_str().unwrap(), primary);
+    } else {
+        // The primary lives and keeps its lease through the election.
+        assert_eq!(after["primary"].as_str().unwrap(), primary, "{after}");
+        assert_eq!(after["epoch"].as_u64(), Some(epoch), "{after}");
+    }
+    for id in (1..=3).filter(|&i| i != leader) {
+        assert!(!c.log(id).contains("panicked"), "node{id}: {}", c.log(id));
+    }
+}

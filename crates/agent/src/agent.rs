@@ -57,6 +57,21 @@ impl AgentHandle {
         self.shared.metrics()
     }
 
+    /// Resolves when Raft stopped on its own (a storage or other fatal
+    /// error), with the reason. The daemon exits on it so that its
+    /// supervisor restarts it.
+    pub async fn fatal(&self) -> String {
+        let mut metrics = self.shared.raft.metrics();
+        loop {
+            if let Err(e) = &metrics.borrow().running_state {
+                return e.to_string();
+            }
+            if metrics.changed().await.is_err() {
+                return "raft stopped".to_string();
+            }
+        }
+    }
+
     /// Stops the loop, the server and Raft, and releases the data dir.
     pub async fn shutdown(self) -> anyhow::Result<()> {
         let _ = self.shutdown.send(true);
@@ -142,11 +157,15 @@ pub async fn start(config: Config, listener: Option<tokio::net::TcpListener>) ->
             .iter()
             .map(|m| (m.id.0, RaftNode { name: m.name.clone(), address: m.address.clone() }))
             .collect();
-        match raft.initialize(members).await {
-            Ok(()) => {
+        // Local only (it waits for the membership entry to be flushed here,
+        // not for a quorum), but bounded like every other Raft call.
+        let timeout = Duration::from_millis(config.raft.write_timeout_ms);
+        match tokio::time::timeout(timeout, raft.initialize(members)).await {
+            Ok(Ok(())) => {
                 tracing::info!(node = %config.node_name, "initialized a new Raft group from the member list")
             }
-            Err(e) => tracing::info!(node = %config.node_name, "not initializing: {e}"),
+            Ok(Err(e)) => tracing::info!(node = %config.node_name, "not initializing: {e}"),
+            Err(_) => bail!("initializing raft did not finish within {} ms", config.raft.write_timeout_ms),
         }
     }
 

@@ -54,11 +54,13 @@ fn main() -> ExitCode {
         }
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("HARAFT_LOG")
-        // openraft logs every failed connection to a peer that is still
-        // starting as an error; only its own errors pass by default.
+        // openraft logs every failed connection to an absent peer as an
+        // error, twice a second: noise at 3 a.m. Its fatal errors stop Raft,
+        // which the agent logs itself and exits on. HARAFT_LOG=openraft=info
+        // brings its logs back for debugging.
         .unwrap_or_else(|_| {
             tracing_subscriber::EnvFilter::new(format!(
-                "warn,openraft=error,haraft={0},haraft_agent={0},haraft_raft={0}",
+                "warn,openraft=off,haraft={0},haraft_agent={0},haraft_raft={0}",
                 config.log_level
             ))
         });
@@ -93,6 +95,11 @@ async fn run(config: haraft_agent::config::Config) -> anyhow::Result<()> {
     let which = tokio::select! {
         _ = term.recv() => "SIGTERM",
         _ = int.recv() => "SIGINT",
+        reason = agent.fatal() => {
+            tracing::error!("raft stopped: {reason}; exiting so that the supervisor restarts this agent");
+            let _ = agent.shutdown().await;
+            anyhow::bail!("raft stopped: {reason}");
+        }
     };
     tracing::info!("{which} received: shutting down");
     agent.shutdown().await?;

@@ -241,6 +241,9 @@ impl Shared {
         let request = ProbeRequest { cluster: self.config.cluster.clone(), target: member.id.0 };
         let reply = match tokio::time::timeout(PROBE_TIMEOUT, client.probe(request)).await {
             Err(_) => return Err(format!("no answer within {} ms", PROBE_TIMEOUT.as_millis())),
+            Ok(Err(status)) if status.code() == tonic::Code::Unavailable => {
+                return Err(format!("unreachable ({})", status.message()));
+            }
             Ok(Err(status)) => return Err(status.message().to_string()),
             Ok(Ok(r)) => r.into_inner(),
         };

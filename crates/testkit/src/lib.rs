@@ -39,8 +39,7 @@ pub fn node_config(cluster: &str, id: u64, data_dir: &std::path::Path, addresses
 /// Sends agent logs to the test's captured output (shown for failing
 /// tests). Level from `HARAFT_LOG`, default info for haraft crates.
 pub fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("HARAFT_LOG").unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new("warn,openraft=error,haraft_agent=info,haraft_raft=info")
-    });
+    let filter = tracing_subscriber::EnvFilter::try_from_env("HARAFT_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,openraft=off,haraft_agent=info,haraft_raft=info"));
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
 }
