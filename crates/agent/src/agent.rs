@@ -162,7 +162,7 @@ pub async fn start(config: Config, listener: Option<tokio::net::TcpListener>) ->
         let timeout = Duration::from_millis(config.raft.write_timeout_ms);
         match tokio::time::timeout(timeout, raft.initialize(members)).await {
             Ok(Ok(())) => {
-                tracing::info!(node = %config.node_name, "initialized a new Raft group from the member list")
+                tracing::info!(node = %config.node_name, "pristine data dir: started Raft with the member list from the config")
             }
             Ok(Err(e)) => tracing::info!(node = %config.node_name, "not initializing: {e}"),
             Err(_) => bail!("initializing raft did not finish within {} ms", config.raft.write_timeout_ms),
