@@ -175,13 +175,17 @@ impl Driver {
                 self.live = Some((live, now));
             }
         }
-        self.step(now);
+        self.step();
     }
 
-    fn step(&mut self, now: BootTime) {
+    fn step(&mut self) {
         let me = self.shared.me();
         let state = self.shared.state();
         let metrics = self.shared.metrics();
+        // Read after the state: any renewal in `state` was applied (and
+        // sent) before `now`, so a timer restarted at `now + ttl` can never
+        // fire before `t_send + ttl` of a renewal it has seen.
+        let now = boottime();
         let ttl = self.timing().lease_ttl_ms;
 
         if metrics.current_term > self.last_term {
