@@ -55,3 +55,58 @@ impl fmt::Display for RenewalSeq {
         write!(f, "{}", self.0)
     }
 }
+
+/// A PostgreSQL write-ahead-log position. Never compared with a timeline.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
+pub struct Lsn(pub u64);
+
+/// A PostgreSQL timeline id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
+pub struct TimelineId(pub u32);
+
+impl Lsn {
+    /// Parses PostgreSQL's `X/Y` text form (two hex numbers).
+    pub fn parse(text: &str) -> Option<Lsn> {
+        let (hi, lo) = text.trim().split_once('/')?;
+        let hi = u32::from_str_radix(hi, 16).ok()?;
+        let lo = u32::from_str_radix(lo, 16).ok()?;
+        Some(Lsn(((hi as u64) << 32) | lo as u64))
+    }
+
+    /// Bytes from `self` forward to `ahead`, zero if `ahead` is not ahead.
+    pub fn bytes_until(self, ahead: Lsn) -> u64 {
+        ahead.0.saturating_sub(self.0)
+    }
+}
+
+impl fmt::Display for Lsn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:X}/{:X}", self.0 >> 32, self.0 & 0xFFFF_FFFF)
+    }
+}
+
+impl fmt::Display for TimelineId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lsn_text_round_trip() {
+        for (text, value) in
+            [("0/0", 0u64), ("0/3000060", 0x3000060), ("16/B374D848", 0x16_B374_D848), ("FFFFFFFF/FFFFFFFF", u64::MAX)]
+        {
+            assert_eq!(Lsn::parse(text), Some(Lsn(value)), "{text}");
+            assert_eq!(Lsn(value).to_string(), text);
+        }
+        for bad in ["", "0", "/1", "1/", "x/1", "1/2/3", "100000000/0"] {
+            assert_eq!(Lsn::parse(bad), None, "{bad:?}");
+        }
+        assert_eq!(Lsn(10).bytes_until(Lsn(25)), 15);
+        assert_eq!(Lsn(25).bytes_until(Lsn(10)), 0);
+    }
+}

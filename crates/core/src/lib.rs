@@ -15,7 +15,7 @@ pub mod state;
 pub mod status;
 pub mod timing;
 
-pub use ids::{BootTime, Epoch, NodeId, RenewalSeq};
+pub use ids::{BootTime, Epoch, Lsn, NodeId, RenewalSeq, TimelineId};
 pub use state::{
     ClusterState, Command, Effect, HistoryEntry, HistoryEvent, Lease, Member, Operation, Outcome, Rejected,
 };

@@ -1,9 +1,123 @@
-//! The database boundary: the `Database` trait (observe and act on the
-//! local database, every action carrying the epoch that authorises it and
-//! an explicit timeout) and its adapters, PostgreSQL first.
+//! The database boundary: the [`Database`] trait (observe the local
+//! database; act on it, every action carrying the epoch that authorises it
+//! and an explicit timeout) and its adapters, PostgreSQL first
+//! ([`postgres::Postgres`]).
 //!
 //! What it must never do: decide. It reports observations and carries out
-//! one action at a time; `haraft_core`'s reconciler chooses the action.
-//!
-//! Empty until the PostgreSQL issue: the foundation has no database yet,
-//! and nothing depends on this crate.
+//! one action at a time; `haraft_core` chooses the action.
+
+pub mod controldata;
+pub mod epoch_guard;
+pub mod exec;
+pub mod postgres;
+
+use haraft_core::{Epoch, Lsn, TimelineId};
+use std::time::Duration;
+
+pub use exec::RunAs;
+
+/// What the local database is doing, as seen now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Observation {
+    pub running: bool,
+    /// `None` when there is no data directory yet.
+    pub role: Option<DbRole>,
+    pub timeline: Option<TimelineId>,
+    /// Primary: the current write position. Standby: what it received.
+    pub received_lsn: Option<Lsn>,
+    /// Standby: what it replayed. Primary: same as `received_lsn`.
+    pub replayed_lsn: Option<Lsn>,
+    pub system_identifier: Option<u64>,
+    /// For a stopped directory: was it shut down cleanly?
+    pub clean_shutdown: Option<bool>,
+    /// Standby: host:port it streams from, when streaming.
+    pub upstream: Option<String>,
+    /// Primary: who streams from it.
+    pub downstream: Vec<Downstream>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DbRole {
+    Primary,
+    Standby,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Downstream {
+    pub application_name: String,
+    /// e.g. "streaming", "catchup".
+    pub state: String,
+    /// "async", "sync", "potential", "quorum".
+    pub sync_state: String,
+    pub flush_lsn: Option<Lsn>,
+    pub replay_lsn: Option<Lsn>,
+}
+
+/// Where to stream, rewind or rebuild from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Upstream {
+    /// The upstream member's name (used in logs).
+    pub name: String,
+    pub host: String,
+    pub port: u16,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StopMode {
+    /// Clean: waits for sessions to end and ships all WAL to streaming
+    /// standbys first.
+    Fast,
+    /// Fencing: no checkpoint, no waiting.
+    Immediate,
+}
+
+/// What pg_rewind reported.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RewindReport {
+    /// Where the two histories diverged; WAL after it was discarded here.
+    pub diverged_at: Option<Lsn>,
+    pub diverged_timeline: Option<TimelineId>,
+}
+
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum DbError {
+    #[error("{what} did not finish within {after:?}")]
+    Timeout { what: String, after: Duration },
+    #[error("cannot run {program}: {message}")]
+    Spawn { program: String, message: String },
+    #[error("{program} failed (exit code {code:?}): {stderr_tail}")]
+    CommandFailed { program: String, code: Option<i32>, stderr_tail: String },
+    #[error("cannot query PostgreSQL: {0}")]
+    Query(String),
+    #[error("epoch {given} is older than epoch {highest} that already acted on this database: refusing a stale action")]
+    StaleEpoch { given: Epoch, highest: Epoch },
+    #[error("{path}: {message}")]
+    Io { path: String, message: String },
+    #[error(
+        "data directory {path} belongs to another database (system identifier {found}, this cluster's is {expected}): \
+         move it aside or point the config elsewhere; haraft left it untouched"
+    )]
+    ForeignDataDir { path: String, found: u64, expected: u64 },
+    #[error("{0}")]
+    Unexpected(String),
+}
+
+/// The local database, observed and acted on by the agent. Every action
+/// names the epoch that authorises it: an action with an epoch older than
+/// one already carried out is refused (`DbError::StaleEpoch`), except stop,
+/// which fencing must always be able to do.
+#[allow(async_fn_in_trait)]
+pub trait Database {
+    async fn observe(&self, timeout: Duration) -> Result<Observation, DbError>;
+    /// initdb, configure, start as primary, create the replication role.
+    /// Returns the new system identifier.
+    async fn bootstrap(&self, epoch: Epoch, timeout: Duration) -> Result<u64, DbError>;
+    async fn start_primary(&self, epoch: Epoch, timeout: Duration) -> Result<(), DbError>;
+    async fn start_standby(&self, upstream: &Upstream, epoch: Epoch, timeout: Duration) -> Result<(), DbError>;
+    async fn promote(&self, epoch: Epoch, timeout: Duration) -> Result<(), DbError>;
+    async fn stop(&self, mode: StopMode, epoch: Epoch, timeout: Duration) -> Result<(), DbError>;
+    async fn rewind(&self, source: &Upstream, epoch: Epoch, timeout: Duration) -> Result<RewindReport, DbError>;
+    async fn rebuild(&self, source: &Upstream, epoch: Epoch, timeout: Duration) -> Result<(), DbError>;
+    async fn set_synchronous_standbys(&self, names: &[String], epoch: Epoch, timeout: Duration) -> Result<(), DbError>;
+    async fn reload(&self, timeout: Duration) -> Result<(), DbError>;
+}

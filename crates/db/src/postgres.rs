@@ -1,0 +1,634 @@
+//! The PostgreSQL adapter: `pg_ctl`, `initdb`, `pg_basebackup`,
+//! `pg_rewind`, `pg_controldata` and `postgres --single` with explicit
+//! modes and timeouts; tokio-postgres for observations.
+//!
+//! haraft owns, inside the data directory: `haraft.conf` (included from
+//! postgresql.conf; every setting replication and rewind need, and
+//! `primary_conninfo` on a standby), `standby.signal`, and `pg_hba.conf`
+//! (written at bootstrap). Passwords go to a 0600 passfile in the state
+//! directory, never into the data directory or a log line.
+
+use crate::controldata::{self, ControlData};
+use crate::epoch_guard::EpochGuard;
+use crate::exec::{self, RunAs};
+use crate::{Database, DbError, DbRole, Downstream, Observation, RewindReport, StopMode, Upstream};
+use haraft_core::{Epoch, Lsn, TimelineId};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// Where Debian and most packages put PostgreSQL 15's server binaries.
+pub const DEFAULT_BIN_DIR: &str = "/usr/lib/postgresql/15/bin";
+
+#[derive(Clone, Debug)]
+pub struct PgConfig {
+    pub bin_dir: PathBuf,
+    pub data_dir: PathBuf,
+    /// haraft's own files about this database: epoch guard, passfile, log,
+    /// directories kept aside by rebuilds. Outside `data_dir`.
+    pub state_dir: PathBuf,
+    /// `listen_addresses`.
+    pub listen_addresses: String,
+    /// How the agent (and the other members) reach this server.
+    pub host: String,
+    pub port: u16,
+    pub socket_dir: PathBuf,
+    pub superuser: String,
+    pub superuser_password: String,
+    pub replication_user: String,
+    pub replication_password: String,
+    /// This member's name: its `application_name` upstream, its slot name.
+    pub application_name: String,
+    pub run_as: Option<RunAs>,
+    /// How many directories set aside by rebuilds to keep (oldest go first).
+    pub keep_aside: usize,
+}
+
+pub struct Postgres {
+    cfg: PgConfig,
+    guard: EpochGuard,
+    expected_system_id: Mutex<Option<u64>>,
+    settings: Mutex<Settings>,
+}
+
+#[derive(Clone, Debug, Default)]
+struct Settings {
+    upstream: Option<Upstream>,
+    synchronous: Vec<String>,
+}
+
+/// Whole seconds for a tool's own `-t`, rounded up, at least 1.
+fn secs(timeout: Duration) -> String {
+    timeout.as_secs().max(1).to_string()
+}
+
+fn quote(value: &str) -> String {
+    format!("'{}'", value.replace('\\', "\\\\").replace('\'', "''"))
+}
+
+fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+fn io_err(path: &Path, e: std::io::Error) -> DbError {
+    DbError::Io { path: path.display().to_string(), message: e.to_string() }
+}
+
+/// The text of `synchronous_standby_names` for a set of members: every one
+/// of them must confirm a commit, so any of them may be promoted without
+/// losing it.
+pub fn synchronous_standby_names(names: &[String]) -> String {
+    if names.is_empty() {
+        return String::new();
+    }
+    let list: Vec<String> = names.iter().map(|n| quote_ident(n)).collect();
+    format!("FIRST {} ({})", names.len(), list.join(", "))
+}
+
+impl Postgres {
+    pub fn new(cfg: PgConfig) -> Postgres {
+        let guard = EpochGuard::new(&cfg.state_dir);
+        Postgres { cfg, guard, expected_system_id: Mutex::new(None), settings: Mutex::new(Settings::default()) }
+    }
+
+    pub fn config(&self) -> &PgConfig {
+        &self.cfg
+    }
+
+    /// From now on, refuse to start, rewind or rebuild over a data
+    /// directory whose system identifier differs (another cluster's data).
+    pub fn expect_system_identifier(&self, id: u64) {
+        *self.expected_system_id.lock().expect("never poisoned") = Some(id);
+    }
+
+    fn bin(&self, name: &str) -> PathBuf {
+        self.cfg.bin_dir.join(name)
+    }
+
+    fn passfile(&self) -> PathBuf {
+        self.cfg.state_dir.join("pgpass")
+    }
+
+    fn log_file(&self) -> PathBuf {
+        self.cfg.state_dir.join("postgresql.log")
+    }
+
+    fn has_data(&self) -> bool {
+        self.cfg.data_dir.join("PG_VERSION").is_file()
+    }
+
+    /// Creates `dir` (0700) owned by the database user.
+    fn make_dir(&self, dir: &Path) -> Result<(), DbError> {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(|e| io_err(dir, e))?;
+        if let Some(r) = self.cfg.run_as {
+            r.chown(dir).map_err(|e| io_err(dir, e))?;
+        }
+        Ok(())
+    }
+
+    /// Writes a file (0600) owned by the database user.
+    fn write_file(&self, path: &Path, text: &str) -> Result<(), DbError> {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::write(path, text).map_err(|e| io_err(path, e))?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(|e| io_err(path, e))?;
+        if let Some(r) = self.cfg.run_as {
+            r.chown(path).map_err(|e| io_err(path, e))?;
+        }
+        Ok(())
+    }
+
+    fn prepare_state_dir(&self) -> Result<(), DbError> {
+        self.make_dir(&self.cfg.state_dir)?;
+        self.make_dir(&self.cfg.socket_dir)?;
+        // libpq's passfile: host:port:database:user:password, ':' and '\' escaped.
+        let esc = |s: &str| s.replace('\\', "\\\\").replace(':', "\\:");
+        let text = format!(
+            "*:*:*:{}:{}\n*:*:*:{}:{}\n",
+            esc(&self.cfg.replication_user),
+            esc(&self.cfg.replication_password),
+            esc(&self.cfg.superuser),
+            esc(&self.cfg.superuser_password)
+        );
+        self.write_file(&self.passfile(), &text)
+    }
+
+    /// haraft.conf for the role the server is about to start in.
+    fn write_settings(&self, standby: bool) -> Result<(), DbError> {
+        let settings = self.settings.lock().expect("never poisoned").clone();
+        let c = &self.cfg;
+        let mut text = String::from("# Written by haraft before every start; edits are overwritten.\n");
+        let mut set = |k: &str, v: String| text.push_str(&format!("{k} = {v}\n"));
+        set("listen_addresses", quote(&c.listen_addresses));
+        set("port", c.port.to_string());
+        set("unix_socket_directories", quote(&c.socket_dir.display().to_string()));
+        set("unix_socket_permissions", "0700".into());
+        set("wal_level", "replica".into());
+        set("hot_standby", "on".into());
+        set("hot_standby_feedback", "on".into());
+        set("max_wal_senders", "10".into());
+        set("max_replication_slots", "10".into());
+        // pg_rewind needs the WAL since the divergence on the new primary;
+        // 256 MB covers minutes of a busy test cluster.
+        set("wal_keep_size", quote("256MB"));
+        set("wal_log_hints", "on".into());
+        set("recovery_target_timeline", quote("latest"));
+        set("cluster_name", quote(&c.application_name));
+        set("synchronous_standby_names", quote(&synchronous_standby_names(&settings.synchronous)));
+        if standby {
+            let up = settings
+                .upstream
+                .as_ref()
+                .ok_or_else(|| DbError::Unexpected("standby settings without an upstream".into()))?;
+            let conninfo = format!(
+                "host={} port={} user={} application_name={} passfile={} connect_timeout=2",
+                up.host,
+                up.port,
+                c.replication_user,
+                c.application_name,
+                self.passfile().display()
+            );
+            set("primary_conninfo", quote(&conninfo));
+        } else {
+            set("primary_conninfo", quote(""));
+        }
+        self.write_file(&c.data_dir.join("haraft.conf"), &text)?;
+        let signal = c.data_dir.join("standby.signal");
+        if standby {
+            self.write_file(&signal, "")?;
+        } else if signal.exists() {
+            std::fs::remove_file(&signal).map_err(|e| io_err(&signal, e))?;
+        }
+        Ok(())
+    }
+
+    async fn controldata(&self, timeout: Duration) -> Result<ControlData, DbError> {
+        let out =
+            exec::run(&self.bin("pg_controldata"), [&self.cfg.data_dir], &[("LC_ALL", "C")], self.cfg.run_as, timeout)
+                .await?;
+        controldata::parse(&out.stdout).map_err(|e| DbError::Unexpected(e.to_string()))
+    }
+
+    /// Refuses a data directory of another database.
+    async fn check_identity(&self, timeout: Duration) -> Result<(), DbError> {
+        let Some(expected) = *self.expected_system_id.lock().expect("never poisoned") else { return Ok(()) };
+        if !self.has_data() {
+            return Ok(());
+        }
+        let found = self.controldata(timeout).await?.system_identifier;
+        if found != expected {
+            return Err(DbError::ForeignDataDir { path: self.cfg.data_dir.display().to_string(), found, expected });
+        }
+        Ok(())
+    }
+
+    async fn is_running(&self, timeout: Duration) -> Result<bool, DbError> {
+        if !self.has_data() {
+            return Ok(false);
+        }
+        let data = self.cfg.data_dir.display().to_string();
+        match exec::run(&self.bin("pg_ctl"), ["status", "-D", &data], &[], self.cfg.run_as, timeout).await {
+            Ok(_) => Ok(true),
+            // pg_ctl status: 3 means not running, 4 no accessible data directory.
+            Err(DbError::CommandFailed { code: Some(3 | 4), .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn pg_ctl_start(&self, timeout: Duration) -> Result<(), DbError> {
+        let log = self.log_file();
+        let args: Vec<std::ffi::OsString> = vec![
+            "start".into(),
+            "-D".into(),
+            self.cfg.data_dir.clone().into(),
+            "-w".into(),
+            "-t".into(),
+            secs(timeout).into(),
+            "-l".into(),
+            log.into(),
+        ];
+        exec::run(&self.bin("pg_ctl"), args, &[], self.cfg.run_as, timeout + Duration::from_secs(2)).await.map(|_| ())
+    }
+
+    async fn connect(&self, timeout: Duration) -> Result<tokio_postgres::Client, DbError> {
+        let mut config = tokio_postgres::Config::new();
+        config
+            .host(&self.cfg.host)
+            .port(self.cfg.port)
+            .user(&self.cfg.superuser)
+            .password(&self.cfg.superuser_password)
+            .dbname("postgres")
+            .application_name("haraft")
+            .connect_timeout(timeout);
+        let connect = config.connect(tokio_postgres::NoTls);
+        let (client, connection) = match tokio::time::timeout(timeout, connect).await {
+            Err(_) => return Err(DbError::Timeout { what: "connecting to PostgreSQL".into(), after: timeout }),
+            Ok(Err(e)) => return Err(DbError::Query(e.to_string())),
+            Ok(Ok(pair)) => pair,
+        };
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        Ok(client)
+    }
+
+    async fn query_running(&self, timeout: Duration) -> Result<Observation, DbError> {
+        let work = async {
+            let client = self.connect(timeout).await?;
+            let q = |e: tokio_postgres::Error| DbError::Query(e.to_string());
+            let row = client
+                .query_one(
+                    "SELECT pg_is_in_recovery(),
+                            (SELECT system_identifier FROM pg_control_system())::text,
+                            CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_lsn()::text END,
+                            CASE WHEN pg_is_in_recovery() THEN NULL
+                                 ELSE substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8) END,
+                            pg_last_wal_receive_lsn()::text,
+                            pg_last_wal_replay_lsn()::text,
+                            (SELECT timeline_id FROM pg_control_checkpoint()),
+                            (SELECT received_tli FROM pg_stat_wal_receiver),
+                            (SELECT sender_host || ':' || sender_port FROM pg_stat_wal_receiver
+                              WHERE status = 'streaming')",
+                    &[],
+                )
+                .await
+                .map_err(q)?;
+            let in_recovery: bool = row.get(0);
+            let sysid: Option<String> = row.get(1);
+            let lsn = |i: usize| row.get::<_, Option<String>>(i).and_then(|s| Lsn::parse(&s));
+            let timeline = if in_recovery {
+                let received: Option<i32> = row.get(7);
+                let checkpoint: Option<i32> = row.get(6);
+                received.or(checkpoint).map(|t| TimelineId(t as u32))
+            } else {
+                row.get::<_, Option<String>>(3).and_then(|hex| u32::from_str_radix(&hex, 16).ok()).map(TimelineId)
+            };
+            let (received_lsn, replayed_lsn) = if in_recovery { (lsn(4), lsn(5)) } else { (lsn(2), lsn(2)) };
+            let downstream = client
+                .query(
+                    "SELECT application_name, state, sync_state, flush_lsn::text, replay_lsn::text FROM pg_stat_replication",
+                    &[],
+                )
+                .await
+                .map_err(q)?
+                .iter()
+                .map(|r| Downstream {
+                    application_name: r.get::<_, Option<String>>(0).unwrap_or_default(),
+                    state: r.get::<_, Option<String>>(1).unwrap_or_default(),
+                    sync_state: r.get::<_, Option<String>>(2).unwrap_or_default(),
+                    flush_lsn: r.get::<_, Option<String>>(3).and_then(|s| Lsn::parse(&s)),
+                    replay_lsn: r.get::<_, Option<String>>(4).and_then(|s| Lsn::parse(&s)),
+                })
+                .collect();
+            Ok(Observation {
+                running: true,
+                role: Some(if in_recovery { DbRole::Standby } else { DbRole::Primary }),
+                timeline,
+                received_lsn,
+                replayed_lsn,
+                // bigint in SQL: values above i64::MAX come back negative.
+                system_identifier: sysid.and_then(|s| s.parse::<i64>().ok()).map(|v| v as u64),
+                clean_shutdown: None,
+                upstream: row.get(8),
+                downstream,
+            })
+        };
+        match tokio::time::timeout(timeout, work).await {
+            Ok(r) => r,
+            Err(_) => Err(DbError::Timeout { what: "querying PostgreSQL".into(), after: timeout }),
+        }
+    }
+
+    /// Finishes crash recovery of a stopped, uncleanly shut down directory
+    /// with a single-user server, so that pg_rewind accepts it.
+    async fn finish_crash_recovery(&self, timeout: Duration) -> Result<(), DbError> {
+        // Single-user mode refuses standby mode.
+        for signal in ["standby.signal", "recovery.signal"] {
+            let p = self.cfg.data_dir.join(signal);
+            if p.exists() {
+                std::fs::remove_file(&p).map_err(|e| io_err(&p, e))?;
+            }
+        }
+        let data = self.cfg.data_dir.display().to_string();
+        let args = ["--single", "-D", &data, "-c", "archive_mode=off", "-c", "hot_standby=off", "postgres"];
+        exec::run(&self.bin("postgres"), args, &[], self.cfg.run_as, timeout).await.map(|_| ())
+    }
+
+    /// Moves the data directory aside (for a rebuild) and prunes old ones.
+    fn set_aside(&self, epoch: Epoch) -> Result<Option<PathBuf>, DbError> {
+        if !self.cfg.data_dir.exists() {
+            return Ok(None);
+        }
+        let aside_root = self.cfg.state_dir.join("aside");
+        std::fs::create_dir_all(&aside_root).map_err(|e| io_err(&aside_root, e))?;
+        let mut n = 0;
+        let target = loop {
+            let candidate = aside_root.join(format!("epoch{:08}-{n}", epoch.0));
+            if !candidate.exists() {
+                break candidate;
+            }
+            n += 1;
+        };
+        std::fs::rename(&self.cfg.data_dir, &target).map_err(|e| io_err(&self.cfg.data_dir, e))?;
+        let mut kept: Vec<PathBuf> = std::fs::read_dir(&aside_root)
+            .map_err(|e| io_err(&aside_root, e))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .collect();
+        kept.sort();
+        while kept.len() > self.cfg.keep_aside {
+            let oldest = kept.remove(0);
+            std::fs::remove_dir_all(&oldest).map_err(|e| io_err(&oldest, e))?;
+        }
+        Ok(Some(target))
+    }
+}
+
+impl Database for Postgres {
+    async fn observe(&self, timeout: Duration) -> Result<Observation, DbError> {
+        if !self.has_data() {
+            return Ok(Observation {
+                running: false,
+                role: None,
+                timeline: None,
+                received_lsn: None,
+                replayed_lsn: None,
+                system_identifier: None,
+                clean_shutdown: None,
+                upstream: None,
+                downstream: Vec::new(),
+            });
+        }
+        if self.is_running(timeout).await? {
+            return self.query_running(timeout).await;
+        }
+        let c = self.controldata(timeout).await?;
+        let standby = self.cfg.data_dir.join("standby.signal").exists();
+        let lsn = c.min_recovery_end.map_or(c.checkpoint_lsn, |m| m.max(c.checkpoint_lsn));
+        Ok(Observation {
+            running: false,
+            role: Some(if standby { DbRole::Standby } else { DbRole::Primary }),
+            timeline: Some(c.timeline),
+            received_lsn: Some(lsn),
+            replayed_lsn: Some(lsn),
+            system_identifier: Some(c.system_identifier),
+            clean_shutdown: Some(c.state.clean()),
+            upstream: None,
+            downstream: Vec::new(),
+        })
+    }
+
+    async fn bootstrap(&self, epoch: Epoch, timeout: Duration) -> Result<u64, DbError> {
+        self.prepare_state_dir()?;
+        self.guard.authorise(epoch)?;
+        if self.has_data() {
+            return Err(DbError::Unexpected(format!(
+                "bootstrap refused: {} already holds a database; haraft never initializes over data",
+                self.cfg.data_dir.display()
+            )));
+        }
+        self.make_dir(&self.cfg.data_dir)?;
+        let pwfile = self.cfg.state_dir.join("initdb.pw");
+        self.write_file(&pwfile, &format!("{}\n", self.cfg.superuser_password))?;
+        let data = self.cfg.data_dir.display().to_string();
+        let pw = pwfile.display().to_string();
+        let user = format!("--username={}", self.cfg.superuser);
+        let pwarg = format!("--pwfile={pw}");
+        let args = [
+            "-D",
+            &data,
+            &user,
+            &pwarg,
+            "--data-checksums",
+            "--auth-local=peer",
+            "--auth-host=scram-sha-256",
+            "--no-instructions",
+        ];
+        let result = exec::run(&self.bin("initdb"), args, &[("LC_ALL", "C")], self.cfg.run_as, timeout).await;
+        let _ = std::fs::remove_file(&pwfile);
+        result?;
+        let hba = format!(
+            "# Written by haraft at bootstrap.\n\
+             local all all peer\n\
+             host all all 0.0.0.0/0 scram-sha-256\n\
+             host all all ::/0 scram-sha-256\n\
+             host replication {0} 0.0.0.0/0 scram-sha-256\n\
+             host replication {0} ::/0 scram-sha-256\n",
+            quote_ident(&self.cfg.replication_user)
+        );
+        self.write_file(&self.cfg.data_dir.join("pg_hba.conf"), &hba)?;
+        let conf = self.cfg.data_dir.join("postgresql.conf");
+        let mut text = std::fs::read_to_string(&conf).map_err(|e| io_err(&conf, e))?;
+        text.push_str(
+            "\n# haraft's settings (replication, rewind, role) come last.\ninclude_if_exists = 'haraft.conf'\n",
+        );
+        self.write_file(&conf, &text)?;
+        let system_id = self.controldata(timeout).await?.system_identifier;
+        self.expect_system_identifier(system_id);
+        self.start_primary(epoch, timeout).await?;
+        let client = self.connect(timeout).await?;
+        let sql = format!(
+            "CREATE ROLE {} WITH REPLICATION LOGIN PASSWORD {}",
+            quote_ident(&self.cfg.replication_user),
+            quote(&self.cfg.replication_password)
+        );
+        client.batch_execute(&sql).await.map_err(|e| DbError::Query(e.to_string()))?;
+        Ok(system_id)
+    }
+
+    async fn start_primary(&self, epoch: Epoch, timeout: Duration) -> Result<(), DbError> {
+        self.prepare_state_dir()?;
+        self.guard.authorise(epoch)?;
+        self.check_identity(timeout).await?;
+        self.write_settings(false)?;
+        self.pg_ctl_start(timeout).await
+    }
+
+    async fn start_standby(&self, upstream: &Upstream, epoch: Epoch, timeout: Duration) -> Result<(), DbError> {
+        self.prepare_state_dir()?;
+        self.guard.authorise(epoch)?;
+        self.check_identity(timeout).await?;
+        self.settings.lock().expect("never poisoned").upstream = Some(upstream.clone());
+        self.write_settings(true)?;
+        self.pg_ctl_start(timeout).await
+    }
+
+    async fn promote(&self, epoch: Epoch, timeout: Duration) -> Result<(), DbError> {
+        self.guard.authorise(epoch)?;
+        let data = self.cfg.data_dir.display().to_string();
+        exec::run(
+            &self.bin("pg_ctl"),
+            ["promote", "-D", &data, "-w", "-t", &secs(timeout)],
+            &[],
+            self.cfg.run_as,
+            timeout + Duration::from_secs(2),
+        )
+        .await?;
+        // Promoted: the next start must be as primary.
+        self.write_settings(false)
+    }
+
+    async fn stop(&self, mode: StopMode, epoch: Epoch, timeout: Duration) -> Result<(), DbError> {
+        // Never refused on epoch: fencing must always be able to stop.
+        tracing::info!(%epoch, ?mode, data_dir = %self.cfg.data_dir.display(), "stopping PostgreSQL");
+        if !self.is_running(timeout).await? {
+            return Ok(());
+        }
+        let data = self.cfg.data_dir.display().to_string();
+        let m = match mode {
+            StopMode::Fast => "fast",
+            StopMode::Immediate => "immediate",
+        };
+        exec::run(
+            &self.bin("pg_ctl"),
+            ["stop", "-D", &data, "-m", m, "-w", "-t", &secs(timeout)],
+            &[],
+            self.cfg.run_as,
+            timeout + Duration::from_secs(2),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    async fn rewind(&self, source: &Upstream, epoch: Epoch, timeout: Duration) -> Result<RewindReport, DbError> {
+        self.prepare_state_dir()?;
+        self.guard.authorise(epoch)?;
+        self.check_identity(timeout).await?;
+        if self.is_running(timeout).await? {
+            return Err(DbError::Unexpected("rewind refused: PostgreSQL is running; stop it first".into()));
+        }
+        if !self.controldata(timeout).await?.state.clean() {
+            self.finish_crash_recovery(timeout).await?;
+        }
+        let data = format!("--target-pgdata={}", self.cfg.data_dir.display());
+        let server = format!(
+            "--source-server=host={} port={} user={} dbname=postgres connect_timeout=5",
+            source.host, source.port, self.cfg.superuser
+        );
+        let passfile = self.passfile().display().to_string();
+        let out = exec::run(
+            &self.bin("pg_rewind"),
+            [data.as_str(), server.as_str()],
+            &[("PGPASSFILE", &passfile), ("LC_ALL", "C")],
+            self.cfg.run_as,
+            timeout,
+        )
+        .await?;
+        let text = format!("{}\n{}", out.stdout, out.stderr);
+        // "servers diverged at WAL location 0/3000148 on timeline 1"
+        let mut report = RewindReport { diverged_at: None, diverged_timeline: None };
+        if let Some(rest) = text.split("servers diverged at WAL location ").nth(1) {
+            let mut words = rest.split_whitespace();
+            report.diverged_at = words.next().and_then(Lsn::parse);
+            report.diverged_timeline = words.nth(2).and_then(|t| t.trim_end_matches('.').parse().ok()).map(TimelineId);
+        }
+        self.settings.lock().expect("never poisoned").upstream = Some(source.clone());
+        // pg_rewind copied the source's configuration: make it ours again.
+        self.write_settings(true)?;
+        Ok(report)
+    }
+
+    async fn rebuild(&self, source: &Upstream, epoch: Epoch, timeout: Duration) -> Result<(), DbError> {
+        self.prepare_state_dir()?;
+        self.guard.authorise(epoch)?;
+        if self.is_running(timeout).await? {
+            self.stop(StopMode::Immediate, epoch, timeout).await?;
+        }
+        if let Some(aside) = self.set_aside(epoch)? {
+            tracing::info!(aside = %aside.display(), "old data directory kept aside");
+        }
+        self.make_dir(&self.cfg.data_dir)?;
+        let data = self.cfg.data_dir.display().to_string();
+        let port = source.port.to_string();
+        let passfile = self.passfile().display().to_string();
+        let args = [
+            "-D",
+            &data,
+            "-h",
+            &source.host,
+            "-p",
+            &port,
+            "-U",
+            &self.cfg.replication_user,
+            "-X",
+            "stream",
+            "-c",
+            "fast",
+            "-w",
+        ];
+        exec::run(&self.bin("pg_basebackup"), args, &[("PGPASSFILE", &passfile)], self.cfg.run_as, timeout).await?;
+        self.settings.lock().expect("never poisoned").upstream = Some(source.clone());
+        self.write_settings(true)
+    }
+
+    async fn set_synchronous_standbys(&self, names: &[String], epoch: Epoch, timeout: Duration) -> Result<(), DbError> {
+        self.guard.authorise(epoch)?;
+        self.settings.lock().expect("never poisoned").synchronous = names.to_vec();
+        let standby = self.cfg.data_dir.join("standby.signal").exists();
+        self.write_settings(standby)?;
+        if self.is_running(timeout).await? { self.reload(timeout).await } else { Ok(()) }
+    }
+
+    async fn reload(&self, timeout: Duration) -> Result<(), DbError> {
+        let data = self.cfg.data_dir.display().to_string();
+        exec::run(&self.bin("pg_ctl"), ["reload", "-D", &data], &[], self.cfg.run_as, timeout).await.map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn synchronous_names_require_every_member_of_the_set() {
+        assert_eq!(synchronous_standby_names(&[]), "");
+        assert_eq!(synchronous_standby_names(&["node2".into()]), "FIRST 1 (\"node2\")");
+        assert_eq!(synchronous_standby_names(&["a".into(), "b\"c".into()]), "FIRST 2 (\"a\", \"b\"\"c\")");
+    }
+
+    #[test]
+    fn values_are_quoted_for_postgresql_conf() {
+        assert_eq!(quote("it's"), "'it''s'");
+        assert_eq!(quote("a\\b"), "'a\\\\b'");
+    }
+}

@@ -1,0 +1,220 @@
+//! The PostgreSQL adapter against real PostgreSQL 15 servers on loopback,
+//! run as the `postgres` OS user: bootstrap, rebuild into a streaming
+//! standby, promotion on a new timeline, rewind of a diverged old primary
+//! (after crash recovery), synchronous standbys, stale epochs and foreign
+//! data directories refused.
+
+use haraft_core::{Epoch, TimelineId};
+use haraft_db::postgres::{DEFAULT_BIN_DIR, PgConfig, Postgres};
+use haraft_db::{Database, DbError, DbRole, RunAs, StopMode, Upstream};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+const T: Duration = Duration::from_secs(30);
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn node(root: &Path, name: &str) -> Postgres {
+    Postgres::new(PgConfig {
+        bin_dir: PathBuf::from(DEFAULT_BIN_DIR),
+        data_dir: root.join(name).join("pgdata"),
+        state_dir: root.join(name).join("state"),
+        listen_addresses: "127.0.0.1".into(),
+        host: "127.0.0.1".into(),
+        port: free_port(),
+        socket_dir: root.join(name).join("state"),
+        superuser: "postgres".into(),
+        superuser_password: "super-secret".into(),
+        replication_user: "replicator".into(),
+        replication_password: "repl-secret".into(),
+        application_name: name.into(),
+        run_as: Some(RunAs::user("postgres").expect("the postgres OS user exists")),
+        keep_aside: 1,
+    })
+}
+
+fn upstream(pg: &Postgres) -> Upstream {
+    let c = pg.config();
+    Upstream { name: c.application_name.clone(), host: c.host.clone(), port: c.port }
+}
+
+/// Stops every server this test started, even when it fails.
+struct Cleanup(Vec<PathBuf>);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        use std::os::unix::process::CommandExt;
+        let pg = RunAs::user("postgres").unwrap();
+        for data in &self.0 {
+            if data.join("postmaster.pid").exists() {
+                let _ = std::process::Command::new(Path::new(DEFAULT_BIN_DIR).join("pg_ctl"))
+                    .args(["stop", "-m", "immediate", "-w", "-t", "30", "-D"])
+                    .arg(data)
+                    .uid(pg.uid)
+                    .gid(pg.gid)
+                    .output();
+            }
+        }
+    }
+}
+
+async fn sql(pg: &Postgres, query: &str) {
+    let c = pg.config();
+    let (client, conn) = tokio_postgres::Config::new()
+        .host(&c.host)
+        .port(c.port)
+        .user(&c.superuser)
+        .password(&c.superuser_password)
+        .dbname("postgres")
+        .connect(tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("connect to {}: {e}", c.application_name));
+    tokio::spawn(conn);
+    client.simple_query(query).await.unwrap_or_else(|e| panic!("{query}: {e}"));
+}
+
+async fn count(pg: &Postgres) -> i64 {
+    let c = pg.config();
+    let (client, conn) = tokio_postgres::Config::new()
+        .host(&c.host)
+        .port(c.port)
+        .user(&c.superuser)
+        .password(&c.superuser_password)
+        .dbname("postgres")
+        .connect(tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    client.query_one("SELECT count(*) FROM t", &[]).await.unwrap().get(0)
+}
+
+async fn wait<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while !check().await {
+        assert!(start.elapsed() < Duration::from_secs(60), "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Waits until `standby` streams from `primary` and replayed all it wrote.
+async fn caught_up(primary: &Postgres, standby: &Postgres) {
+    let target = primary.observe(T).await.unwrap().received_lsn.unwrap();
+    wait("the standby to stream and catch up", || async {
+        let o = standby.observe(T).await.unwrap();
+        o.upstream.is_some() && o.replayed_lsn.is_some_and(|l| l >= target)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bootstrap_stream_promote_rewind_rebuild() {
+    let root = tempfile::tempdir().unwrap();
+    // The database user must be able to reach its directories.
+    std::fs::set_permissions(root.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let n1 = node(root.path(), "node1");
+    let n2 = node(root.path(), "node2");
+    let _cleanup = Cleanup(vec![n1.config().data_dir.clone(), n2.config().data_dir.clone()]);
+
+    // Nothing yet.
+    let o = n1.observe(T).await.unwrap();
+    assert_eq!((o.running, o.role), (false, None));
+
+    // Bootstrap: a running primary on timeline 1.
+    let sysid = n1.bootstrap(Epoch(1), T).await.unwrap();
+    let o = n1.observe(T).await.unwrap();
+    assert!(o.running);
+    assert_eq!(o.role, Some(DbRole::Primary));
+    assert_eq!(o.timeline, Some(TimelineId(1)));
+    assert_eq!(o.system_identifier, Some(sysid));
+    let bootstrap_again = n1.bootstrap(Epoch(1), T).await.unwrap_err();
+    assert!(bootstrap_again.to_string().contains("already holds a database"), "{bootstrap_again}");
+    sql(&n1, "CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t SELECT generate_series(1, 100)").await;
+
+    // Rebuild node2 from node1 and stream.
+    n2.expect_system_identifier(sysid);
+    n2.rebuild(&upstream(&n1), Epoch(1), T).await.unwrap();
+    n2.start_standby(&upstream(&n1), Epoch(1), T).await.unwrap();
+    caught_up(&n1, &n2).await;
+    let o2 = n2.observe(T).await.unwrap();
+    assert_eq!(o2.role, Some(DbRole::Standby));
+    assert_eq!(o2.timeline, Some(TimelineId(1)));
+    assert_eq!(o2.system_identifier, Some(sysid));
+    assert_eq!(o2.upstream.as_deref(), Some(format!("127.0.0.1:{}", n1.config().port).as_str()));
+    let o1 = n1.observe(T).await.unwrap();
+    assert!(o1.downstream.iter().any(|d| d.application_name == "node2" && d.state == "streaming"), "{o1:?}");
+    assert_eq!(count(&n2).await, 100);
+
+    // A stale epoch is refused and changes nothing.
+    let stale = n2.promote(Epoch(0), T).await.unwrap_err();
+    assert_eq!(stale, DbError::StaleEpoch { given: Epoch(0), highest: Epoch(1) });
+    assert_eq!(n2.observe(T).await.unwrap().role, Some(DbRole::Standby));
+
+    // Synchronous standby: commits wait for node2, which reports sync.
+    n1.set_synchronous_standbys(&["node2".into()], Epoch(1), T).await.unwrap();
+    wait("node2 to be the synchronous standby", || async {
+        n1.observe(T).await.unwrap().downstream.iter().any(|d| d.application_name == "node2" && d.sync_state == "sync")
+    })
+    .await;
+    sql(&n1, "INSERT INTO t VALUES (101)").await;
+    n1.set_synchronous_standbys(&[], Epoch(1), T).await.unwrap();
+
+    // Failover: node1 crashes, node2 is promoted on timeline 2.
+    caught_up(&n1, &n2).await;
+    n1.stop(StopMode::Immediate, Epoch(1), T).await.unwrap();
+    n2.promote(Epoch(2), T).await.unwrap();
+    wait("node2 to be primary", || async { n2.observe(T).await.unwrap().role == Some(DbRole::Primary) }).await;
+    assert_eq!(n2.observe(T).await.unwrap().timeline, Some(TimelineId(2)));
+    sql(&n2, "INSERT INTO t VALUES (200)").await;
+
+    // node1 diverges: it comes back as a primary of the old epoch (as a
+    // split brain would) and takes a write that node2 never saw, then
+    // crashes (crash recovery is needed before rewind).
+    n1.start_primary(Epoch(1), T).await.unwrap();
+    sql(&n1, "INSERT INTO t VALUES (999)").await;
+    n1.stop(StopMode::Immediate, Epoch(1), T).await.unwrap();
+    let before = n1.observe(T).await.unwrap();
+    assert_eq!(before.clean_shutdown, Some(false));
+    assert_eq!(before.timeline, Some(TimelineId(1)));
+
+    // A foreign data directory is refused and left untouched.
+    n1.expect_system_identifier(sysid + 1);
+    let foreign = n1.rewind(&upstream(&n2), Epoch(2), T).await.unwrap_err();
+    assert!(matches!(foreign, DbError::ForeignDataDir { .. }), "{foreign}");
+    assert!(foreign.to_string().contains("left it untouched"));
+    let foreign = n1.start_standby(&upstream(&n2), Epoch(2), T).await.unwrap_err();
+    assert!(matches!(foreign, DbError::ForeignDataDir { .. }), "{foreign}");
+    assert_eq!(n1.observe(T).await.unwrap(), before, "the foreign directory was changed");
+    n1.expect_system_identifier(sysid);
+
+    // Rewind onto node2's timeline, then stream from it.
+    let report = n1.rewind(&upstream(&n2), Epoch(2), T).await.unwrap();
+    assert!(report.diverged_at.is_some(), "{report:?}");
+    assert_eq!(report.diverged_timeline, Some(TimelineId(1)));
+    n1.start_standby(&upstream(&n2), Epoch(2), T).await.unwrap();
+    caught_up(&n2, &n1).await;
+    let o1 = n1.observe(T).await.unwrap();
+    assert_eq!(o1.role, Some(DbRole::Standby));
+    assert_eq!(o1.timeline, Some(TimelineId(2)));
+    let rows = count(&n1).await;
+    assert_eq!(rows, 102, "rewound node1 must hold node2's rows (100 + 101 + 200) and not 999");
+
+    // Rebuild keeps the old directory aside (one kept), then streams again.
+    n1.rebuild(&upstream(&n2), Epoch(2), T).await.unwrap();
+    n1.rebuild(&upstream(&n2), Epoch(2), T).await.unwrap();
+    let aside: Vec<_> = std::fs::read_dir(n1.config().state_dir.join("aside")).unwrap().collect();
+    assert_eq!(aside.len(), 1, "keep_aside = 1");
+    n1.start_standby(&upstream(&n2), Epoch(2), T).await.unwrap();
+    caught_up(&n2, &n1).await;
+    assert_eq!(count(&n1).await, 102);
+
+    n1.stop(StopMode::Fast, Epoch(2), T).await.unwrap();
+    n2.stop(StopMode::Fast, Epoch(2), T).await.unwrap();
+    let o = n2.observe(T).await.unwrap();
+    assert_eq!((o.running, o.clean_shutdown), (false, Some(true)));
+}
