@@ -290,9 +290,9 @@ mod garbled {
         let mut admin = AdminClient::connect(endpoint).await.unwrap();
         let lease = before.lease.unwrap();
         let forbidden = [
-            (1, Command::Lapse { holder: lease.holder, epoch: lease.epoch, renewal: lease.renewal }),
-            (1, Command::Grant { holder: NodeId(1), epoch: lease.epoch.next() }),
-            (3, Command::Renew { holder: NodeId(9), epoch: lease.epoch, renewal: lease.renewal }),
+            (1, Command::Lapse { holder: lease.holder, epoch: lease.epoch, renewal: lease.renewal, at_unix_ms: 0 }),
+            (1, Command::Grant { holder: NodeId(1), epoch: lease.epoch.next(), verdicts: vec![], at_unix_ms: 0 }),
+            (3, Command::Renew { holder: NodeId(9), epoch: lease.epoch, renewal: lease.renewal, position: None }),
         ];
         for (from, command) in forbidden {
             let req = ProposeRequest { cluster: "test".into(), target: 2, from, command: codec::encode(&command) };

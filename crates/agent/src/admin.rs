@@ -82,17 +82,31 @@ impl admin_server::Admin for AdminService {
         self.admit(&req.cluster, req.target)?;
         let command: Command =
             codec::decode("forwarded command", &req.command).map_err(|e| Status::invalid_argument(e.to_string()))?;
-        // Only the holder's renewal is ever forwarded. Every other command is
-        // the Raft leader's own decision, so a peer cannot ask for a lapse or
-        // a grant.
-        let Command::Renew { holder, .. } = command else {
-            return Err(Status::permission_denied(format!("only lease renewals are forwarded, not {command}")));
+        // Only a member's statements about itself are forwarded: its
+        // renewal, registration, reports, bootstrap and release. Lapses and
+        // grants are the Raft leader's own decisions: no peer can ask for them.
+        let speaker = match &command {
+            Command::Renew { holder, .. }
+            | Command::SetSystemIdentifier { holder, .. }
+            | Command::Release { holder, .. } => Some(*holder),
+            Command::Register { node, .. } | Command::Report { node, .. } => Some(*node),
+            Command::Initialize { .. } | Command::SetMembers { .. } | Command::Grant { .. } | Command::Lapse { .. } => {
+                None
+            }
         };
-        if holder.0 != req.from {
-            return Err(Status::permission_denied(format!(
-                "node {} cannot renew the lease of node {holder}",
-                req.from
-            )));
+        match speaker {
+            None => {
+                return Err(Status::permission_denied(format!(
+                    "{command} is decided by the Raft leader, not forwarded"
+                )));
+            }
+            Some(node) if node.0 != req.from => {
+                return Err(Status::permission_denied(format!(
+                    "node {} cannot speak for node {node}: {command}",
+                    req.from
+                )));
+            }
+            Some(_) => {}
         }
         let write = self.shared.raft.client_write(command);
         let result = match tokio::time::timeout(self.shared.write_timeout(), write).await {
@@ -134,6 +148,9 @@ impl admin_server::Admin for AdminService {
                 max_us: r.max_us,
                 samples: r.samples,
             }),
+            db: info.db.as_ref().map(codec::encode).unwrap_or_default(),
+            action: info.action,
+            needs_rewind: info.needs_rewind,
         }))
     }
 }

@@ -34,6 +34,34 @@ pub struct AgentHandle {
     server: JoinHandle<()>,
     driver: JoinHandle<()>,
     events: broadcast::Sender<AgentEvent>,
+    guards: Option<Guards>,
+}
+
+/// The two fence guards: a thread in this process and a separate process
+/// (`haraft --fence-guard`) that outlives a frozen or killed agent.
+struct Guards {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
+    /// Left running on a clean stop: while the fence file holds this
+    /// agent's deadline, PostgreSQL stays guarded.
+    _process: std::process::Child,
+}
+
+impl Guards {
+    fn start(fence: std::path::PathBuf) -> anyhow::Result<Guards> {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let thread = crate::fence::spawn_thread(fence.clone(), Arc::clone(&stop));
+        let exe = std::env::current_exe().context("finding the haraft binary for the fence guard")?;
+        let process = std::process::Command::new(exe)
+            .arg("--fence-guard")
+            .arg(&fence)
+            .arg("--agent-pid")
+            .arg(std::process::id().to_string())
+            .stdin(std::process::Stdio::null())
+            .spawn()
+            .context("starting the fence guard process")?;
+        Ok(Guards { stop, thread, _process: process })
+    }
 }
 
 impl AgentHandle {
@@ -78,6 +106,10 @@ impl AgentHandle {
         let _ = self.driver.await;
         let _ = tokio::time::timeout(SHUTDOWN_GRACE, self.server).await;
         self.shared.raft.shutdown().await.map_err(|e| anyhow::anyhow!("stopping raft: {e}"))?;
+        if let Some(g) = self.guards {
+            g.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            let _ = g.thread.join();
+        }
         Ok(())
     }
 }
@@ -169,7 +201,23 @@ pub async fn start(config: Config, listener: Option<tokio::net::TcpListener>) ->
         }
     }
 
-    let driver = tokio::spawn(driver::run(Arc::clone(&shared), lease_tx, events.clone(), shutdown_rx));
+    let (db, guards) = match &config.postgres {
+        Some(pg) => {
+            // SAFETY: geteuid has no preconditions.
+            if unsafe { libc::geteuid() } == 0 {
+                bail!(
+                    "haraft manages PostgreSQL, which refuses to run as root: run the agent as the database OS user (e.g. postgres)"
+                );
+            }
+            let postgres = Arc::new(crate::database::postgres_for(&config, pg));
+            let mut side = crate::database::DbSide::new(&config, pg.clone(), postgres);
+            side.adopt_fence();
+            let guards = Guards::start(side.fence_path().clone())?;
+            (Some(side), Some(guards))
+        }
+        None => (None, None),
+    };
+    let driver = tokio::spawn(driver::run(Arc::clone(&shared), db, lease_tx, events.clone(), shutdown_rx));
     tracing::info!(node = %config.node_name, id = config.node.0, cluster = %config.cluster, listen = %local_addr, "agent started");
-    Ok(AgentHandle { node: config.node, local_addr, shared, shutdown: shutdown_tx, server, driver, events })
+    Ok(AgentHandle { node: config.node, local_addr, shared, shutdown: shutdown_tx, server, driver, events, guards })
 }

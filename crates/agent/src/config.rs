@@ -2,7 +2,7 @@
 //! unknown keys, then validated into a typed `Config`. Every rule has its
 //! own error variant carrying the key and the numbers; nothing is adjusted.
 
-use haraft_core::{Member, NodeId, Timing, TimingError};
+use haraft_core::{DbMember, Member, NodeId, Policy, Timing, TimingError};
 use serde::Deserialize;
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -21,6 +21,83 @@ struct RawConfig {
     raft: RawRaft,
     #[serde(default)]
     log: RawLog,
+    postgresql: Option<RawPostgres>,
+    #[serde(default)]
+    failover: RawFailover,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPostgres {
+    bin_dir: Option<PathBuf>,
+    data_dir: Option<PathBuf>,
+    listen: String,
+    connect_address: Option<String>,
+    #[serde(default = "default_superuser")]
+    superuser: String,
+    superuser_password_file: Option<PathBuf>,
+    #[serde(default = "default_replication_user")]
+    replication_user: String,
+    replication_password_file: Option<PathBuf>,
+    #[serde(default)]
+    nofailover: bool,
+    #[serde(default = "default_priority")]
+    priority: u32,
+    #[serde(default = "default_stream_timeout_ms")]
+    stream_timeout_ms: u64,
+    #[serde(default = "default_start_timeout_ms")]
+    start_timeout_ms: u64,
+    #[serde(default = "default_rebuild_timeout_ms")]
+    rebuild_timeout_ms: u64,
+    #[serde(default = "default_keep_aside")]
+    keep_aside: usize,
+}
+
+fn default_superuser() -> String {
+    "postgres".into()
+}
+fn default_replication_user() -> String {
+    "replicator".into()
+}
+fn default_priority() -> u32 {
+    1
+}
+/// A standby that has not streamed for 10 s although the primary is up is
+/// stuck (typically on a diverged timeline): long enough for a reconnect
+/// and a timeline switch, short enough to rejoin within seconds.
+fn default_stream_timeout_ms() -> u64 {
+    10_000
+}
+/// pg_ctl start/stop/promote and pg_rewind on a small database take well
+/// under a few seconds; 60 s leaves room for crash recovery.
+fn default_start_timeout_ms() -> u64 {
+    60_000
+}
+/// A base backup copies the whole database: 10 minutes by default.
+fn default_rebuild_timeout_ms() -> u64 {
+    600_000
+}
+fn default_keep_aside() -> usize {
+    2
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawFailover {
+    maximum_lag_on_failover_bytes: u64,
+    primary_start_timeout_ms: u64,
+    rebuild_on_rewind_failure: bool,
+}
+
+impl Default for RawFailover {
+    fn default() -> Self {
+        let p = Policy::default();
+        RawFailover {
+            maximum_lag_on_failover_bytes: p.maximum_lag_on_failover_bytes,
+            primary_start_timeout_ms: p.primary_start_timeout_ms,
+            rebuild_on_rewind_failure: p.rebuild_on_rewind_failure,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -137,6 +214,45 @@ pub struct Config {
     pub timing: Timing,
     pub raft: RaftTiming,
     pub log_level: String,
+    pub policy: Policy,
+    /// The local PostgreSQL; `None` for a lease-only member.
+    pub postgres: Option<PgSettings>,
+}
+
+/// A password read from a file or the environment. Never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PgSettings {
+    pub bin_dir: PathBuf,
+    pub data_dir: PathBuf,
+    /// Where PostgreSQL listens.
+    pub listen: SocketAddr,
+    /// host:port where the other members and clients reach it.
+    pub connect_address: String,
+    pub superuser: String,
+    pub superuser_password: Secret,
+    pub replication_user: String,
+    pub replication_password: Secret,
+    pub nofailover: bool,
+    pub priority: u32,
+    pub stream_timeout_ms: u64,
+    pub start_timeout_ms: u64,
+    pub rebuild_timeout_ms: u64,
+    pub keep_aside: usize,
+}
+
+impl PgSettings {
+    pub fn registration(&self) -> DbMember {
+        DbMember { address: self.connect_address.clone(), nofailover: self.nofailover, priority: self.priority }
+    }
 }
 
 impl Config {
@@ -196,6 +312,28 @@ pub enum ConfigError {
     WriteTimeoutTooShort { write_timeout: u64, max: u64 },
     #[error("log.level = {level:?} is not one of error, warn, info, debug, trace")]
     BadLogLevel { level: String },
+    #[error("postgresql.listen = {value:?} is not an ip:port address")]
+    BadPgListen { value: String },
+    #[error("postgresql.connect_address = {value:?} is not host:port")]
+    BadPgConnect { value: String },
+    #[error("postgresql.{key} = {value:?} is not a valid PostgreSQL role name: use letters, digits and '_'")]
+    BadRoleName { key: &'static str, value: String },
+    #[error(
+        "no {what} password: set postgresql.{key} (a file, relative to the config file's directory) or the {env} environment variable"
+    )]
+    MissingPassword { what: &'static str, key: &'static str, env: &'static str },
+    #[error("cannot read postgresql.{key} {path}: {message}")]
+    PasswordFile { key: &'static str, path: String, message: String },
+    #[error("postgresql.{key} {path} is empty")]
+    EmptyPassword { key: &'static str, path: String },
+    #[error(
+        "postgresql.bin_dir: no PostgreSQL server binaries found in {tried}: install PostgreSQL or set postgresql.bin_dir"
+    )]
+    NoPgBinaries { tried: String },
+    #[error("postgresql.bin_dir = {path}: {path}/pg_ctl does not exist")]
+    BadPgBinDir { path: String },
+    #[error("postgresql.{key} must be at least {min}, got {value}")]
+    TooSmall { key: &'static str, value: u64, min: u64 },
 }
 
 fn valid_name(s: &str) -> bool {
@@ -223,10 +361,119 @@ pub fn parse(path: &str, text: &str) -> Result<Config, ConfigError> {
         let line = e.span().map_or(0, |s| text[..s.start.min(text.len())].matches('\n').count() + 1);
         ConfigError::Parse { path: path.to_string(), line, message: e.message().trim().replace('\n', " ") }
     })?;
-    validate(raw)
+    let base = Path::new(path).parent().map(Path::to_path_buf).unwrap_or_default();
+    validate(raw, &base, &|name| std::env::var(name).ok())
 }
 
-fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
+/// Reads a password from `file` (relative to `base`) or from `env`.
+fn password(
+    file: &Option<PathBuf>,
+    key: &'static str,
+    env: &'static str,
+    what: &'static str,
+    base: &Path,
+    getenv: &dyn Fn(&str) -> Option<String>,
+) -> Result<Secret, ConfigError> {
+    let value = match file {
+        Some(f) => {
+            let path = if f.is_absolute() { f.clone() } else { base.join(f) };
+            let shown = path.display().to_string();
+            let text = std::fs::read_to_string(&path).map_err(|e| ConfigError::PasswordFile {
+                key,
+                path: shown.clone(),
+                message: e.to_string(),
+            })?;
+            let first = text.lines().next().unwrap_or("").to_string();
+            if first.is_empty() {
+                return Err(ConfigError::EmptyPassword { key, path: shown });
+            }
+            first
+        }
+        None => getenv(env).filter(|v| !v.is_empty()).ok_or(ConfigError::MissingPassword { what, key, env })?,
+    };
+    Ok(Secret(value))
+}
+
+/// The newest PostgreSQL server installation in Debian's layout.
+fn detect_bin_dir() -> Result<PathBuf, ConfigError> {
+    let candidates: Vec<PathBuf> =
+        (13..=18).rev().map(|v| PathBuf::from(format!("/usr/lib/postgresql/{v}/bin"))).collect();
+    candidates.iter().find(|d| d.join("pg_ctl").is_file()).cloned().ok_or_else(|| ConfigError::NoPgBinaries {
+        tried: candidates.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", "),
+    })
+}
+
+fn valid_role(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 63 && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+fn validate_postgres(
+    raw: RawPostgres,
+    data_dir: &Path,
+    base: &Path,
+    getenv: &dyn Fn(&str) -> Option<String>,
+) -> Result<PgSettings, ConfigError> {
+    let listen: SocketAddr = raw.listen.parse().map_err(|_| ConfigError::BadPgListen { value: raw.listen.clone() })?;
+    let connect_address = raw.connect_address.unwrap_or_else(|| raw.listen.clone());
+    if !host_port(&connect_address) {
+        return Err(ConfigError::BadPgConnect { value: connect_address });
+    }
+    for (key, value) in [("superuser", &raw.superuser), ("replication_user", &raw.replication_user)] {
+        if !valid_role(value) {
+            return Err(ConfigError::BadRoleName { key, value: value.clone() });
+        }
+    }
+    let bin_dir = match raw.bin_dir {
+        Some(d) => {
+            if !d.join("pg_ctl").is_file() {
+                return Err(ConfigError::BadPgBinDir { path: d.display().to_string() });
+            }
+            d
+        }
+        None => detect_bin_dir()?,
+    };
+    for (key, value, min) in [
+        ("stream_timeout_ms", raw.stream_timeout_ms, 1000),
+        ("start_timeout_ms", raw.start_timeout_ms, 1000),
+        ("rebuild_timeout_ms", raw.rebuild_timeout_ms, 1000),
+    ] {
+        if value < min {
+            return Err(ConfigError::TooSmall { key, value, min });
+        }
+    }
+    Ok(PgSettings {
+        bin_dir,
+        data_dir: raw.data_dir.unwrap_or_else(|| data_dir.join("pgdata")),
+        listen,
+        connect_address,
+        superuser: raw.superuser,
+        superuser_password: password(
+            &raw.superuser_password_file,
+            "superuser_password_file",
+            "HARAFT_SUPERUSER_PASSWORD",
+            "superuser",
+            base,
+            getenv,
+        )?,
+        replication_user: raw.replication_user,
+        replication_password: password(
+            &raw.replication_password_file,
+            "replication_password_file",
+            "HARAFT_REPLICATION_PASSWORD",
+            "replication",
+            base,
+            getenv,
+        )?,
+        nofailover: raw.nofailover,
+        priority: raw.priority,
+        stream_timeout_ms: raw.stream_timeout_ms,
+        start_timeout_ms: raw.start_timeout_ms,
+        rebuild_timeout_ms: raw.rebuild_timeout_ms,
+        keep_aside: raw.keep_aside,
+    })
+}
+
+fn validate(raw: RawConfig, base: &Path, getenv: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
     if !valid_name(&raw.cluster.name) {
         return Err(ConfigError::BadClusterName { name: raw.cluster.name });
     }
@@ -292,6 +539,15 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     if !matches!(raw.log.level.as_str(), "error" | "warn" | "info" | "debug" | "trace") {
         return Err(ConfigError::BadLogLevel { level: raw.log.level });
     }
+    let postgres = match raw.postgresql {
+        Some(pg) => Some(validate_postgres(pg, &raw.node.data_dir, base, getenv)?),
+        None => None,
+    };
+    let policy = Policy {
+        maximum_lag_on_failover_bytes: raw.failover.maximum_lag_on_failover_bytes,
+        primary_start_timeout_ms: raw.failover.primary_start_timeout_ms,
+        rebuild_on_rewind_failure: raw.failover.rebuild_on_rewind_failure,
+    };
     Ok(Config {
         cluster: raw.cluster.name,
         node: NodeId(raw.node.id),
@@ -311,6 +567,8 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
             write_timeout_ms: r.write_timeout_ms,
         },
         log_level: raw.log.level,
+        policy,
+        postgres,
     })
 }
 

@@ -4,12 +4,13 @@
 //! out as spawned proposals and probes, logging one line per decision.
 
 use crate::clock::boottime;
+use crate::database::{DbEvent, DbSide};
 use crate::shared::{LeaseView, ProposeError, Shared};
 use haraft_core::lease::{ExpiryTimer, KeeperReason, LeaseKeeper};
-use haraft_core::plan::{PlanInput, Reason, Step, plan};
+use haraft_core::plan::{Live, PlanInput, Reason, Step, plan};
+use haraft_core::reconcile::MyLease;
 use haraft_core::{BootTime, Command, Epoch, NodeId, Outcome, Timing};
 use openraft::ServerState;
-use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{broadcast, mpsc, watch};
@@ -54,7 +55,8 @@ enum Event {
     RaftChanged,
     RenewAnswered { t_send: BootTime, latency_us: u64, answer: Result<Outcome, ProposeError> },
     ProposalDone { command: Command, result: Result<Outcome, ProposeError> },
-    ProbeDone { live: BTreeSet<NodeId> },
+    ProbeDone { live: Live },
+    Db(DbEvent),
     Shutdown,
 }
 
@@ -73,13 +75,16 @@ pub struct Driver {
     /// while this node cannot reach a quorum).
     next_proposal_at: BootTime,
     probe_in_flight: bool,
-    live: Option<(BTreeSet<NodeId>, BootTime)>,
+    live: Option<(Live, BootTime)>,
     last_plan_key: String,
     was_valid: Option<Epoch>,
+    /// The local PostgreSQL, when this member manages one.
+    db: Option<DbSide>,
 }
 
 pub async fn run(
     shared: Arc<Shared>,
+    db: Option<DbSide>,
     lease_view: watch::Sender<LeaseView>,
     events: broadcast::Sender<AgentEvent>,
     mut shutdown: watch::Receiver<bool>,
@@ -102,6 +107,7 @@ pub async fn run(
         live: None,
         last_plan_key: String::new(),
         was_valid: None,
+        db,
     };
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -174,6 +180,12 @@ impl Driver {
                 self.probe_in_flight = false;
                 self.live = Some((live, now));
             }
+            Event::Db(e) => {
+                if let Some(db) = self.db.as_mut() {
+                    db.on_event(&self.shared, e, now);
+                    self.shared.db_needs_rewind.store(db.needs_rewind(), std::sync::atomic::Ordering::Relaxed);
+                }
+            }
         }
         self.step();
     }
@@ -226,11 +238,32 @@ impl Driver {
 
         self.keep_lease(me, &state, now);
         self.plan(&state, now);
+        self.reconcile(me, &state, now);
+    }
+
+    /// The database side: one action at a time toward what the state says.
+    fn reconcile(&mut self, me: NodeId, state: &haraft_core::ClusterState, now: BootTime) {
+        let Some(db) = self.db.as_mut() else { return };
+        let valid = self.keeper.valid(now);
+        let lease = match valid {
+            Some(h) => MyLease::Valid(h.lease.epoch),
+            None if state.lease.is_some_and(|l| l.holder == me) => MyLease::Pending,
+            None => MyLease::None,
+        };
+        let tx = self.tx.clone();
+        let spawn = move |f: std::pin::Pin<Box<dyn std::future::Future<Output = DbEvent> + Send>>| {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let _ = tx.send(Event::Db(f.await));
+            });
+        };
+        db.step(&self.shared, &spawn, state, lease, valid.and_then(|h| h.valid_until), now);
     }
 
     /// The holder's side: renew on time; say when validity ends.
     fn keep_lease(&mut self, me: NodeId, state: &haraft_core::ClusterState, now: BootTime) {
-        if let Some((command, reason)) = self.keeper.tick(me, state.lease, now) {
+        let position = self.db.as_ref().and_then(DbSide::position);
+        if let Some((command, reason)) = self.keeper.tick(me, state.lease, now, position) {
             match (&command, reason) {
                 (Some(c), KeeperReason::RenewalDue) => {
                     tracing::debug!(node = %self.name(), "{c} because {reason}")
@@ -286,8 +319,18 @@ impl Driver {
         }
         let live = self.live.as_ref().filter(|(_, at)| at.ms_until(now) <= PROBE_FRESH_MS).map(|(l, _)| l);
         let config = &self.shared.config;
-        let decided =
-            plan(&PlanInput { state, cluster: &config.cluster, initial_timing: config.timing, timer, now, live });
+        let now_unix_ms =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        let decided = plan(&PlanInput {
+            state,
+            cluster: &config.cluster,
+            initial_timing: config.timing,
+            initial_policy: config.policy,
+            timer,
+            now,
+            now_unix_ms,
+            live,
+        });
         let key = match &decided.reason {
             Reason::LeaseValid { holder, .. } => format!("lease-valid {holder}"),
             r => r.to_string(),
@@ -314,8 +357,12 @@ impl Driver {
                     let shared = Arc::clone(&self.shared);
                     let tx = self.tx.clone();
                     tokio::spawn(async move {
-                        let live =
-                            shared.probe_all().await.into_iter().filter(|(_, r)| r.is_ok()).map(|(id, _)| id).collect();
+                        let live = shared
+                            .probe_all()
+                            .await
+                            .into_iter()
+                            .filter_map(|(id, r)| r.ok().map(|info| (id, info.db)))
+                            .collect();
                         let _ = tx.send(Event::ProbeDone { live });
                     });
                 }

@@ -13,7 +13,9 @@ pub mod admin;
 pub mod agent;
 pub mod clock;
 pub mod config;
+pub mod database;
 pub mod driver;
+pub mod fence;
 pub mod shared;
 
 pub use agent::{AgentHandle, start};

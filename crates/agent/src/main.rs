@@ -14,16 +14,40 @@ use std::process::ExitCode;
 struct Args {
     /// Configuration file (TOML). Relative paths inside it resolve against
     /// the working directory.
-    #[arg(long, value_name = "FILE", required_unless_present = "check_config", conflicts_with = "check_config")]
+    #[arg(
+        long,
+        value_name = "FILE",
+        required_unless_present_any = ["check_config", "fence_guard"],
+        conflicts_with = "check_config"
+    )]
     config: Option<PathBuf>,
 
     /// Validate a configuration file, print a summary and exit.
     #[arg(long, value_name = "FILE")]
     check_config: Option<PathBuf>,
+
+    /// Internal: run as the fence guard process on this fence file.
+    #[arg(long, value_name = "FILE", hide = true, requires = "agent_pid")]
+    fence_guard: Option<PathBuf>,
+
+    /// Internal: the agent the fence guard serves.
+    #[arg(long, value_name = "PID", hide = true)]
+    agent_pid: Option<u32>,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let (Some(fence), Some(agent)) = (&args.fence_guard, args.agent_pid) {
+        // The guard must outlive a Ctrl-C or SIGTERM aimed at the agent's
+        // process group: only SIGKILL (or its agent's handover) ends it.
+        // SAFETY: setting signal dispositions to SIG_IGN has no preconditions.
+        unsafe {
+            libc::signal(libc::SIGINT, libc::SIG_IGN);
+            libc::signal(libc::SIGTERM, libc::SIG_IGN);
+        }
+        haraft_agent::fence::run_process(fence, agent);
+        return ExitCode::SUCCESS;
+    }
     if let Some(path) = args.check_config {
         return match haraft_agent::config::load(&path) {
             Ok(c) => {

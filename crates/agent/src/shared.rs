@@ -67,6 +67,11 @@ pub struct Shared {
     pub faults: NetworkFaults,
     clients: Mutex<HashMap<String, AdminClient<Channel>>>,
     renewal_latencies_us: Mutex<VecDeque<u64>>,
+    /// The latest observation of the local database (none without one).
+    pub db_status: Mutex<Option<haraft_core::DbStatus>>,
+    /// The database action in progress, in words.
+    pub db_action: Mutex<Option<String>>,
+    pub db_needs_rewind: std::sync::atomic::AtomicBool,
 }
 
 pub fn role_of(state: ServerState) -> RaftRole {
@@ -119,6 +124,9 @@ impl Shared {
             faults,
             clients: Mutex::new(HashMap::new()),
             renewal_latencies_us: Mutex::new(VecDeque::new()),
+            db_status: Mutex::new(None),
+            db_action: Mutex::new(None),
+            db_needs_rewind: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -226,6 +234,9 @@ impl Shared {
                 let samples = self.renewal_latencies_us.lock().expect("latency lock is never poisoned");
                 LatencySummary::of(&samples.iter().copied().collect::<Vec<_>>())
             },
+            db: self.db_status.lock().expect("never poisoned").clone(),
+            action: self.db_action.lock().expect("never poisoned").clone(),
+            needs_rewind: self.db_needs_rewind.load(std::sync::atomic::Ordering::Relaxed),
         }
     }
 
@@ -264,6 +275,13 @@ impl Shared {
                 max_us: r.max_us,
                 samples: r.samples,
             }),
+            db: if reply.db.is_empty() {
+                None
+            } else {
+                Some(codec::decode("database status", &reply.db).map_err(|e| format!("member {}: {e}", member.id))?)
+            },
+            action: reply.action,
+            needs_rewind: reply.needs_rewind,
         })
     }
 

@@ -2,6 +2,7 @@
 //! the Raft leader's expiry timer and the holder's keeper. Time comes in as
 //! `now`; nothing here reads a clock.
 
+use crate::db::DbPosition;
 use crate::ids::{BootTime, NodeId, RenewalSeq};
 use crate::state::{Command, Effect, Lease, Outcome};
 use crate::timing::Timing;
@@ -89,12 +90,15 @@ impl LeaseKeeper {
     }
 
     /// One step: given the applied lease and `now`, maybe a renewal to
-    /// propose. At most one renewal is in flight.
+    /// propose. At most one renewal is in flight. `position` is this node's
+    /// database position, sent with the renewal so that the cluster knows
+    /// how far the primary got.
     pub fn tick(
         &mut self,
         me: NodeId,
         applied: Option<Lease>,
         now: BootTime,
+        position: Option<DbPosition>,
     ) -> Option<(Option<Command>, KeeperReason)> {
         let mine = applied.filter(|l| l.holder == me);
         let Some(applied) = mine else {
@@ -120,7 +124,7 @@ impl LeaseKeeper {
         }
         let lease = self.held.expect("set above").lease;
         self.in_flight = true;
-        Some((Some(Command::Renew { holder: me, epoch: lease.epoch, renewal: lease.renewal }), reason))
+        Some((Some(Command::Renew { holder: me, epoch: lease.epoch, renewal: lease.renewal, position }), reason))
     }
 
     /// The answer to the renewal sent at `t_send`: `Some(outcome)` when it was
@@ -211,11 +215,11 @@ mod tests {
     fn keeper_is_not_valid_before_its_first_renewal() {
         let timing = Timing::default();
         let mut k = LeaseKeeper::default();
-        let step = k.tick(ME, Some(lease(3, 0)), BootTime(100));
+        let step = k.tick(ME, Some(lease(3, 0)), BootTime(100), None);
         assert_eq!(
             step,
             Some((
-                Some(Command::Renew { holder: ME, epoch: Epoch(3), renewal: RenewalSeq(0) }),
+                Some(Command::Renew { holder: ME, epoch: Epoch(3), renewal: RenewalSeq(0), position: None }),
                 KeeperReason::LeaseGranted
             ))
         );
@@ -229,15 +233,15 @@ mod tests {
     fn keeper_renews_once_per_interval_with_one_in_flight() {
         let timing = Timing::default();
         let mut k = LeaseKeeper::default();
-        assert!(k.tick(ME, Some(lease(1, 0)), BootTime(0)).is_some());
-        assert_eq!(k.tick(ME, Some(lease(1, 0)), BootTime(50)), None, "one in flight");
+        assert!(k.tick(ME, Some(lease(1, 0)), BootTime(0), None).is_some());
+        assert_eq!(k.tick(ME, Some(lease(1, 0)), BootTime(50), None), None, "one in flight");
         k.on_answer(BootTime(0), BootTime(20), Some(&renewed(1, 1)), &timing);
-        assert_eq!(k.tick(ME, Some(lease(1, 0)), BootTime(999)), None);
-        let step = k.tick(ME, Some(lease(1, 0)), BootTime(1000));
+        assert_eq!(k.tick(ME, Some(lease(1, 0)), BootTime(999), None), None);
+        let step = k.tick(ME, Some(lease(1, 0)), BootTime(1000), None);
         assert_eq!(
             step,
             Some((
-                Some(Command::Renew { holder: ME, epoch: Epoch(1), renewal: RenewalSeq(1) }),
+                Some(Command::Renew { holder: ME, epoch: Epoch(1), renewal: RenewalSeq(1), position: None }),
                 KeeperReason::RenewalDue
             )),
             "uses its own newer count, not the lagging applied copy"
@@ -248,21 +252,21 @@ mod tests {
     fn failed_renewal_extends_nothing_and_retries_soon() {
         let timing = Timing::default();
         let mut k = LeaseKeeper::default();
-        k.tick(ME, Some(lease(1, 0)), BootTime(0));
+        k.tick(ME, Some(lease(1, 0)), BootTime(0), None);
         k.on_answer(BootTime(0), BootTime(10), Some(&renewed(1, 1)), &timing);
-        k.tick(ME, Some(lease(1, 1)), BootTime(1000));
+        k.tick(ME, Some(lease(1, 1)), BootTime(1000), None);
         k.on_answer(BootTime(1000), BootTime(3000), None, &timing);
         assert_eq!(k.valid(BootTime(2469)).and_then(|h| h.valid_until), Some(BootTime(2470)));
         assert_eq!(k.valid(BootTime(2470)), None);
-        assert_eq!(k.tick(ME, Some(lease(1, 1)), BootTime(3249)), None);
-        assert!(k.tick(ME, Some(lease(1, 1)), BootTime(3250)).is_some());
+        assert_eq!(k.tick(ME, Some(lease(1, 1)), BootTime(3249), None), None);
+        assert!(k.tick(ME, Some(lease(1, 1)), BootTime(3250), None).is_some());
     }
 
     #[test]
     fn stale_renewal_answer_adopts_the_committed_count() {
         let timing = Timing::default();
         let mut k = LeaseKeeper::default();
-        k.tick(ME, Some(lease(1, 0)), BootTime(0));
+        k.tick(ME, Some(lease(1, 0)), BootTime(0), None);
         let stale = Outcome::Rejected(Rejected::StaleRenewal { proposed: RenewalSeq(0), current: RenewalSeq(4) });
         k.on_answer(BootTime(0), BootTime(10), Some(&stale), &timing);
         assert_eq!(k.next_renewal(), Some(RenewalSeq(4)));
@@ -273,21 +277,21 @@ mod tests {
     fn losing_the_lease_in_state_drops_it() {
         let timing = Timing::default();
         let mut k = LeaseKeeper::default();
-        k.tick(ME, Some(lease(1, 0)), BootTime(0));
+        k.tick(ME, Some(lease(1, 0)), BootTime(0), None);
         k.on_answer(BootTime(0), BootTime(10), Some(&renewed(1, 1)), &timing);
         let other = Lease { holder: NodeId(9), epoch: Epoch(2), renewal: RenewalSeq(0) };
-        assert_eq!(k.tick(ME, Some(other), BootTime(20)), Some((None, KeeperReason::LeaseLost)));
+        assert_eq!(k.tick(ME, Some(other), BootTime(20), None), Some((None, KeeperReason::LeaseLost)));
         assert_eq!(k.valid(BootTime(20)), None);
-        assert_eq!(k.tick(ME, Some(other), BootTime(30)), None, "said once");
+        assert_eq!(k.tick(ME, Some(other), BootTime(30), None), None, "said once");
     }
 
     #[test]
     fn rejection_as_not_holder_drops_validity_at_once() {
         let timing = Timing::default();
         let mut k = LeaseKeeper::default();
-        k.tick(ME, Some(lease(1, 0)), BootTime(0));
+        k.tick(ME, Some(lease(1, 0)), BootTime(0), None);
         k.on_answer(BootTime(0), BootTime(10), Some(&renewed(1, 1)), &timing);
-        k.tick(ME, Some(lease(1, 1)), BootTime(1000));
+        k.tick(ME, Some(lease(1, 1)), BootTime(1000), None);
         k.on_answer(BootTime(1000), BootTime(1010), Some(&Outcome::Rejected(Rejected::LeaseVacant)), &timing);
         assert_eq!(k.valid(BootTime(1010)), None);
     }

@@ -8,15 +8,19 @@
 //! What it must never do: I/O, clock reads, tokio, openraft, sled or tonic.
 //! Time comes in as an argument ([`BootTime`]); rejections are values.
 
+pub mod db;
 pub mod ids;
 pub mod lease;
 pub mod plan;
+pub mod reconcile;
 pub mod state;
 pub mod status;
 pub mod timing;
 
+pub use db::{DbMember, DbPosition, DbRole, DbStatus};
 pub use ids::{BootTime, Epoch, Lsn, NodeId, RenewalSeq, TimelineId};
 pub use state::{
-    ClusterState, Command, Effect, HistoryEntry, HistoryEvent, Lease, Member, Operation, Outcome, Rejected,
+    ClusterState, Command, Effect, HistoryEntry, HistoryEvent, Lease, Member, NodeEvent, Operation, Outcome, Rejected,
+    Verdict,
 };
-pub use timing::{Timing, TimingError};
+pub use timing::{Policy, Timing, TimingError};

@@ -2,12 +2,17 @@
 //! any) the cluster needs next. Being leader gives it no authority: what it
 //! proposes only counts once committed, and `apply` rejects it if stale.
 
-use crate::ids::{BootTime, NodeId};
+use crate::db::DbStatus;
+use crate::ids::{BootTime, Lsn, NodeId};
 use crate::lease::ExpiryTimer;
-use crate::state::{ClusterState, Command, Lease, Operation};
-use crate::timing::Timing;
-use std::collections::BTreeSet;
+use crate::state::{ClusterState, Command, Lease, Operation, Verdict};
+use crate::timing::{Policy, Timing};
+use std::collections::BTreeMap;
 use std::fmt;
+
+/// What a probe of one member returned: it answered, with its database's
+/// status when it has one.
+pub type Live = BTreeMap<NodeId, Option<DbStatus>>;
 
 pub struct PlanInput<'a> {
     pub state: &'a ClusterState,
@@ -15,17 +20,20 @@ pub struct PlanInput<'a> {
     pub cluster: &'a str,
     /// The settings from this node's configuration, for `Initialize`.
     pub initial_timing: Timing,
+    pub initial_policy: Policy,
     /// The leader's expiry timer, already fed the applied lease.
     pub timer: &'a ExpiryTimer,
     pub now: BootTime,
+    /// Wall-clock time, only to stamp history entries for people.
+    pub now_unix_ms: u64,
     /// Members that answered a fresh probe; `None` when not probed yet.
-    pub live: Option<&'a BTreeSet<NodeId>>,
+    pub live: Option<&'a Live>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Step {
     Propose(Command),
-    /// Ask every member whether it is alive, then plan again with `live`.
+    /// Ask every member about itself, then plan again with `live`.
     ProbeMembers,
     Wait,
 }
@@ -50,6 +58,10 @@ pub enum Reason {
         previous: NodeId,
     },
     NoLiveMember,
+    /// Nobody may be promoted; every member's reason is in the verdicts.
+    NoEligibleCandidate {
+        verdicts: Vec<Verdict>,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -61,7 +73,11 @@ pub struct Plan {
 pub fn plan(input: &PlanInput) -> Plan {
     let state = input.state;
     if state.config.is_none() {
-        let command = Command::Initialize { cluster: input.cluster.to_string(), config: input.initial_timing };
+        let command = Command::Initialize {
+            cluster: input.cluster.to_string(),
+            config: input.initial_timing,
+            policy: input.initial_policy,
+        };
         return Plan { step: Step::Propose(command), reason: Reason::ClusterUninitialized };
     }
     if state.members.is_empty() {
@@ -77,6 +93,7 @@ pub fn plan(input: &PlanInput) -> Plan {
                     holder: expired.holder,
                     epoch: expired.epoch,
                     renewal: expired.renewal,
+                    at_unix_ms: input.now_unix_ms,
                 }),
                 reason: Reason::LeaseExpired { lease: expired },
             },
@@ -92,21 +109,126 @@ pub fn plan(input: &PlanInput) -> Plan {
     let previous = state.operation.as_ref().map(|op| match op {
         Operation::Failover { from, .. } => *from,
     });
-    let candidates: Vec<NodeId> = state.members.keys().copied().filter(|id| live.contains(id)).collect();
-    // Prefer the lowest id that is not the member whose lease just lapsed; it
-    // may take the lease again only when no other member is alive.
-    // (The PostgreSQL-aware choice replaces this with the PostgreSQL issue.)
-    let chosen = candidates.iter().copied().find(|id| Some(*id) != previous).or_else(|| candidates.first().copied());
+    let verdicts =
+        if state.db_members.is_empty() { lease_only_verdicts(state, live, previous) } else { db_verdicts(state, live) };
+    let chosen = verdicts.iter().find(|v| v.eligible).map(|v| v.node);
     match chosen {
-        None => Plan { step: Step::Wait, reason: Reason::NoLiveMember },
+        None if live.is_empty() => Plan { step: Step::Wait, reason: Reason::NoLiveMember },
+        None => Plan { step: Step::Wait, reason: Reason::NoEligibleCandidate { verdicts } },
         Some(holder) => Plan {
-            step: Step::Propose(Command::Grant { holder, epoch: state.epoch.next() }),
+            step: Step::Propose(Command::Grant {
+                holder,
+                epoch: state.epoch.next(),
+                verdicts,
+                at_unix_ms: input.now_unix_ms,
+            }),
             reason: match previous {
                 Some(previous) => Reason::LeaseLapsed { previous },
                 None => Reason::NoPrimaryAssigned,
             },
         },
     }
+}
+
+/// Verdicts for a cluster whose members manage no database: the lowest live
+/// id that is not the member whose lease just lapsed (it may take the lease
+/// again only when nobody else answers). Eligible ones come first, in order
+/// of preference.
+fn lease_only_verdicts(state: &ClusterState, live: &Live, previous: Option<NodeId>) -> Vec<Verdict> {
+    let mut eligible: Vec<Verdict> = Vec::new();
+    let mut rest: Vec<Verdict> = Vec::new();
+    let mut previous_live = None;
+    for id in state.members.keys().copied() {
+        let verdict = |eligible: bool, why: &str| Verdict { node: id, eligible, why: why.to_string(), lsn: None };
+        if !live.contains_key(&id) {
+            rest.push(verdict(false, "did not answer"));
+        } else if Some(id) == previous {
+            previous_live = Some(verdict(true, "previous holder, only member left"));
+        } else {
+            eligible.push(verdict(true, "answered"));
+        }
+    }
+    match previous_live {
+        Some(v) if eligible.is_empty() => eligible.push(v),
+        Some(mut v) => {
+            v.eligible = false;
+            v.why = "previous holder: another member is preferred".into();
+            rest.push(v);
+        }
+        None => {}
+    }
+    eligible.extend(rest);
+    eligible
+}
+
+/// Verdicts for a cluster of databases. Before bootstrap: a member that has
+/// data (the most advanced) else the lowest id. After: running members of
+/// this database, on the primary's timeline, within the lag limit, not
+/// tagged nofailover; the highest LSN wins, then priority, then the lowest id.
+fn db_verdicts(state: &ClusterState, live: &Live) -> Vec<Verdict> {
+    let bootstrap = state.system_identifier.is_none();
+    let mut out: Vec<(Verdict, (u64, u32))> = Vec::new();
+    for id in state.members.keys().copied() {
+        let no = |why: String, lsn| (Verdict { node: id, eligible: false, why, lsn }, (0, 0));
+        let Some(db) = state.db_members.get(&id) else {
+            out.push(no("manages no database".into(), None));
+            continue;
+        };
+        let Some(answer) = live.get(&id) else {
+            out.push(no("did not answer".into(), None));
+            continue;
+        };
+        let Some(status) = answer else {
+            out.push(no("could not observe its database".into(), None));
+            continue;
+        };
+        let lsn = status.lsn;
+        let key = (lsn.unwrap_or(Lsn(0)).0, db.priority);
+        if bootstrap {
+            let why = if status.has_data { "has data to bootstrap from" } else { "can bootstrap a new database" };
+            out.push((Verdict { node: id, eligible: true, why: why.into(), lsn }, (u64::from(status.has_data), 0)));
+            continue;
+        }
+        let verdict = if db.nofailover {
+            no("tagged nofailover".into(), lsn)
+        } else if !status.has_data {
+            no("has no data directory".into(), lsn)
+        } else if status.system_identifier != state.system_identifier {
+            no(format!("holds another database (system identifier {:?})", status.system_identifier), lsn)
+        } else if !status.running {
+            no("PostgreSQL is not running".into(), lsn)
+        } else {
+            match (state.primary_position, status.timeline, lsn) {
+                (Some(p), Some(t), _) if t < p.timeline => {
+                    no(format!("on timeline {t}, behind the primary's timeline {}", p.timeline), lsn)
+                }
+                (Some(p), _, Some(l)) if l.bytes_until(p.lsn) > state.policy.maximum_lag_on_failover_bytes => no(
+                    format!(
+                        "lags {} bytes behind the primary's last reported {} (limit {})",
+                        l.bytes_until(p.lsn),
+                        p.lsn,
+                        state.policy.maximum_lag_on_failover_bytes
+                    ),
+                    lsn,
+                ),
+                (_, _, None) => no("reports no WAL position".into(), lsn),
+                (_, _, Some(l)) => (Verdict { node: id, eligible: true, why: format!("received up to {l}"), lsn }, key),
+            }
+        };
+        out.push(verdict);
+    }
+    // Eligible first; among them the best key (LSN, then priority) first;
+    // ties keep id order (the sort is stable).
+    out.sort_by(|(a, ka), (b, kb)| b.eligible.cmp(&a.eligible).then(kb.cmp(ka)));
+    if bootstrap {
+        // Without data, the lowest id: the stable sort kept id order.
+        if let Some((first, _)) = out.first_mut()
+            && first.eligible
+        {
+            first.why.push_str(" (chosen)");
+        }
+    }
+    out.into_iter().map(|(v, _)| v).collect()
 }
 
 impl fmt::Display for Reason {
@@ -125,6 +247,13 @@ impl fmt::Display for Reason {
             Reason::NoPrimaryAssigned => write!(f, "no-primary-assigned"),
             Reason::LeaseLapsed { previous } => write!(f, "lease-lapsed previous={previous}"),
             Reason::NoLiveMember => write!(f, "no-live-member"),
+            Reason::NoEligibleCandidate { verdicts } => {
+                write!(f, "no-eligible-candidate")?;
+                for v in verdicts {
+                    write!(f, "; node {}: {}", v.node, v.why)?;
+                }
+                Ok(())
+            }
         }
     }
 }
@@ -132,12 +261,13 @@ impl fmt::Display for Reason {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ids::{Epoch, RenewalSeq};
+    use crate::db::{DbMember, DbPosition, DbRole};
+    use crate::ids::{Epoch, RenewalSeq, TimelineId};
     use crate::state::Member;
 
     fn state(members: &[u64]) -> ClusterState {
         let mut s = ClusterState::default();
-        s.apply(1, &Command::Initialize { cluster: "c".into(), config: Timing::default() });
+        s.apply(1, &Command::Initialize { cluster: "c".into(), config: Timing::default(), policy: Policy::default() });
         let members = members
             .iter()
             .map(|&i| Member { id: NodeId(i), name: format!("node{i}"), address: format!("127.0.0.1:{i}") })
@@ -146,62 +276,218 @@ mod tests {
         s
     }
 
-    fn live(ids: &[u64]) -> BTreeSet<NodeId> {
-        ids.iter().map(|&i| NodeId(i)).collect()
+    fn grant(s: &mut ClusterState, holder: u64) {
+        let epoch = s.epoch.next();
+        let out = s.apply(3, &Command::Grant { holder: NodeId(holder), epoch, verdicts: vec![], at_unix_ms: 0 });
+        assert!(matches!(out, crate::state::Outcome::Applied(_)), "{out:?}");
+    }
+
+    fn lapse(s: &mut ClusterState) {
+        let l = s.lease.unwrap();
+        s.apply(4, &Command::Lapse { holder: l.holder, epoch: l.epoch, renewal: l.renewal, at_unix_ms: 0 });
+    }
+
+    fn live(ids: &[u64]) -> Live {
+        ids.iter().map(|&i| (NodeId(i), None)).collect()
+    }
+
+    /// What a plan proposes, reduced to what the cases compare.
+    #[derive(Debug, PartialEq, Eq)]
+    enum Got {
+        Initialize,
+        Grant(u64, u64),
+        Lapse(u64, u64),
+        Probe,
+        Wait,
     }
 
     /// One case: state, timer, now, live set → expected step.
-    fn check(state: &ClusterState, timer: &ExpiryTimer, now: u64, live: Option<&BTreeSet<NodeId>>, expected: Step) {
-        let input =
-            PlanInput { state, cluster: "c", initial_timing: Timing::default(), timer, now: BootTime(now), live };
-        assert_eq!(plan(&input).step, expected);
+    fn check(state: &ClusterState, timer: &ExpiryTimer, now: u64, live: Option<&Live>, expected: Got) {
+        let input = PlanInput {
+            state,
+            cluster: "c",
+            initial_timing: Timing::default(),
+            initial_policy: Policy::default(),
+            timer,
+            now: BootTime(now),
+            now_unix_ms: 0,
+            live,
+        };
+        let got = match plan(&input).step {
+            Step::Propose(Command::Initialize { .. }) => Got::Initialize,
+            Step::Propose(Command::Grant { holder, epoch, .. }) => Got::Grant(holder.0, epoch.0),
+            Step::Propose(Command::Lapse { holder, epoch, .. }) => Got::Lapse(holder.0, epoch.0),
+            Step::Propose(other) => panic!("unexpected proposal {other}"),
+            Step::ProbeMembers => Got::Probe,
+            Step::Wait => Got::Wait,
+        };
+        assert_eq!(got, expected);
     }
 
     #[test]
     fn uninitialized_cluster_is_initialized_first() {
         let s = ClusterState::default();
-        let t = ExpiryTimer::start(None, BootTime(0), 3000);
-        check(&s, &t, 0, None, Step::Propose(Command::Initialize { cluster: "c".into(), config: Timing::default() }));
+        check(&s, &ExpiryTimer::start(None, BootTime(0), 3000), 0, None, Got::Initialize);
     }
 
     #[test]
     fn first_grant_goes_to_lowest_live_id_at_epoch_one() {
         let s = state(&[1, 2, 3]);
         let t = ExpiryTimer::start(None, BootTime(0), 3000);
-        check(&s, &t, 0, None, Step::ProbeMembers);
-        check(&s, &t, 0, Some(&live(&[1, 2, 3])), Step::Propose(Command::Grant { holder: NodeId(1), epoch: Epoch(1) }));
-        check(&s, &t, 0, Some(&live(&[2, 3])), Step::Propose(Command::Grant { holder: NodeId(2), epoch: Epoch(1) }));
-        check(&s, &t, 0, Some(&live(&[])), Step::Wait);
+        check(&s, &t, 0, None, Got::Probe);
+        check(&s, &t, 0, Some(&live(&[1, 2, 3])), Got::Grant(1, 1));
+        check(&s, &t, 0, Some(&live(&[2, 3])), Got::Grant(2, 1));
+        check(&s, &t, 0, Some(&live(&[])), Got::Wait);
     }
 
     #[test]
     fn held_lease_lapses_only_when_the_timer_fired() {
         let mut s = state(&[1, 2, 3]);
-        s.apply(3, &Command::Grant { holder: NodeId(1), epoch: Epoch(1) });
+        grant(&mut s, 1);
         let l = s.lease.unwrap();
         let t = ExpiryTimer::start(Some(l), BootTime(100), 3000);
-        check(&s, &t, 3099, Some(&live(&[2, 3])), Step::Wait);
-        check(
-            &s,
-            &t,
-            3100,
-            None,
-            Step::Propose(Command::Lapse { holder: NodeId(1), epoch: Epoch(1), renewal: RenewalSeq(0) }),
-        );
+        check(&s, &t, 3099, Some(&live(&[2, 3])), Got::Wait);
+        check(&s, &t, 3100, None, Got::Lapse(1, 1));
         // A timer that watches an older lease never lapses the newer one.
         let old = ExpiryTimer::start(Some(Lease { renewal: RenewalSeq(7), ..l }), BootTime(0), 1);
-        check(&s, &old, 10_000, None, Step::Wait);
+        check(&s, &old, 10_000, None, Got::Wait);
     }
 
     #[test]
     fn after_a_lapse_another_member_gets_the_next_epoch() {
         let mut s = state(&[1, 2, 3]);
-        s.apply(3, &Command::Grant { holder: NodeId(1), epoch: Epoch(1) });
-        s.apply(4, &Command::Lapse { holder: NodeId(1), epoch: Epoch(1), renewal: RenewalSeq(0) });
+        grant(&mut s, 1);
+        lapse(&mut s);
         let t = ExpiryTimer::start(None, BootTime(0), 3000);
-        check(&s, &t, 0, Some(&live(&[1, 2, 3])), Step::Propose(Command::Grant { holder: NodeId(2), epoch: Epoch(2) }));
-        check(&s, &t, 0, Some(&live(&[1, 3])), Step::Propose(Command::Grant { holder: NodeId(3), epoch: Epoch(2) }));
+        check(&s, &t, 0, Some(&live(&[1, 2, 3])), Got::Grant(2, 2));
+        check(&s, &t, 0, Some(&live(&[1, 3])), Got::Grant(3, 2));
         // Only the old holder is alive: it may take the lease back, at a new epoch.
-        check(&s, &t, 0, Some(&live(&[1])), Step::Propose(Command::Grant { holder: NodeId(1), epoch: Epoch(2) }));
+        check(&s, &t, 0, Some(&live(&[1])), Got::Grant(1, 2));
+    }
+
+    // --- clusters of databases ---
+
+    const SYSID: u64 = 42;
+
+    fn db_state(tags: &[(u64, bool, u32)]) -> ClusterState {
+        let mut s = state(&tags.iter().map(|t| t.0).collect::<Vec<_>>());
+        for &(id, nofailover, priority) in tags {
+            let db = DbMember { address: format!("127.0.0.1:{}", 5000 + id), nofailover, priority };
+            s.apply(5, &Command::Register { node: NodeId(id), db });
+        }
+        s
+    }
+
+    fn standby(lsn: u64, timeline: u32) -> Option<DbStatus> {
+        Some(DbStatus {
+            has_data: true,
+            running: true,
+            role: Some(DbRole::Standby),
+            timeline: Some(TimelineId(timeline)),
+            lsn: Some(Lsn(lsn)),
+            replayed_lsn: Some(Lsn(lsn)),
+            system_identifier: Some(SYSID),
+            clean_shutdown: None,
+            streaming_from: None,
+        })
+    }
+
+    /// A database cluster after bootstrap on node 1, whose lease lapsed
+    /// with the primary last reported at (timeline 2, LSN 10 MiB).
+    fn lapsed_db_cluster(tags: &[(u64, bool, u32)]) -> ClusterState {
+        let mut s = db_state(tags);
+        grant(&mut s, 1);
+        s.apply(6, &Command::SetSystemIdentifier { holder: NodeId(1), epoch: Epoch(1), system_identifier: SYSID });
+        let position = Some(DbPosition { timeline: TimelineId(2), lsn: Lsn(10 << 20) });
+        s.apply(7, &Command::Renew { holder: NodeId(1), epoch: Epoch(1), renewal: RenewalSeq(0), position });
+        lapse(&mut s);
+        s
+    }
+
+    fn plan_with(s: &ClusterState, live: &Live) -> Plan {
+        let t = ExpiryTimer::start(None, BootTime(0), 3000);
+        plan(&PlanInput {
+            state: s,
+            cluster: "c",
+            initial_timing: Timing::default(),
+            initial_policy: Policy::default(),
+            timer: &t,
+            now: BootTime(0),
+            now_unix_ms: 0,
+            live: Some(live),
+        })
+    }
+
+    #[test]
+    fn bootstrap_prefers_a_member_with_data_else_the_lowest_id() {
+        let s = db_state(&[(1, false, 1), (2, false, 1), (3, false, 1)]);
+        let none = || Some(DbStatus::default());
+        let t = ExpiryTimer::start(None, BootTime(0), 3000);
+        let all_empty: Live = [(NodeId(1), none()), (NodeId(2), none()), (NodeId(3), none())].into();
+        check(&s, &t, 0, Some(&all_empty), Got::Grant(1, 1));
+        let with_data: Live = [(NodeId(1), none()), (NodeId(2), none()), (NodeId(3), standby(5, 1))].into();
+        check(&s, &t, 0, Some(&with_data), Got::Grant(3, 1));
+    }
+
+    #[test]
+    fn failover_picks_the_most_advanced_eligible_standby_and_says_why_not_the_others() {
+        let s = lapsed_db_cluster(&[(1, false, 1), (2, false, 1), (3, false, 1), (4, true, 1), (5, false, 1)]);
+        let live: Live = [
+            (NodeId(1), Some(DbStatus { has_data: true, system_identifier: Some(SYSID), ..DbStatus::default() })),
+            (NodeId(2), standby((10 << 20) - 100, 2)),
+            (NodeId(3), standby((10 << 20) - 10, 2)),
+            (NodeId(4), standby(10 << 20, 2)),
+            (NodeId(5), standby(1 << 20, 2)),
+        ]
+        .into();
+        let p = plan_with(&s, &live);
+        let Step::Propose(Command::Grant { holder, epoch, verdicts, .. }) = p.step else { panic!("{p:?}") };
+        assert_eq!((holder, epoch), (NodeId(3), Epoch(2)));
+        let why = |id: u64| verdicts.iter().find(|v| v.node == NodeId(id)).unwrap().why.clone();
+        assert_eq!(why(1), "PostgreSQL is not running");
+        assert_eq!(why(4), "tagged nofailover");
+        assert!(why(5).starts_with("lags 9437184 bytes"), "{}", why(5));
+        assert!(verdicts.iter().find(|v| v.node == NodeId(2)).unwrap().eligible);
+    }
+
+    #[test]
+    fn priority_breaks_ties_then_the_lowest_id() {
+        let s = lapsed_db_cluster(&[(1, false, 1), (2, false, 1), (3, false, 5), (4, false, 5)]);
+        let at = (10 << 20) - 5;
+        let live: Live = [(NodeId(2), standby(at, 2)), (NodeId(3), standby(at, 2)), (NodeId(4), standby(at, 2))].into();
+        let p = plan_with(&s, &live);
+        assert!(matches!(p.step, Step::Propose(Command::Grant { holder: NodeId(3), .. })), "{p:?}");
+    }
+
+    #[test]
+    fn nobody_eligible_waits_and_names_every_reason() {
+        let s = lapsed_db_cluster(&[(1, false, 1), (2, false, 1), (3, false, 1)]);
+        let mut other_db = standby(10 << 20, 2);
+        other_db.as_mut().unwrap().system_identifier = Some(7);
+        let live: Live = [(NodeId(2), standby(100, 1)), (NodeId(3), other_db)].into();
+        let p = plan_with(&s, &live);
+        assert_eq!(p.step, Step::Wait);
+        let Reason::NoEligibleCandidate { verdicts } = &p.reason else { panic!("{p:?}") };
+        assert_eq!(verdicts.len(), 3);
+        let text = p.reason.to_string();
+        assert!(text.contains("node 1: did not answer"), "{text}");
+        assert!(text.contains("node 2: on timeline 1, behind the primary's timeline 2"), "{text}");
+        assert!(text.contains("node 3: holds another database"), "{text}");
+    }
+
+    #[test]
+    fn members_without_a_database_never_get_the_lease_in_a_database_cluster() {
+        let mut s = lapsed_db_cluster(&[(1, false, 1), (2, false, 1)]);
+        s.apply(
+            9,
+            &Command::SetMembers {
+                members: (1..=3)
+                    .map(|i| Member { id: NodeId(i), name: format!("n{i}"), address: String::new() })
+                    .collect(),
+            },
+        );
+        let live: Live = [(NodeId(3), None)].into();
+        let p = plan_with(&s, &live);
+        assert_eq!(p.step, Step::Wait, "{p:?}");
     }
 }

@@ -3,8 +3,9 @@
 //! `apply` never fails: a command that is stale or conflicts with the state
 //! is answered with a `Rejected` value and changes nothing.
 
-use crate::ids::{Epoch, NodeId, RenewalSeq};
-use crate::timing::Timing;
+use crate::db::{DbMember, DbPosition};
+use crate::ids::{Epoch, Lsn, NodeId, RenewalSeq};
+use crate::timing::{Policy, Timing};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
@@ -37,18 +38,45 @@ pub enum Operation {
     Failover { from: NodeId, lapsed_epoch: Epoch },
 }
 
+/// Why a member could or could not become primary when an epoch was
+/// granted: the planner's inputs, kept in the history.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Verdict {
+    pub node: NodeId,
+    pub eligible: bool,
+    /// Plain words: "highest LSN", "lags 48 MiB (limit 16 MiB)", ...
+    pub why: String,
+    pub lsn: Option<Lsn>,
+}
+
+/// Something a member did to its own database that the history keeps.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NodeEvent {
+    /// pg_rewind discarded this member's WAL from `diverged_at` (on
+    /// `timeline`) up to `discarded_to`, its last known position.
+    Rewound { diverged_at: Option<Lsn>, timeline: Option<crate::ids::TimelineId>, discarded_to: Option<Lsn> },
+    /// A fresh base backup replaced the data directory (the old one kept aside).
+    Rebuilt { from: NodeId },
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum HistoryEvent {
+    Node { node: NodeId, event: NodeEvent },
     Initialized { cluster: String },
     MembersChanged { members: Vec<NodeId> },
-    Granted { holder: NodeId, epoch: Epoch },
-    Lapsed { holder: NodeId, epoch: Epoch, renewals: RenewalSeq },
+    Granted { holder: NodeId, epoch: Epoch, verdicts: Vec<Verdict>, after: Option<DbPosition> },
+    Lapsed { holder: NodeId, epoch: Epoch, renewals: RenewalSeq, last_position: Option<DbPosition> },
+    Released { holder: NodeId, epoch: Epoch, why: String },
+    Bootstrapped { holder: NodeId, epoch: Epoch, system_identifier: u64 },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HistoryEntry {
     /// The Raft log index of the entry that made this happen.
     pub log_index: u64,
+    /// Wall-clock time the proposer stamped, for people only (never used in
+    /// any decision); 0 when unknown.
+    pub at_unix_ms: u64,
     pub event: HistoryEvent,
 }
 
@@ -64,30 +92,53 @@ pub struct ClusterState {
     pub epoch: Epoch,
     /// Cluster-wide settings; `None` until initialized.
     pub config: Option<Timing>,
+    pub policy: Policy,
     pub operation: Option<Operation>,
     pub history: VecDeque<HistoryEntry>,
+    /// Each member's database, as it registered itself. Members without
+    /// one (lease-only agents) never hold the lease once any member has one.
+    pub db_members: BTreeMap<NodeId, DbMember>,
+    /// The database this cluster manages, recorded after bootstrap.
+    pub system_identifier: Option<u64>,
+    /// The primary's position as of its last renewal.
+    pub primary_position: Option<DbPosition>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
     /// Written once, by the first leader: the cluster's name and settings.
-    Initialize { cluster: String, config: Timing },
+    Initialize { cluster: String, config: Timing, policy: Policy },
     /// Written by the state machine whenever Raft membership changes.
     SetMembers { members: Vec<Member> },
+    /// A member announces its database address and tags.
+    Register { node: NodeId, db: DbMember },
     /// Assign `epoch` to `holder`. CAS: no lease is held and `epoch` is the
-    /// next one.
-    Grant { holder: NodeId, epoch: Epoch },
-    /// The holder's heartbeat. CAS on (epoch, renewal).
-    Renew { holder: NodeId, epoch: Epoch, renewal: RenewalSeq },
+    /// next one. `verdicts` are the planner's inputs, kept in the history.
+    Grant { holder: NodeId, epoch: Epoch, verdicts: Vec<Verdict>, at_unix_ms: u64 },
+    /// The holder's heartbeat, with its database position. CAS on
+    /// (epoch, renewal).
+    Renew { holder: NodeId, epoch: Epoch, renewal: RenewalSeq, position: Option<DbPosition> },
     /// The Raft leader's expiry timer fired. CAS on (epoch, renewal): a
     /// renewal applied after the decision makes this stale.
-    Lapse { holder: NodeId, epoch: Epoch, renewal: RenewalSeq },
+    Lapse { holder: NodeId, epoch: Epoch, renewal: RenewalSeq, at_unix_ms: u64 },
+    /// The holder gives its lease up (its database cannot run). CAS on
+    /// (holder, epoch).
+    Release { holder: NodeId, epoch: Epoch, why: String, at_unix_ms: u64 },
+    /// A member reports what it did to its database, for the history.
+    Report { node: NodeId, event: NodeEvent, at_unix_ms: u64 },
+    /// The holder bootstrapped (or adopted) the database. CAS: holder at
+    /// epoch, no identifier recorded yet.
+    SetSystemIdentifier { holder: NodeId, epoch: Epoch, system_identifier: u64 },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Effect {
     Initialized,
     MembersSet,
+    Registered,
+    Reported,
+    Released { holder: NodeId, epoch: Epoch },
+    SystemIdentifierSet,
     Granted { holder: NodeId, epoch: Epoch },
     Renewed { epoch: Epoch, renewal: RenewalSeq },
     Lapsed { holder: NodeId, epoch: Epoch },
@@ -107,6 +158,7 @@ pub enum Rejected {
     StaleEpoch { proposed: Epoch, current: Epoch },
     StaleRenewal { proposed: RenewalSeq, current: RenewalSeq },
     NotHolder { node: NodeId, holder: NodeId },
+    SystemIdentifierSet { system_identifier: u64 },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -160,7 +212,28 @@ impl ClusterState {
                 }
                 Ok(())
             }
-            Command::Grant { holder, epoch } => {
+            Command::Register { node, .. } | Command::Report { node, .. } => {
+                if !self.members.contains_key(node) {
+                    return Err(Rejected::UnknownMember { node: *node });
+                }
+                Ok(())
+            }
+            Command::SetSystemIdentifier { holder, epoch, .. } | Command::Release { holder, epoch, .. } => {
+                let Some(lease) = self.lease else {
+                    return Err(Rejected::LeaseVacant);
+                };
+                if *epoch != lease.epoch {
+                    return Err(Rejected::StaleEpoch { proposed: *epoch, current: lease.epoch });
+                }
+                if *holder != lease.holder {
+                    return Err(Rejected::NotHolder { node: *holder, holder: lease.holder });
+                }
+                if let (Command::SetSystemIdentifier { .. }, Some(id)) = (command, self.system_identifier) {
+                    return Err(Rejected::SystemIdentifierSet { system_identifier: id });
+                }
+                Ok(())
+            }
+            Command::Grant { holder, epoch, .. } => {
                 if self.config.is_none() {
                     return Err(Rejected::NotInitialized);
                 }
@@ -175,7 +248,7 @@ impl ClusterState {
                 }
                 Ok(())
             }
-            Command::Renew { holder, epoch, renewal } | Command::Lapse { holder, epoch, renewal } => {
+            Command::Renew { holder, epoch, renewal, .. } | Command::Lapse { holder, epoch, renewal, .. } => {
                 let Some(lease) = self.lease else {
                     return Err(Rejected::LeaseVacant);
                 };
@@ -195,48 +268,91 @@ impl ClusterState {
 
     fn change(&mut self, log_index: u64, command: &Command) -> Effect {
         match command {
-            Command::Initialize { cluster, config } => {
+            Command::Initialize { cluster, config, policy } => {
                 self.cluster = cluster.clone();
                 self.config = Some(*config);
-                self.record(log_index, HistoryEvent::Initialized { cluster: cluster.clone() });
+                self.policy = *policy;
+                self.record(log_index, 0, HistoryEvent::Initialized { cluster: cluster.clone() });
                 Effect::Initialized
             }
             Command::SetMembers { members } => {
                 self.members = members.iter().map(|m| (m.id, m.clone())).collect();
-                self.record(
-                    log_index,
-                    HistoryEvent::MembersChanged { members: self.members.keys().copied().collect() },
-                );
+                self.db_members.retain(|id, _| self.members.contains_key(id));
+                let ids = self.members.keys().copied().collect();
+                self.record(log_index, 0, HistoryEvent::MembersChanged { members: ids });
                 Effect::MembersSet
             }
-            Command::Grant { holder, epoch } => {
+            Command::Register { node, db } => {
+                self.db_members.insert(*node, db.clone());
+                Effect::Registered
+            }
+            Command::Report { node, event, at_unix_ms } => {
+                self.record(log_index, *at_unix_ms, HistoryEvent::Node { node: *node, event: event.clone() });
+                Effect::Reported
+            }
+            Command::Grant { holder, epoch, verdicts, at_unix_ms } => {
                 self.lease = Some(Lease { holder: *holder, epoch: *epoch, renewal: RenewalSeq(0) });
                 self.epoch = *epoch;
                 self.operation = None;
-                self.record(log_index, HistoryEvent::Granted { holder: *holder, epoch: *epoch });
+                let event = HistoryEvent::Granted {
+                    holder: *holder,
+                    epoch: *epoch,
+                    verdicts: verdicts.clone(),
+                    after: self.primary_position,
+                };
+                self.record(log_index, *at_unix_ms, event);
                 Effect::Granted { holder: *holder, epoch: *epoch }
             }
-            Command::Renew { epoch, renewal, .. } => {
+            Command::Renew { epoch, renewal, position, .. } => {
                 let next = RenewalSeq(renewal.0 + 1);
                 if let Some(lease) = self.lease.as_mut() {
                     lease.renewal = next;
                 }
+                if position.is_some() {
+                    self.primary_position = *position;
+                }
                 Effect::Renewed { epoch: *epoch, renewal: next }
             }
-            Command::Lapse { holder, epoch, renewal } => {
+            Command::Lapse { holder, epoch, renewal, at_unix_ms } => {
                 self.lease = None;
                 self.operation = Some(Operation::Failover { from: *holder, lapsed_epoch: *epoch });
-                self.record(log_index, HistoryEvent::Lapsed { holder: *holder, epoch: *epoch, renewals: *renewal });
+                let event = HistoryEvent::Lapsed {
+                    holder: *holder,
+                    epoch: *epoch,
+                    renewals: *renewal,
+                    last_position: self.primary_position,
+                };
+                self.record(log_index, *at_unix_ms, event);
                 Effect::Lapsed { holder: *holder, epoch: *epoch }
+            }
+            Command::Release { holder, epoch, why, at_unix_ms } => {
+                self.lease = None;
+                self.operation = Some(Operation::Failover { from: *holder, lapsed_epoch: *epoch });
+                self.record(
+                    log_index,
+                    *at_unix_ms,
+                    HistoryEvent::Released { holder: *holder, epoch: *epoch, why: why.clone() },
+                );
+                Effect::Released { holder: *holder, epoch: *epoch }
+            }
+            Command::SetSystemIdentifier { holder, epoch, system_identifier } => {
+                self.system_identifier = Some(*system_identifier);
+                let event = HistoryEvent::Bootstrapped {
+                    holder: *holder,
+                    epoch: *epoch,
+                    system_identifier: *system_identifier,
+                };
+                self.record(log_index, 0, event);
+                Effect::SystemIdentifierSet
             }
         }
     }
 
-    fn record(&mut self, log_index: u64, event: HistoryEvent) {
+    fn record(&mut self, log_index: u64, at_unix_ms: u64, event: HistoryEvent) {
         if self.history.len() == HISTORY_LIMIT {
             self.history.pop_front();
         }
-        self.history.push_back(HistoryEntry { log_index, event });
+        self.history.push_back(HistoryEntry { log_index, at_unix_ms, event });
     }
 }
 
@@ -251,12 +367,20 @@ impl fmt::Display for Command {
                 }
                 Ok(())
             }
-            Command::Grant { holder, epoch } => write!(f, "grant holder={holder} epoch={epoch}"),
-            Command::Renew { holder, epoch, renewal } => {
+            Command::Register { node, db } => write!(f, "register node={node} db={}", db.address),
+            Command::Report { node, event, .. } => write!(f, "report node={node} {event:?}"),
+            Command::Grant { holder, epoch, .. } => write!(f, "grant holder={holder} epoch={epoch}"),
+            Command::Renew { holder, epoch, renewal, .. } => {
                 write!(f, "renew holder={holder} epoch={epoch} renewal={renewal}")
             }
-            Command::Lapse { holder, epoch, renewal } => {
+            Command::Lapse { holder, epoch, renewal, .. } => {
                 write!(f, "lapse holder={holder} epoch={epoch} renewal={renewal}")
+            }
+            Command::Release { holder, epoch, why, .. } => {
+                write!(f, "release holder={holder} epoch={epoch} why={why:?}")
+            }
+            Command::SetSystemIdentifier { holder, epoch, system_identifier } => {
+                write!(f, "set-system-identifier holder={holder} epoch={epoch} id={system_identifier}")
             }
         }
     }
@@ -284,6 +408,9 @@ impl fmt::Display for Rejected {
             }
             Rejected::NotHolder { node, holder } => {
                 write!(f, "node {node} is not the holder (node {holder} is)")
+            }
+            Rejected::SystemIdentifierSet { system_identifier } => {
+                write!(f, "the cluster's database is already recorded (system identifier {system_identifier})")
             }
         }
     }

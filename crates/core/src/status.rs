@@ -1,6 +1,7 @@
 //! The status document: what `haraftctl status --json` prints. Its fields
 //! are a stable contract: later versions add fields, never remove or rename.
 
+use crate::db::DbRole;
 use crate::ids::NodeId;
 use crate::state::{ClusterState, Operation};
 use serde::{Deserialize, Serialize};
@@ -38,6 +39,49 @@ pub struct ClusterStatus {
     pub lease: Option<LeaseStatus>,
     pub operation: Option<String>,
     pub members: Vec<MemberStatus>,
+    /// Normal: a primary holds a valid lease and every member follows it.
+    /// Degraded: a primary holds a valid lease, but some member is
+    /// unreachable, stopped or behind. Unavailable: no writable primary.
+    pub cluster_state: ClusterHealth,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ClusterHealth {
+    Normal,
+    Degraded,
+    Unavailable,
+}
+
+/// A member's database role as status shows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MemberRole {
+    Primary,
+    Replica,
+    Stopped,
+    Unknown,
+}
+
+/// A member's database state as status shows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MemberState {
+    #[serde(rename = "running")]
+    Running,
+    #[serde(rename = "streaming")]
+    Streaming,
+    #[serde(rename = "catching up")]
+    CatchingUp,
+    #[serde(rename = "needs rewind")]
+    NeedsRewind,
+    #[serde(rename = "rebuilding")]
+    Rebuilding,
+    #[serde(rename = "stopped")]
+    Stopped,
+    #[serde(rename = "unreachable")]
+    Unreachable,
+    /// A lease-only member: it manages no database.
+    #[serde(rename = "no database")]
+    NoDatabase,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -66,6 +110,17 @@ pub struct MemberStatus {
     pub applied_index: Option<u64>,
     /// Why the member was unreachable.
     pub error: Option<String>,
+    pub role: MemberRole,
+    pub state: MemberState,
+    /// host:port of its PostgreSQL, as it registered.
+    pub db_address: Option<String>,
+    pub timeline: Option<u32>,
+    /// WAL position (PostgreSQL's X/Y text): written (primary) or received (replica).
+    pub lsn: Option<String>,
+    /// Bytes behind the primary (replicas).
+    pub lag_bytes: Option<u64>,
+    /// The database action the member is carrying out.
+    pub action: Option<String>,
 }
 
 /// The answering node's own Raft facts.
@@ -89,6 +144,13 @@ pub struct ProbeInfo {
     pub lease_valid_for_ms: Option<u64>,
     /// Set by the holder only: commit latency of its recent renewals.
     pub renewal_latency: Option<LatencySummary>,
+    /// The member's latest observation of its database (none for a
+    /// lease-only member).
+    pub db: Option<crate::db::DbStatus>,
+    /// The database action the member is carrying out, if any.
+    pub action: Option<String>,
+    /// The member needs a rewind before it can follow the primary.
+    pub needs_rewind: bool,
 }
 
 /// Percentiles of a set of durations, in microseconds.
@@ -137,7 +199,16 @@ pub fn build_status(state: &ClusterState, local: &LocalRaft, probes: &Probes) ->
             _ => None,
         },
     });
-    let members = state
+    let primary_address = state.lease.and_then(|l| state.db_members.get(&l.holder)).map(|d| d.address.clone());
+    // The primary's own report is fresher than its last renewal's.
+    let primary_lsn = state
+        .lease
+        .and_then(|l| match probes.get(&l.holder) {
+            Some(Ok(p)) => p.db.as_ref().filter(|d| d.is_running_primary()).and_then(|d| d.lsn),
+            _ => None,
+        })
+        .or(state.primary_position.map(|p| p.lsn));
+    let members: Vec<MemberStatus> = state
         .members
         .values()
         .map(|m| {
@@ -145,6 +216,33 @@ pub fn build_status(state: &ClusterState, local: &LocalRaft, probes: &Probes) ->
             let ok = match probe {
                 Some(Ok(p)) => Some(p),
                 _ => None,
+            };
+            let db = ok.and_then(|p| p.db.as_ref());
+            let (role, member_state) = match (ok, db) {
+                (None, _) => (MemberRole::Unknown, MemberState::Unreachable),
+                (Some(_), None) => (MemberRole::Unknown, MemberState::NoDatabase),
+                (Some(p), Some(d)) => {
+                    let acting = p.action.as_deref().unwrap_or("");
+                    let role = match (d.running, d.role) {
+                        (true, Some(DbRole::Primary)) => MemberRole::Primary,
+                        (true, _) => MemberRole::Replica,
+                        (false, _) => MemberRole::Stopped,
+                    };
+                    let st = if acting.starts_with("rebuild") {
+                        MemberState::Rebuilding
+                    } else if p.needs_rewind || acting.starts_with("rewind") {
+                        MemberState::NeedsRewind
+                    } else if !d.running {
+                        MemberState::Stopped
+                    } else if d.role == Some(DbRole::Primary) {
+                        MemberState::Running
+                    } else if d.streaming_from.is_some() && d.streaming_from == primary_address {
+                        MemberState::Streaming
+                    } else {
+                        MemberState::CatchingUp
+                    };
+                    (role, st)
+                }
             };
             MemberStatus {
                 name: m.name.clone(),
@@ -160,9 +258,34 @@ pub fn build_status(state: &ClusterState, local: &LocalRaft, probes: &Probes) ->
                     None => Some("not probed".to_string()),
                     Some(Ok(_)) => None,
                 },
+                role,
+                state: member_state,
+                db_address: state.db_members.get(&m.id).map(|d| d.address.clone()),
+                timeline: db.and_then(|d| d.timeline).map(|t| t.0),
+                lsn: db.and_then(|d| d.lsn).map(|l| l.to_string()),
+                lag_bytes: match (role, db.and_then(|d| d.lsn), primary_lsn) {
+                    (MemberRole::Replica | MemberRole::Stopped, Some(l), Some(p)) => Some(l.bytes_until(p)),
+                    _ => None,
+                },
+                action: ok.and_then(|p| p.action.clone()),
             }
         })
         .collect();
+    let lease_valid = lease.as_ref().is_some_and(|l| l.valid_for_ms.is_some());
+    let databases = !state.db_members.is_empty();
+    let holder_writable = state
+        .lease
+        .is_some_and(|l| !databases || members.iter().any(|m| m.id == l.holder.0 && m.role == MemberRole::Primary));
+    let cluster_state = if !(lease_valid && holder_writable) {
+        ClusterHealth::Unavailable
+    } else if members.iter().all(|m| {
+        matches!(m.state, MemberState::Running | MemberState::Streaming)
+            || (!databases && m.state == MemberState::NoDatabase)
+    }) {
+        ClusterHealth::Normal
+    } else {
+        ClusterHealth::Degraded
+    };
     ClusterStatus {
         cluster: state.cluster.clone(),
         answered_by: name_of(state, local.node),
@@ -183,6 +306,7 @@ pub fn build_status(state: &ClusterState, local: &LocalRaft, probes: &Probes) ->
             }
         }),
         members,
+        cluster_state,
     }
 }
 
@@ -191,16 +315,19 @@ mod tests {
     use super::*;
     use crate::ids::Epoch;
     use crate::state::{Command, Member};
-    use crate::timing::Timing;
+    use crate::timing::{Policy, Timing};
 
     #[test]
     fn status_names_leader_primary_and_unreachable_members() {
         let mut s = ClusterState::default();
-        s.apply(1, &Command::Initialize { cluster: "demo".into(), config: Timing::default() });
+        s.apply(
+            1,
+            &Command::Initialize { cluster: "demo".into(), config: Timing::default(), policy: Policy::default() },
+        );
         let members =
             (1..=3).map(|i| Member { id: NodeId(i), name: format!("node{i}"), address: format!("a{i}") }).collect();
         s.apply(2, &Command::SetMembers { members });
-        s.apply(3, &Command::Grant { holder: NodeId(2), epoch: Epoch(1) });
+        s.apply(3, &Command::Grant { holder: NodeId(2), epoch: Epoch(1), verdicts: vec![], at_unix_ms: 0 });
         let local = LocalRaft {
             node: NodeId(1),
             term: 4,
@@ -218,6 +345,9 @@ mod tests {
                 applied_index: Some(3),
                 lease_valid_for_ms: None,
                 renewal_latency: None,
+                db: None,
+                action: None,
+                needs_rewind: false,
             }),
         );
         probes.insert(
@@ -228,6 +358,9 @@ mod tests {
                 applied_index: Some(3),
                 lease_valid_for_ms: Some(1500),
                 renewal_latency: None,
+                db: None,
+                action: None,
+                needs_rewind: false,
             }),
         );
         probes.insert(NodeId(3), Err("connection refused".into()));
@@ -239,10 +372,85 @@ mod tests {
         assert!(!st.members[2].reachable);
         assert_eq!(st.members[2].raft_role, RaftRole::Unknown);
         assert_eq!(st.members[2].error.as_deref(), Some("connection refused"));
+        assert_eq!(st.members[2].state, MemberState::Unreachable);
+        assert_eq!(st.members[0].state, MemberState::NoDatabase);
+        assert_eq!(st.cluster_state, ClusterHealth::Degraded);
         let json = serde_json_like(&st);
         for key in ["cluster", "leader", "term", "epoch", "primary", "members"] {
             assert!(json.contains(key), "{key} missing");
         }
+    }
+
+    fn db_probe(db: crate::db::DbStatus, action: Option<&str>) -> Result<ProbeInfo, String> {
+        Ok(ProbeInfo {
+            raft_role: RaftRole::Follower,
+            term: 1,
+            applied_index: Some(9),
+            lease_valid_for_ms: None,
+            renewal_latency: None,
+            db: Some(db),
+            action: action.map(str::to_string),
+            needs_rewind: false,
+        })
+    }
+
+    #[test]
+    fn database_roles_states_lag_and_cluster_state() {
+        use crate::db::{DbMember, DbStatus};
+        use crate::ids::{Lsn, TimelineId};
+        let mut s = ClusterState::default();
+        s.apply(
+            1,
+            &Command::Initialize { cluster: "demo".into(), config: Timing::default(), policy: Policy::default() },
+        );
+        let members =
+            (1..=3).map(|i| Member { id: NodeId(i), name: format!("node{i}"), address: format!("a{i}") }).collect();
+        s.apply(2, &Command::SetMembers { members });
+        for i in 1..=3 {
+            let db = DbMember { address: format!("127.0.0.1:540{i}"), nofailover: false, priority: 1 };
+            s.apply(3, &Command::Register { node: NodeId(i), db });
+        }
+        s.apply(4, &Command::Grant { holder: NodeId(1), epoch: Epoch(1), verdicts: vec![], at_unix_ms: 0 });
+        let d = |running, role, lsn: u64, from: Option<&str>| DbStatus {
+            has_data: true,
+            running,
+            role: Some(role),
+            timeline: Some(TimelineId(1)),
+            lsn: Some(Lsn(lsn)),
+            replayed_lsn: Some(Lsn(lsn)),
+            system_identifier: Some(1),
+            clean_shutdown: None,
+            streaming_from: from.map(str::to_string),
+        };
+        let local = LocalRaft {
+            node: NodeId(1),
+            term: 1,
+            leader: Some(NodeId(1)),
+            commit_index: Some(9),
+            voters: BTreeSet::new(),
+            consistent: true,
+        };
+        let mut probes = Probes::new();
+        let mut primary = db_probe(d(true, DbRole::Primary, 1000, None), None).unwrap();
+        primary.lease_valid_for_ms = Some(2000);
+        probes.insert(NodeId(1), Ok(primary));
+        probes.insert(NodeId(2), db_probe(d(true, DbRole::Standby, 900, Some("127.0.0.1:5401")), None));
+        probes.insert(NodeId(3), db_probe(d(true, DbRole::Standby, 800, Some("127.0.0.1:5401")), None));
+        let st = build_status(&s, &local, &probes);
+        assert_eq!(st.cluster_state, ClusterHealth::Normal);
+        assert_eq!((st.members[0].role, st.members[0].state), (MemberRole::Primary, MemberState::Running));
+        assert_eq!((st.members[1].role, st.members[1].state), (MemberRole::Replica, MemberState::Streaming));
+        assert_eq!(st.members[1].lag_bytes, Some(100));
+        assert_eq!(st.members[2].lag_bytes, Some(200));
+        assert_eq!(st.members[0].lsn.as_deref(), Some("0/3E8"));
+        // One replica rebuilding: degraded; the primary gone: unavailable.
+        probes.insert(NodeId(3), db_probe(d(false, DbRole::Standby, 800, None), Some("rebuild source=1 epoch=1")));
+        let st = build_status(&s, &local, &probes);
+        assert_eq!((st.members[2].role, st.members[2].state), (MemberRole::Stopped, MemberState::Rebuilding));
+        assert_eq!(st.cluster_state, ClusterHealth::Degraded);
+        probes.insert(NodeId(1), Err("unreachable".into()));
+        let st = build_status(&s, &local, &probes);
+        assert_eq!(st.cluster_state, ClusterHealth::Unavailable);
     }
 
     #[test]

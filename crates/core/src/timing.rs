@@ -74,6 +74,34 @@ impl fmt::Display for TimingError {
 
 const PPM: u64 = 1_000_000;
 
+/// Cluster-wide failover policy, replicated with the lease timing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Policy {
+    /// A standby further behind the primary's last reported position than
+    /// this is not promoted automatically.
+    pub maximum_lag_on_failover_bytes: u64,
+    /// How long the holder may try to (re)start its PostgreSQL before it
+    /// releases the lease so that another member takes over.
+    pub primary_start_timeout_ms: u64,
+    /// When pg_rewind fails, rebuild from a base backup (keeping the old
+    /// directory aside).
+    pub rebuild_on_rewind_failure: bool,
+}
+
+impl Default for Policy {
+    /// 1 MiB of lag: a few hundred small transactions, as Patroni's default
+    /// (1 MB); 30 s to restart a crashed primary in place, which covers
+    /// crash recovery of a test-sized database many times over while still
+    /// failing over within a minute when it cannot start.
+    fn default() -> Self {
+        Policy {
+            maximum_lag_on_failover_bytes: 1024 * 1024,
+            primary_start_timeout_ms: 30_000,
+            rebuild_on_rewind_failure: true,
+        }
+    }
+}
+
 impl Timing {
     /// Checks the rules; never adjusts a value.
     pub fn validate(self) -> Result<Timing, TimingError> {

@@ -14,20 +14,47 @@ fn arb_command() -> impl Strategy<Value = Command> {
     let epoch = (0u64..=6).prop_map(Epoch);
     let renewal = (0u64..=4).prop_map(RenewalSeq);
     prop_oneof![
-        Just(Command::Initialize { cluster: "c".into(), config: Timing::default() }),
+        Just(Command::Initialize { cluster: "c".into(), config: Timing::default(), policy: Policy::default() }),
         prop::collection::vec(1u64..=4, 0..4)
             .prop_map(|ids| Command::SetMembers { members: ids.into_iter().map(member).collect() }),
-        (node.clone(), epoch.clone()).prop_map(|(holder, epoch)| Command::Grant { holder, epoch }),
-        (node.clone(), epoch.clone(), renewal.clone())
-            .prop_map(|(holder, epoch, renewal)| { Command::Renew { holder, epoch, renewal } }),
-        (node, epoch, renewal).prop_map(|(holder, epoch, renewal)| Command::Lapse { holder, epoch, renewal }),
+        (node.clone(), epoch.clone()).prop_map(|(holder, epoch)| Command::Grant {
+            holder,
+            epoch,
+            verdicts: vec![],
+            at_unix_ms: 0
+        }),
+        (node.clone(), epoch.clone(), renewal.clone()).prop_map(|(holder, epoch, renewal)| Command::Renew {
+            holder,
+            epoch,
+            renewal,
+            position: None
+        }),
+        (node.clone(), epoch.clone(), renewal).prop_map(|(holder, epoch, renewal)| Command::Lapse {
+            holder,
+            epoch,
+            renewal,
+            at_unix_ms: 0
+        }),
+        (node.clone(), epoch.clone()).prop_map(|(holder, epoch)| Command::Release {
+            holder,
+            epoch,
+            why: "test".into(),
+            at_unix_ms: 0
+        }),
+        (node.clone(), epoch, 1u64..3).prop_map(|(holder, epoch, system_identifier)| {
+            Command::SetSystemIdentifier { holder, epoch, system_identifier }
+        }),
+        (node, any::<bool>()).prop_map(|(node, nofailover)| Command::Register {
+            node,
+            db: DbMember { address: "127.0.0.1:5432".into(), nofailover, priority: 1 },
+        }),
     ]
 }
 
 /// A state that is initialized with three members, so that grants can succeed.
 fn started() -> ClusterState {
     let mut s = ClusterState::default();
-    s.apply(1, &Command::Initialize { cluster: "c".into(), config: Timing::default() });
+    s.apply(1, &Command::Initialize { cluster: "c".into(), config: Timing::default(), policy: Policy::default() });
     s.apply(2, &Command::SetMembers { members: (1..=3).map(member).collect() });
     s
 }
@@ -49,6 +76,10 @@ proptest! {
             if let Some(l) = s.lease {
                 prop_assert_eq!(l.epoch, s.epoch);
             }
+            // The database identity, once recorded, never changes.
+            if before.system_identifier.is_some() {
+                prop_assert_eq!(s.system_identifier, before.system_identifier);
+            }
             match outcome {
                 Outcome::Rejected(_) => prop_assert_eq!(&s, &before, "a rejected command changed the state"),
                 Outcome::Applied(Effect::Granted { epoch, .. }) => {
@@ -63,17 +94,17 @@ proptest! {
     #[test]
     fn stale_renewals_and_lapses_are_rejected(renewals in 0u64..20, stale in 0u64..20, lapse in any::<bool>()) {
         let mut s = started();
-        s.apply(3, &Command::Grant { holder: NodeId(1), epoch: Epoch(1) });
+        s.apply(3, &Command::Grant { holder: NodeId(1), epoch: Epoch(1), verdicts: vec![], at_unix_ms: 0 });
         for r in 0..renewals {
-            let out = s.apply(4 + r, &Command::Renew { holder: NodeId(1), epoch: Epoch(1), renewal: RenewalSeq(r) });
+            let out = s.apply(4 + r, &Command::Renew { holder: NodeId(1), epoch: Epoch(1), renewal: RenewalSeq(r), position: None });
             prop_assert_eq!(out, Outcome::Applied(Effect::Renewed { epoch: Epoch(1), renewal: RenewalSeq(r + 1) }));
         }
         prop_assume!(stale != renewals);
         let before = s.clone();
         let command = if lapse {
-            Command::Lapse { holder: NodeId(1), epoch: Epoch(1), renewal: RenewalSeq(stale) }
+            Command::Lapse { holder: NodeId(1), epoch: Epoch(1), renewal: RenewalSeq(stale), at_unix_ms: 0 }
         } else {
-            Command::Renew { holder: NodeId(1), epoch: Epoch(1), renewal: RenewalSeq(stale) }
+            Command::Renew { holder: NodeId(1), epoch: Epoch(1), renewal: RenewalSeq(stale), position: None }
         };
         let out = s.apply(100, &command);
         prop_assert_eq!(out, Outcome::Rejected(Rejected::StaleRenewal { proposed: RenewalSeq(stale), current: RenewalSeq(renewals) }));
@@ -84,22 +115,22 @@ proptest! {
 #[test]
 fn lapse_then_stale_grant_from_a_deposed_leader_is_rejected() {
     let mut s = started();
-    s.apply(3, &Command::Grant { holder: NodeId(1), epoch: Epoch(1) });
-    s.apply(4, &Command::Lapse { holder: NodeId(1), epoch: Epoch(1), renewal: RenewalSeq(0) });
+    s.apply(3, &Command::Grant { holder: NodeId(1), epoch: Epoch(1), verdicts: vec![], at_unix_ms: 0 });
+    s.apply(4, &Command::Lapse { holder: NodeId(1), epoch: Epoch(1), renewal: RenewalSeq(0), at_unix_ms: 0 });
     assert_eq!(s.holder(), None);
     assert!(matches!(s.operation, Some(Operation::Failover { from: NodeId(1), .. })));
     // Two leaders both decided to grant epoch 2; only the first applies.
     assert_eq!(
-        s.apply(5, &Command::Grant { holder: NodeId(2), epoch: Epoch(2) }),
+        s.apply(5, &Command::Grant { holder: NodeId(2), epoch: Epoch(2), verdicts: vec![], at_unix_ms: 0 }),
         Outcome::Applied(Effect::Granted { holder: NodeId(2), epoch: Epoch(2) })
     );
     assert_eq!(
-        s.apply(6, &Command::Grant { holder: NodeId(3), epoch: Epoch(2) }),
+        s.apply(6, &Command::Grant { holder: NodeId(3), epoch: Epoch(2), verdicts: vec![], at_unix_ms: 0 }),
         Outcome::Rejected(Rejected::LeaseHeld { holder: NodeId(2), epoch: Epoch(2) })
     );
     // The old holder's renewal after the lapse is refused.
     assert_eq!(
-        s.apply(7, &Command::Renew { holder: NodeId(1), epoch: Epoch(1), renewal: RenewalSeq(0) }),
+        s.apply(7, &Command::Renew { holder: NodeId(1), epoch: Epoch(1), renewal: RenewalSeq(0), position: None }),
         Outcome::Rejected(Rejected::StaleEpoch { proposed: Epoch(1), current: Epoch(2) })
     );
     assert_eq!(s.operation, None);
@@ -109,16 +140,16 @@ fn lapse_then_stale_grant_from_a_deposed_leader_is_rejected() {
 fn grant_to_a_non_member_or_before_initialize_is_rejected() {
     let mut s = ClusterState::default();
     assert_eq!(
-        s.apply(1, &Command::Grant { holder: NodeId(1), epoch: Epoch(1) }),
+        s.apply(1, &Command::Grant { holder: NodeId(1), epoch: Epoch(1), verdicts: vec![], at_unix_ms: 0 }),
         Outcome::Rejected(Rejected::NotInitialized)
     );
     let mut s = started();
     assert_eq!(
-        s.apply(3, &Command::Grant { holder: NodeId(9), epoch: Epoch(1) }),
+        s.apply(3, &Command::Grant { holder: NodeId(9), epoch: Epoch(1), verdicts: vec![], at_unix_ms: 0 }),
         Outcome::Rejected(Rejected::UnknownMember { node: NodeId(9) })
     );
     assert_eq!(
-        s.apply(3, &Command::Grant { holder: NodeId(1), epoch: Epoch(5) }),
+        s.apply(3, &Command::Grant { holder: NodeId(1), epoch: Epoch(5), verdicts: vec![], at_unix_ms: 0 }),
         Outcome::Rejected(Rejected::StaleEpoch { proposed: Epoch(5), current: Epoch(0) })
     );
 }
@@ -128,8 +159,8 @@ fn history_is_bounded() {
     let mut s = started();
     for i in 0..(haraft_core::state::HISTORY_LIMIT as u64 + 50) {
         let e = s.epoch.next();
-        s.apply(10 + 2 * i, &Command::Grant { holder: NodeId(1), epoch: e });
-        s.apply(11 + 2 * i, &Command::Lapse { holder: NodeId(1), epoch: e, renewal: RenewalSeq(0) });
+        s.apply(10 + 2 * i, &Command::Grant { holder: NodeId(1), epoch: e, verdicts: vec![], at_unix_ms: 0 });
+        s.apply(11 + 2 * i, &Command::Lapse { holder: NodeId(1), epoch: e, renewal: RenewalSeq(0), at_unix_ms: 0 });
     }
     assert_eq!(s.history.len(), haraft_core::state::HISTORY_LIMIT);
     assert!(matches!(s.history.back().unwrap().event, HistoryEvent::Lapsed { .. }));

@@ -40,10 +40,10 @@ struct InFlight {
 fn simulate(deliveries: &[Delivery], leader_changes: &[u64], timing: Timing) -> Result<u64, TestCaseError> {
     let ttl = timing.lease_ttl_ms;
     let mut state = ClusterState::default();
-    state.apply(1, &Command::Initialize { cluster: "sim".into(), config: timing });
+    state.apply(1, &Command::Initialize { cluster: "sim".into(), config: timing, policy: Policy::default() });
     let members = [ME, OTHER].map(|id| Member { id, name: format!("n{}", id.0), address: String::new() }).to_vec();
     state.apply(2, &Command::SetMembers { members });
-    state.apply(3, &Command::Grant { holder: ME, epoch: Epoch(1) });
+    state.apply(3, &Command::Grant { holder: ME, epoch: Epoch(1), verdicts: vec![], at_unix_ms: 0 });
     let mut index = 4;
     let mut keeper = LeaseKeeper::default();
     let mut timer = ExpiryTimer::start(state.lease, BootTime(0), ttl);
@@ -82,19 +82,24 @@ fn simulate(deliveries: &[Delivery], leader_changes: &[u64], timing: Timing) -> 
             );
             if state.apply(
                 index,
-                &Command::Lapse { holder: expired.holder, epoch: expired.epoch, renewal: expired.renewal },
+                &Command::Lapse {
+                    holder: expired.holder,
+                    epoch: expired.epoch,
+                    renewal: expired.renewal,
+                    at_unix_ms: 0,
+                },
             ) == Outcome::Applied(Effect::Lapsed { holder: expired.holder, epoch: expired.epoch })
             {
                 lapses += 1;
                 index += 1;
                 let next = state.epoch.next();
-                state.apply(index, &Command::Grant { holder: OTHER, epoch: next });
+                state.apply(index, &Command::Grant { holder: OTHER, epoch: next, verdicts: vec![], at_unix_ms: 0 });
                 index += 1;
                 timer.observe(state.lease, now, ttl);
             }
         }
         // The holder renews.
-        if let Some((Some(command), _)) = keeper.tick(ME, state.lease, now) {
+        if let Some((Some(command), _)) = keeper.tick(ME, state.lease, now, None) {
             let d = deliveries
                 .get(next_delivery % deliveries.len().max(1))
                 .cloned()

@@ -1,7 +1,7 @@
 //! `haraftctl`: the admin CLI. Reads the cluster's state from any agent.
 
 use clap::{Parser, Subcommand};
-use haraft_core::status::{ClusterStatus, RaftRole};
+use haraft_core::status::{ClusterHealth, ClusterStatus, MemberRole, MemberState, RaftRole};
 use haraft_proto::admin::StatusRequest;
 use haraft_proto::admin::admin_client::AdminClient;
 use std::process::ExitCode;
@@ -149,6 +149,37 @@ fn role(r: RaftRole) -> &'static str {
     }
 }
 
+fn member_role(r: MemberRole) -> &'static str {
+    match r {
+        MemberRole::Primary => "primary",
+        MemberRole::Replica => "replica",
+        MemberRole::Stopped => "stopped",
+        MemberRole::Unknown => "unknown",
+    }
+}
+
+fn member_state(s: MemberState) -> &'static str {
+    match s {
+        MemberState::Running => "running",
+        MemberState::Streaming => "streaming",
+        MemberState::CatchingUp => "catching up",
+        MemberState::NeedsRewind => "needs rewind",
+        MemberState::Rebuilding => "rebuilding",
+        MemberState::Stopped => "stopped",
+        MemberState::Unreachable => "unreachable",
+        MemberState::NoDatabase => "no database",
+    }
+}
+
+/// Bytes in the unit an operator reads fastest.
+fn bytes(b: u64) -> String {
+    match b {
+        0..1024 => format!("{b} B"),
+        1024..1_048_576 => format!("{:.1} KiB", b as f64 / 1024.0),
+        _ => format!("{:.1} MiB", b as f64 / 1_048_576.0),
+    }
+}
+
 /// The human table: a header of cluster facts, one row per member, then
 /// warnings in plain words.
 fn render(s: &ClusterStatus) -> String {
@@ -165,7 +196,12 @@ fn render(s: &ClusterStatus) -> String {
         _ => format!("none (last epoch {})", s.epoch),
     };
     let commit = s.commit_index.map_or("-".to_string(), |c| c.to_string());
-    out.push_str(&format!("Cluster:      {}\n", s.cluster));
+    let health = match s.cluster_state {
+        ClusterHealth::Normal => "Normal",
+        ClusterHealth::Degraded => "Degraded",
+        ClusterHealth::Unavailable => "Unavailable",
+    };
+    out.push_str(&format!("Cluster:      {} ({health})\n", s.cluster));
     out.push_str(&format!("Raft leader:  {leader}, commit index {commit}\n"));
     out.push_str(&format!("Primary:      {primary}\n"));
     if let Some(r) = s.lease.as_ref().and_then(|l| l.renewal_latency) {
@@ -186,27 +222,35 @@ fn render(s: &ClusterStatus) -> String {
     };
     out.push_str(&format!("Answered by:  {}, from {view}\n\n", s.answered_by));
 
-    let header = ["MEMBER", "ID", "ADDRESS", "RAFT ROLE", "VOTER", "REACHABLE", "TERM", "APPLIED", "NOTE"];
-    let rows: Vec<[String; 9]> = s
+    let header =
+        ["MEMBER", "ID", "RAFT", "VOTER", "REACHABLE", "ROLE", "STATE", "DB ADDRESS", "TL", "LSN", "LAG", "NOTE"];
+    let rows: Vec<[String; 12]> = s
         .members
         .iter()
         .map(|m| {
             let mut notes = Vec::new();
             if s.primary.as_deref() == Some(m.name.as_str()) {
-                notes.push(format!("primary, epoch {}", s.epoch));
+                notes.push(format!("lease holder, epoch {}", s.epoch));
+            }
+            if let Some(a) = &m.action {
+                notes.push(format!("doing: {a}"));
             }
             if let Some(e) = &m.error {
                 notes.push(e.clone());
             }
+            let dash = || "-".to_string();
             [
                 m.name.clone(),
                 m.id.to_string(),
-                m.address.clone(),
                 role(m.raft_role).to_string(),
                 yes_no(m.voter).to_string(),
                 yes_no(m.reachable).to_string(),
-                m.term.map_or("-".into(), |t| t.to_string()),
-                m.applied_index.map_or("-".into(), |a| a.to_string()),
+                member_role(m.role).to_string(),
+                member_state(m.state).to_string(),
+                m.db_address.clone().unwrap_or_else(dash),
+                m.timeline.map_or_else(dash, |t| t.to_string()),
+                m.lsn.clone().unwrap_or_else(dash),
+                m.lag_bytes.map_or_else(dash, bytes),
                 notes.join("; "),
             ]
         })
@@ -265,6 +309,13 @@ mod tests {
             term: reachable.then_some(3),
             applied_index: reachable.then_some(40),
             error: (!reachable).then(|| "connection refused".to_string()),
+            role: if reachable { MemberRole::Replica } else { MemberRole::Unknown },
+            state: if reachable { MemberState::Streaming } else { MemberState::Unreachable },
+            db_address: Some(format!("127.0.0.1:540{id}")),
+            timeline: reachable.then_some(2),
+            lsn: reachable.then(|| "0/3000060".to_string()),
+            lag_bytes: reachable.then_some(2048),
+            action: None,
         }
     }
 
@@ -294,14 +345,17 @@ mod tests {
                 member("node2", 2, RaftRole::Leader, true),
                 member("node3", 3, RaftRole::Unknown, false),
             ],
+            cluster_state: ClusterHealth::Degraded,
         };
         let t = render(&s);
         assert!(t.contains("Raft leader:  node2 (term 3), commit index 40"), "{t}");
         assert!(t.contains("Primary:      node1 (epoch 4, lease valid for 2100 ms)"), "{t}");
-        assert!(t.contains("primary, epoch 4"), "{t}");
+        assert!(t.contains("lease holder, epoch 4"), "{t}");
+        assert!(t.contains("Cluster:      demo (Degraded)"), "{t}");
+        assert!(t.contains("streaming") && t.contains("2.0 KiB"), "{t}");
         assert!(t.contains("WARNING: unreachable: node3"), "{t}");
         let row = t.lines().find(|l| l.starts_with("node3")).unwrap();
-        assert!(row.contains("connection refused") && row.contains(" no "), "{row}");
+        assert!(row.contains("connection refused") && row.contains("unreachable"), "{row}");
     }
 
     #[test]

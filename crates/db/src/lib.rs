@@ -10,6 +10,7 @@ pub mod controldata;
 pub mod epoch_guard;
 pub mod exec;
 pub mod postgres;
+pub mod procs;
 
 use haraft_core::{Epoch, Lsn, TimelineId};
 use std::time::Duration;
@@ -71,6 +72,14 @@ pub enum StopMode {
     Immediate,
 }
 
+impl Upstream {
+    /// From a member name and its registered `host:port`.
+    pub fn parse(name: &str, address: &str) -> Option<Upstream> {
+        let (host, port) = address.rsplit_once(':')?;
+        Some(Upstream { name: name.to_string(), host: host.to_string(), port: port.parse().ok()? })
+    }
+}
+
 /// What pg_rewind reported.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RewindReport {
@@ -113,7 +122,10 @@ pub trait Database {
     /// Returns the new system identifier.
     async fn bootstrap(&self, epoch: Epoch, timeout: Duration) -> Result<u64, DbError>;
     async fn start_primary(&self, epoch: Epoch, timeout: Duration) -> Result<(), DbError>;
-    async fn start_standby(&self, upstream: &Upstream, epoch: Epoch, timeout: Duration) -> Result<(), DbError>;
+    /// Start as a standby of `upstream`; with `None`, replay local WAL only.
+    async fn start_standby(&self, upstream: Option<&Upstream>, epoch: Epoch, timeout: Duration) -> Result<(), DbError>;
+    /// Point a running standby at another upstream (reload, no restart).
+    async fn follow(&self, upstream: &Upstream, epoch: Epoch, timeout: Duration) -> Result<(), DbError>;
     async fn promote(&self, epoch: Epoch, timeout: Duration) -> Result<(), DbError>;
     async fn stop(&self, mode: StopMode, epoch: Epoch, timeout: Duration) -> Result<(), DbError>;
     async fn rewind(&self, source: &Upstream, epoch: Epoch, timeout: Duration) -> Result<RewindReport, DbError>;

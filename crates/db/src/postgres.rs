@@ -176,11 +176,7 @@ impl Postgres {
         set("recovery_target_timeline", quote("latest"));
         set("cluster_name", quote(&c.application_name));
         set("synchronous_standby_names", quote(&synchronous_standby_names(&settings.synchronous)));
-        if standby {
-            let up = settings
-                .upstream
-                .as_ref()
-                .ok_or_else(|| DbError::Unexpected("standby settings without an upstream".into()))?;
+        if let (true, Some(up)) = (standby, settings.upstream.as_ref()) {
             let conninfo = format!(
                 "host={} port={} user={} application_name={} passfile={} connect_timeout=2",
                 up.host,
@@ -484,13 +480,21 @@ impl Database for Postgres {
         self.pg_ctl_start(timeout).await
     }
 
-    async fn start_standby(&self, upstream: &Upstream, epoch: Epoch, timeout: Duration) -> Result<(), DbError> {
+    async fn start_standby(&self, upstream: Option<&Upstream>, epoch: Epoch, timeout: Duration) -> Result<(), DbError> {
         self.prepare_state_dir()?;
         self.guard.authorise(epoch)?;
         self.check_identity(timeout).await?;
-        self.settings.lock().expect("never poisoned").upstream = Some(upstream.clone());
+        self.settings.lock().expect("never poisoned").upstream = upstream.cloned();
         self.write_settings(true)?;
         self.pg_ctl_start(timeout).await
+    }
+
+    async fn follow(&self, upstream: &Upstream, epoch: Epoch, timeout: Duration) -> Result<(), DbError> {
+        self.guard.authorise(epoch)?;
+        self.settings.lock().expect("never poisoned").upstream = Some(upstream.clone());
+        self.write_settings(true)?;
+        // primary_conninfo is reloadable since PostgreSQL 13.
+        self.reload(timeout).await
     }
 
     async fn promote(&self, epoch: Epoch, timeout: Duration) -> Result<(), DbError> {

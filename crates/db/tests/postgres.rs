@@ -139,7 +139,7 @@ async fn bootstrap_stream_promote_rewind_rebuild() {
     // Rebuild node2 from node1 and stream.
     n2.expect_system_identifier(sysid);
     n2.rebuild(&upstream(&n1), Epoch(1), T).await.unwrap();
-    n2.start_standby(&upstream(&n1), Epoch(1), T).await.unwrap();
+    n2.start_standby(Some(&upstream(&n1)), Epoch(1), T).await.unwrap();
     caught_up(&n1, &n2).await;
     let o2 = n2.observe(T).await.unwrap();
     assert_eq!(o2.role, Some(DbRole::Standby));
@@ -187,7 +187,7 @@ async fn bootstrap_stream_promote_rewind_rebuild() {
     let foreign = n1.rewind(&upstream(&n2), Epoch(2), T).await.unwrap_err();
     assert!(matches!(foreign, DbError::ForeignDataDir { .. }), "{foreign}");
     assert!(foreign.to_string().contains("left it untouched"));
-    let foreign = n1.start_standby(&upstream(&n2), Epoch(2), T).await.unwrap_err();
+    let foreign = n1.start_standby(Some(&upstream(&n2)), Epoch(2), T).await.unwrap_err();
     assert!(matches!(foreign, DbError::ForeignDataDir { .. }), "{foreign}");
     assert_eq!(n1.observe(T).await.unwrap(), before, "the foreign directory was changed");
     n1.expect_system_identifier(sysid);
@@ -196,7 +196,7 @@ async fn bootstrap_stream_promote_rewind_rebuild() {
     let report = n1.rewind(&upstream(&n2), Epoch(2), T).await.unwrap();
     assert!(report.diverged_at.is_some(), "{report:?}");
     assert_eq!(report.diverged_timeline, Some(TimelineId(1)));
-    n1.start_standby(&upstream(&n2), Epoch(2), T).await.unwrap();
+    n1.start_standby(Some(&upstream(&n2)), Epoch(2), T).await.unwrap();
     caught_up(&n2, &n1).await;
     let o1 = n1.observe(T).await.unwrap();
     assert_eq!(o1.role, Some(DbRole::Standby));
@@ -209,7 +209,7 @@ async fn bootstrap_stream_promote_rewind_rebuild() {
     n1.rebuild(&upstream(&n2), Epoch(2), T).await.unwrap();
     let aside: Vec<_> = std::fs::read_dir(n1.config().state_dir.join("aside")).unwrap().collect();
     assert_eq!(aside.len(), 1, "keep_aside = 1");
-    n1.start_standby(&upstream(&n2), Epoch(2), T).await.unwrap();
+    n1.start_standby(Some(&upstream(&n2)), Epoch(2), T).await.unwrap();
     caught_up(&n2, &n1).await;
     assert_eq!(count(&n1).await, 102);
 

@@ -60,13 +60,13 @@ mod tests {
 
     #[test]
     fn round_trip() {
-        let c = Command::Renew { holder: NodeId(2), epoch: Epoch(7), renewal: RenewalSeq(9) };
+        let c = Command::Renew { holder: NodeId(2), epoch: Epoch(7), renewal: RenewalSeq(9), position: None };
         assert_eq!(decode::<Command>("command", &encode(&c)), Ok(c));
     }
 
     #[test]
     fn other_version_is_refused() {
-        let mut bytes = encode(&Command::Grant { holder: NodeId(1), epoch: Epoch(1) });
+        let mut bytes = encode(&Command::Grant { holder: NodeId(1), epoch: Epoch(1), verdicts: vec![], at_unix_ms: 0 });
         bytes[0] = 7;
         let err = decode::<Command>("command", &bytes).unwrap_err();
         assert_eq!(err, CodecError::Version { what: "command", found: 7 });

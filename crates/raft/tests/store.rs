@@ -1,7 +1,7 @@
 //! The sled store against openraft's own storage suite, plus restart and
 //! format-version checks on real files.
 
-use haraft_core::{Command, Epoch, NodeId, Timing};
+use haraft_core::{Command, Epoch, NodeId, Policy, Timing};
 use haraft_raft::store::{self, LogStore, StateMachineStore};
 use haraft_raft::types::{Entry, LogId, RaftNode, StorageError, TypeConfig, Vote};
 use openraft::storage::{RaftLogStorage, RaftStateMachine};
@@ -50,8 +50,25 @@ fn vote_log_and_state_machine_survive_a_restart() {
         let membership = Membership::new(vec![BTreeSet::from([1, 2, 3])], nodes);
         let entries = vec![
             entry(3, 1, EntryPayload::Membership(membership)),
-            entry(3, 2, EntryPayload::Normal(Command::Initialize { cluster: "c".into(), config: Timing::default() })),
-            entry(3, 3, EntryPayload::Normal(Command::Grant { holder: NodeId(2), epoch: Epoch(1) })),
+            entry(
+                3,
+                2,
+                EntryPayload::Normal(Command::Initialize {
+                    cluster: "c".into(),
+                    config: Timing::default(),
+                    policy: Policy::default(),
+                }),
+            ),
+            entry(
+                3,
+                3,
+                EntryPayload::Normal(Command::Grant {
+                    holder: NodeId(2),
+                    epoch: Epoch(1),
+                    verdicts: vec![],
+                    at_unix_ms: 0,
+                }),
+            ),
         ];
         // openraft's `LogFlushed` callback cannot be built outside openraft;
         // `append` is `append_synced` plus that callback.

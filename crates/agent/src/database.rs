@@ -1,0 +1,361 @@
+//! The agent's database side: observes the local PostgreSQL, feeds the pure
+//! reconciler, carries out one action at a time, and keeps the fence file in
+//! step with the lease.
+
+use crate::config::PgSettings;
+use crate::fence::{self, FenceState};
+use crate::shared::Shared;
+use haraft_core::reconcile::{Action, MyLease, Reason, ReconcileInput, Rejoin, reconcile};
+use haraft_core::{BootTime, ClusterState, Command, DbPosition, DbStatus, Lsn, NodeEvent, NodeId, Outcome};
+use haraft_db::postgres::{PgConfig, Postgres};
+use haraft_db::{Database, DbRole, StopMode, Upstream};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How often the local database is observed: twice a second keeps status
+/// and failover candidates fresh at the cost of one small query.
+const OBSERVE_EVERY_MS: u64 = 500;
+const OBSERVE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Pause after a failed action before the next one (no tight retry loops).
+const RETRY_AFTER_FAILURE_MS: u64 = 1000;
+
+pub enum DbEvent {
+    Observed { result: Result<DbStatus, String> },
+    ActionDone { action: Action, reason: Reason, result: Result<(), String> },
+}
+
+pub struct DbSide {
+    pg: Arc<Postgres>,
+    settings: PgSettings,
+    fence_path: PathBuf,
+    fence: Option<FenceState>,
+    observation: Option<DbStatus>,
+    observe_in_flight: bool,
+    next_observe_at: BootTime,
+    action_in_flight: bool,
+    next_action_at: BootTime,
+    rejoin: Rejoin,
+    primary_down_since: Option<BootTime>,
+    not_streaming_since: Option<BootTime>,
+    last_key: String,
+    /// The last position observed: what a rewind discards up to.
+    last_lsn: Option<Lsn>,
+}
+
+pub fn postgres_for(config: &crate::config::Config, pg: &PgSettings) -> Postgres {
+    let state_dir = config.data_dir.join("pgstate");
+    Postgres::new(PgConfig {
+        bin_dir: pg.bin_dir.clone(),
+        data_dir: pg.data_dir.clone(),
+        socket_dir: state_dir.clone(),
+        state_dir,
+        listen_addresses: pg.listen.ip().to_string(),
+        host: connect_host(pg),
+        port: pg.listen.port(),
+        superuser: pg.superuser.clone(),
+        superuser_password: pg.superuser_password.0.clone(),
+        replication_user: pg.replication_user.clone(),
+        replication_password: pg.replication_password.0.clone(),
+        application_name: config.node_name.clone(),
+        run_as: None,
+        keep_aside: pg.keep_aside,
+    })
+}
+
+/// The address the agent uses for its own queries: the listen address,
+/// or loopback when PostgreSQL listens on every interface.
+fn connect_host(pg: &PgSettings) -> String {
+    let ip = pg.listen.ip();
+    if ip.is_unspecified() { "127.0.0.1".into() } else { ip.to_string() }
+}
+
+fn to_status(o: haraft_db::Observation, has_data: bool) -> DbStatus {
+    DbStatus {
+        has_data,
+        running: o.running,
+        role: o.role.map(|r| match r {
+            DbRole::Primary => haraft_core::DbRole::Primary,
+            DbRole::Standby => haraft_core::DbRole::Standby,
+        }),
+        timeline: o.timeline,
+        lsn: o.received_lsn,
+        replayed_lsn: o.replayed_lsn,
+        system_identifier: o.system_identifier,
+        clean_shutdown: o.clean_shutdown,
+        streaming_from: o.upstream,
+    }
+}
+
+impl DbSide {
+    pub fn new(config: &crate::config::Config, settings: PgSettings, pg: Arc<Postgres>) -> DbSide {
+        let fence_path = config.data_dir.join("fence");
+        let fence = fence::read(&fence_path);
+        DbSide {
+            pg,
+            settings,
+            fence_path,
+            fence,
+            observation: None,
+            observe_in_flight: false,
+            next_observe_at: BootTime(0),
+            action_in_flight: false,
+            next_action_at: BootTime(0),
+            rejoin: Rejoin::default(),
+            primary_down_since: None,
+            not_streaming_since: None,
+            last_key: String::new(),
+            last_lsn: None,
+        }
+    }
+
+    pub fn fence_path(&self) -> &PathBuf {
+        &self.fence_path
+    }
+
+    /// The primary's position, sent with renewals.
+    pub fn position(&self) -> Option<DbPosition> {
+        let o = self.observation.as_ref().filter(|o| o.is_running_primary())?;
+        Some(DbPosition { timeline: o.timeline?, lsn: o.lsn? })
+    }
+
+    pub fn needs_rewind(&self) -> bool {
+        self.rejoin.needs_rewind
+    }
+
+    pub fn on_event(&mut self, shared: &Shared, event: DbEvent, now: BootTime) {
+        match event {
+            DbEvent::Observed { result } => {
+                self.observe_in_flight = false;
+                self.next_observe_at = now.plus_ms(OBSERVE_EVERY_MS);
+                match result {
+                    Ok(status) => {
+                        if status.lsn.is_some() {
+                            self.last_lsn = status.lsn;
+                        }
+                        *shared.db_status.lock().expect("never poisoned") = Some(status.clone());
+                        self.observation = Some(status);
+                    }
+                    Err(e) => tracing::warn!(node = %shared.config.node_name, "cannot observe PostgreSQL: {e}"),
+                }
+            }
+            DbEvent::ActionDone { action, reason, result } => {
+                self.action_in_flight = false;
+                *shared.db_action.lock().expect("never poisoned") = None;
+                self.rejoin = self.rejoin.after(&action, &reason, result.is_ok());
+                match &result {
+                    Ok(()) => tracing::info!(node = %shared.config.node_name, "done: {action}"),
+                    Err(e) => {
+                        tracing::warn!(node = %shared.config.node_name, "failed: {action}: {e}");
+                        self.next_action_at = now.plus_ms(RETRY_AFTER_FAILURE_MS);
+                    }
+                }
+                // Look again at once: the action changed the database.
+                self.next_observe_at = now;
+            }
+        }
+    }
+
+    /// Keeps the fence file in step with the lease: armed with the deadline
+    /// while the lease is valid; disarmed once the lease is gone and the
+    /// database is not a running primary (while it is, the last deadline
+    /// stays armed and the guards fence at it).
+    fn sync_fence(&mut self, valid_until: Option<BootTime>) {
+        let desired = match valid_until {
+            Some(deadline) => {
+                Some(FenceState::Armed { deadline, pgdata: self.settings.data_dir.clone(), owner: std::process::id() })
+            }
+            None if self.observation.as_ref().is_some_and(DbStatus::is_running_primary) => None,
+            None => match &self.fence {
+                Some(FenceState::Armed { .. }) => Some(FenceState::Disarmed),
+                _ => None,
+            },
+        };
+        let Some(desired) = desired else { return };
+        if self.fence.as_ref() == Some(&desired) {
+            return;
+        }
+        match fence::write(&self.fence_path, &desired) {
+            Ok(()) => self.fence = Some(desired),
+            Err(e) => tracing::error!(path = %self.fence_path.display(), "cannot write the fence file: {e}"),
+        }
+    }
+
+    /// At start: a fence file armed by an earlier agent is taken over (same
+    /// deadline, this agent as owner), so the guards keep it.
+    pub fn adopt_fence(&mut self) {
+        if let Some(FenceState::Armed { deadline, pgdata, .. }) = self.fence.clone() {
+            let adopted = FenceState::Armed { deadline, pgdata, owner: std::process::id() };
+            if fence::write(&self.fence_path, &adopted).is_ok() {
+                self.fence = Some(adopted);
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub fn step(
+        &mut self,
+        shared: &Arc<Shared>,
+        spawn: &dyn Fn(std::pin::Pin<Box<dyn std::future::Future<Output = DbEvent> + Send>>),
+        state: &ClusterState,
+        lease: MyLease,
+        valid_until: Option<BootTime>,
+        now: BootTime,
+    ) {
+        if let Some(id) = state.system_identifier {
+            self.pg.expect_system_identifier(id);
+        }
+        self.sync_fence(valid_until);
+        if !self.observe_in_flight && now >= self.next_observe_at && !self.action_in_flight {
+            self.observe_in_flight = true;
+            let pg = Arc::clone(&self.pg);
+            let data_dir = self.settings.data_dir.clone();
+            spawn(Box::pin(async move {
+                let has_data = data_dir.join("PG_VERSION").is_file();
+                let result =
+                    pg.observe(OBSERVE_TIMEOUT).await.map(|o| to_status(o, has_data)).map_err(|e| e.to_string());
+                DbEvent::Observed { result }
+            }));
+        }
+        let Some(db) = self.observation.clone() else { return };
+        if state.config.is_none() {
+            return;
+        }
+        let me = shared.me();
+        // Timers the reconciler reads as plain durations.
+        let holder = matches!(lease, MyLease::Valid(_));
+        self.primary_down_since = match (holder && !db.running, self.primary_down_since) {
+            (true, None) => Some(now),
+            (true, since) => since,
+            (false, _) => None,
+        };
+        let primary_address = state.lease.and_then(|l| state.db_members.get(&l.holder)).map(|m| m.address.as_str());
+        let streaming = db.streaming_from.is_some() && db.streaming_from.as_deref() == primary_address;
+        self.not_streaming_since = match (db.is_running_standby() && !streaming, self.not_streaming_since) {
+            (true, None) => Some(now),
+            (true, since) => since,
+            (false, _) => None,
+        };
+        let registration = self.settings.registration();
+        let (action, reason) = reconcile(&ReconcileInput {
+            me,
+            state,
+            lease,
+            registration: &registration,
+            db: Some(&db),
+            rejoin: self.rejoin,
+            guard_armed: matches!(self.fence, Some(FenceState::Armed { .. })),
+            primary_down_ms: self.primary_down_since.map(|t| t.ms_until(now)),
+            not_streaming_ms: self.not_streaming_since.map(|t| t.ms_until(now)),
+            stream_timeout_ms: self.settings.stream_timeout_ms,
+        });
+        let key = format!("{action} {reason}");
+        if key != self.last_key {
+            match action {
+                Action::Idle => tracing::info!(node = %shared.config.node_name, "database: idle because {reason}"),
+                _ => tracing::info!(node = %shared.config.node_name, "database: {action} because {reason}"),
+            }
+            self.last_key = key;
+        }
+        if action == Action::Idle || self.action_in_flight || now < self.next_action_at {
+            return;
+        }
+        // A fence never waits for a retry pause or an observation.
+        self.action_in_flight = true;
+        *shared.db_action.lock().expect("never poisoned") = Some(action.to_string());
+        let shared = Arc::clone(shared);
+        let pg = Arc::clone(&self.pg);
+        let settings = self.settings.clone();
+        let state = state.clone();
+        let last_lsn = self.last_lsn;
+        spawn(Box::pin(async move {
+            let result = execute(&shared, &pg, &settings, &state, &action, last_lsn).await;
+            DbEvent::ActionDone { action, reason, result }
+        }));
+    }
+}
+
+fn upstream_of(state: &ClusterState, node: NodeId) -> Result<Upstream, String> {
+    let name = state.member_name(node).unwrap_or("?");
+    let db = state.db_members.get(&node).ok_or_else(|| format!("node {node} registered no database"))?;
+    Upstream::parse(name, &db.address)
+        .ok_or_else(|| format!("node {node}'s database address {:?} is not host:port", db.address))
+}
+
+fn now_unix_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+async fn propose(shared: &Shared, command: Command) -> Result<(), String> {
+    match shared.propose(command).await {
+        Ok(Outcome::Applied(_)) => Ok(()),
+        Ok(Outcome::Rejected(r)) => Err(format!("refused: {r}")),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Carries out one action.
+async fn execute(
+    shared: &Shared,
+    pg: &Postgres,
+    settings: &PgSettings,
+    state: &ClusterState,
+    action: &Action,
+    last_lsn: Option<Lsn>,
+) -> Result<(), String> {
+    let t = Duration::from_millis(settings.start_timeout_ms);
+    let me = shared.me();
+    let e = |e: haraft_db::DbError| e.to_string();
+    match action {
+        Action::Idle => Ok(()),
+        Action::Propose(command) => {
+            let command = match command.clone() {
+                Command::Release { holder, epoch, why, .. } => {
+                    Command::Release { holder, epoch, why, at_unix_ms: now_unix_ms() }
+                }
+                other => other,
+            };
+            propose(shared, command).await
+        }
+        Action::Bootstrap { epoch } => {
+            let system_identifier = pg.bootstrap(*epoch, t).await.map_err(e)?;
+            propose(shared, Command::SetSystemIdentifier { holder: me, epoch: *epoch, system_identifier }).await
+        }
+        Action::StartPrimary { epoch } => pg.start_primary(*epoch, t).await.map_err(e),
+        Action::StartStandby { upstream, epoch } => {
+            let up = match upstream {
+                Some(n) => Some(upstream_of(state, *n)?),
+                None => None,
+            };
+            pg.start_standby(up.as_ref(), *epoch, t).await.map_err(e)
+        }
+        Action::Follow { upstream, epoch } => pg.follow(&upstream_of(state, *upstream)?, *epoch, t).await.map_err(e),
+        Action::Promote { epoch } => pg.promote(*epoch, t).await.map_err(e),
+        Action::Stop { immediate } => {
+            let mode = if *immediate { StopMode::Immediate } else { StopMode::Fast };
+            pg.stop(mode, state.epoch, t).await.map_err(e)
+        }
+        Action::Rewind { source, epoch } => {
+            let report = pg.rewind(&upstream_of(state, *source)?, *epoch, t).await.map_err(e)?;
+            let event = NodeEvent::Rewound {
+                diverged_at: report.diverged_at,
+                timeline: report.diverged_timeline,
+                discarded_to: last_lsn,
+            };
+            // The history entry is for people; a failure to record it does not undo the rewind.
+            if let Err(err) = propose(shared, Command::Report { node: me, event, at_unix_ms: now_unix_ms() }).await {
+                tracing::warn!("rewind done but not recorded in the history: {err}");
+            }
+            Ok(())
+        }
+        Action::Rebuild { source, epoch } => {
+            let t = Duration::from_millis(settings.rebuild_timeout_ms);
+            pg.rebuild(&upstream_of(state, *source)?, *epoch, t).await.map_err(e)?;
+            let event = NodeEvent::Rebuilt { from: *source };
+            if let Err(err) = propose(shared, Command::Report { node: me, event, at_unix_ms: now_unix_ms() }).await {
+                tracing::warn!("rebuild done but not recorded in the history: {err}");
+            }
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,155 @@
+//! The fence guard: stops PostgreSQL when the lease deadline passes without
+//! a renewal, independently of the agent's event loop.
+//!
+//! The agent writes the fence file on every renewal: `armed DEADLINE PGDATA
+//! OWNER` (DEADLINE in CLOCK_BOOTTIME milliseconds, OWNER the agent's PID),
+//! or `disarmed`. Two guards read it every 20 ms: a thread inside the agent
+//! and a small separate process (`haraft --fence-guard FILE`), so that a
+//! frozen or killed agent still fences. At the deadline they kill the
+//! postmaster and every child of it (SIGKILL, by PID) and rewrite the file
+//! as `fenced`.
+
+use crate::clock::boottime;
+use haraft_core::BootTime;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// How often the guards look at the file: the fencing delay past the
+/// deadline is at most this (plus scheduling), well inside the demote budget.
+const POLL: Duration = Duration::from_millis(20);
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FenceState {
+    Armed { deadline: BootTime, pgdata: PathBuf, owner: u32 },
+    Disarmed,
+    Fenced,
+}
+
+impl FenceState {
+    fn parse(text: &str) -> Option<FenceState> {
+        let mut words = text.split_whitespace();
+        match words.next()? {
+            "armed" => {
+                let deadline = BootTime(words.next()?.parse().ok()?);
+                let pgdata = PathBuf::from(words.next()?);
+                let owner = words.next()?.parse().ok()?;
+                Some(FenceState::Armed { deadline, pgdata, owner })
+            }
+            "disarmed" => Some(FenceState::Disarmed),
+            "fenced" => Some(FenceState::Fenced),
+            _ => None,
+        }
+    }
+
+    fn render(&self) -> String {
+        match self {
+            FenceState::Armed { deadline, pgdata, owner } => {
+                format!("armed {} {} {owner}\n", deadline.0, pgdata.display())
+            }
+            FenceState::Disarmed => "disarmed\n".into(),
+            FenceState::Fenced => "fenced\n".into(),
+        }
+    }
+}
+
+pub fn read(path: &Path) -> Option<FenceState> {
+    FenceState::parse(&std::fs::read_to_string(path).ok()?)
+}
+
+/// Replaces the file atomically (a guard never reads half a line).
+pub fn write(path: &Path, state: &FenceState) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(state.render().as_bytes())?;
+    f.sync_data()?;
+    std::fs::rename(&tmp, path)
+}
+
+fn alive(pid: u32) -> bool {
+    // SAFETY: signal 0 only checks for existence.
+    unsafe { libc::kill(pid as i32, 0) == 0 }
+}
+
+/// One look at the file; fences when an armed deadline has passed.
+/// Returns true when it fenced.
+pub fn check_once(path: &Path) -> bool {
+    let Some(FenceState::Armed { deadline, pgdata, .. }) = read(path) else { return false };
+    if boottime() < deadline {
+        return false;
+    }
+    let killed = haraft_db::procs::signal_server(&pgdata, libc::SIGKILL);
+    let _ = write(path, &FenceState::Fenced);
+    eprintln!(
+        "haraft fence guard: lease deadline passed without renewal: killed {killed} PostgreSQL processes of {}",
+        pgdata.display()
+    );
+    true
+}
+
+/// The in-agent guard thread. Runs until `stop` is set.
+pub fn spawn_thread(path: PathBuf, stop: std::sync::Arc<std::sync::atomic::AtomicBool>) -> std::thread::JoinHandle<()> {
+    std::thread::Builder::new()
+        .name("fence-guard".into())
+        .spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                check_once(&path);
+                std::thread::sleep(POLL);
+            }
+        })
+        .expect("spawning the fence guard thread")
+}
+
+/// The separate guard process's loop. It exits when its agent is gone and
+/// the file no longer holds an armed deadline of that agent (a restarted
+/// agent starts its own guard).
+pub fn run_process(path: &Path, agent: u32) {
+    loop {
+        check_once(path);
+        if !alive(agent) {
+            match read(path) {
+                Some(FenceState::Armed { owner, .. }) if owner == agent => {}
+                _ => return,
+            }
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_round_trip_and_garbage() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("fence");
+        let armed = FenceState::Armed { deadline: BootTime(123), pgdata: PathBuf::from("/x/pgdata"), owner: 42 };
+        for s in [armed, FenceState::Disarmed, FenceState::Fenced] {
+            write(&p, &s).unwrap();
+            assert_eq!(read(&p), Some(s));
+        }
+        std::fs::write(&p, "armed soon").unwrap();
+        assert_eq!(read(&p), None);
+        assert!(!check_once(&p), "garbage never fences");
+    }
+
+    #[test]
+    fn fences_only_after_the_deadline() {
+        let dir = tempfile::tempdir().unwrap();
+        let pgdata = dir.path().join("pgdata");
+        std::fs::create_dir(&pgdata).unwrap();
+        let mut server = std::process::Command::new("/bin/sleep").arg("30").spawn().unwrap();
+        std::fs::write(pgdata.join("postmaster.pid"), format!("{}\n", server.id())).unwrap();
+        let p = dir.path().join("fence");
+        let future = FenceState::Armed { deadline: boottime().plus_ms(60_000), pgdata: pgdata.clone(), owner: 1 };
+        write(&p, &future).unwrap();
+        assert!(!check_once(&p));
+        assert!(alive(server.id()));
+        write(&p, &FenceState::Armed { deadline: BootTime(boottime().0 - 1), pgdata, owner: 1 }).unwrap();
+        assert!(check_once(&p));
+        server.wait().unwrap();
+        assert_eq!(read(&p), Some(FenceState::Fenced));
+        assert!(!check_once(&p), "fences once");
+    }
+}

@@ -1,0 +1,57 @@
+//! What the pure decisions know about databases: a member's registration
+//! (address and tags), and a plain summary of an observation.
+
+use crate::ids::{Lsn, TimelineId};
+use serde::{Deserialize, Serialize};
+
+/// A member's database, as it registered itself in the replicated state.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DbMember {
+    /// host:port where the other members and clients reach its PostgreSQL.
+    pub address: String,
+    /// Never promote this member.
+    pub nofailover: bool,
+    /// Among equally advanced candidates the higher priority wins.
+    pub priority: u32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DbRole {
+    Primary,
+    Standby,
+}
+
+/// The primary's WAL position, reported with each renewal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DbPosition {
+    pub timeline: TimelineId,
+    pub lsn: Lsn,
+}
+
+/// One observation of a member's local database.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct DbStatus {
+    /// A data directory exists.
+    pub has_data: bool,
+    pub running: bool,
+    pub role: Option<DbRole>,
+    pub timeline: Option<TimelineId>,
+    /// Primary: current write position. Standby: received position.
+    pub lsn: Option<Lsn>,
+    pub replayed_lsn: Option<Lsn>,
+    pub system_identifier: Option<u64>,
+    /// For a stopped directory: shut down cleanly?
+    pub clean_shutdown: Option<bool>,
+    /// Standby: the host:port it streams from, when streaming.
+    pub streaming_from: Option<String>,
+}
+
+impl DbStatus {
+    pub fn is_running_primary(&self) -> bool {
+        self.running && self.role == Some(DbRole::Primary)
+    }
+
+    pub fn is_running_standby(&self) -> bool {
+        self.running && self.role == Some(DbRole::Standby)
+    }
+}

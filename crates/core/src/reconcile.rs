@@ -1,0 +1,307 @@
+//! The node reconciler: runs on every agent, every tick. From the committed
+//! state, this node's own judgement of its lease, and the latest
+//! observation of its database, it chooses one next action and says why.
+//! The agent's executor carries out one action at a time.
+
+use crate::db::{DbMember, DbRole, DbStatus};
+use crate::ids::{Epoch, NodeId};
+use crate::state::{ClusterState, Command};
+use std::fmt;
+
+/// This node's lease, as its own clock judges it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MyLease {
+    /// Valid now, at this epoch.
+    Valid(Epoch),
+    /// The state names this node but no renewal has been confirmed yet (just
+    /// granted, or the agent restarted).
+    Pending,
+    None,
+}
+
+/// What the shell remembers between actions about rejoining.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Rejoin {
+    /// The database must be rewound before it may follow the primary.
+    pub needs_rewind: bool,
+    /// pg_rewind failed: rebuild (if policy allows).
+    pub rewind_failed: bool,
+    /// The upstream this node last configured its standby for.
+    pub configured_upstream: Option<NodeId>,
+}
+
+pub struct ReconcileInput<'a> {
+    pub me: NodeId,
+    pub state: &'a ClusterState,
+    pub lease: MyLease,
+    /// What this node registers: its database address and tags.
+    pub registration: &'a DbMember,
+    /// The latest observation; `None` before the first one.
+    pub db: Option<&'a DbStatus>,
+    pub rejoin: Rejoin,
+    /// The external fence guard holds a deadline from an earlier renewal:
+    /// a running primary may wait for this agent's first renewal.
+    pub guard_armed: bool,
+    /// Holder: how long its database has been down.
+    pub primary_down_ms: Option<u64>,
+    /// Standby: how long it has not streamed from the primary.
+    pub not_streaming_ms: Option<u64>,
+    pub stream_timeout_ms: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    Idle,
+    Propose(Command),
+    Bootstrap {
+        epoch: Epoch,
+    },
+    StartPrimary {
+        epoch: Epoch,
+    },
+    /// Start as a standby of `upstream`; with `None`, replay only local WAL
+    /// (a holder whose database stopped as a standby, about to promote).
+    StartStandby {
+        upstream: Option<NodeId>,
+        epoch: Epoch,
+    },
+    /// Point a running standby at another upstream.
+    Follow {
+        upstream: NodeId,
+        epoch: Epoch,
+    },
+    Promote {
+        epoch: Epoch,
+    },
+    /// Immediate: fencing. Fast: a clean stop before rewinding.
+    Stop {
+        immediate: bool,
+    },
+    Rewind {
+        source: NodeId,
+        epoch: Epoch,
+    },
+    Rebuild {
+        source: NodeId,
+        epoch: Epoch,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reason {
+    NotObservedYet,
+    Unregistered,
+    PrimaryWithoutLease,
+    ForeignDataDir { found: u64, expected: u64 },
+    NoDataToBootstrap,
+    AdoptExistingData,
+    PromoteUnderLease,
+    PrimaryWithLease,
+    PrimaryDownTooLong { down_ms: u64, limit_ms: u64 },
+    RestartPrimaryInPlace,
+    StartStoppedStandbyToPromote,
+    HolderWithoutData,
+    WaitingForLeaseConfirmation,
+    NoPrimary,
+    WaitingForBootstrap,
+    PrimaryAddressUnknown,
+    NoDataDirectory,
+    RewindFailed,
+    FormerPrimary,
+    NeedsRewind,
+    StoppedStandby,
+    Streaming,
+    NotStreaming { for_ms: u64 },
+    UpstreamChanged,
+    ConnectingToPrimary,
+}
+
+pub fn reconcile(input: &ReconcileInput) -> (Action, Reason) {
+    let state = input.state;
+    let me = input.me;
+    let Some(db) = input.db else { return (Action::Idle, Reason::NotObservedYet) };
+
+    if state.config.is_some()
+        && state.members.contains_key(&me)
+        && state.db_members.get(&me) != Some(input.registration)
+    {
+        return (Action::Propose(Command::Register { node: me, db: input.registration.clone() }), Reason::Unregistered);
+    }
+
+    // Safety first: a writable database needs a valid lease. A restarted
+    // agent whose fence guard still holds the old deadline may wait for its
+    // first renewal; the guard stops PostgreSQL if that deadline passes.
+    let holder_in_state = state.lease.map(|l| l.holder) == Some(me);
+    if db.is_running_primary() {
+        let waiting = input.lease == MyLease::Pending && holder_in_state && input.guard_armed;
+        if matches!(input.lease, MyLease::None) || (input.lease == MyLease::Pending && !waiting) {
+            return (Action::Stop { immediate: true }, Reason::PrimaryWithoutLease);
+        }
+    }
+
+    if let (Some(expected), Some(found)) = (state.system_identifier, db.system_identifier)
+        && db.has_data
+        && found != expected
+    {
+        return (Action::Idle, Reason::ForeignDataDir { found, expected });
+    }
+
+    if let MyLease::Valid(epoch) = input.lease {
+        if state.system_identifier.is_none() {
+            return match db.system_identifier {
+                None if !db.has_data => (Action::Bootstrap { epoch }, Reason::NoDataToBootstrap),
+                Some(system_identifier) => (
+                    Action::Propose(Command::SetSystemIdentifier { holder: me, epoch, system_identifier }),
+                    Reason::AdoptExistingData,
+                ),
+                None => (Action::Idle, Reason::NotObservedYet),
+            };
+        }
+        if db.is_running_standby() {
+            return (Action::Promote { epoch }, Reason::PromoteUnderLease);
+        }
+        if db.is_running_primary() {
+            return (Action::Idle, Reason::PrimaryWithLease);
+        }
+        if !db.has_data {
+            let why = "holds the lease but has no data directory".to_string();
+            return (Action::Propose(release(me, epoch, why)), Reason::HolderWithoutData);
+        }
+        let limit_ms = state.policy.primary_start_timeout_ms;
+        if let Some(down_ms) = input.primary_down_ms.filter(|d| *d > limit_ms) {
+            let why = format!("PostgreSQL did not start within {limit_ms} ms");
+            return (Action::Propose(release(me, epoch, why)), Reason::PrimaryDownTooLong { down_ms, limit_ms });
+        }
+        return match db.role {
+            Some(DbRole::Standby) => {
+                (Action::StartStandby { upstream: None, epoch }, Reason::StartStoppedStandbyToPromote)
+            }
+            _ => (Action::StartPrimary { epoch }, Reason::RestartPrimaryInPlace),
+        };
+    }
+
+    if holder_in_state {
+        return (Action::Idle, Reason::WaitingForLeaseConfirmation);
+    }
+    let Some(lease) = state.lease else { return (Action::Idle, Reason::NoPrimary) };
+    if state.system_identifier.is_none() {
+        return (Action::Idle, Reason::WaitingForBootstrap);
+    }
+    let Some(primary) = state.db_members.get(&lease.holder) else {
+        return (Action::Idle, Reason::PrimaryAddressUnknown);
+    };
+    let (source, epoch) = (lease.holder, state.epoch);
+    if !db.has_data {
+        return (Action::Rebuild { source, epoch }, Reason::NoDataDirectory);
+    }
+    if input.rejoin.rewind_failed && state.policy.rebuild_on_rewind_failure {
+        return (Action::Rebuild { source, epoch }, Reason::RewindFailed);
+    }
+    if !db.running {
+        if db.role == Some(DbRole::Primary) {
+            return (Action::Rewind { source, epoch }, Reason::FormerPrimary);
+        }
+        if input.rejoin.needs_rewind {
+            return (Action::Rewind { source, epoch }, Reason::NeedsRewind);
+        }
+        return (Action::StartStandby { upstream: Some(source), epoch }, Reason::StoppedStandby);
+    }
+    // A running standby.
+    if db.streaming_from.as_deref() == Some(primary.address.as_str()) {
+        return (Action::Idle, Reason::Streaming);
+    }
+    if input.rejoin.configured_upstream != Some(source) {
+        return (Action::Follow { upstream: source, epoch }, Reason::UpstreamChanged);
+    }
+    match input.not_streaming_ms {
+        Some(for_ms) if for_ms > input.stream_timeout_ms => {
+            (Action::Stop { immediate: false }, Reason::NotStreaming { for_ms })
+        }
+        _ => (Action::Idle, Reason::ConnectingToPrimary),
+    }
+}
+
+fn release(holder: NodeId, epoch: Epoch, why: String) -> Command {
+    Command::Release { holder, epoch, why, at_unix_ms: 0 }
+}
+
+impl Rejoin {
+    /// What an action's result teaches about rejoining.
+    pub fn after(self, action: &Action, reason: &Reason, ok: bool) -> Rejoin {
+        let mut next = self;
+        match (action, ok) {
+            (Action::Rewind { .. }, true) => {
+                next.needs_rewind = false;
+                next.rewind_failed = false;
+            }
+            (Action::Rewind { .. }, false) => next.rewind_failed = true,
+            (Action::Rebuild { .. }, true) => next = Rejoin::default(),
+            (Action::Stop { immediate: false }, true) if matches!(reason, Reason::NotStreaming { .. }) => {
+                next.needs_rewind = true;
+            }
+            (Action::StartStandby { upstream: Some(u), .. }, true) | (Action::Follow { upstream: u, .. }, true) => {
+                next.configured_upstream = Some(*u);
+            }
+            (Action::Promote { .. } | Action::StartPrimary { .. } | Action::Bootstrap { .. }, true) => {
+                next.configured_upstream = None;
+            }
+            _ => {}
+        }
+        next
+    }
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Action::Idle => write!(f, "idle"),
+            Action::Propose(c) => write!(f, "propose {c}"),
+            Action::Bootstrap { epoch } => write!(f, "bootstrap epoch={epoch}"),
+            Action::StartPrimary { epoch } => write!(f, "start-primary epoch={epoch}"),
+            Action::StartStandby { upstream: Some(u), epoch } => write!(f, "start-standby upstream={u} epoch={epoch}"),
+            Action::StartStandby { upstream: None, epoch } => write!(f, "start-standby upstream=none epoch={epoch}"),
+            Action::Follow { upstream, epoch } => write!(f, "follow upstream={upstream} epoch={epoch}"),
+            Action::Promote { epoch } => write!(f, "promote epoch={epoch}"),
+            Action::Stop { immediate: true } => write!(f, "stop mode=immediate"),
+            Action::Stop { immediate: false } => write!(f, "stop mode=fast"),
+            Action::Rewind { source, epoch } => write!(f, "rewind source={source} epoch={epoch}"),
+            Action::Rebuild { source, epoch } => write!(f, "rebuild source={source} epoch={epoch}"),
+        }
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Reason::NotObservedYet => write!(f, "not-observed-yet"),
+            Reason::Unregistered => write!(f, "unregistered"),
+            Reason::PrimaryWithoutLease => write!(f, "primary-without-lease"),
+            Reason::ForeignDataDir { found, expected } => {
+                write!(f, "foreign-data-dir system_identifier={found} expected={expected}")
+            }
+            Reason::NoDataToBootstrap => write!(f, "lease-granted-no-data"),
+            Reason::AdoptExistingData => write!(f, "adopt-existing-data"),
+            Reason::PromoteUnderLease => write!(f, "lease-granted"),
+            Reason::PrimaryWithLease => write!(f, "primary-with-lease"),
+            Reason::PrimaryDownTooLong { down_ms, limit_ms } => {
+                write!(f, "primary-down-too-long down_ms={down_ms} limit_ms={limit_ms}")
+            }
+            Reason::RestartPrimaryInPlace => write!(f, "primary-down-restart-in-place"),
+            Reason::StartStoppedStandbyToPromote => write!(f, "lease-granted-database-stopped"),
+            Reason::HolderWithoutData => write!(f, "holder-without-data"),
+            Reason::WaitingForLeaseConfirmation => write!(f, "waiting-for-first-renewal"),
+            Reason::NoPrimary => write!(f, "no-primary"),
+            Reason::WaitingForBootstrap => write!(f, "waiting-for-bootstrap"),
+            Reason::PrimaryAddressUnknown => write!(f, "primary-address-unknown"),
+            Reason::NoDataDirectory => write!(f, "no-data-directory"),
+            Reason::RewindFailed => write!(f, "rewind-failed"),
+            Reason::FormerPrimary => write!(f, "former-primary"),
+            Reason::NeedsRewind => write!(f, "needs-rewind"),
+            Reason::StoppedStandby => write!(f, "standby-stopped"),
+            Reason::Streaming => write!(f, "streaming"),
+            Reason::NotStreaming { for_ms } => write!(f, "not-streaming for_ms={for_ms}"),
+            Reason::UpstreamChanged => write!(f, "upstream-changed"),
+            Reason::ConnectingToPrimary => write!(f, "connecting-to-primary"),
+        }
+    }
+}

@@ -1,0 +1,273 @@
+//! The reconciler: small cases through one `check` helper, and an
+//! exhaustive walk over representative inputs asserting the safety rules.
+
+use haraft_core::reconcile::{Action, MyLease, Reason, ReconcileInput, Rejoin, reconcile};
+use haraft_core::*;
+
+const ME: NodeId = NodeId(2);
+const SYSID: u64 = 77;
+
+fn registration(id: u64) -> DbMember {
+    DbMember { address: format!("127.0.0.1:{}", 5400 + id), nofailover: false, priority: 1 }
+}
+
+/// A cluster of three databases, bootstrapped (or not), with `holder`
+/// holding the lease.
+fn cluster(holder: Option<u64>, bootstrapped: bool) -> ClusterState {
+    let mut s = ClusterState::default();
+    s.apply(1, &Command::Initialize { cluster: "c".into(), config: Timing::default(), policy: Policy::default() });
+    let members = (1..=3).map(|i| Member { id: NodeId(i), name: format!("node{i}"), address: String::new() }).collect();
+    s.apply(2, &Command::SetMembers { members });
+    for i in 1..=3 {
+        s.apply(3, &Command::Register { node: NodeId(i), db: registration(i) });
+    }
+    if let Some(h) = holder {
+        s.apply(4, &Command::Grant { holder: NodeId(h), epoch: Epoch(1), verdicts: vec![], at_unix_ms: 0 });
+        if bootstrapped {
+            s.apply(5, &Command::SetSystemIdentifier { holder: NodeId(h), epoch: Epoch(1), system_identifier: SYSID });
+        }
+    }
+    s
+}
+
+fn db(running: bool, role: Option<DbRole>, streaming_from: Option<&str>) -> DbStatus {
+    DbStatus {
+        has_data: role.is_some(),
+        running,
+        role,
+        timeline: Some(TimelineId(1)),
+        lsn: Some(Lsn(100)),
+        replayed_lsn: Some(Lsn(100)),
+        system_identifier: role.map(|_| SYSID),
+        clean_shutdown: Some(true),
+        streaming_from: streaming_from.map(str::to_string),
+    }
+}
+
+struct Case {
+    state: ClusterState,
+    lease: MyLease,
+    db: DbStatus,
+    rejoin: Rejoin,
+    guard_armed: bool,
+    primary_down_ms: Option<u64>,
+    not_streaming_ms: Option<u64>,
+}
+
+fn case(state: ClusterState, lease: MyLease, db: DbStatus) -> Case {
+    Case {
+        state,
+        lease,
+        db,
+        rejoin: Rejoin::default(),
+        guard_armed: false,
+        primary_down_ms: None,
+        not_streaming_ms: None,
+    }
+}
+
+fn run(c: &Case) -> (Action, Reason) {
+    let reg = registration(ME.0);
+    reconcile(&ReconcileInput {
+        me: ME,
+        state: &c.state,
+        lease: c.lease,
+        registration: &reg,
+        db: Some(&c.db),
+        rejoin: c.rejoin,
+        guard_armed: c.guard_armed,
+        primary_down_ms: c.primary_down_ms,
+        not_streaming_ms: c.not_streaming_ms,
+        stream_timeout_ms: 10_000,
+    })
+}
+
+fn check(c: Case, expected: Action) {
+    let (action, reason) = run(&c);
+    assert_eq!(action, expected, "reason: {reason}");
+}
+
+const E1: Epoch = Epoch(1);
+const PRIMARY_ADDR: &str = "127.0.0.1:5401";
+
+#[test]
+fn holder_bootstraps_then_promotes_or_restarts_in_place() {
+    check(case(cluster(Some(2), false), MyLease::Valid(E1), DbStatus::default()), Action::Bootstrap { epoch: E1 });
+    let existing = db(false, Some(DbRole::Primary), None);
+    check(
+        case(cluster(Some(2), false), MyLease::Valid(E1), existing),
+        Action::Propose(Command::SetSystemIdentifier { holder: ME, epoch: E1, system_identifier: SYSID }),
+    );
+    check(
+        case(cluster(Some(2), true), MyLease::Valid(E1), db(true, Some(DbRole::Standby), None)),
+        Action::Promote { epoch: E1 },
+    );
+    check(case(cluster(Some(2), true), MyLease::Valid(E1), db(true, Some(DbRole::Primary), None)), Action::Idle);
+    check(
+        case(cluster(Some(2), true), MyLease::Valid(E1), db(false, Some(DbRole::Primary), None)),
+        Action::StartPrimary { epoch: E1 },
+    );
+    check(
+        case(cluster(Some(2), true), MyLease::Valid(E1), db(false, Some(DbRole::Standby), None)),
+        Action::StartStandby { upstream: None, epoch: E1 },
+    );
+}
+
+#[test]
+fn holder_releases_when_its_database_stays_down() {
+    let mut c = case(cluster(Some(2), true), MyLease::Valid(E1), db(false, Some(DbRole::Primary), None));
+    c.primary_down_ms = Some(Policy::default().primary_start_timeout_ms + 1);
+    let (action, reason) = run(&c);
+    assert!(matches!(action, Action::Propose(Command::Release { holder: ME, epoch: E1, .. })), "{action}");
+    assert!(matches!(reason, Reason::PrimaryDownTooLong { .. }));
+}
+
+#[test]
+fn replicas_rebuild_rewind_start_and_follow() {
+    let s = || cluster(Some(1), true);
+    check(case(s(), MyLease::None, DbStatus::default()), Action::Rebuild { source: NodeId(1), epoch: E1 });
+    check(
+        case(s(), MyLease::None, db(false, Some(DbRole::Primary), None)),
+        Action::Rewind { source: NodeId(1), epoch: E1 },
+    );
+    check(
+        case(s(), MyLease::None, db(false, Some(DbRole::Standby), None)),
+        Action::StartStandby { upstream: Some(NodeId(1)), epoch: E1 },
+    );
+    check(case(s(), MyLease::None, db(true, Some(DbRole::Standby), Some(PRIMARY_ADDR))), Action::Idle);
+    check(
+        case(s(), MyLease::None, db(true, Some(DbRole::Standby), Some("127.0.0.1:5403"))),
+        Action::Follow { upstream: NodeId(1), epoch: E1 },
+    );
+    // Configured for the right upstream but not streaming: wait, then stop to rewind.
+    let mut c = case(s(), MyLease::None, db(true, Some(DbRole::Standby), None));
+    c.rejoin.configured_upstream = Some(NodeId(1));
+    c.not_streaming_ms = Some(5_000);
+    check(c, Action::Idle);
+    let mut c = case(s(), MyLease::None, db(true, Some(DbRole::Standby), None));
+    c.rejoin.configured_upstream = Some(NodeId(1));
+    c.not_streaming_ms = Some(10_001);
+    check(c, Action::Stop { immediate: false });
+    let mut c = case(s(), MyLease::None, db(false, Some(DbRole::Standby), None));
+    c.rejoin.needs_rewind = true;
+    check(c, Action::Rewind { source: NodeId(1), epoch: E1 });
+    let mut c = case(s(), MyLease::None, db(false, Some(DbRole::Standby), None));
+    c.rejoin.rewind_failed = true;
+    check(c, Action::Rebuild { source: NodeId(1), epoch: E1 });
+}
+
+#[test]
+fn foreign_data_is_left_untouched() {
+    let mut other = db(false, Some(DbRole::Standby), None);
+    other.system_identifier = Some(SYSID + 1);
+    let (action, reason) = run(&case(cluster(Some(1), true), MyLease::None, other.clone()));
+    assert_eq!(action, Action::Idle);
+    assert_eq!(reason, Reason::ForeignDataDir { found: SYSID + 1, expected: SYSID });
+    // Even holding the lease, it is not started.
+    let (action, _) = run(&case(cluster(Some(2), true), MyLease::Valid(E1), other));
+    assert_eq!(action, Action::Idle);
+}
+
+#[test]
+fn unregistered_member_registers_first() {
+    let mut s = cluster(Some(1), true);
+    s.apply(
+        9,
+        &Command::Register { node: ME, db: DbMember { address: "old:1".into(), nofailover: false, priority: 1 } },
+    );
+    check(
+        case(s, MyLease::None, DbStatus::default()),
+        Action::Propose(Command::Register { node: ME, db: registration(ME.0) }),
+    );
+}
+
+#[test]
+fn rejoin_bookkeeping() {
+    let r = Rejoin::default();
+    let stop = Action::Stop { immediate: false };
+    let r = r.after(&stop, &Reason::NotStreaming { for_ms: 11_000 }, true);
+    assert!(r.needs_rewind);
+    let rewind = Action::Rewind { source: NodeId(1), epoch: E1 };
+    let failed = r.after(&rewind, &Reason::NeedsRewind, false);
+    assert!(failed.rewind_failed);
+    assert_eq!(
+        failed.after(&Action::Rebuild { source: NodeId(1), epoch: E1 }, &Reason::RewindFailed, true),
+        Rejoin::default()
+    );
+    let ok = r.after(&rewind, &Reason::NeedsRewind, true);
+    assert!(!ok.needs_rewind && !ok.rewind_failed);
+    let follow = ok.after(&Action::Follow { upstream: NodeId(3), epoch: E1 }, &Reason::UpstreamChanged, true);
+    assert_eq!(follow.configured_upstream, Some(NodeId(3)));
+    let promoted = follow.after(&Action::Promote { epoch: E1 }, &Reason::PromoteUnderLease, true);
+    assert_eq!(promoted.configured_upstream, None);
+}
+
+/// Every combination of representative inputs, checked against the rules:
+/// nothing makes the database writable without a valid lease at the
+/// state's current epoch; a running primary without a valid lease is
+/// stopped immediately unless it may wait for its first renewal under an
+/// armed fence guard; no action carries an epoch other than the state's.
+#[test]
+fn exhaustive_walk_keeps_the_safety_rules() {
+    let leases = [MyLease::Valid(E1), MyLease::Pending, MyLease::None];
+    let holders = [None, Some(1), Some(2)];
+    let dbs = [
+        DbStatus::default(),
+        db(true, Some(DbRole::Primary), None),
+        db(false, Some(DbRole::Primary), None),
+        db(true, Some(DbRole::Standby), Some(PRIMARY_ADDR)),
+        db(true, Some(DbRole::Standby), None),
+        db(false, Some(DbRole::Standby), None),
+    ];
+    let mut walked = 0;
+    for &lease in &leases {
+        for &holder in &holders {
+            for bootstrapped in [false, true] {
+                for d in &dbs {
+                    for guard_armed in [false, true] {
+                        for needs_rewind in [false, true] {
+                            for down in [None, Some(60_000)] {
+                                let state = cluster(holder, bootstrapped);
+                                // A valid lease by this node's clock only exists if the state names it.
+                                if lease != MyLease::None && holder != Some(ME.0) {
+                                    continue;
+                                }
+                                let mut c = case(state.clone(), lease, d.clone());
+                                c.guard_armed = guard_armed;
+                                c.rejoin.needs_rewind = needs_rewind;
+                                c.primary_down_ms = down;
+                                let (action, reason) = run(&c);
+                                walked += 1;
+                                let ctx = format!(
+                                    "{lease:?} holder={holder:?} boot={bootstrapped} db={d:?} -> {action} ({reason})"
+                                );
+                                let valid = matches!(lease, MyLease::Valid(_));
+                                match &action {
+                                    Action::Promote { epoch }
+                                    | Action::StartPrimary { epoch }
+                                    | Action::Bootstrap { epoch } => {
+                                        assert!(valid, "writable without a valid lease: {ctx}");
+                                        assert_eq!(*epoch, state.epoch, "{ctx}");
+                                    }
+                                    Action::StartStandby { epoch, .. }
+                                    | Action::Follow { epoch, .. }
+                                    | Action::Rewind { epoch, .. }
+                                    | Action::Rebuild { epoch, .. } => assert_eq!(*epoch, state.epoch, "{ctx}"),
+                                    _ => {}
+                                }
+                                let may_wait = lease == MyLease::Pending && holder == Some(ME.0) && guard_armed;
+                                if d.is_running_primary() && !valid && !may_wait {
+                                    assert_eq!(action, Action::Stop { immediate: true }, "unfenced primary: {ctx}");
+                                }
+                                if matches!(action, Action::Stop { immediate: true }) {
+                                    assert!(d.is_running_primary(), "fenced a non-primary: {ctx}");
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert!(walked > 200, "walked only {walked} cases");
+}

@@ -1,0 +1,77 @@
+//! The processes of a running PostgreSQL server, by PID: the postmaster
+//! named in `postmaster.pid`, and every process whose parent it is. Each
+//! backend calls setsid, so signalling a process group would miss them.
+
+use std::path::Path;
+
+/// The postmaster's PID, if `postmaster.pid` names a live process.
+pub fn postmaster_pid(data_dir: &Path) -> Option<i32> {
+    let text = std::fs::read_to_string(data_dir.join("postmaster.pid")).ok()?;
+    let pid: i32 = text.lines().next()?.trim().parse().ok()?;
+    // SAFETY: kill with signal 0 only checks that the process exists.
+    (pid > 0 && unsafe { libc::kill(pid, 0) } == 0).then_some(pid)
+}
+
+/// The parent PID of `pid`, from /proc.
+fn parent_of(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // "pid (comm) state ppid ...": comm may contain spaces and parentheses.
+    let after = &stat[stat.rfind(')')? + 1..];
+    after.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// The postmaster and its children.
+pub fn server_pids(data_dir: &Path) -> Vec<i32> {
+    let Some(postmaster) = postmaster_pid(data_dir) else { return Vec::new() };
+    let mut pids = vec![postmaster];
+    if let Ok(entries) = std::fs::read_dir("/proc") {
+        for e in entries.flatten() {
+            if let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok())
+                && parent_of(pid) == Some(postmaster)
+            {
+                pids.push(pid);
+            }
+        }
+    }
+    pids
+}
+
+/// Sends `signal` to the postmaster and its children. Returns how many.
+pub fn signal_server(data_dir: &Path, signal: i32) -> usize {
+    let pids = server_pids(data_dir);
+    for &pid in &pids {
+        // SAFETY: plain kill(2) on PIDs just read from this server's files.
+        unsafe { libc::kill(pid, signal) };
+    }
+    pids.len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_pid_file_means_no_server() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(postmaster_pid(dir.path()), None);
+        std::fs::write(dir.path().join("postmaster.pid"), "garbage\n").unwrap();
+        assert_eq!(postmaster_pid(dir.path()), None);
+        assert!(server_pids(dir.path()).is_empty());
+    }
+
+    #[test]
+    fn finds_a_live_process_and_its_children() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = std::process::Command::new("/bin/sh").args(["-c", "sleep 30 & wait"]).spawn().unwrap();
+        std::fs::write(dir.path().join("postmaster.pid"), format!("{}\n/data\n", child.id())).unwrap();
+        let start = std::time::Instant::now();
+        let mut pids = server_pids(dir.path());
+        while pids.len() < 2 && start.elapsed() < std::time::Duration::from_secs(5) {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            pids = server_pids(dir.path());
+        }
+        assert_eq!(pids.len(), 2, "{pids:?}");
+        assert_eq!(signal_server(dir.path(), libc::SIGKILL), 2);
+        child.wait().unwrap();
+    }
+}
