@@ -31,6 +31,9 @@ pub struct DbSide {
     fence_path: PathBuf,
     fence: Option<FenceState>,
     observation: Option<DbStatus>,
+    /// False from the end of an action until the next observation: no
+    /// decision is made on what the database looked like before it.
+    fresh: bool,
     observe_in_flight: bool,
     next_observe_at: BootTime,
     action_in_flight: bool,
@@ -43,11 +46,17 @@ pub struct DbSide {
     last_lsn: Option<Lsn>,
 }
 
+/// `path` made absolute against the working directory: PostgreSQL runs in
+/// its data directory, where relative paths would mean something else.
+fn absolute(path: &std::path::Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
 pub fn postgres_for(config: &crate::config::Config, pg: &PgSettings) -> Postgres {
-    let state_dir = config.data_dir.join("pgstate");
+    let state_dir = absolute(&config.data_dir.join("pgstate"));
     Postgres::new(PgConfig {
-        bin_dir: pg.bin_dir.clone(),
-        data_dir: pg.data_dir.clone(),
+        bin_dir: absolute(&pg.bin_dir),
+        data_dir: absolute(&pg.data_dir),
         socket_dir: state_dir.clone(),
         state_dir,
         listen_addresses: pg.listen.ip().to_string(),
@@ -88,8 +97,9 @@ fn to_status(o: haraft_db::Observation, has_data: bool) -> DbStatus {
 }
 
 impl DbSide {
-    pub fn new(config: &crate::config::Config, settings: PgSettings, pg: Arc<Postgres>) -> DbSide {
-        let fence_path = config.data_dir.join("fence");
+    pub fn new(config: &crate::config::Config, mut settings: PgSettings, pg: Arc<Postgres>) -> DbSide {
+        settings.data_dir = absolute(&settings.data_dir);
+        let fence_path = absolute(&config.data_dir.join("fence"));
         let fence = fence::read(&fence_path);
         DbSide {
             pg,
@@ -97,6 +107,7 @@ impl DbSide {
             fence_path,
             fence,
             observation: None,
+            fresh: false,
             observe_in_flight: false,
             next_observe_at: BootTime(0),
             action_in_flight: false,
@@ -135,6 +146,7 @@ impl DbSide {
                         }
                         *shared.db_status.lock().expect("never poisoned") = Some(status.clone());
                         self.observation = Some(status);
+                        self.fresh = true;
                     }
                     Err(e) => tracing::warn!(node = %shared.config.node_name, "cannot observe PostgreSQL: {e}"),
                 }
@@ -150,8 +162,10 @@ impl DbSide {
                         self.next_action_at = now.plus_ms(RETRY_AFTER_FAILURE_MS);
                     }
                 }
-                // Look again at once: the action changed the database.
+                // Look again at once: the action changed the database, and
+                // the next decision waits for that look.
                 self.next_observe_at = now;
+                self.fresh = false;
             }
         }
     }
@@ -217,7 +231,7 @@ impl DbSide {
                 DbEvent::Observed { result }
             }));
         }
-        let Some(db) = self.observation.clone() else { return };
+        let Some(db) = self.observation.clone().filter(|_| self.fresh) else { return };
         if state.config.is_none() {
             return;
         }
@@ -249,7 +263,9 @@ impl DbSide {
             not_streaming_ms: self.not_streaming_since.map(|t| t.ms_until(now)),
             stream_timeout_ms: self.settings.stream_timeout_ms,
         });
-        let key = format!("{action} {reason}");
+        // One line per decision: the same action for the same kind of
+        // reason is not logged again as its numbers change.
+        let key = format!("{action} {:?}", std::mem::discriminant(&reason));
         if key != self.last_key {
             match action {
                 Action::Idle => tracing::info!(node = %shared.config.node_name, "database: idle because {reason}"),

@@ -10,6 +10,7 @@
 
 pub mod inproc;
 pub mod procs;
+pub mod writer;
 
 use std::time::{Duration, Instant};
 

@@ -41,6 +41,9 @@ pub struct Node {
     pub config: PathBuf,
     pub log: PathBuf,
     child: Option<Child>,
+    /// Every process group this node's agents ran in (the fence guard
+    /// process lives in it and may outlive the agent).
+    groups: Vec<i32>,
 }
 
 impl Node {
@@ -53,6 +56,16 @@ pub struct ProcCluster {
     pub dir: tempfile::TempDir,
     pub addresses: Vec<String>,
     pub nodes: Vec<Node>,
+    /// Set when the nodes manage PostgreSQL.
+    pub pg: Option<PgNodes>,
+}
+
+/// The PostgreSQL side of a test cluster.
+pub struct PgNodes {
+    pub ports: Vec<u16>,
+    pub superuser_password: String,
+    /// The OS user agents run as when the tests run as root.
+    pub run_as: Option<(u32, u32)>,
 }
 
 impl ProcCluster {
@@ -66,10 +79,60 @@ impl ProcCluster {
                 let config = dir.path().join(format!("node{id}.toml"));
                 let text = node_config("test", id, Path::new(&format!("data/node{id}")), &addresses, extra);
                 std::fs::write(&config, text).expect("write config");
-                Node { id, config, log: dir.path().join(format!("node{id}.log")), child: None }
+                Node { id, config, log: dir.path().join(format!("node{id}.log")), child: None, groups: Vec::new() }
             })
             .collect();
-        ProcCluster { dir, addresses, nodes }
+        ProcCluster { dir, addresses, nodes, pg: None }
+    }
+
+    /// Writes configs for `n` nodes that each manage a PostgreSQL server
+    /// (ports on loopback, data under the cluster dir), without starting
+    /// them. When the tests run as root, the directory belongs to the
+    /// `postgres` OS user and the agents run as that user.
+    pub fn with_postgres(n: usize, extra: &str) -> ProcCluster {
+        use std::os::unix::fs::PermissionsExt;
+        let mut c = ProcCluster::new(0, "");
+        let dir = c.dir.path().to_path_buf();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod cluster dir");
+        let ports = free_ports(2 * n);
+        let addresses: Vec<String> = ports[..n].iter().map(|p| format!("127.0.0.1:{p}")).collect();
+        let pg_ports = ports[n..].to_vec();
+        // SAFETY: geteuid has no preconditions.
+        let run_as = if unsafe { libc::geteuid() } == 0 {
+            let r = haraft_db::RunAs::user("postgres").expect("tests that run as root need the postgres OS user");
+            Some((r.uid, r.gid))
+        } else {
+            None
+        };
+        let superuser_password = "test-superuser-secret".to_string();
+        for (file, secret) in
+            [("superuser.pw", superuser_password.as_str()), ("replication.pw", "test-replication-secret")]
+        {
+            let path = dir.join(file);
+            std::fs::write(&path, format!("{secret}\n")).expect("write password file");
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod password file");
+        }
+        c.nodes = (1..=n as u64)
+            .map(|id| {
+                let config = dir.join(format!("node{id}.toml"));
+                let pg = format!(
+                    "[postgresql]\nlisten = \"127.0.0.1:{}\"\nsuperuser_password_file = \"superuser.pw\"\nreplication_password_file = \"replication.pw\"\n\n",
+                    pg_ports[id as usize - 1]
+                );
+                let text = node_config("test", id, Path::new(&format!("data/node{id}")), &addresses, &format!("{pg}{extra}"));
+                std::fs::write(&config, text).expect("write config");
+                Node { id, config, log: dir.join(format!("node{id}.log")), child: None, groups: Vec::new() }
+            })
+            .collect();
+        if let Some((uid, gid)) = run_as {
+            for entry in std::fs::read_dir(&dir).expect("list cluster dir").flatten() {
+                std::os::unix::fs::chown(entry.path(), Some(uid), Some(gid)).expect("chown");
+            }
+            std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).expect("chown cluster dir");
+        }
+        c.addresses = addresses;
+        c.pg = Some(PgNodes { ports: pg_ports, superuser_password, run_as });
+        c
     }
 
     /// A cluster from existing config files whose member addresses are
@@ -88,10 +151,16 @@ impl ProcCluster {
                 }
                 let config = dir.path().join(format!("node{}.toml", i + 1));
                 std::fs::write(&config, text).expect("write config");
-                Node { id: i as u64 + 1, config, log: dir.path().join(format!("node{}.log", i + 1)), child: None }
+                Node {
+                    id: i as u64 + 1,
+                    config,
+                    log: dir.path().join(format!("node{}.log", i + 1)),
+                    child: None,
+                    groups: Vec::new(),
+                }
             })
             .collect();
-        ProcCluster { dir, addresses, nodes }
+        ProcCluster { dir, addresses, nodes, pg: None }
     }
 
     pub fn endpoints(&self) -> String {
@@ -103,16 +172,20 @@ impl ProcCluster {
         let node = &mut self.nodes[id as usize - 1];
         assert!(node.child.is_none(), "node {id} already running");
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&node.log).expect("open log");
-        let child = Command::new(binary("haraft"))
+        let mut command = Command::new(binary("haraft"));
+        command
             .arg("--config")
             .arg(&node.config)
             .current_dir(self.dir.path())
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("dup log"))
             .stderr(log)
-            .process_group(0)
-            .spawn()
-            .expect("spawn haraft");
+            .process_group(0);
+        if let Some((uid, gid)) = self.pg.as_ref().and_then(|p| p.run_as) {
+            command.uid(uid).gid(gid);
+        }
+        let child = command.spawn().expect("spawn haraft");
+        node.groups.push(child.id() as i32);
         node.child = Some(child);
     }
 
@@ -135,6 +208,62 @@ impl ProcCluster {
 
     pub fn kill(&mut self, id: u64) {
         self.signal_and_wait(id, libc::SIGKILL);
+    }
+
+    /// The node's PostgreSQL data directory.
+    pub fn pgdata(&self, id: u64) -> PathBuf {
+        self.dir.path().join(format!("data/node{id}/pgdata"))
+    }
+
+    /// kill -9 of the whole host: the agent's process group (agent and
+    /// fence guard) and every PostgreSQL process of the node, by PID.
+    pub fn kill_host(&mut self, id: u64) {
+        let pg = haraft_db::procs::server_pids(&self.pgdata(id));
+        for pid in pg {
+            // SAFETY: PIDs read from this node's postmaster.pid and /proc.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        if self.is_running(id) {
+            self.kill(id);
+        }
+        for &group in &self.nodes[id as usize - 1].groups {
+            // SAFETY: a process group this cluster created (the guard may live on).
+            unsafe { libc::kill(-group, libc::SIGKILL) };
+        }
+    }
+
+    /// kill -9 of the node's PostgreSQL only. Returns how many processes.
+    pub fn kill_postgres(&self, id: u64) -> usize {
+        haraft_db::procs::signal_server(&self.pgdata(id), libc::SIGKILL)
+    }
+
+    /// kill -9 of the agent process only (its fence guard lives on).
+    pub fn kill_agent_only(&mut self, id: u64) {
+        let node = &mut self.nodes[id as usize - 1];
+        let mut child = node.child.take().expect("node is running");
+        // SAFETY: the agent's own PID.
+        unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+        let _ = child.wait();
+    }
+
+    /// SIGSTOP (or SIGCONT) every process of the host: agent group and
+    /// PostgreSQL.
+    pub fn freeze_host(&self, id: u64, frozen: bool) {
+        let signal = if frozen { libc::SIGSTOP } else { libc::SIGCONT };
+        for &group in &self.nodes[id as usize - 1].groups {
+            // SAFETY: a process group this cluster created.
+            unsafe { libc::kill(-group, signal) };
+        }
+        haraft_db::procs::signal_server(&self.pgdata(id), signal);
+    }
+
+    /// SIGSTOP (or SIGCONT) the agent process only.
+    pub fn freeze_agent(&self, id: u64, frozen: bool) {
+        let signal = if frozen { libc::SIGSTOP } else { libc::SIGCONT };
+        if let Some(pid) = self.nodes[id as usize - 1].pid() {
+            // SAFETY: the agent's own PID.
+            unsafe { libc::kill(pid as i32, signal) };
+        }
     }
 
     pub fn terminate(&mut self, id: u64) -> std::process::ExitStatus {
@@ -176,11 +305,13 @@ impl ProcCluster {
 
 impl Drop for ProcCluster {
     fn drop(&mut self) {
+        for id in 1..=self.nodes.len() as u64 {
+            self.kill_host(id);
+        }
         for node in &mut self.nodes {
-            if let Some(mut child) = node.child.take() {
-                // SAFETY: signals only the process group this cluster created.
-                unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
-                let _ = child.wait();
+            for &group in &node.groups {
+                // SAFETY: signals only process groups this cluster created.
+                unsafe { libc::kill(-group, libc::SIGKILL) };
             }
         }
     }
