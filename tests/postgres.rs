@@ -83,3 +83,102 @@ async fn bootstrap_failover_with_fencing_and_rejoin_by_rewind() {
     let gap = writer::switch_gap(&acks, old_port).expect("writes resumed on the new primary");
     eprintln!("failover: writes resumed after {gap:?}; lost {} of {} acknowledged writes", lost.len(), acks.len());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_postgres_on_the_primary_is_restarted_in_place_without_failover() {
+    let mut c = ProcCluster::with_postgres(3, "");
+    c.start_all();
+    let before = wait_normal(&c, "bootstrap").await;
+    let primary = primary_id(&before).unwrap();
+    let timeline = members(&before)[primary as usize - 1]["timeline"].clone();
+    assert!(c.kill_postgres(primary) > 0, "no PostgreSQL processes to kill");
+    // It comes back under the same lease: same epoch, same timeline.
+    wait_for("PostgreSQL down", LIMIT, || c.status().filter(|s| primary_id(s).is_none())).await;
+    let after = wait_normal(&c, "the primary restarted in place").await;
+    assert_eq!(primary_id(&after), Some(primary), "{after}");
+    assert_eq!(after["epoch"], before["epoch"], "a failover happened: {after}");
+    assert_eq!(members(&after)[primary as usize - 1]["timeline"], timeline);
+    assert!(c.log(primary).contains("start-primary epoch=1 because primary-down-restart-in-place"), "{}", logs(&c));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frozen_primary_agent_is_fenced_by_its_guard_before_a_new_epoch() {
+    let mut c = ProcCluster::with_postgres(3, "");
+    c.start_all();
+    let before = wait_normal(&c, "bootstrap").await;
+    let old = primary_id(&before).unwrap();
+    let pg = c.pg.as_ref().unwrap();
+    let (ports, password) = (pg.ports.clone(), pg.superuser_password.clone());
+    let w = Writer::start(&ports, &password, Duration::from_millis(20), Duration::from_secs(120)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    c.freeze_agent(old, true);
+    let after =
+        wait_for("a new primary", LIMIT, || c.status().filter(|s| primary_id(s).is_some_and(|p| p != old))).await;
+    // By the time another member is primary, the frozen agent's guard
+    // process has killed its PostgreSQL.
+    assert!(haraft_db::procs::server_pids(&c.pgdata(old)).is_empty(), "old primary still running: {after}");
+    let fence = std::fs::read_to_string(c.dir.path().join(format!("data/node{old}/fence"))).unwrap();
+    assert_eq!(fence.trim(), "fenced");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    c.freeze_agent(old, false);
+    let healed = wait_normal(&c, "the thawed node rejoining").await;
+    assert_ne!(primary_id(&healed), Some(old));
+    let acks = w.stop().await;
+    assert!(writer::overlapping(&acks).is_empty(), "two servers acknowledged writes in overlapping time");
+    let committed = writer::committed_ids(&ports, &password).await;
+    eprintln!("frozen agent: lost {} of {} acknowledged writes", writer::lost(&acks, &committed).len(), acks.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nofailover_members_are_never_promoted() {
+    // node1 and node2 carry nofailover: only node3 may ever be primary.
+    let mut c = ProcCluster::with_postgres(3, "");
+    for id in [1, 2] {
+        let path = c.nodes[id - 1].config.clone();
+        let text =
+            std::fs::read_to_string(&path).unwrap().replace("[postgresql]\n", "[postgresql]\nnofailover = true\n");
+        std::fs::write(&path, text).unwrap();
+    }
+    c.start_all();
+    let s = wait_normal(&c, "bootstrap on the only eligible member").await;
+    assert_eq!(primary_id(&s), Some(3), "{s}");
+    // Without node3 nobody may be promoted, and the leader says why.
+    c.kill_host(3);
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let s = c.status().expect("status");
+    assert_eq!(primary_id(&s), None, "{s}");
+    assert_eq!(s["cluster_state"], "Unavailable");
+    let all = logs(&c);
+    assert!(all.contains("no-eligible-candidate") && all.contains("tagged nofailover"), "{all}");
+    c.start(3);
+    let s = wait_normal(&c, "node3 back as primary").await;
+    assert_eq!(primary_id(&s), Some(3));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_data_directory_of_another_cluster_is_refused_and_left_untouched() {
+    let mut c = ProcCluster::with_postgres(3, "");
+    c.start_all();
+    let s = wait_normal(&c, "bootstrap").await;
+    let victim = (1..=3).find(|&i| Some(i) != primary_id(&s)).unwrap();
+    c.kill_host(victim);
+    // Replace its data directory with a fresh database of its own.
+    let pgdata = c.pgdata(victim);
+    std::fs::remove_dir_all(&pgdata).unwrap();
+    let pg = c.pg.as_ref().unwrap();
+    let mut initdb = std::process::Command::new("/usr/lib/postgresql/15/bin/initdb");
+    initdb.arg("-D").arg(&pgdata).arg("--auth=trust").env("LC_ALL", "C");
+    if let Some((uid, gid)) = pg.run_as {
+        use std::os::unix::process::CommandExt;
+        initdb.uid(uid).gid(gid);
+    }
+    assert!(initdb.output().unwrap().status.success());
+    let control = std::fs::read(pgdata.join("global/pg_control")).unwrap();
+    c.start(victim);
+    wait_for("the refusal in the log", LIMIT, || c.log(victim).contains("foreign-data-dir").then_some(())).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(std::fs::read(pgdata.join("global/pg_control")).unwrap(), control, "the foreign directory was changed");
+    assert!(haraft_db::procs::server_pids(&pgdata).is_empty(), "the foreign directory was started");
+    let s = c.status().expect("status");
+    assert_eq!(s["cluster_state"], "Degraded", "{s}");
+}

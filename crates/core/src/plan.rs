@@ -109,8 +109,10 @@ pub fn plan(input: &PlanInput) -> Plan {
     let previous = state.operation.as_ref().map(|op| match op {
         Operation::Failover { from, .. } => *from,
     });
-    let verdicts =
-        if state.db_members.is_empty() { lease_only_verdicts(state, live, previous) } else { db_verdicts(state, live) };
+    // A member that reports a database but has not registered it yet makes
+    // this a cluster of databases all the same: wait for its registration.
+    let databases = !state.db_members.is_empty() || live.values().any(Option::is_some);
+    let verdicts = if databases { db_verdicts(state, live) } else { lease_only_verdicts(state, live, previous) };
     let chosen = verdicts.iter().find(|v| v.eligible).map(|v| v.node);
     match chosen {
         None if live.is_empty() => Plan { step: Step::Wait, reason: Reason::NoLiveMember },
@@ -167,11 +169,15 @@ fn lease_only_verdicts(state: &ClusterState, live: &Live, previous: Option<NodeI
 /// tagged nofailover; the highest LSN wins, then priority, then the lowest id.
 fn db_verdicts(state: &ClusterState, live: &Live) -> Vec<Verdict> {
     let bootstrap = state.system_identifier.is_none();
-    let mut out: Vec<(Verdict, (u64, u32))> = Vec::new();
+    let mut out: Vec<(Verdict, (u8, u64, u32))> = Vec::new();
     for id in state.members.keys().copied() {
-        let no = |why: String, lsn| (Verdict { node: id, eligible: false, why, lsn }, (0, 0));
+        let no = |why: String, lsn| (Verdict { node: id, eligible: false, why, lsn }, (0, 0, 0));
         let Some(db) = state.db_members.get(&id) else {
-            out.push(no("manages no database".into(), None));
+            let why = match live.get(&id) {
+                Some(Some(_)) => "has not registered its database yet",
+                _ => "manages no database",
+            };
+            out.push(no(why.into(), None));
             continue;
         };
         let Some(answer) = live.get(&id) else {
@@ -183,10 +189,16 @@ fn db_verdicts(state: &ClusterState, live: &Live) -> Vec<Verdict> {
             continue;
         };
         let lsn = status.lsn;
-        let key = (lsn.unwrap_or(Lsn(0)).0, db.priority);
+        // Running candidates rank above stopped ones, then by LSN, then
+        // priority.
+        let key = (1u8, lsn.unwrap_or(Lsn(0)).0, db.priority);
         if bootstrap {
+            if db.nofailover {
+                out.push(no("tagged nofailover".into(), lsn));
+                continue;
+            }
             let why = if status.has_data { "has data to bootstrap from" } else { "can bootstrap a new database" };
-            out.push((Verdict { node: id, eligible: true, why: why.into(), lsn }, (u64::from(status.has_data), 0)));
+            out.push((Verdict { node: id, eligible: true, why: why.into(), lsn }, (u8::from(status.has_data), 0, 0)));
             continue;
         }
         let verdict = if db.nofailover {
@@ -195,24 +207,36 @@ fn db_verdicts(state: &ClusterState, live: &Live) -> Vec<Verdict> {
             no("has no data directory".into(), lsn)
         } else if status.system_identifier != state.system_identifier {
             no(format!("holds another database (system identifier {:?})", status.system_identifier), lsn)
-        } else if !status.running {
-            no("PostgreSQL is not running".into(), lsn)
         } else {
+            // A stopped member reports its last checkpoint, a lower bound of
+            // its WAL: it is not held to the lag limit, but any running
+            // candidate is preferred to it. Without this, a cluster whose
+            // every database stopped (a full restart) could never recover.
             match (state.primary_position, status.timeline, lsn) {
                 (Some(p), Some(t), _) if t < p.timeline => {
                     no(format!("on timeline {t}, behind the primary's timeline {}", p.timeline), lsn)
                 }
-                (Some(p), _, Some(l)) if l.bytes_until(p.lsn) > state.policy.maximum_lag_on_failover_bytes => no(
-                    format!(
-                        "lags {} bytes behind the primary's last reported {} (limit {})",
-                        l.bytes_until(p.lsn),
-                        p.lsn,
-                        state.policy.maximum_lag_on_failover_bytes
-                    ),
-                    lsn,
-                ),
+                (Some(p), _, Some(l))
+                    if status.running && l.bytes_until(p.lsn) > state.policy.maximum_lag_on_failover_bytes =>
+                {
+                    no(
+                        format!(
+                            "lags {} bytes behind the primary's last reported {} (limit {})",
+                            l.bytes_until(p.lsn),
+                            p.lsn,
+                            state.policy.maximum_lag_on_failover_bytes
+                        ),
+                        lsn,
+                    )
+                }
                 (_, _, None) => no("reports no WAL position".into(), lsn),
-                (_, _, Some(l)) => (Verdict { node: id, eligible: true, why: format!("received up to {l}"), lsn }, key),
+                (_, _, Some(l)) if status.running => {
+                    (Verdict { node: id, eligible: true, why: format!("received up to {l}"), lsn }, key)
+                }
+                (_, _, Some(l)) => (
+                    Verdict { node: id, eligible: true, why: format!("stopped, last checkpoint {l}"), lsn },
+                    (0, l.0, db.priority),
+                ),
             }
         };
         out.push(verdict);
@@ -433,7 +457,15 @@ mod tests {
     fn failover_picks_the_most_advanced_eligible_standby_and_says_why_not_the_others() {
         let s = lapsed_db_cluster(&[(1, false, 1), (2, false, 1), (3, false, 1), (4, true, 1), (5, false, 1)]);
         let live: Live = [
-            (NodeId(1), Some(DbStatus { has_data: true, system_identifier: Some(SYSID), ..DbStatus::default() })),
+            (
+                NodeId(1),
+                Some(DbStatus {
+                    has_data: true,
+                    system_identifier: Some(SYSID),
+                    lsn: Some(Lsn(20 << 20)),
+                    ..DbStatus::default()
+                }),
+            ),
             (NodeId(2), standby((10 << 20) - 100, 2)),
             (NodeId(3), standby((10 << 20) - 10, 2)),
             (NodeId(4), standby(10 << 20, 2)),
@@ -444,10 +476,31 @@ mod tests {
         let Step::Propose(Command::Grant { holder, epoch, verdicts, .. }) = p.step else { panic!("{p:?}") };
         assert_eq!((holder, epoch), (NodeId(3), Epoch(2)));
         let why = |id: u64| verdicts.iter().find(|v| v.node == NodeId(id)).unwrap().why.clone();
-        assert_eq!(why(1), "PostgreSQL is not running");
+        assert!(why(1).starts_with("stopped, last checkpoint"), "{}", why(1));
+        assert!(
+            verdicts.iter().find(|v| v.node == NodeId(1)).unwrap().eligible,
+            "a stopped member may be chosen, last"
+        );
         assert_eq!(why(4), "tagged nofailover");
         assert!(why(5).starts_with("lags 9437184 bytes"), "{}", why(5));
         assert!(verdicts.iter().find(|v| v.node == NodeId(2)).unwrap().eligible);
+    }
+
+    #[test]
+    fn when_every_database_stopped_the_most_advanced_one_is_chosen() {
+        let s = lapsed_db_cluster(&[(1, false, 1), (2, false, 1), (3, false, 1)]);
+        let stopped = |lsn: u64| {
+            let mut d = standby(lsn, 2);
+            d.as_mut().unwrap().running = false;
+            d
+        };
+        let live: Live = [(NodeId(1), stopped(100)), (NodeId(2), stopped(5000)), (NodeId(3), stopped(200))].into();
+        let p = plan_with(&s, &live);
+        assert!(matches!(p.step, Step::Propose(Command::Grant { holder: NodeId(2), .. })), "{p:?}");
+        // A running standby, even behind, is preferred to a stopped one.
+        let live: Live = [(NodeId(1), stopped(10 << 20)), (NodeId(3), standby((10 << 20) - 10, 2))].into();
+        let p = plan_with(&s, &live);
+        assert!(matches!(p.step, Step::Propose(Command::Grant { holder: NodeId(3), .. })), "{p:?}");
     }
 
     #[test]
@@ -473,6 +526,20 @@ mod tests {
         assert!(text.contains("node 1: did not answer"), "{text}");
         assert!(text.contains("node 2: on timeline 1, behind the primary's timeline 2"), "{text}");
         assert!(text.contains("node 3: holds another database"), "{text}");
+    }
+
+    #[test]
+    fn bootstrap_waits_for_registrations_and_skips_nofailover() {
+        // Nobody registered yet, but members report databases: wait.
+        let s = state(&[1, 2]);
+        let empty: Live = [(NodeId(1), Some(DbStatus::default())), (NodeId(2), Some(DbStatus::default()))].into();
+        let p = plan_with(&s, &empty);
+        assert_eq!(p.step, Step::Wait, "{p:?}");
+        assert!(p.reason.to_string().contains("has not registered its database yet"), "{}", p.reason);
+        // Registered, node1 tagged nofailover: node2 bootstraps.
+        let s = db_state(&[(1, true, 1), (2, false, 1)]);
+        let p = plan_with(&s, &empty);
+        assert!(matches!(p.step, Step::Propose(Command::Grant { holder: NodeId(2), .. })), "{p:?}");
     }
 
     #[test]
