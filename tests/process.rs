@@ -25,6 +25,7 @@ fn healthy(status: &Value) -> bool {
         && members.iter().all(|m| m["voter"] == Value::Bool(true) && m["reachable"] == Value::Bool(true))
         && members.iter().filter(|m| m["raft_role"] == "leader").count() == 1
         && status["lease"]["valid_for_ms"].is_u64()
+        && status["cluster_state"] == "Normal"
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -45,13 +46,20 @@ async fn shipped_configs_form_a_cluster_that_survives_a_killed_primary() {
     // Relative data paths resolved against the agents' working directory.
     assert!(c.dir.path().join("data/node1/raft/db").is_file());
 
+    // The example manages PostgreSQL: one primary, two streaming replicas.
+    let roles: Vec<&str> = status["members"].as_array().unwrap().iter().map(|m| m["role"].as_str().unwrap()).collect();
+    assert_eq!(roles.iter().filter(|r| **r == "primary").count(), 1, "{status}");
+    assert_eq!(roles.iter().filter(|r| **r == "replica").count(), 2, "{status}");
+
     // The table names the same leader and primary.
     let (code, table, _) = c.ctl(&["status"]);
     assert_eq!(code, 0);
     assert!(table.contains(&format!("Raft leader:  {}", status["leader"].as_str().unwrap())), "{table}");
     assert!(table.contains(&format!("Primary:      {}", status["primary"].as_str().unwrap())), "{table}");
 
-    // kill -9 the primary's agent: the lease lapses, the next epoch goes to another member.
+    // kill -9 of the primary's agent (not its PostgreSQL, not its fence
+    // guard): the lease lapses, the guard fences PostgreSQL, the next epoch
+    // goes to another member.
     let primary = status["primary"].as_str().unwrap().to_string();
     let primary_id = primary.trim_start_matches("node").parse::<u64>().unwrap();
     let epoch = status["epoch"].as_u64().unwrap();

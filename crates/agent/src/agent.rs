@@ -52,14 +52,21 @@ impl Guards {
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let thread = crate::fence::spawn_thread(fence.clone(), Arc::clone(&stop));
         let exe = std::env::current_exe().context("finding the haraft binary for the fence guard")?;
+        use std::os::unix::process::CommandExt;
+        // Its own process group: a signal to the agent's group (Ctrl-C, a
+        // supervisor's kill) does not take the guard down with it.
         let process = std::process::Command::new(exe)
             .arg("--fence-guard")
             .arg(&fence)
             .arg("--agent-pid")
             .arg(std::process::id().to_string())
             .stdin(std::process::Stdio::null())
+            .process_group(0)
             .spawn()
             .context("starting the fence guard process")?;
+        let pid_file = fence.with_file_name("guard.pid");
+        std::fs::write(&pid_file, format!("{}\n", process.id()))
+            .with_context(|| format!("writing {}", pid_file.display()))?;
         Ok(Guards { stop, thread, _process: process })
     }
 }

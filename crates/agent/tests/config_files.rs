@@ -18,6 +18,8 @@ fn node_files_parse_and_form_one_cluster() {
         assert_eq!(c.members, configs[0].members, "member lists differ");
         assert_eq!(c.listen.to_string(), format!("127.0.0.1:{}", 7001 + i));
         assert!(c.data_dir.is_relative(), "relative data dirs make the example runnable from any directory");
+        let pg = c.postgres.as_ref().expect("the example manages PostgreSQL");
+        assert_eq!(pg.listen.to_string(), format!("127.0.0.1:{}", 5441 + i));
     }
 }
 
@@ -27,6 +29,15 @@ fn reference_parses_and_matches_the_defaults() {
     assert_eq!(c.timing, Timing::default());
     assert_eq!(c.raft, RaftTiming::default());
     assert_eq!(c.log_level, "info");
+    assert_eq!(c.policy, haraft_core::Policy::default());
+    let pg = c.postgres.expect("the reference documents [postgresql]");
+    assert_eq!(pg.superuser_password.0, "demo-superuser-password");
+    assert_eq!(
+        (pg.stream_timeout_ms, pg.start_timeout_ms, pg.rebuild_timeout_ms, pg.keep_aside),
+        (10_000, 60_000, 600_000, 2)
+    );
+    assert!(!pg.nofailover);
+    assert_eq!(pg.priority, 1);
     let node1 = load(&config_dir().join("node1.toml")).unwrap();
     assert_eq!(c.members, node1.members);
 }

@@ -27,6 +27,10 @@ pub fn binary(name: &str) -> PathBuf {
     panic!("binary {name} not found near {}: build the workspace first (cargo build --workspace)", exe.display());
 }
 
+/// The superuser password of test clusters (also in config/secrets for
+/// the shipped example).
+const SUPERUSER_PASSWORD: &str = "demo-superuser-password";
+
 /// Ports for a cluster: bound to port 0 and released, so the agents can
 /// bind them (a race with another process is possible but not on a test
 /// machine's loopback in practice).
@@ -41,8 +45,7 @@ pub struct Node {
     pub config: PathBuf,
     pub log: PathBuf,
     child: Option<Child>,
-    /// Every process group this node's agents ran in (the fence guard
-    /// process lives in it and may outlive the agent).
+    /// Every process group this node's agents ran in.
     groups: Vec<i32>,
 }
 
@@ -90,33 +93,20 @@ impl ProcCluster {
     /// them. When the tests run as root, the directory belongs to the
     /// `postgres` OS user and the agents run as that user.
     pub fn with_postgres(n: usize, extra: &str) -> ProcCluster {
-        use std::os::unix::fs::PermissionsExt;
         let mut c = ProcCluster::new(0, "");
         let dir = c.dir.path().to_path_buf();
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod cluster dir");
         let ports = free_ports(2 * n);
         let addresses: Vec<String> = ports[..n].iter().map(|p| format!("127.0.0.1:{p}")).collect();
         let pg_ports = ports[n..].to_vec();
-        // SAFETY: geteuid has no preconditions.
-        let run_as = if unsafe { libc::geteuid() } == 0 {
-            let r = haraft_db::RunAs::user("postgres").expect("tests that run as root need the postgres OS user");
-            Some((r.uid, r.gid))
-        } else {
-            None
-        };
-        let superuser_password = "test-superuser-secret".to_string();
-        for (file, secret) in
-            [("superuser.pw", superuser_password.as_str()), ("replication.pw", "test-replication-secret")]
-        {
-            let path = dir.join(file);
-            std::fs::write(&path, format!("{secret}\n")).expect("write password file");
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod password file");
+        std::fs::create_dir_all(dir.join("secrets")).expect("secrets dir");
+        for (file, secret) in [("superuser", SUPERUSER_PASSWORD), ("replication", "test-replication-secret")] {
+            std::fs::write(dir.join("secrets").join(file), format!("{secret}\n")).expect("write password file");
         }
         c.nodes = (1..=n as u64)
             .map(|id| {
                 let config = dir.join(format!("node{id}.toml"));
                 let pg = format!(
-                    "[postgresql]\nlisten = \"127.0.0.1:{}\"\nsuperuser_password_file = \"superuser.pw\"\nreplication_password_file = \"replication.pw\"\n\n",
+                    "[postgresql]\nlisten = \"127.0.0.1:{}\"\nsuperuser_password_file = \"secrets/superuser\"\nreplication_password_file = \"secrets/replication\"\n\n",
                     pg_ports[id as usize - 1]
                 );
                 let text = node_config("test", id, Path::new(&format!("data/node{id}")), &addresses, &format!("{pg}{extra}"));
@@ -124,43 +114,77 @@ impl ProcCluster {
                 Node { id, config, log: dir.join(format!("node{id}.log")), child: None, groups: Vec::new() }
             })
             .collect();
-        if let Some((uid, gid)) = run_as {
-            for entry in std::fs::read_dir(&dir).expect("list cluster dir").flatten() {
-                std::os::unix::fs::chown(entry.path(), Some(uid), Some(gid)).expect("chown");
-            }
-            std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).expect("chown cluster dir");
-        }
         c.addresses = addresses;
-        c.pg = Some(PgNodes { ports: pg_ports, superuser_password, run_as });
+        c.hand_to_database_user(pg_ports);
         c
     }
 
-    /// A cluster from existing config files whose member addresses are
-    /// rewritten to free ports (each `127.0.0.1:700N` becomes a free port).
+    /// Makes the cluster directory the database user's (when running as
+    /// root) and records the PostgreSQL side.
+    fn hand_to_database_user(&mut self, pg_ports: Vec<u16>) {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = self.dir.path().to_path_buf();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod cluster dir");
+        // SAFETY: geteuid has no preconditions.
+        let run_as = if unsafe { libc::geteuid() } == 0 {
+            let r = haraft_db::RunAs::user("postgres").expect("tests that run as root need the postgres OS user");
+            Some((r.uid, r.gid))
+        } else {
+            None
+        };
+        let secrets = dir.join("secrets");
+        for entry in std::fs::read_dir(&secrets).into_iter().flatten().flatten() {
+            std::fs::set_permissions(entry.path(), std::fs::Permissions::from_mode(0o600)).expect("chmod secret");
+        }
+        if let Some((uid, gid)) = run_as {
+            for path in [dir.clone(), secrets.clone()] {
+                for entry in std::fs::read_dir(&path).into_iter().flatten().flatten() {
+                    std::os::unix::fs::chown(entry.path(), Some(uid), Some(gid)).expect("chown");
+                }
+                std::os::unix::fs::chown(&path, Some(uid), Some(gid)).ok();
+            }
+        }
+        self.pg = Some(PgNodes { ports: pg_ports, superuser_password: SUPERUSER_PASSWORD.to_string(), run_as });
+    }
+
+    /// A cluster from existing config files (the shipped config/): each
+    /// `127.0.0.1:700N` (Raft) and `127.0.0.1:544N` (PostgreSQL) becomes a
+    /// free port, and a `secrets/` directory beside the files is copied.
     pub fn from_files(files: &[PathBuf]) -> ProcCluster {
         let dir = tempfile::tempdir().expect("temp dir");
-        let ports = free_ports(files.len());
-        let addresses: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+        let n = files.len();
+        let ports = free_ports(2 * n);
+        let addresses: Vec<String> = ports[..n].iter().map(|p| format!("127.0.0.1:{p}")).collect();
+        let pg_ports = ports[n..].to_vec();
+        let mut has_pg = false;
         let nodes = files
             .iter()
             .enumerate()
             .map(|(i, file)| {
                 let mut text = std::fs::read_to_string(file).expect("read config");
-                for (j, a) in addresses.iter().enumerate() {
-                    text = text.replace(&format!("127.0.0.1:{}", 7001 + j), a);
+                for j in 0..n {
+                    text = text.replace(&format!("127.0.0.1:{}", 7001 + j), &addresses[j]);
+                    text = text.replace(&format!("127.0.0.1:{}", 5441 + j), &format!("127.0.0.1:{}", pg_ports[j]));
                 }
+                has_pg |= text.contains("[postgresql]");
                 let config = dir.path().join(format!("node{}.toml", i + 1));
                 std::fs::write(&config, text).expect("write config");
-                Node {
-                    id: i as u64 + 1,
-                    config,
-                    log: dir.path().join(format!("node{}.log", i + 1)),
-                    child: None,
-                    groups: Vec::new(),
-                }
+                let log = dir.path().join(format!("node{}.log", i + 1));
+                Node { id: i as u64 + 1, config, log, child: None, groups: Vec::new() }
             })
             .collect();
-        ProcCluster { dir, addresses, nodes, pg: None }
+        if let Some(secrets) = files.first().and_then(|f| f.parent()).map(|d| d.join("secrets")).filter(|d| d.is_dir())
+        {
+            std::fs::create_dir_all(dir.path().join("secrets")).expect("secrets dir");
+            for entry in std::fs::read_dir(secrets).expect("list secrets").flatten() {
+                std::fs::copy(entry.path(), dir.path().join("secrets").join(entry.file_name())).expect("copy secret");
+            }
+        }
+        let mut c = ProcCluster { dir, addresses, nodes, pg: None };
+        if has_pg {
+            c.hand_to_database_user(pg_ports);
+        }
+        c
     }
 
     pub fn endpoints(&self) -> String {
@@ -226,9 +250,24 @@ impl ProcCluster {
         if self.is_running(id) {
             self.kill(id);
         }
+        self.kill_guard(id);
         for &group in &self.nodes[id as usize - 1].groups {
             // SAFETY: a process group this cluster created (the guard may live on).
             unsafe { libc::kill(-group, libc::SIGKILL) };
+        }
+    }
+
+    /// kill -9 of the node's fence guard process (its own process group;
+    /// its PID is in guard.pid beside the fence file).
+    pub fn kill_guard(&self, id: u64) {
+        let file = self.dir.path().join(format!("data/node{id}/guard.pid"));
+        if let Some(pid) = std::fs::read_to_string(file).ok().and_then(|t| t.trim().parse::<i32>().ok()) {
+            // Only if that PID is still a fence guard (not a reused PID).
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            if String::from_utf8_lossy(&cmdline).contains("--fence-guard") {
+                // SAFETY: the guard's own PID, written by the agent this cluster started.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
         }
     }
 
