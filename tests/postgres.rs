@@ -82,6 +82,29 @@ async fn bootstrap_failover_with_fencing_and_rejoin_by_rewind() {
     let old_port = ports[first as usize - 1];
     let gap = writer::switch_gap(&acks, old_port).expect("writes resumed on the new primary");
     eprintln!("failover: writes resumed after {gap:?}; lost {} of {} acknowledged writes", lost.len(), acks.len());
+
+    // The history tells the story: bootstrap, the lapse, the new epoch with
+    // every member's verdict, and the old primary's rewind.
+    let (code, out, err) = c.ctl(&["history", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let history: Vec<Value> = serde_json::from_str(&out).unwrap();
+    let find = |event: &str| history.iter().find(|h| h["event"] == event).cloned();
+    assert!(find("bootstrapped").is_some(), "{out}");
+    let lapsed = find("lapsed").expect("a lapse");
+    assert_eq!(lapsed["node"], format!("node{first}"));
+    let granted = history.iter().filter(|h| h["event"] == "granted").nth(1).expect("a second grant").clone();
+    assert_eq!(granted["epoch"], 2);
+    assert_eq!(granted["node"], format!("node{second}"));
+    assert!(granted["at_unix_ms"].is_u64() && granted["verdicts"].as_array().unwrap().len() == 3, "{granted}");
+    let old =
+        granted["verdicts"].as_array().unwrap().iter().find(|v| v["node"] == format!("node{first}")).unwrap().clone();
+    assert_eq!(old["eligible"], false, "{old}");
+    let rewound = find("rewound").expect("the old primary was rewound");
+    assert_eq!(rewound["node"], format!("node{first}"));
+    let (code, table, _) = c.ctl(&["history"]);
+    assert_eq!(code, 0);
+    assert!(table.contains(&format!("node{second} became primary at epoch 2")), "{table}");
+    assert!(table.contains("not eligible: did not answer"), "{table}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,7 +6,8 @@ use haraft_core::status::{LocalRaft, Probes, build_status};
 use haraft_core::{Command, NodeId};
 use haraft_proto::admin::admin_server::{self, AdminServer};
 use haraft_proto::admin::{
-    ProbeReply, ProbeRequest, ProposeReply, ProposeRequest, RenewalLatency, StatusReply, StatusRequest,
+    HistoryReply, HistoryRequest, ProbeReply, ProbeRequest, ProposeReply, ProposeRequest, RenewalLatency, StatusReply,
+    StatusRequest,
 };
 use haraft_raft::codec;
 use haraft_raft::server::admit;
@@ -75,6 +76,27 @@ impl admin_server::Admin for AdminService {
             }
         }
         Ok(Response::new(StatusReply { json: self.local_status().await? }))
+    }
+
+    async fn history(&self, request: Request<HistoryRequest>) -> Result<Response<HistoryReply>, Status> {
+        if self.shared.faults.isolated() {
+            return Err(Status::unavailable("node isolated by fault injection"));
+        }
+        let metrics = self.shared.metrics();
+        if !request.into_inner().local_only && metrics.state != ServerState::Leader {
+            // The leader's copy is the most recent; ours when it is out of reach.
+            if let Some(leader) = metrics.current_leader.and_then(|id| self.shared.member(NodeId(id)))
+                && let Ok(mut client) = self.shared.client(&leader.address)
+            {
+                let call = client.history(HistoryRequest { local_only: true });
+                if let Ok(Ok(reply)) = tokio::time::timeout(self.shared.write_timeout(), call).await {
+                    return Ok(reply);
+                }
+            }
+        }
+        let items = haraft_core::status::history_view(&self.shared.state());
+        let json = serde_json::to_string(&items).map_err(|e| Status::internal(format!("encoding history: {e}")))?;
+        Ok(Response::new(HistoryReply { json }))
     }
 
     async fn propose(&self, request: Request<ProposeRequest>) -> Result<Response<ProposeReply>, Status> {

@@ -454,6 +454,40 @@ mod tests {
     }
 
     #[test]
+    fn history_names_members_and_keeps_the_decision_inputs() {
+        use crate::ids::{Lsn, TimelineId};
+        use crate::state::{NodeEvent, Verdict};
+        let mut s = ClusterState::default();
+        s.apply(
+            1,
+            &Command::Initialize { cluster: "demo".into(), config: Timing::default(), policy: Policy::default() },
+        );
+        let members =
+            (1..=2).map(|i| Member { id: NodeId(i), name: format!("node{i}"), address: String::new() }).collect();
+        s.apply(2, &Command::SetMembers { members });
+        let verdicts = vec![
+            Verdict { node: NodeId(1), eligible: true, why: "received up to 0/10".into(), lsn: Some(Lsn(16)) },
+            Verdict { node: NodeId(2), eligible: false, why: "tagged nofailover".into(), lsn: None },
+        ];
+        s.apply(3, &Command::Grant { holder: NodeId(1), epoch: Epoch(1), verdicts, at_unix_ms: 1_700_000_000_000 });
+        let event = NodeEvent::Rewound {
+            diverged_at: Some(Lsn(0x100)),
+            timeline: Some(TimelineId(1)),
+            discarded_to: Some(Lsn(0x180)),
+        };
+        s.apply(4, &Command::Report { node: NodeId(2), event, at_unix_ms: 5 });
+        let h = history_view(&s);
+        assert_eq!(
+            h.iter().map(|i| i.event.as_str()).collect::<Vec<_>>(),
+            ["initialized", "members-changed", "granted", "rewound"]
+        );
+        assert_eq!(h[2].node.as_deref(), Some("node1"));
+        assert_eq!(h[2].at_unix_ms, Some(1_700_000_000_000));
+        assert_eq!(h[2].verdicts[1].why, "tagged nofailover");
+        assert_eq!(h[3].detail, "node2 rewound: discarded WAL 0/100 to 0/180");
+    }
+
+    #[test]
     fn nearest_rank_percentiles() {
         assert_eq!(LatencySummary::of(&[]), None);
         let one = LatencySummary::of(&[7]).unwrap();
@@ -470,4 +504,136 @@ mod tests {
     fn serde_json_like(st: &ClusterStatus) -> String {
         format!("{st:?}")
     }
+}
+
+/// One history entry as `haraftctl history --json` prints it. Fields are
+/// only ever added.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryItem {
+    pub log_index: u64,
+    /// Wall-clock milliseconds since the Unix epoch when it was proposed;
+    /// null when not recorded.
+    pub at_unix_ms: Option<u64>,
+    /// initialized, members-changed, granted, lapsed, released,
+    /// bootstrapped, rewound, rebuilt.
+    pub event: String,
+    /// The member it concerns.
+    pub node: Option<String>,
+    pub epoch: Option<u64>,
+    pub timeline: Option<u32>,
+    pub lsn: Option<String>,
+    /// The same in words.
+    pub detail: String,
+    /// For a grant: every member's eligibility and why.
+    pub verdicts: Vec<VerdictView>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerdictView {
+    pub node: String,
+    pub eligible: bool,
+    pub why: String,
+    pub lsn: Option<String>,
+}
+
+pub fn history_view(state: &ClusterState) -> Vec<HistoryItem> {
+    use crate::state::{HistoryEvent, NodeEvent};
+    state
+        .history
+        .iter()
+        .map(|h| {
+            let mut item = HistoryItem {
+                log_index: h.log_index,
+                at_unix_ms: (h.at_unix_ms > 0).then_some(h.at_unix_ms),
+                event: String::new(),
+                node: None,
+                epoch: None,
+                timeline: None,
+                lsn: None,
+                detail: String::new(),
+                verdicts: Vec::new(),
+            };
+            match &h.event {
+                HistoryEvent::Initialized { cluster } => {
+                    item.event = "initialized".into();
+                    item.detail = format!("cluster {cluster} initialized");
+                }
+                HistoryEvent::MembersChanged { members } => {
+                    item.event = "members-changed".into();
+                    let names: Vec<String> = members.iter().map(|id| name_of(state, *id)).collect();
+                    item.detail = format!("members: {}", names.join(", "));
+                }
+                HistoryEvent::Granted { holder, epoch, verdicts, after } => {
+                    item.event = "granted".into();
+                    item.node = Some(name_of(state, *holder));
+                    item.epoch = Some(epoch.0);
+                    item.timeline = after.map(|p| p.timeline.0);
+                    item.lsn = after.map(|p| p.lsn.to_string());
+                    item.detail = match after {
+                        Some(p) => format!(
+                            "{} became primary at epoch {epoch}; the previous primary last reported {} on timeline {}",
+                            name_of(state, *holder),
+                            p.lsn,
+                            p.timeline
+                        ),
+                        None => format!("{} became primary at epoch {epoch}", name_of(state, *holder)),
+                    };
+                    item.verdicts = verdicts
+                        .iter()
+                        .map(|v| VerdictView {
+                            node: name_of(state, v.node),
+                            eligible: v.eligible,
+                            why: v.why.clone(),
+                            lsn: v.lsn.map(|l| l.to_string()),
+                        })
+                        .collect();
+                }
+                HistoryEvent::Lapsed { holder, epoch, renewals, last_position } => {
+                    item.event = "lapsed".into();
+                    item.node = Some(name_of(state, *holder));
+                    item.epoch = Some(epoch.0);
+                    item.timeline = last_position.map(|p| p.timeline.0);
+                    item.lsn = last_position.map(|p| p.lsn.to_string());
+                    item.detail = format!(
+                        "the lease of {} at epoch {epoch} lapsed after {renewals} renewals",
+                        name_of(state, *holder)
+                    );
+                }
+                HistoryEvent::Released { holder, epoch, why } => {
+                    item.event = "released".into();
+                    item.node = Some(name_of(state, *holder));
+                    item.epoch = Some(epoch.0);
+                    item.detail = format!("{} released the lease of epoch {epoch}: {why}", name_of(state, *holder));
+                }
+                HistoryEvent::Bootstrapped { holder, epoch, system_identifier } => {
+                    item.event = "bootstrapped".into();
+                    item.node = Some(name_of(state, *holder));
+                    item.epoch = Some(epoch.0);
+                    item.detail = format!("database created, system identifier {system_identifier}");
+                }
+                HistoryEvent::Node { node, event: NodeEvent::Rewound { diverged_at, timeline, discarded_to } } => {
+                    item.event = "rewound".into();
+                    item.node = Some(name_of(state, *node));
+                    item.timeline = timeline.map(|t| t.0);
+                    item.lsn = diverged_at.map(|l| l.to_string());
+                    let range = match (diverged_at, discarded_to) {
+                        (Some(from), Some(to)) if to > from => format!("discarded WAL {from} to {to}"),
+                        (Some(from), _) => format!("diverged at {from}, nothing known discarded"),
+                        (None, _) => "no rewind was needed".to_string(),
+                    };
+                    item.detail = format!("{} rewound: {range}", name_of(state, *node));
+                }
+                HistoryEvent::Node { node, event: NodeEvent::Rebuilt { from } } => {
+                    item.event = "rebuilt".into();
+                    item.node = Some(name_of(state, *node));
+                    item.detail = format!(
+                        "{} rebuilt from {} (old data directory kept aside)",
+                        name_of(state, *node),
+                        name_of(state, *from)
+                    );
+                }
+            }
+            item
+        })
+        .collect()
 }

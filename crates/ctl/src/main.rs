@@ -1,9 +1,9 @@
 //! `haraftctl`: the admin CLI. Reads the cluster's state from any agent.
 
 use clap::{Parser, Subcommand};
-use haraft_core::status::{ClusterHealth, ClusterStatus, MemberRole, MemberState, RaftRole};
-use haraft_proto::admin::StatusRequest;
+use haraft_core::status::{ClusterHealth, ClusterStatus, HistoryItem, MemberRole, MemberState, RaftRole};
 use haraft_proto::admin::admin_client::AdminClient;
+use haraft_proto::admin::{HistoryRequest, StatusRequest};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -51,6 +51,21 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// List what happened to the cluster: epochs granted (with who was
+    /// eligible and why not), lapses, releases, rewinds and rebuilds.
+    History {
+        /// Print the history as a JSON array (stable: fields are only ever
+        /// added). See the README for every field.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Which document to ask an agent for.
+#[derive(Clone, Copy)]
+enum Ask {
+    Status,
+    History,
 }
 
 fn main() -> ExitCode {
@@ -72,6 +87,9 @@ fn main() -> ExitCode {
         Command::Status { json } => {
             runtime.block_on(status(&args.endpoints, Duration::from_millis(args.timeout_ms), json))
         }
+        Command::History { json } => {
+            runtime.block_on(history(&args.endpoints, Duration::from_millis(args.timeout_ms), json))
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -89,8 +107,8 @@ fn valid_endpoint(e: &str) -> bool {
     }
 }
 
-/// The status document from the first endpoint that answers.
-async fn fetch_status(endpoints: &[String], timeout: Duration) -> Result<String, String> {
+/// A document from the first endpoint that answers.
+async fn fetch(endpoints: &[String], timeout: Duration, ask: Ask) -> Result<String, String> {
     let mut failures = Vec::new();
     for endpoint in endpoints {
         let attempt = async {
@@ -100,11 +118,12 @@ async fn fetch_status(endpoints: &[String], timeout: Duration) -> Result<String,
                 .connect()
                 .await
                 .map_err(|_| "connection refused or unreachable".to_string())?;
-            let reply = AdminClient::new(channel)
-                .status(StatusRequest { local_only: false })
-                .await
-                .map_err(|s| s.message().to_string())?;
-            Ok::<_, String>(reply.into_inner().json)
+            let mut client = AdminClient::new(channel);
+            let json = match ask {
+                Ask::Status => client.status(StatusRequest { local_only: false }).await.map(|r| r.into_inner().json),
+                Ask::History => client.history(HistoryRequest { local_only: false }).await.map(|r| r.into_inner().json),
+            };
+            json.map_err(|s| s.message().to_string())
         };
         match tokio::time::timeout(timeout, attempt).await {
             Ok(Ok(json)) => return Ok(json),
@@ -119,7 +138,7 @@ async fn fetch_status(endpoints: &[String], timeout: Duration) -> Result<String,
 }
 
 async fn status(endpoints: &[String], timeout: Duration, json: bool) -> Result<(), String> {
-    let document = fetch_status(endpoints, timeout).await?;
+    let document = fetch(endpoints, timeout, Ask::Status).await?;
     if json {
         // Print what the agent sent (pretty), so fields added by a newer
         // agent pass through.
@@ -132,6 +151,53 @@ async fn status(endpoints: &[String], timeout: Duration, json: bool) -> Result<(
         serde_json::from_str(&document).map_err(|e| format!("agent sent unreadable status: {e}"))?;
     print!("{}", render(&status));
     Ok(())
+}
+
+async fn history(endpoints: &[String], timeout: Duration, json: bool) -> Result<(), String> {
+    let document = fetch(endpoints, timeout, Ask::History).await?;
+    if json {
+        let value: serde_json::Value =
+            serde_json::from_str(&document).map_err(|e| format!("agent sent an unreadable history: {e}"))?;
+        println!("{}", serde_json::to_string_pretty(&value).expect("a JSON value always prints"));
+        return Ok(());
+    }
+    let items: Vec<HistoryItem> =
+        serde_json::from_str(&document).map_err(|e| format!("agent sent an unreadable history: {e}"))?;
+    print!("{}", render_history(&items));
+    Ok(())
+}
+
+/// UTC "YYYY-MM-DD HH:MM:SS" from Unix milliseconds (civil-from-days,
+/// valid for every date after 1970).
+fn utc(ms: u64) -> String {
+    let secs = ms / 1000;
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+fn render_history(items: &[HistoryItem]) -> String {
+    let mut out = String::new();
+    for i in items {
+        let at = i.at_unix_ms.map_or_else(|| "-".repeat(19), utc);
+        out.push_str(&format!("{at}  #{:<6} {:<15} {}\n", i.log_index, i.event, i.detail));
+        for v in &i.verdicts {
+            let mark = if v.eligible { "eligible" } else { "not eligible" };
+            out.push_str(&format!("{:29}{}: {mark}: {}\n", "", v.node, v.why));
+        }
+    }
+    if items.is_empty() {
+        out.push_str("no history yet\n");
+    }
+    out
 }
 
 fn yes_no(b: bool) -> &'static str {
@@ -356,6 +422,14 @@ mod tests {
         assert!(t.contains("WARNING: unreachable: node3"), "{t}");
         let row = t.lines().find(|l| l.starts_with("node3")).unwrap();
         assert!(row.contains("connection refused") && row.contains("unreachable"), "{row}");
+    }
+
+    #[test]
+    fn utc_dates() {
+        assert_eq!(utc(0), "1970-01-01 00:00:00");
+        assert_eq!(utc(951_782_400_000), "2000-02-29 00:00:00");
+        assert_eq!(utc(1_795_261_445_000), "2026-11-21 11:44:05");
+        assert_eq!(utc(1_709_164_800_000), "2024-02-29 00:00:00");
     }
 
     #[test]
