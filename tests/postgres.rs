@@ -205,3 +205,94 @@ async fn a_data_directory_of_another_cluster_is_refused_and_left_untouched() {
     let s = c.status().expect("status");
     assert_eq!(s["cluster_state"], "Degraded", "{s}");
 }
+
+fn synchronous_member(s: &Value) -> Option<u64> {
+    members(s).iter().find(|m| m["synchronous"] == true).and_then(|m| m["id"].as_u64())
+}
+
+async fn wait_normal_synchronous(c: &ProcCluster, what: &str) -> Value {
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(s) = c.status().filter(|s| normal(s) && synchronous_member(s).is_some()) {
+            return s;
+        }
+        if start.elapsed() > LIMIT {
+            panic!("timed out waiting for {what}: last status {:?}\n{}", c.status(), logs(c));
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn synchronous_mode_loses_no_acknowledged_write_through_failover_and_standby_loss() {
+    let mut c = ProcCluster::with_postgres(3, "[failover]\nsynchronous_mode = true\n");
+    c.start_all();
+    let s = wait_normal_synchronous(&c, "a synchronous standby").await;
+    let first = primary_id(&s).unwrap();
+    let sync = synchronous_member(&s).unwrap();
+    let pg = c.pg.as_ref().unwrap();
+    let (ports, password) = (pg.ports.clone(), pg.superuser_password.clone());
+    let w = Writer::start(&ports, &password, Duration::from_millis(10), Duration::from_secs(240)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    // The primary host dies: only its synchronous standby may take over.
+    c.kill_host(first);
+    let s = wait_for("a new primary", LIMIT, || c.status().filter(|s| primary_id(s).is_some_and(|p| p != first))).await;
+    assert_eq!(primary_id(&s), Some(sync), "promoted a member outside the synchronous set: {s}");
+    c.start(first);
+    let s = wait_normal_synchronous(&c, "the old primary back and a new synchronous standby").await;
+    let standby = synchronous_member(&s).unwrap();
+
+    // The synchronous standby's host dies: the set moves to the other
+    // standby and commits flow again.
+    let acked_before = w_len(&c, &ports, &password).await;
+    c.kill_host(standby);
+    let moved = wait_for("the synchronous set to move", LIMIT, || {
+        c.status().filter(|s| synchronous_member(s).is_some_and(|m| m != standby) && primary_id(s) == Some(sync))
+    })
+    .await;
+    assert_ne!(synchronous_member(&moved), Some(standby));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(w_len(&c, &ports, &password).await > acked_before, "commits did not resume after the standby was lost");
+    c.start(standby);
+    wait_normal_synchronous(&c, "all three back").await;
+
+    let acks = w.stop().await;
+    let committed = writer::committed_ids(&ports, &password).await;
+    let lost = writer::lost(&acks, &committed);
+    assert!(lost.is_empty(), "synchronous mode lost {} acknowledged writes: {lost:?}", lost.len());
+    assert!(writer::overlapping(&acks).is_empty(), "two servers acknowledged writes in overlapping time");
+    let block = writer::longest_gap(&acks).unwrap_or_default();
+    eprintln!(
+        "synchronous mode: {} acknowledged writes, none lost; longest pause between acknowledgements {block:?}",
+        acks.len()
+    );
+}
+
+/// How many rows the writable server holds now (progress of the writer).
+async fn w_len(_c: &ProcCluster, ports: &[u16], password: &str) -> usize {
+    writer::committed_ids(ports, password).await.len()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frozen_primary_host_acknowledges_nothing_after_the_new_epoch_in_synchronous_mode() {
+    let mut c = ProcCluster::with_postgres(3, "[failover]\nsynchronous_mode = true\n");
+    c.start_all();
+    let s = wait_normal_synchronous(&c, "a synchronous standby").await;
+    let old = primary_id(&s).unwrap();
+    let pg = c.pg.as_ref().unwrap();
+    let (ports, password) = (pg.ports.clone(), pg.superuser_password.clone());
+    let w = Writer::start(&ports, &password, Duration::from_millis(10), Duration::from_secs(120)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    c.freeze_host(old, true);
+    wait_for("a new primary", LIMIT, || c.status().filter(|s| primary_id(s).is_some_and(|p| p != old))).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    c.freeze_host(old, false);
+    wait_normal_synchronous(&c, "the thawed host rejoining").await;
+    let acks = w.stop().await;
+    let committed = writer::committed_ids(&ports, &password).await;
+    let lost = writer::lost(&acks, &committed);
+    assert!(writer::overlapping(&acks).is_empty(), "the thawed old primary acknowledged writes after the new epoch");
+    assert!(lost.is_empty(), "lost acknowledged writes: {lost:?}");
+    eprintln!("frozen host: {} acknowledged writes, none lost, no overlap", acks.len());
+}

@@ -110,7 +110,8 @@ impl admin_server::Admin for AdminService {
         let speaker = match &command {
             Command::Renew { holder, .. }
             | Command::SetSystemIdentifier { holder, .. }
-            | Command::Release { holder, .. } => Some(*holder),
+            | Command::Release { holder, .. }
+            | Command::SetSynchronous { holder, .. } => Some(*holder),
             Command::Register { node, .. } | Command::Report { node, .. } => Some(*node),
             Command::Initialize { .. } | Command::SetMembers { .. } | Command::Grant { .. } | Command::Lapse { .. } => {
                 None

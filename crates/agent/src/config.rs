@@ -87,6 +87,7 @@ struct RawFailover {
     maximum_lag_on_failover_bytes: u64,
     primary_start_timeout_ms: u64,
     rebuild_on_rewind_failure: bool,
+    synchronous_mode: bool,
 }
 
 impl Default for RawFailover {
@@ -96,6 +97,7 @@ impl Default for RawFailover {
             maximum_lag_on_failover_bytes: p.maximum_lag_on_failover_bytes,
             primary_start_timeout_ms: p.primary_start_timeout_ms,
             rebuild_on_rewind_failure: p.rebuild_on_rewind_failure,
+            synchronous_mode: p.synchronous_mode,
         }
     }
 }
@@ -547,6 +549,7 @@ fn validate(raw: RawConfig, base: &Path, getenv: &dyn Fn(&str) -> Option<String>
         maximum_lag_on_failover_bytes: raw.failover.maximum_lag_on_failover_bytes,
         primary_start_timeout_ms: raw.failover.primary_start_timeout_ms,
         rebuild_on_rewind_failure: raw.failover.rebuild_on_rewind_failure,
+        synchronous_mode: raw.failover.synchronous_mode,
     };
     Ok(Config {
         cluster: raw.cluster.name,

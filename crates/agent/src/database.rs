@@ -93,6 +93,16 @@ fn to_status(o: haraft_db::Observation, has_data: bool) -> DbStatus {
         system_identifier: o.system_identifier,
         clean_shutdown: o.clean_shutdown,
         streaming_from: o.upstream,
+        replicas: o
+            .downstream
+            .iter()
+            .map(|d| haraft_core::Replica {
+                name: d.application_name.clone(),
+                streaming: d.state == "streaming",
+                sync: d.sync_state == "sync",
+            })
+            .collect(),
+        synchronous_names: o.synchronous_names,
     }
 }
 
@@ -364,6 +374,7 @@ async fn execute(
             }
             Ok(())
         }
+        Action::SetSynchronous { names, epoch } => pg.set_synchronous_standbys(names, *epoch, t).await.map_err(e),
         Action::Rebuild { source, epoch } => {
             let t = Duration::from_millis(settings.rebuild_timeout_ms);
             pg.rebuild(&upstream_of(state, *source)?, *epoch, t).await.map_err(e)?;

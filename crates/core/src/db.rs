@@ -44,6 +44,19 @@ pub struct DbStatus {
     pub clean_shutdown: Option<bool>,
     /// Standby: the host:port it streams from, when streaming.
     pub streaming_from: Option<String>,
+    /// Primary: who streams from it, by application name (member name).
+    pub replicas: Vec<Replica>,
+    /// Primary: the member names in `synchronous_standby_names` as haraft
+    /// wrote it; `None` when the setting is not haraft's.
+    pub synchronous_names: Option<Vec<String>>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Replica {
+    pub name: String,
+    pub streaming: bool,
+    /// PostgreSQL counts it as a synchronous standby right now.
+    pub sync: bool,
 }
 
 impl DbStatus {

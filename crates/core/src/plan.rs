@@ -203,6 +203,8 @@ fn db_verdicts(state: &ClusterState, live: &Live) -> Vec<Verdict> {
         }
         let verdict = if db.nofailover {
             no("tagged nofailover".into(), lsn)
+        } else if state.policy.synchronous_mode && !state.synchronous.contains(&id) {
+            no("not a synchronous standby (synchronous mode)".into(), lsn)
         } else if !status.has_data {
             no("has no data directory".into(), lsn)
         } else if status.system_identifier != state.system_identifier {
@@ -413,6 +415,8 @@ mod tests {
             system_identifier: Some(SYSID),
             clean_shutdown: None,
             streaming_from: None,
+            replicas: Vec::new(),
+            synchronous_names: None,
         })
     }
 

@@ -85,6 +85,11 @@ pub enum Action {
         source: NodeId,
         epoch: Epoch,
     },
+    /// Write `synchronous_standby_names` for these members and reload.
+    SetSynchronous {
+        names: Vec<String>,
+        epoch: Epoch,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -114,6 +119,13 @@ pub enum Reason {
     NotStreaming { for_ms: u64 },
     UpstreamChanged,
     ConnectingToPrimary,
+    SyncSettingBehindState,
+    SyncStandbyGone,
+    AddingSyncStandby,
+    SyncStandbyConfirmed,
+    TrimSyncSetting,
+    SynchronousModeOff,
+    WaitingForSyncStandby,
 }
 
 pub fn reconcile(input: &ReconcileInput) -> (Action, Reason) {
@@ -161,7 +173,7 @@ pub fn reconcile(input: &ReconcileInput) -> (Action, Reason) {
             return (Action::Promote { epoch }, Reason::PromoteUnderLease);
         }
         if db.is_running_primary() {
-            return (Action::Idle, Reason::PrimaryWithLease);
+            return synchronous_step(me, epoch, state, db).unwrap_or((Action::Idle, Reason::PrimaryWithLease));
         }
         if !db.has_data {
             let why = "holds the lease but has no data directory".to_string();
@@ -221,6 +233,64 @@ pub fn reconcile(input: &ReconcileInput) -> (Action, Reason) {
     }
 }
 
+/// The primary's synchronous standbys, one step at a time, keeping
+/// `state.synchronous` within `synchronous_standby_names` at every step:
+/// a standby enters the setting before the state, and leaves the state
+/// before the setting. One synchronous standby is kept (the first healthy
+/// one by name that may be promoted).
+fn synchronous_step(me: NodeId, epoch: Epoch, state: &ClusterState, db: &DbStatus) -> Option<(Action, Reason)> {
+    use std::collections::BTreeSet;
+    // A setting haraft did not write is left alone.
+    let configured: BTreeSet<String> = db.synchronous_names.as_ref()?.iter().cloned().collect();
+    let name_of = |id: &NodeId| state.member_name(*id).map(str::to_string);
+    let in_state: BTreeSet<String> = state.synchronous.iter().filter_map(name_of).collect();
+    let set = |names: BTreeSet<String>, reason| {
+        Some((Action::SetSynchronous { names: names.into_iter().collect(), epoch }, reason))
+    };
+    let propose = |standbys: BTreeSet<NodeId>, reason| {
+        Some((Action::Propose(Command::SetSynchronous { holder: me, epoch, standbys }), reason))
+    };
+    if !state.policy.synchronous_mode {
+        if !state.synchronous.is_empty() {
+            return propose(BTreeSet::new(), Reason::SynchronousModeOff);
+        }
+        return if configured.is_empty() { None } else { set(BTreeSet::new(), Reason::SynchronousModeOff) };
+    }
+    if !in_state.is_subset(&configured) {
+        return set(&configured | &in_state, Reason::SyncSettingBehindState);
+    }
+    let streaming: BTreeSet<&str> = db.replicas.iter().filter(|r| r.streaming).map(|r| r.name.as_str()).collect();
+    let alive: BTreeSet<NodeId> = state
+        .synchronous
+        .iter()
+        .copied()
+        .filter(|id| name_of(id).is_some_and(|n| streaming.contains(n.as_str())))
+        .collect();
+    if alive != state.synchronous {
+        return propose(alive, Reason::SyncStandbyGone);
+    }
+    if state.synchronous.is_empty() {
+        let promotable = |r: &&crate::db::Replica| {
+            r.streaming
+                && state.members.values().any(|m| {
+                    m.name == r.name && m.id != me && state.db_members.get(&m.id).is_some_and(|d| !d.nofailover)
+                })
+        };
+        let mut candidates: Vec<&crate::db::Replica> = db.replicas.iter().filter(promotable).collect();
+        candidates.sort_by(|a, b| a.name.cmp(&b.name));
+        let c = candidates.first()?;
+        if !configured.contains(&c.name) || configured.len() > 1 {
+            return set(BTreeSet::from([c.name.clone()]), Reason::AddingSyncStandby);
+        }
+        if c.sync {
+            let id = state.members.values().find(|m| m.name == c.name).map(|m| m.id)?;
+            return propose(BTreeSet::from([id]), Reason::SyncStandbyConfirmed);
+        }
+        return Some((Action::Idle, Reason::WaitingForSyncStandby));
+    }
+    if configured != in_state { set(in_state, Reason::TrimSyncSetting) } else { None }
+}
+
 fn release(holder: NodeId, epoch: Epoch, why: String) -> Command {
     Command::Release { holder, epoch, why, at_unix_ms: 0 }
 }
@@ -266,6 +336,9 @@ impl fmt::Display for Action {
             Action::Stop { immediate: false } => write!(f, "stop mode=fast"),
             Action::Rewind { source, epoch } => write!(f, "rewind source={source} epoch={epoch}"),
             Action::Rebuild { source, epoch } => write!(f, "rebuild source={source} epoch={epoch}"),
+            Action::SetSynchronous { names, epoch } => {
+                write!(f, "set-synchronous-standbys names=[{}] epoch={epoch}", names.join(","))
+            }
         }
     }
 }
@@ -302,6 +375,13 @@ impl fmt::Display for Reason {
             Reason::NotStreaming { for_ms } => write!(f, "not-streaming for_ms={for_ms}"),
             Reason::UpstreamChanged => write!(f, "upstream-changed"),
             Reason::ConnectingToPrimary => write!(f, "connecting-to-primary"),
+            Reason::SyncSettingBehindState => write!(f, "synchronous-setting-behind-state"),
+            Reason::SyncStandbyGone => write!(f, "synchronous-standby-not-streaming"),
+            Reason::AddingSyncStandby => write!(f, "adding-synchronous-standby"),
+            Reason::SyncStandbyConfirmed => write!(f, "synchronous-standby-confirmed"),
+            Reason::TrimSyncSetting => write!(f, "synchronous-setting-wider-than-state"),
+            Reason::SynchronousModeOff => write!(f, "synchronous-mode-off"),
+            Reason::WaitingForSyncStandby => write!(f, "waiting-for-synchronous-standby"),
         }
     }
 }

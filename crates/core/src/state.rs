@@ -102,6 +102,10 @@ pub struct ClusterState {
     pub system_identifier: Option<u64>,
     /// The primary's position as of its last renewal.
     pub primary_position: Option<DbPosition>,
+    /// Synchronous mode: the standbys every commit waits for. Only they may
+    /// be promoted. A standby enters `synchronous_standby_names` before it
+    /// enters this set, and leaves this set before it leaves the setting.
+    pub synchronous: std::collections::BTreeSet<NodeId>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -126,6 +130,8 @@ pub enum Command {
     Release { holder: NodeId, epoch: Epoch, why: String, at_unix_ms: u64 },
     /// A member reports what it did to its database, for the history.
     Report { node: NodeId, event: NodeEvent, at_unix_ms: u64 },
+    /// The holder names its synchronous standbys. CAS on (holder, epoch).
+    SetSynchronous { holder: NodeId, epoch: Epoch, standbys: std::collections::BTreeSet<NodeId> },
     /// The holder bootstrapped (or adopted) the database. CAS: holder at
     /// epoch, no identifier recorded yet.
     SetSystemIdentifier { holder: NodeId, epoch: Epoch, system_identifier: u64 },
@@ -137,6 +143,7 @@ pub enum Effect {
     MembersSet,
     Registered,
     Reported,
+    SynchronousSet,
     Released { holder: NodeId, epoch: Epoch },
     SystemIdentifierSet,
     Granted { holder: NodeId, epoch: Epoch },
@@ -218,7 +225,9 @@ impl ClusterState {
                 }
                 Ok(())
             }
-            Command::SetSystemIdentifier { holder, epoch, .. } | Command::Release { holder, epoch, .. } => {
+            Command::SetSystemIdentifier { holder, epoch, .. }
+            | Command::Release { holder, epoch, .. }
+            | Command::SetSynchronous { holder, epoch, .. } => {
                 let Some(lease) = self.lease else {
                     return Err(Rejected::LeaseVacant);
                 };
@@ -291,6 +300,9 @@ impl ClusterState {
                 Effect::Reported
             }
             Command::Grant { holder, epoch, verdicts, at_unix_ms } => {
+                // The new primary builds its own synchronous set; its
+                // predecessor's named the new primary itself.
+                self.synchronous.clear();
                 self.lease = Some(Lease { holder: *holder, epoch: *epoch, renewal: RenewalSeq(0) });
                 self.epoch = *epoch;
                 self.operation = None;
@@ -335,6 +347,10 @@ impl ClusterState {
                 );
                 Effect::Released { holder: *holder, epoch: *epoch }
             }
+            Command::SetSynchronous { standbys, .. } => {
+                self.synchronous = standbys.clone();
+                Effect::SynchronousSet
+            }
             Command::SetSystemIdentifier { holder, epoch, system_identifier } => {
                 self.system_identifier = Some(*system_identifier);
                 let event = HistoryEvent::Bootstrapped {
@@ -369,6 +385,10 @@ impl fmt::Display for Command {
             }
             Command::Register { node, db } => write!(f, "register node={node} db={}", db.address),
             Command::Report { node, event, .. } => write!(f, "report node={node} {event:?}"),
+            Command::SetSynchronous { holder, epoch, standbys } => {
+                let ids: Vec<String> = standbys.iter().map(|n| n.to_string()).collect();
+                write!(f, "set-synchronous holder={holder} epoch={epoch} standbys=[{}]", ids.join(","))
+            }
             Command::Grant { holder, epoch, .. } => write!(f, "grant holder={holder} epoch={epoch}"),
             Command::Renew { holder, epoch, renewal, .. } => {
                 write!(f, "renew holder={holder} epoch={epoch} renewal={renewal}")

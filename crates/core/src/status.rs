@@ -121,6 +121,8 @@ pub struct MemberStatus {
     pub lag_bytes: Option<u64>,
     /// The database action the member is carrying out.
     pub action: Option<String>,
+    /// A synchronous standby named in the replicated state.
+    pub synchronous: bool,
 }
 
 /// The answering node's own Raft facts.
@@ -268,6 +270,7 @@ pub fn build_status(state: &ClusterState, local: &LocalRaft, probes: &Probes) ->
                     _ => None,
                 },
                 action: ok.and_then(|p| p.action.clone()),
+                synchronous: state.synchronous.contains(&m.id),
             }
         })
         .collect();
@@ -421,6 +424,8 @@ mod tests {
             system_identifier: Some(1),
             clean_shutdown: None,
             streaming_from: from.map(str::to_string),
+            replicas: Vec::new(),
+            synchronous_names: None,
         };
         let local = LocalRaft {
             node: NodeId(1),

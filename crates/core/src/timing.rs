@@ -86,6 +86,9 @@ pub struct Policy {
     /// When pg_rewind fails, rebuild from a base backup (keeping the old
     /// directory aside).
     pub rebuild_on_rewind_failure: bool,
+    /// Commits wait for a synchronous standby named in the replicated
+    /// state, and only such a standby may be promoted.
+    pub synchronous_mode: bool,
 }
 
 impl Default for Policy {
@@ -98,6 +101,7 @@ impl Default for Policy {
             maximum_lag_on_failover_bytes: 1024 * 1024,
             primary_start_timeout_ms: 30_000,
             rebuild_on_rewind_failure: true,
+            synchronous_mode: false,
         }
     }
 }

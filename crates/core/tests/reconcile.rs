@@ -41,6 +41,8 @@ fn db(running: bool, role: Option<DbRole>, streaming_from: Option<&str>) -> DbSt
         system_identifier: role.map(|_| SYSID),
         clean_shutdown: Some(true),
         streaming_from: streaming_from.map(str::to_string),
+        replicas: Vec::new(),
+        synchronous_names: None,
     }
 }
 
@@ -270,4 +272,80 @@ fn exhaustive_walk_keeps_the_safety_rules() {
         }
     }
     assert!(walked > 200, "walked only {walked} cases");
+}
+
+/// Synchronous mode, stepped to a fixed point: the set forms, moves when
+/// its standby stops streaming, and the state never names a standby that
+/// `synchronous_standby_names` does not.
+#[test]
+fn synchronous_set_forms_and_moves_keeping_the_state_within_the_setting() {
+    let mut state = cluster(Some(2), true);
+    state.policy.synchronous_mode = true;
+    let mut db = db(true, Some(DbRole::Primary), None);
+    db.synchronous_names = Some(vec![]);
+    let replica = |name: &str, streaming: bool| Replica { name: name.into(), streaming, sync: false };
+    db.replicas = vec![replica("node1", true), replica("node3", true)];
+    let mut index = 10;
+
+    // Runs the reconciler until it idles, applying each action's effect to
+    // `state` (proposals) and `db` (settings; PostgreSQL marks the one
+    // configured streaming standby as sync). Returns the actions taken.
+    let mut settle = |state: &mut ClusterState, db: &mut DbStatus| {
+        let mut taken = Vec::new();
+        for _ in 0..10 {
+            let (action, reason) = run(&case(state.clone(), MyLease::Valid(E1), db.clone()));
+            let names: std::collections::BTreeSet<String> =
+                state.synchronous.iter().filter_map(|id| state.member_name(*id).map(str::to_string)).collect();
+            let configured: std::collections::BTreeSet<String> =
+                db.synchronous_names.clone().unwrap_or_default().into_iter().collect();
+            assert!(names.is_subset(&configured), "state {names:?} outside the setting {configured:?}");
+            match &action {
+                Action::Idle => return taken,
+                Action::Propose(c) => {
+                    index += 1;
+                    assert!(matches!(state.apply(index, c), Outcome::Applied(_)), "{c}");
+                }
+                Action::SetSynchronous { names, .. } => db.synchronous_names = Some(names.clone()),
+                other => panic!("unexpected {other} ({reason})"),
+            }
+            let configured = db.synchronous_names.clone().unwrap_or_default();
+            for r in db.replicas.iter_mut() {
+                r.sync = r.streaming && configured.contains(&r.name);
+            }
+            taken.push(action);
+        }
+        panic!("no fixed point: {taken:?}");
+    };
+
+    let steps = settle(&mut state, &mut db);
+    assert_eq!(steps.len(), 2, "{steps:?}");
+    assert_eq!(state.synchronous, [NodeId(1)].into());
+    assert_eq!(db.synchronous_names, Some(vec!["node1".to_string()]));
+
+    // node1 stops streaming: it leaves the state first, node3 joins.
+    db.replicas[0].streaming = false;
+    let steps = settle(&mut state, &mut db);
+    assert!(
+        matches!(&steps[0], Action::Propose(Command::SetSynchronous { standbys, .. }) if standbys.is_empty()),
+        "{steps:?}"
+    );
+    assert_eq!(state.synchronous, [NodeId(3)].into());
+    assert_eq!(db.synchronous_names, Some(vec!["node3".to_string()]));
+
+    // Synchronous mode off: state cleared, then the setting.
+    state.policy.synchronous_mode = false;
+    let steps = settle(&mut state, &mut db);
+    assert_eq!(steps.len(), 2, "{steps:?}");
+    assert!(state.synchronous.is_empty());
+    assert_eq!(db.synchronous_names, Some(vec![]));
+}
+
+#[test]
+fn a_setting_haraft_did_not_write_is_left_alone() {
+    let mut state = cluster(Some(2), true);
+    state.policy.synchronous_mode = true;
+    let mut d = db(true, Some(DbRole::Primary), None);
+    d.synchronous_names = None;
+    d.replicas = vec![Replica { name: "node1".into(), streaming: true, sync: false }];
+    assert_eq!(run(&case(state, MyLease::Valid(E1), d)).0, Action::Idle);
 }

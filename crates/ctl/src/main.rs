@@ -298,6 +298,9 @@ fn render(s: &ClusterStatus) -> String {
             if s.primary.as_deref() == Some(m.name.as_str()) {
                 notes.push(format!("lease holder, epoch {}", s.epoch));
             }
+            if m.synchronous {
+                notes.push("synchronous standby".to_string());
+            }
             if let Some(a) = &m.action {
                 notes.push(format!("doing: {a}"));
             }
@@ -382,6 +385,7 @@ mod tests {
             lsn: reachable.then(|| "0/3000060".to_string()),
             lag_bytes: reachable.then_some(2048),
             action: None,
+            synchronous: false,
         }
     }
 

@@ -35,6 +35,10 @@ pub struct Observation {
     pub upstream: Option<String>,
     /// Primary: who streams from it.
     pub downstream: Vec<Downstream>,
+    /// The member names in `synchronous_standby_names`, when the setting
+    /// has the form haraft writes (`FIRST n ("a", ...)` or empty); `None`
+    /// otherwise or when stopped.
+    pub synchronous_names: Option<Vec<String>>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

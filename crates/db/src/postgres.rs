@@ -74,6 +74,44 @@ fn io_err(path: &Path, e: std::io::Error) -> DbError {
     DbError::Io { path: path.display().to_string(), message: e.to_string() }
 }
 
+/// The members named by a `synchronous_standby_names` that haraft wrote;
+/// `None` for any other form.
+pub fn parse_synchronous_standby_names(text: &str) -> Option<Vec<String>> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Some(Vec::new());
+    }
+    let rest = text.strip_prefix("FIRST ")?;
+    let (count, list) = rest.split_once(' ')?;
+    let list = list.trim().strip_prefix('(')?.strip_suffix(')')?;
+    let mut names = Vec::new();
+    let mut chars = list.chars().peekable();
+    loop {
+        while chars.peek().is_some_and(|c| *c == ' ' || *c == ',') {
+            chars.next();
+        }
+        if chars.peek().is_none() {
+            break;
+        }
+        if chars.next()? != '"' {
+            return None;
+        }
+        let mut name = String::new();
+        loop {
+            match chars.next()? {
+                '"' if chars.peek() == Some(&'"') => {
+                    chars.next();
+                    name.push('"');
+                }
+                '"' => break,
+                c => name.push(c),
+            }
+        }
+        names.push(name);
+    }
+    (count.parse::<usize>().ok()? == names.len()).then_some(names)
+}
+
 /// The text of `synchronous_standby_names` for a set of members: every one
 /// of them must confirm a commit, so any of them may be promoted without
 /// losing it.
@@ -173,6 +211,11 @@ impl Postgres {
         // 256 MB covers minutes of a busy test cluster.
         set("wal_keep_size", quote("256MB"));
         set("wal_log_hints", "on".into());
+        // Standbys report every second and a silent one is dropped after
+        // 3 s (the default lease ttl), so a cut-off synchronous standby
+        // leaves pg_stat_replication, and the synchronous set, within a ttl.
+        set("wal_receiver_status_interval", quote("1s"));
+        set("wal_sender_timeout", quote("3s"));
         set("recovery_target_timeline", quote("latest"));
         set("cluster_name", quote(&c.application_name));
         set("synchronous_standby_names", quote(&synchronous_standby_names(&settings.synchronous)));
@@ -285,7 +328,8 @@ impl Postgres {
                             (SELECT timeline_id FROM pg_control_checkpoint()),
                             (SELECT received_tli FROM pg_stat_wal_receiver),
                             (SELECT sender_host || ':' || sender_port FROM pg_stat_wal_receiver
-                              WHERE status = 'streaming')",
+                              WHERE status = 'streaming'),
+                            current_setting('synchronous_standby_names')",
                     &[],
                 )
                 .await
@@ -328,6 +372,7 @@ impl Postgres {
                 clean_shutdown: None,
                 upstream: row.get(8),
                 downstream,
+                synchronous_names: parse_synchronous_standby_names(&row.get::<_, String>(9)),
             })
         };
         match tokio::time::timeout(timeout, work).await {
@@ -393,6 +438,7 @@ impl Database for Postgres {
                 clean_shutdown: None,
                 upstream: None,
                 downstream: Vec::new(),
+                synchronous_names: None,
             });
         }
         if self.is_running(timeout).await? {
@@ -411,6 +457,7 @@ impl Database for Postgres {
             clean_shutdown: Some(c.state.clean()),
             upstream: None,
             downstream: Vec::new(),
+            synchronous_names: None,
         })
     }
 
@@ -628,6 +675,16 @@ mod tests {
         assert_eq!(synchronous_standby_names(&[]), "");
         assert_eq!(synchronous_standby_names(&["node2".into()]), "FIRST 1 (\"node2\")");
         assert_eq!(synchronous_standby_names(&["a".into(), "b\"c".into()]), "FIRST 2 (\"a\", \"b\"\"c\")");
+    }
+
+    #[test]
+    fn synchronous_names_parse_back() {
+        for names in [vec![], vec!["node2".to_string()], vec!["a".to_string(), "b\"c".to_string()]] {
+            assert_eq!(parse_synchronous_standby_names(&synchronous_standby_names(&names)), Some(names));
+        }
+        assert_eq!(parse_synchronous_standby_names("*"), None);
+        assert_eq!(parse_synchronous_standby_names("ANY 1 (a, b)"), None);
+        assert_eq!(parse_synchronous_standby_names("FIRST 2 (\"a\")"), None);
     }
 
     #[test]

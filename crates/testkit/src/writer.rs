@@ -136,6 +136,14 @@ pub fn switch_gap(acks: &[Ack], old: u16) -> Option<Duration> {
     Some(first_new - last_old)
 }
 
+/// The longest pause between two consecutive acknowledgements: how long
+/// commits were blocked at worst.
+pub fn longest_gap(acks: &[Ack]) -> Option<Duration> {
+    let mut times: Vec<Instant> = acks.iter().map(|a| a.at).collect();
+    times.sort();
+    times.windows(2).map(|w| w[1] - w[0]).max()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -148,6 +156,7 @@ mod tests {
         assert!(overlapping(&acks).is_empty());
         assert_eq!(switch_gap(&acks, 5001), Some(Duration::from_millis(490)));
         assert_eq!(lost(&acks, &[1, 2, 4]), vec![5]);
+        assert_eq!(longest_gap(&acks), Some(Duration::from_millis(490)));
         let mut bad = acks.clone();
         bad.push(ack(6, 5001, 520));
         assert_eq!(overlapping(&bad), vec![5001]);
