@@ -1,11 +1,18 @@
 //! `haraft-bench`: measures a 3-node loopback cluster of real `haraft`
 //! processes and prints one JSON object and one human line.
 //!
+//! `haraft-bench [lease]`:
 //! - renewal commit latency (p50/p99): the holder's own measurement from
 //!   proposing a renewal to seeing it applied, over `--seconds` of renewals
 //!   every `--renew-interval-ms` (more samples than the default 1 s);
 //! - idle RSS of each agent, from /proc/PID/status, after `--idle-seconds`
 //!   of a cluster with default settings.
+//!
+//! `haraft-bench failover [--iterations N] [--synchronous]`: N times, kill -9
+//! the primary host (agent, fence guard, PostgreSQL) under a writer and
+//! measure the seconds until the writer succeeds on the new primary, the
+//! acknowledged writes lost, and the seconds until the restarted old node
+//! streams again. Needs PostgreSQL 15 and, as root, the postgres OS user.
 //!
 //! Build with `cargo build --release --workspace`, then run
 //! `target/release/haraft-bench`.
@@ -14,14 +21,28 @@ use haraft_testkit::procs::ProcCluster;
 use std::time::{Duration, Instant};
 
 struct Args {
+    failover: bool,
+    iterations: u64,
+    synchronous: bool,
     seconds: u64,
     renew_interval_ms: u64,
     idle_seconds: u64,
 }
 
 fn parse_args() -> Result<Args, String> {
-    let mut args = Args { seconds: 30, renew_interval_ms: 100, idle_seconds: 20 };
-    let mut it = std::env::args().skip(1);
+    let mut args =
+        Args { failover: false, iterations: 5, synchronous: false, seconds: 30, renew_interval_ms: 100, idle_seconds: 20 };
+    let mut it = std::env::args().skip(1).peekable();
+    match it.peek().map(String::as_str) {
+        Some("failover") => {
+            args.failover = true;
+            it.next();
+        }
+        Some("lease") => {
+            it.next();
+        }
+        _ => {}
+    }
     while let Some(flag) = it.next() {
         let mut value = |name: &str| -> Result<u64, String> {
             let v = it.next().ok_or(format!("{name} needs a value"))?;
@@ -31,8 +52,11 @@ fn parse_args() -> Result<Args, String> {
             "--seconds" => args.seconds = value("--seconds")?,
             "--renew-interval-ms" => args.renew_interval_ms = value("--renew-interval-ms")?,
             "--idle-seconds" => args.idle_seconds = value("--idle-seconds")?,
+            "--iterations" => args.iterations = value("--iterations")?.max(1),
+            "--synchronous" => args.synchronous = true,
             "--help" | "-h" => {
-                println!("haraft-bench [--seconds N (30)] [--renew-interval-ms N (100)] [--idle-seconds N (20)]");
+                println!("haraft-bench [lease] [--seconds N (30)] [--renew-interval-ms N (100)] [--idle-seconds N (20)]");
+                println!("haraft-bench failover [--iterations N (5)] [--synchronous]");
                 std::process::exit(0);
             }
             other => return Err(format!("unknown argument {other:?}: see --help")),
@@ -74,7 +98,8 @@ fn main() {
             std::process::exit(2);
         }
     };
-    if let Err(e) = run(&args) {
+    let result = if args.failover { failover(&args) } else { run(&args) };
+    if let Err(e) = result {
         eprintln!("haraft-bench: {e}");
         std::process::exit(1);
     }
@@ -124,4 +149,107 @@ fn run(args: &Args) -> Result<(), String> {
         rss.iter().map(u64::to_string).collect::<Vec<_>>().join("/")
     );
     Ok(())
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 }
+}
+
+fn primary_of(s: &serde_json::Value) -> Option<u64> {
+    let members = s["members"].as_array()?;
+    let p: Vec<&serde_json::Value> = members.iter().filter(|m| m["role"] == "primary").collect();
+    (p.len() == 1).then(|| p[0]["id"].as_u64()).flatten()
+}
+
+fn normal(s: &serde_json::Value) -> bool {
+    s["cluster_state"] == "Normal"
+}
+
+fn wait_until(what: &str, limit: Duration, mut check: impl FnMut() -> bool) -> Result<(), String> {
+    let start = Instant::now();
+    while !check() {
+        if start.elapsed() > limit {
+            return Err(format!("timed out after {limit:?} waiting for {what}"));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(())
+}
+
+fn failover(args: &Args) -> Result<(), String> {
+    use haraft_testkit::writer::{self, Writer};
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().map_err(|e| e.to_string())?;
+    let extra = if args.synchronous { "[failover]\nsynchronous_mode = true\n" } else { "" };
+    let mut c = ProcCluster::with_postgres(3, extra);
+    c.start_all();
+    let limit = Duration::from_secs(120);
+    let (mut resumed, mut rejoined, mut lost_total, mut acked_total) = (Vec::new(), Vec::new(), 0usize, 0usize);
+    let pg = c.pg.as_ref().expect("postgres cluster");
+    let (ports, password) = (pg.ports.clone(), pg.superuser_password.clone());
+    for i in 0..args.iterations {
+        wait_until("a normal cluster", limit, || {
+            c.status().is_some_and(|s| normal(&s) && (!args.synchronous || s["members"].as_array().is_some_and(|m| m.iter().any(|m| m["synchronous"] == true))))
+        })?;
+        let old = c.status().and_then(|s| primary_of(&s)).ok_or("no primary")?;
+        let w = runtime.block_on(Writer::start(&ports, &password, Duration::from_millis(10), Duration::from_secs(300)));
+        std::thread::sleep(Duration::from_secs(2));
+        let killed_at = Instant::now();
+        c.kill_host(old);
+        let old_port = ports[old as usize - 1];
+        wait_until("a new primary", limit, || c.status().and_then(|s| primary_of(&s)).is_some_and(|p| p != old))?;
+        // Let the writer reach the new primary, then bring the old node back.
+        std::thread::sleep(Duration::from_secs(3));
+        let restarted_at = Instant::now();
+        c.start(old);
+        wait_until("the old node streaming", limit, || {
+            c.status().is_some_and(|s| s["members"][old as usize - 1]["state"] == "streaming")
+        })?;
+        let rejoin = restarted_at.elapsed().as_secs_f64();
+        let acks = runtime.block_on(w.stop());
+        let committed = runtime.block_on(writer::committed_ids(&ports, &password));
+        let first_new = acks.iter().filter(|a| a.port != old_port && a.at > killed_at).map(|a| a.at).min().ok_or("the writer never reached the new primary")?;
+        let resume = (first_new - killed_at).as_secs_f64();
+        let lost = writer::lost(&acks, &committed).len();
+        eprintln!("iteration {}: writes resumed after {resume:.2} s, lost {lost}, old node streaming {rejoin:.2} s after restart", i + 1);
+        resumed.push(resume);
+        rejoined.push(rejoin);
+        lost_total += lost;
+        acked_total += acks.len();
+        runtime.block_on(async { tokio::task::yield_now().await });
+        // A fresh table for the next iteration.
+        let _ = runtime.block_on(drop_writes(&ports, &password));
+    }
+    let min = resumed.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = resumed.iter().copied().fold(0.0, f64::max);
+    let report = serde_json::json!({
+        "bench": "failover",
+        "iterations": args.iterations,
+        "synchronous_mode": args.synchronous,
+        "writes_resumed_s": {"min": min, "median": median(resumed.clone()), "max": max, "all": resumed},
+        "old_node_streaming_again_s": {"median": median(rejoined.clone()), "all": rejoined},
+        "lost_acknowledged_writes": lost_total,
+        "acknowledged_writes": acked_total,
+    });
+    println!("{report}");
+    println!(
+        "failover (kill -9 of the primary host, {} iterations{}): writes resumed after min {min:.2} s, median {:.2} s, max {max:.2} s; lost {lost_total} of {acked_total} acknowledged writes; old node streaming again after a median {:.2} s",
+        args.iterations,
+        if args.synchronous { ", synchronous mode" } else { "" },
+        report["writes_resumed_s"]["median"].as_f64().unwrap_or(0.0),
+        report["old_node_streaming_again_s"]["median"].as_f64().unwrap_or(0.0),
+    );
+    Ok(())
+}
+
+async fn drop_writes(ports: &[u16], password: &str) -> Result<(), String> {
+    let mut c = tokio_postgres::Config::new();
+    for p in ports {
+        c.host("127.0.0.1").port(*p);
+    }
+    c.user("postgres").password(password).dbname("postgres").target_session_attrs(tokio_postgres::config::TargetSessionAttrs::ReadWrite);
+    let (client, conn) = c.connect(tokio_postgres::NoTls).await.map_err(|e| e.to_string())?;
+    tokio::spawn(conn);
+    client.batch_execute("DROP TABLE IF EXISTS writes").await.map_err(|e| e.to_string())
 }
