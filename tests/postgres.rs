@@ -70,6 +70,9 @@ async fn bootstrap_failover_with_fencing_and_rejoin_by_rewind() {
     // The old host comes back and rejoins as a streaming replica.
     c.start(first);
     let healed = wait_normal(&c, "the old primary streaming again").await;
+    if std::env::var("HARAFT_DEBUG_PGLOG").is_ok() {
+        eprintln!("{}", logs(&c));
+    }
     assert_eq!(primary_id(&healed), Some(second));
     let acks = w.stop().await;
     assert!(acks.len() > 50, "the writer barely wrote: {}", acks.len());

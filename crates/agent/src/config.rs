@@ -189,16 +189,18 @@ pub struct RaftTiming {
 }
 
 impl Default for RaftTiming {
-    /// Heartbeats every 200 ms keep followers from starting elections on
-    /// loopback and LAN; an election timeout of 0.8-1.6 s tolerates three
-    /// lost heartbeats and keeps leader loss well inside the 5 s failover
-    /// goal. A 2 s write timeout is twice the renewal interval: a renewal
-    /// that takes longer is useless to the holder anyway.
+    /// Heartbeats every 150 ms keep followers from starting elections on
+    /// loopback and LAN; an election timeout of 0.5-1 s tolerates three
+    /// lost heartbeats and keeps the loss of a leader short enough for the
+    /// lease holder to keep renewing (its validity is ~2 s) and for a
+    /// failover that also lost the leader to stay under 5 s. A 2 s write
+    /// timeout covers an election; a renewal that takes longer is useless
+    /// to the holder anyway.
     fn default() -> Self {
         RaftTiming {
-            heartbeat_interval_ms: 200,
-            election_timeout_min_ms: 800,
-            election_timeout_max_ms: 1600,
+            heartbeat_interval_ms: 150,
+            election_timeout_min_ms: 500,
+            election_timeout_max_ms: 1000,
             write_timeout_ms: 2000,
         }
     }
@@ -647,10 +649,10 @@ address = "127.0.0.1:7003"
         let e = err("[lease]\nttl_ms = 1500\nrenew_interval_ms = 1000\n");
         assert!(e.contains("lease.ttl_ms = 1500 is too short"), "{e}");
         assert!(e.contains("at least 2526"), "{e}");
-        let e = err("[raft]\nheartbeat_interval_ms = 900\n");
-        assert!(e.contains("raft.heartbeat_interval_ms = 900"), "{e}");
-        let e = err("[raft]\nelection_timeout_min_ms = 1600\n");
-        assert!(e.contains("election_timeout_min_ms = 1600"), "{e}");
+        let e = err("[raft]\nheartbeat_interval_ms = 600\n");
+        assert!(e.contains("raft.heartbeat_interval_ms = 600"), "{e}");
+        let e = err("[raft]\nelection_timeout_min_ms = 1000\n");
+        assert!(e.contains("election_timeout_min_ms = 1000"), "{e}");
         let e = err("[raft]\nwrite_timeout_ms = 100\n");
         assert!(e.contains("write_timeout_ms = 100"), "{e}");
     }

@@ -59,7 +59,11 @@ pub fn read(path: &Path) -> Option<FenceState> {
 
 /// Replaces the file atomically (a guard never reads half a line).
 pub fn write(path: &Path, state: &FenceState) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
+    // One temporary file per writer: the agent and its guards may write at
+    // the same moment, and a shared one would be renamed from under one.
+    let tmp = path.with_extension(
+        format!("tmp.{}.{:?}", std::process::id(), std::thread::current().id()).replace(['(', ')'], ""),
+    );
     let mut f = std::fs::File::create(&tmp)?;
     f.write_all(state.render().as_bytes())?;
     f.sync_data()?;

@@ -181,6 +181,9 @@ mod tests {
     use crate::state::Rejected;
 
     const ME: NodeId = NodeId(2);
+    /// Round numbers for the arithmetic below: validity 3000 x 0.99 - 500 = 2470.
+    const TIMING: Timing =
+        Timing { lease_ttl_ms: 3000, renew_interval_ms: 1000, clock_drift_ppm: 10_000, demote_budget_ms: 500 };
 
     fn lease(epoch: u64, renewal: u64) -> Lease {
         Lease { holder: ME, epoch: Epoch(epoch), renewal: RenewalSeq(renewal) }
@@ -213,7 +216,7 @@ mod tests {
 
     #[test]
     fn keeper_is_not_valid_before_its_first_renewal() {
-        let timing = Timing::default();
+        let timing = TIMING;
         let mut k = LeaseKeeper::default();
         let step = k.tick(ME, Some(lease(3, 0)), BootTime(100), None);
         assert_eq!(
@@ -231,7 +234,7 @@ mod tests {
 
     #[test]
     fn keeper_renews_once_per_interval_with_one_in_flight() {
-        let timing = Timing::default();
+        let timing = TIMING;
         let mut k = LeaseKeeper::default();
         assert!(k.tick(ME, Some(lease(1, 0)), BootTime(0), None).is_some());
         assert_eq!(k.tick(ME, Some(lease(1, 0)), BootTime(50), None), None, "one in flight");
@@ -250,7 +253,7 @@ mod tests {
 
     #[test]
     fn failed_renewal_extends_nothing_and_retries_soon() {
-        let timing = Timing::default();
+        let timing = TIMING;
         let mut k = LeaseKeeper::default();
         k.tick(ME, Some(lease(1, 0)), BootTime(0), None);
         k.on_answer(BootTime(0), BootTime(10), Some(&renewed(1, 1)), &timing);
@@ -264,7 +267,7 @@ mod tests {
 
     #[test]
     fn stale_renewal_answer_adopts_the_committed_count() {
-        let timing = Timing::default();
+        let timing = TIMING;
         let mut k = LeaseKeeper::default();
         k.tick(ME, Some(lease(1, 0)), BootTime(0), None);
         let stale = Outcome::Rejected(Rejected::StaleRenewal { proposed: RenewalSeq(0), current: RenewalSeq(4) });
@@ -275,7 +278,7 @@ mod tests {
 
     #[test]
     fn losing_the_lease_in_state_drops_it() {
-        let timing = Timing::default();
+        let timing = TIMING;
         let mut k = LeaseKeeper::default();
         k.tick(ME, Some(lease(1, 0)), BootTime(0), None);
         k.on_answer(BootTime(0), BootTime(10), Some(&renewed(1, 1)), &timing);
@@ -287,7 +290,7 @@ mod tests {
 
     #[test]
     fn rejection_as_not_holder_drops_validity_at_once() {
-        let timing = Timing::default();
+        let timing = TIMING;
         let mut k = LeaseKeeper::default();
         k.tick(ME, Some(lease(1, 0)), BootTime(0), None);
         k.on_answer(BootTime(0), BootTime(10), Some(&renewed(1, 1)), &timing);

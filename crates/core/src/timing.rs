@@ -21,13 +21,17 @@ pub struct Timing {
 }
 
 impl Default for Timing {
-    /// ttl 3 s: detection within ~3 s of the last renewal keeps a failover
-    /// under the 5 s goal; renewal every 1 s leaves room for one lost renewal
-    /// inside the holder's 2.47 s validity; 1% drift is 20x the 500 ppm that
+    /// ttl 2.5 s: a failover waits up to one ttl after the last renewal,
+    /// plus an election (0.5-1 s) when the Raft leader died with the
+    /// primary, whose successor then waits a full ttl; 2.5 s keeps that
+    /// worst case near 4 s, under the 5 s goal (measured by haraft-bench
+    /// failover). Renewal every 500 ms: the holder's 1.975 s validity
+    /// survives an election of the leader (renewals fail meanwhile) and
+    /// still has a lost renewal to spare. 1% drift is 20x the 500 ppm that
     /// NTP may slew a clock; 500 ms is far above a measured immediate
     /// shutdown of PostgreSQL (well under 100 ms on these machines).
     fn default() -> Self {
-        Timing { lease_ttl_ms: 3000, renew_interval_ms: 1000, clock_drift_ppm: 10_000, demote_budget_ms: 500 }
+        Timing { lease_ttl_ms: 2500, renew_interval_ms: 500, clock_drift_ppm: 10_000, demote_budget_ms: 500 }
     }
 }
 
@@ -165,8 +169,8 @@ mod tests {
     #[test]
     fn holder_deadline_subtracts_drift_and_budget() {
         let t = Timing::default();
-        // 3000 * 0.99 - 500 = 2470
-        assert_eq!(t.holder_deadline(BootTime(10_000)), BootTime(12_470));
+        // 2500 * 0.99 - 500 = 1975
+        assert_eq!(t.holder_deadline(BootTime(10_000)), BootTime(11_975));
     }
 
     #[test]
@@ -188,7 +192,7 @@ mod tests {
 
     #[test]
     fn short_ttl_is_refused_with_the_minimum() {
-        let t = Timing { lease_ttl_ms: 2000, ..Timing::default() };
+        let t = Timing { lease_ttl_ms: 2000, renew_interval_ms: 1000, ..Timing::default() };
         match t.validate() {
             Err(TimingError::TtlTooShort { minimum_ttl_ms, .. }) => {
                 assert_eq!(minimum_ttl_ms, 2526);

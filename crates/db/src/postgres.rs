@@ -212,10 +212,10 @@ impl Postgres {
         set("wal_keep_size", quote("256MB"));
         set("wal_log_hints", "on".into());
         // Standbys report every second and a silent one is dropped after
-        // 3 s (the default lease ttl), so a cut-off synchronous standby
+        // 2 s (within the default 2.5 s lease ttl), so a cut-off synchronous standby
         // leaves pg_stat_replication, and the synchronous set, within a ttl.
         set("wal_receiver_status_interval", quote("1s"));
-        set("wal_sender_timeout", quote("3s"));
+        set("wal_sender_timeout", quote("2s"));
         set("recovery_target_timeline", quote("latest"));
         set("cluster_name", quote(&c.application_name));
         set("synchronous_standby_names", quote(&synchronous_standby_names(&settings.synchronous)));
@@ -329,7 +329,9 @@ impl Postgres {
                             (SELECT received_tli FROM pg_stat_wal_receiver),
                             (SELECT sender_host || ':' || sender_port FROM pg_stat_wal_receiver
                               WHERE status = 'streaming'),
-                            current_setting('synchronous_standby_names')",
+                            current_setting('synchronous_standby_names'),
+                            (SELECT max(('x' || substr(name, 1, 8))::bit(32)::int) FROM pg_ls_waldir()
+                              WHERE name ~ '^[0-9A-F]{8}[.]history$')",
                     &[],
                 )
                 .await
@@ -338,9 +340,14 @@ impl Postgres {
             let sysid: Option<String> = row.get(1);
             let lsn = |i: usize| row.get::<_, Option<String>>(i).and_then(|s| Lsn::parse(&s));
             let timeline = if in_recovery {
+                // Streaming: the timeline it receives. Otherwise the newest
+                // timeline whose history it holds: the last restartpoint's
+                // timeline lags a timeline switch by up to a checkpoint
+                // interval.
                 let received: Option<i32> = row.get(7);
                 let checkpoint: Option<i32> = row.get(6);
-                received.or(checkpoint).map(|t| TimelineId(t as u32))
+                let newest_history: Option<i32> = row.get(10);
+                received.or(newest_history.max(checkpoint)).map(|t| TimelineId(t as u32))
             } else {
                 row.get::<_, Option<String>>(3).and_then(|hex| u32::from_str_radix(&hex, 16).ok()).map(TimelineId)
             };
@@ -378,6 +385,32 @@ impl Postgres {
         match tokio::time::timeout(timeout, work).await {
             Ok(r) => r,
             Err(_) => Err(DbError::Timeout { what: "querying PostgreSQL".into(), after: timeout }),
+        }
+    }
+
+    /// Asks the rewind source for a checkpoint, so that its control file
+    /// names its current timeline (see `promote`).
+    async fn checkpoint_source(&self, source: &Upstream, timeout: Duration) -> Result<(), DbError> {
+        let mut config = tokio_postgres::Config::new();
+        config
+            .host(&source.host)
+            .port(source.port)
+            .user(&self.cfg.superuser)
+            .password(&self.cfg.superuser_password)
+            .dbname("postgres")
+            .application_name("haraft")
+            .connect_timeout(timeout);
+        let work = async {
+            let (client, connection) =
+                config.connect(tokio_postgres::NoTls).await.map_err(|e| DbError::Query(e.to_string()))?;
+            tokio::spawn(async move {
+                let _ = connection.await;
+            });
+            client.batch_execute("CHECKPOINT").await.map_err(|e| DbError::Query(e.to_string()))
+        };
+        match tokio::time::timeout(timeout, work).await {
+            Ok(r) => r,
+            Err(_) => Err(DbError::Timeout { what: format!("a checkpoint on {}", source.name), after: timeout }),
         }
     }
 
@@ -555,6 +588,12 @@ impl Database for Postgres {
             timeout + Duration::from_secs(2),
         )
         .await?;
+        // pg_rewind (PostgreSQL 15) reads the source's timeline from its
+        // control file, which promotion updates only at the next
+        // checkpoint: without this one, a former primary rewound soon after
+        // would be told "no rewind required" and could not follow.
+        let client = self.connect(timeout).await?;
+        client.batch_execute("CHECKPOINT").await.map_err(|e| DbError::Query(e.to_string()))?;
         // Promoted: the next start must be as primary.
         self.write_settings(false)
     }
@@ -591,6 +630,7 @@ impl Database for Postgres {
         if !self.controldata(timeout).await?.state.clean() {
             self.finish_crash_recovery(timeout).await?;
         }
+        self.checkpoint_source(source, timeout).await?;
         let data = format!("--target-pgdata={}", self.cfg.data_dir.display());
         let server = format!(
             "--source-server=host={} port={} user={} dbname=postgres connect_timeout=5",

@@ -30,8 +30,14 @@ struct Args {
 }
 
 fn parse_args() -> Result<Args, String> {
-    let mut args =
-        Args { failover: false, iterations: 5, synchronous: false, seconds: 30, renew_interval_ms: 100, idle_seconds: 20 };
+    let mut args = Args {
+        failover: false,
+        iterations: 5,
+        synchronous: false,
+        seconds: 30,
+        renew_interval_ms: 100,
+        idle_seconds: 20,
+    };
     let mut it = std::env::args().skip(1).peekable();
     match it.peek().map(String::as_str) {
         Some("failover") => {
@@ -55,7 +61,9 @@ fn parse_args() -> Result<Args, String> {
             "--iterations" => args.iterations = value("--iterations")?.max(1),
             "--synchronous" => args.synchronous = true,
             "--help" | "-h" => {
-                println!("haraft-bench [lease] [--seconds N (30)] [--renew-interval-ms N (100)] [--idle-seconds N (20)]");
+                println!(
+                    "haraft-bench [lease] [--seconds N (30)] [--renew-interval-ms N (100)] [--idle-seconds N (20)]"
+                );
                 println!("haraft-bench failover [--iterations N (5)] [--synchronous]");
                 std::process::exit(0);
             }
@@ -179,18 +187,41 @@ fn wait_until(what: &str, limit: Duration, mut check: impl FnMut() -> bool) -> R
 }
 
 fn failover(args: &Args) -> Result<(), String> {
-    use haraft_testkit::writer::{self, Writer};
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().map_err(|e| e.to_string())?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
     let extra = if args.synchronous { "[failover]\nsynchronous_mode = true\n" } else { "" };
     let mut c = ProcCluster::with_postgres(3, extra);
     c.start_all();
+    let result = failover_iterations(args, &mut c, &runtime);
+    if result.is_err() {
+        for id in 1..=3 {
+            let log = c.log(id);
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            eprintln!("--- node{id} (last lines)");
+            for line in tail.into_iter().rev() {
+                eprintln!("{line}");
+            }
+        }
+    }
+    result
+}
+
+fn failover_iterations(args: &Args, c: &mut ProcCluster, runtime: &tokio::runtime::Runtime) -> Result<(), String> {
+    use haraft_testkit::writer::{self, Writer};
     let limit = Duration::from_secs(120);
     let (mut resumed, mut rejoined, mut lost_total, mut acked_total) = (Vec::new(), Vec::new(), 0usize, 0usize);
     let pg = c.pg.as_ref().expect("postgres cluster");
     let (ports, password) = (pg.ports.clone(), pg.superuser_password.clone());
     for i in 0..args.iterations {
         wait_until("a normal cluster", limit, || {
-            c.status().is_some_and(|s| normal(&s) && (!args.synchronous || s["members"].as_array().is_some_and(|m| m.iter().any(|m| m["synchronous"] == true))))
+            c.status().is_some_and(|s| {
+                normal(&s)
+                    && (!args.synchronous
+                        || s["members"].as_array().is_some_and(|m| m.iter().any(|m| m["synchronous"] == true)))
+            })
         })?;
         let old = c.status().and_then(|s| primary_of(&s)).ok_or("no primary")?;
         let w = runtime.block_on(Writer::start(&ports, &password, Duration::from_millis(10), Duration::from_secs(300)));
@@ -209,10 +240,18 @@ fn failover(args: &Args) -> Result<(), String> {
         let rejoin = restarted_at.elapsed().as_secs_f64();
         let acks = runtime.block_on(w.stop());
         let committed = runtime.block_on(writer::committed_ids(&ports, &password));
-        let first_new = acks.iter().filter(|a| a.port != old_port && a.at > killed_at).map(|a| a.at).min().ok_or("the writer never reached the new primary")?;
+        let first_new = acks
+            .iter()
+            .filter(|a| a.port != old_port && a.at > killed_at)
+            .map(|a| a.at)
+            .min()
+            .ok_or("the writer never reached the new primary")?;
         let resume = (first_new - killed_at).as_secs_f64();
         let lost = writer::lost(&acks, &committed).len();
-        eprintln!("iteration {}: writes resumed after {resume:.2} s, lost {lost}, old node streaming {rejoin:.2} s after restart", i + 1);
+        eprintln!(
+            "iteration {}: writes resumed after {resume:.2} s, lost {lost}, old node streaming {rejoin:.2} s after restart",
+            i + 1
+        );
         resumed.push(resume);
         rejoined.push(rejoin);
         lost_total += lost;
@@ -248,7 +287,10 @@ async fn drop_writes(ports: &[u16], password: &str) -> Result<(), String> {
     for p in ports {
         c.host("127.0.0.1").port(*p);
     }
-    c.user("postgres").password(password).dbname("postgres").target_session_attrs(tokio_postgres::config::TargetSessionAttrs::ReadWrite);
+    c.user("postgres")
+        .password(password)
+        .dbname("postgres")
+        .target_session_attrs(tokio_postgres::config::TargetSessionAttrs::ReadWrite);
     let (client, conn) = c.connect(tokio_postgres::NoTls).await.map_err(|e| e.to_string())?;
     tokio::spawn(conn);
     client.batch_execute("DROP TABLE IF EXISTS writes").await.map_err(|e| e.to_string())
