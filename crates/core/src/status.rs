@@ -632,7 +632,7 @@ pub fn history_view(state: &ClusterState) -> Vec<HistoryItem> {
                     item.event = "rebuilt".into();
                     item.node = Some(name_of(state, *node));
                     item.detail = format!(
-                        "{} rebuilt from {} (old data directory kept aside)",
+                        "{} rebuilt from {} by base backup (a previous data directory is kept aside)",
                         name_of(state, *node),
                         name_of(state, *from)
                     );

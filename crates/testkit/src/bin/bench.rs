@@ -213,6 +213,10 @@ fn failover_iterations(args: &Args, c: &mut ProcCluster, runtime: &tokio::runtim
     use haraft_testkit::writer::{self, Writer};
     let limit = Duration::from_secs(120);
     let (mut resumed, mut rejoined, mut lost_total, mut acked_total) = (Vec::new(), Vec::new(), 0usize, 0usize);
+    // The agents' memory while they manage PostgreSQL, once settled.
+    wait_until("a normal cluster", limit, || c.status().is_some_and(|s| normal(&s)))?;
+    std::thread::sleep(Duration::from_secs(5));
+    let rss: Vec<u64> = (1..=3).map(|id| rss_kib(c.nodes[id - 1].pid().expect("running"))).collect::<Result<_, _>>()?;
     let pg = c.pg.as_ref().expect("postgres cluster");
     let (ports, password) = (pg.ports.clone(), pg.superuser_password.clone());
     for i in 0..args.iterations {
@@ -270,14 +274,16 @@ fn failover_iterations(args: &Args, c: &mut ProcCluster, runtime: &tokio::runtim
         "old_node_streaming_again_s": {"median": median(rejoined.clone()), "all": rejoined},
         "lost_acknowledged_writes": lost_total,
         "acknowledged_writes": acked_total,
+        "agent_rss_kib_managing_postgres": rss,
     });
     println!("{report}");
     println!(
-        "failover (kill -9 of the primary host, {} iterations{}): writes resumed after min {min:.2} s, median {:.2} s, max {max:.2} s; lost {lost_total} of {acked_total} acknowledged writes; old node streaming again after a median {:.2} s",
+        "failover (kill -9 of the primary host, {} iterations{}): writes resumed after min {min:.2} s, median {:.2} s, max {max:.2} s; lost {lost_total} of {acked_total} acknowledged writes; old node streaming again after a median {:.2} s; agent RSS {} kB",
         args.iterations,
         if args.synchronous { ", synchronous mode" } else { "" },
         report["writes_resumed_s"]["median"].as_f64().unwrap_or(0.0),
         report["old_node_streaming_again_s"]["median"].as_f64().unwrap_or(0.0),
+        rss.iter().map(u64::to_string).collect::<Vec<_>>().join("/"),
     );
     Ok(())
 }
