@@ -299,3 +299,54 @@ async fn frozen_primary_host_acknowledges_nothing_after_the_new_epoch_in_synchro
     assert!(lost.is_empty(), "lost acknowledged writes: {lost:?}");
     eprintln!("frozen host: {} acknowledged writes, none lost, no overlap", acks.len());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_lagging_beyond_the_limit_is_never_promoted() {
+    // node2 may never be promoted; node3 will lag far behind.
+    let mut c = ProcCluster::with_postgres(3, "");
+    let path = c.nodes[1].config.clone();
+    let text = std::fs::read_to_string(&path).unwrap().replace("[postgresql]\n", "[postgresql]\nnofailover = true\n");
+    std::fs::write(&path, text).unwrap();
+    c.start_all();
+    let s = wait_normal(&c, "bootstrap").await;
+    assert_eq!(primary_id(&s), Some(1), "{s}");
+    // Freeze node3's PostgreSQL, then write several MiB on the primary.
+    haraft_db::procs::signal_server(&c.pgdata(3), libc::SIGSTOP);
+    let pg = c.pg.as_ref().unwrap();
+    let (port, password) = (pg.ports[0], pg.superuser_password.clone());
+    let (client, conn) = tokio_postgres_connect(port, &password).await;
+    client
+        .batch_execute("CREATE TABLE filler AS SELECT g, repeat('x', 1000) AS pad FROM generate_series(1, 8000) g")
+        .await
+        .expect("write filler");
+    drop(client);
+    conn.abort();
+    // Let renewals carry the primary's new position into the state.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    c.kill_host(1);
+    haraft_db::procs::signal_server(&c.pgdata(3), libc::SIGCONT);
+    // No member may be promoted: node2 is tagged nofailover, node3 lags.
+    wait_for("the leader's refusal", LIMIT, || logs(&c).contains("no-eligible-candidate").then_some(())).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let s = c.status().expect("status");
+    assert_eq!(primary_id(&s), None, "a member was promoted: {s}");
+    let all = logs(&c);
+    assert!(all.contains("node 3: lags"), "{all}");
+    assert!(all.contains("node 2: tagged nofailover"), "{all}");
+}
+
+async fn tokio_postgres_connect(port: u16, password: &str) -> (tokio_postgres::Client, tokio::task::JoinHandle<()>) {
+    let (client, conn) = tokio_postgres::Config::new()
+        .host("127.0.0.1")
+        .port(port)
+        .user("postgres")
+        .password(password)
+        .dbname("postgres")
+        .connect(tokio_postgres::NoTls)
+        .await
+        .expect("connect to the primary");
+    let task = tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    (client, task)
+}

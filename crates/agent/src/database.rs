@@ -103,6 +103,7 @@ fn to_status(o: haraft_db::Observation, has_data: bool) -> DbStatus {
             })
             .collect(),
         synchronous_names: o.synchronous_names,
+        slots: o.slots,
     }
 }
 
@@ -283,10 +284,11 @@ impl DbSide {
             }
             self.last_key = key;
         }
-        if action == Action::Idle || self.action_in_flight || now < self.next_action_at {
+        // Fencing does not wait out the pause after a failed action.
+        let fencing = action == Action::Stop { immediate: true };
+        if action == Action::Idle || self.action_in_flight || (now < self.next_action_at && !fencing) {
             return;
         }
-        // A fence never waits for a retry pause or an observation.
         self.action_in_flight = true;
         *shared.db_action.lock().expect("never poisoned") = Some(action.to_string());
         let shared = Arc::clone(shared);
@@ -375,6 +377,7 @@ async fn execute(
             Ok(())
         }
         Action::SetSynchronous { names, epoch } => pg.set_synchronous_standbys(names, *epoch, t).await.map_err(e),
+        Action::SetSlots { slots, epoch } => pg.set_replication_slots(slots, *epoch, t).await.map_err(e),
         Action::Rebuild { source, epoch } => {
             let t = Duration::from_millis(settings.rebuild_timeout_ms);
             pg.rebuild(&upstream_of(state, *source)?, *epoch, t).await.map_err(e)?;

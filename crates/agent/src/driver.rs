@@ -335,19 +335,22 @@ impl Driver {
             Reason::LeaseValid { holder, .. } => format!("lease-valid {holder}"),
             r => r.to_string(),
         };
-        if key != self.last_plan_key {
-            match &decided.step {
-                Step::Propose(c) => {
-                    tracing::info!(node = %self.name(), "plan: propose {c} because {}", decided.reason)
-                }
-                Step::ProbeMembers => {
-                    tracing::info!(node = %self.name(), "plan: probe members because {}", decided.reason)
-                }
-                Step::Wait => {
-                    tracing::info!(node = %self.name(), "plan: wait because {}", decided.reason)
-                }
+        // One line per decision: a probe is only the way to the next
+        // decision (logged at debug), so a cluster that cannot promote
+        // anyone says why once, not every second.
+        match &decided.step {
+            Step::ProbeMembers => {
+                tracing::debug!(node = %self.name(), "plan: probe members because {}", decided.reason)
             }
-            self.last_plan_key = key;
+            _ if key == self.last_plan_key => {}
+            Step::Propose(c) => {
+                tracing::info!(node = %self.name(), "plan: propose {c} because {}", decided.reason);
+                self.last_plan_key = key;
+            }
+            Step::Wait => {
+                tracing::info!(node = %self.name(), "plan: wait because {}", decided.reason);
+                self.last_plan_key = key;
+            }
         }
         match decided.step {
             Step::Wait => {}

@@ -49,6 +49,18 @@ pub struct DbStatus {
     /// Primary: the member names in `synchronous_standby_names` as haraft
     /// wrote it; `None` when the setting is not haraft's.
     pub synchronous_names: Option<Vec<String>>,
+    /// Primary: the physical replication slots haraft owns (named by
+    /// `slot_name`); `None` when not observed.
+    pub slots: Option<Vec<String>>,
+}
+
+/// The physical replication slot haraft keeps on the primary for a member:
+/// `haraft_` and the member name, lowercased, other characters as `_`
+/// (slot names allow only lowercase letters, digits and `_`).
+pub fn slot_name(member: &str) -> String {
+    let tail: String =
+        member.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' }).collect();
+    format!("haraft_{tail}")
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]

@@ -113,6 +113,13 @@ pub fn plan(input: &PlanInput) -> Plan {
     // this a cluster of databases all the same: wait for its registration.
     let databases = !state.db_members.is_empty() || live.values().any(Option::is_some);
     let verdicts = if databases { db_verdicts(state, live) } else { lease_only_verdicts(state, live, previous) };
+    // Bootstrap waits until every answering member that has a database has
+    // registered it: the choice (data first, else the lowest id) must not
+    // depend on who registered first.
+    let unregistered = live.iter().any(|(id, s)| s.is_some() && !state.db_members.contains_key(id));
+    if databases && state.system_identifier.is_none() && unregistered {
+        return Plan { step: Step::Wait, reason: Reason::NoEligibleCandidate { verdicts } };
+    }
     let chosen = verdicts.iter().find(|v| v.eligible).map(|v| v.node);
     match chosen {
         None if live.is_empty() => Plan { step: Step::Wait, reason: Reason::NoLiveMember },
@@ -417,6 +424,7 @@ mod tests {
             streaming_from: None,
             replicas: Vec::new(),
             synchronous_names: None,
+            slots: None,
         })
     }
 
@@ -540,6 +548,21 @@ mod tests {
         let p = plan_with(&s, &empty);
         assert_eq!(p.step, Step::Wait, "{p:?}");
         assert!(p.reason.to_string().contains("has not registered its database yet"), "{}", p.reason);
+        // One registered, the other not yet: still wait.
+        let s = db_state(&[(1, false, 1)]);
+        let s = {
+            let mut s = s;
+            s.apply(
+                9,
+                &Command::SetMembers {
+                    members: (1..=2)
+                        .map(|i| Member { id: NodeId(i), name: format!("node{i}"), address: String::new() })
+                        .collect(),
+                },
+            );
+            s
+        };
+        assert_eq!(plan_with(&s, &empty).step, Step::Wait);
         // Registered, node1 tagged nofailover: node2 bootstraps.
         let s = db_state(&[(1, true, 1), (2, false, 1)]);
         let p = plan_with(&s, &empty);

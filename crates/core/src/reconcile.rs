@@ -90,6 +90,12 @@ pub enum Action {
         names: Vec<String>,
         epoch: Epoch,
     },
+    /// Make the primary's haraft slots exactly these (create missing, drop
+    /// the others when inactive).
+    SetSlots {
+        slots: Vec<String>,
+        epoch: Epoch,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -126,6 +132,7 @@ pub enum Reason {
     TrimSyncSetting,
     SynchronousModeOff,
     WaitingForSyncStandby,
+    SlotsDiffer,
 }
 
 pub fn reconcile(input: &ReconcileInput) -> (Action, Reason) {
@@ -173,7 +180,9 @@ pub fn reconcile(input: &ReconcileInput) -> (Action, Reason) {
             return (Action::Promote { epoch }, Reason::PromoteUnderLease);
         }
         if db.is_running_primary() {
-            return synchronous_step(me, epoch, state, db).unwrap_or((Action::Idle, Reason::PrimaryWithLease));
+            return synchronous_step(me, epoch, state, db)
+                .or_else(|| slots_step(me, epoch, state, db))
+                .unwrap_or((Action::Idle, Reason::PrimaryWithLease));
         }
         if !db.has_data {
             let why = "holds the lease but has no data directory".to_string();
@@ -291,6 +300,23 @@ fn synchronous_step(me: NodeId, epoch: Epoch, state: &ClusterState, db: &DbStatu
     if configured != in_state { set(in_state, Reason::TrimSyncSetting) } else { None }
 }
 
+/// The primary keeps one physical slot per other member with a database,
+/// so that WAL a standby still needs stays until it has it.
+fn slots_step(me: NodeId, epoch: Epoch, state: &ClusterState, db: &DbStatus) -> Option<(Action, Reason)> {
+    let have: std::collections::BTreeSet<&str> = db.slots.as_ref()?.iter().map(String::as_str).collect();
+    let want: std::collections::BTreeSet<String> = state
+        .db_members
+        .keys()
+        .filter(|id| **id != me)
+        .filter_map(|id| state.member_name(*id))
+        .map(crate::db::slot_name)
+        .collect();
+    if want.iter().map(String::as_str).collect::<std::collections::BTreeSet<_>>() == have {
+        return None;
+    }
+    Some((Action::SetSlots { slots: want.into_iter().collect(), epoch }, Reason::SlotsDiffer))
+}
+
 fn release(holder: NodeId, epoch: Epoch, why: String) -> Command {
     Command::Release { holder, epoch, why, at_unix_ms: 0 }
 }
@@ -336,6 +362,7 @@ impl fmt::Display for Action {
             Action::Stop { immediate: false } => write!(f, "stop mode=fast"),
             Action::Rewind { source, epoch } => write!(f, "rewind source={source} epoch={epoch}"),
             Action::Rebuild { source, epoch } => write!(f, "rebuild source={source} epoch={epoch}"),
+            Action::SetSlots { slots, epoch } => write!(f, "set-slots [{}] epoch={epoch}", slots.join(",")),
             Action::SetSynchronous { names, epoch } => {
                 write!(f, "set-synchronous-standbys names=[{}] epoch={epoch}", names.join(","))
             }
@@ -382,6 +409,7 @@ impl fmt::Display for Reason {
             Reason::TrimSyncSetting => write!(f, "synchronous-setting-wider-than-state"),
             Reason::SynchronousModeOff => write!(f, "synchronous-mode-off"),
             Reason::WaitingForSyncStandby => write!(f, "waiting-for-synchronous-standby"),
+            Reason::SlotsDiffer => write!(f, "replication-slots-differ-from-members"),
         }
     }
 }

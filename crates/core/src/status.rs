@@ -426,6 +426,7 @@ mod tests {
             streaming_from: from.map(str::to_string),
             replicas: Vec::new(),
             synchronous_names: None,
+            slots: None,
         };
         let local = LocalRaft {
             node: NodeId(1),

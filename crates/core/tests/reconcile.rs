@@ -43,6 +43,7 @@ fn db(running: bool, role: Option<DbRole>, streaming_from: Option<&str>) -> DbSt
         streaming_from: streaming_from.map(str::to_string),
         replicas: Vec::new(),
         synchronous_names: None,
+        slots: None,
     }
 }
 
@@ -348,4 +349,16 @@ fn a_setting_haraft_did_not_write_is_left_alone() {
     d.synchronous_names = None;
     d.replicas = vec![Replica { name: "node1".into(), streaming: true, sync: false }];
     assert_eq!(run(&case(state, MyLease::Valid(E1), d)).0, Action::Idle);
+}
+
+#[test]
+fn the_primary_keeps_one_slot_per_other_member() {
+    let state = cluster(Some(2), true);
+    let mut d = db(true, Some(DbRole::Primary), None);
+    d.slots = Some(vec!["haraft_node1".into(), "haraft_old".into()]);
+    let (action, _) = run(&case(state.clone(), MyLease::Valid(E1), d.clone()));
+    assert_eq!(action, Action::SetSlots { slots: vec!["haraft_node1".into(), "haraft_node3".into()], epoch: E1 });
+    d.slots = Some(vec!["haraft_node1".into(), "haraft_node3".into()]);
+    assert_eq!(run(&case(state, MyLease::Valid(E1), d)).0, Action::Idle);
+    assert_eq!(slot_name("Node-2.a"), "haraft_node_2_a");
 }

@@ -39,6 +39,8 @@ pub struct Observation {
     /// has the form haraft writes (`FIRST n ("a", ...)` or empty); `None`
     /// otherwise or when stopped.
     pub synchronous_names: Option<Vec<String>>,
+    /// Primary: haraft's physical replication slots (`haraft_*`).
+    pub slots: Option<Vec<String>>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -135,5 +137,8 @@ pub trait Database {
     async fn rewind(&self, source: &Upstream, epoch: Epoch, timeout: Duration) -> Result<RewindReport, DbError>;
     async fn rebuild(&self, source: &Upstream, epoch: Epoch, timeout: Duration) -> Result<(), DbError>;
     async fn set_synchronous_standbys(&self, names: &[String], epoch: Epoch, timeout: Duration) -> Result<(), DbError>;
+    /// Makes haraft's physical slots exactly `slots`: creates the missing
+    /// ones, drops the others unless a standby is using them.
+    async fn set_replication_slots(&self, slots: &[String], epoch: Epoch, timeout: Duration) -> Result<(), DbError>;
     async fn reload(&self, timeout: Duration) -> Result<(), DbError>;
 }

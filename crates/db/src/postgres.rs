@@ -210,6 +210,10 @@ impl Postgres {
         // pg_rewind needs the WAL since the divergence on the new primary;
         // 256 MB covers minutes of a busy test cluster.
         set("wal_keep_size", quote("256MB"));
+        // A member that is gone for good must not fill the primary's disk
+        // through its slot: past 1 GB the slot is invalidated and the
+        // member is rebuilt when it returns.
+        set("max_slot_wal_keep_size", quote("1GB"));
         set("wal_log_hints", "on".into());
         // Standbys report every second and a silent one is dropped after
         // 2 s (within the default 2.5 s lease ttl), so a cut-off synchronous standby
@@ -220,6 +224,8 @@ impl Postgres {
         set("cluster_name", quote(&c.application_name));
         set("synchronous_standby_names", quote(&synchronous_standby_names(&settings.synchronous)));
         if let (true, Some(up)) = (standby, settings.upstream.as_ref()) {
+            // The primary keeps this member's slot (see set_replication_slots).
+            set("primary_slot_name", quote(&haraft_core::slot_name(&c.application_name)));
             let conninfo = format!(
                 "host={} port={} user={} application_name={} passfile={} connect_timeout=2",
                 up.host,
@@ -231,6 +237,7 @@ impl Postgres {
             set("primary_conninfo", quote(&conninfo));
         } else {
             set("primary_conninfo", quote(""));
+            set("primary_slot_name", quote(""));
         }
         self.write_file(&c.data_dir.join("haraft.conf"), &text)?;
         let signal = c.data_dir.join("standby.signal");
@@ -352,6 +359,19 @@ impl Postgres {
                 row.get::<_, Option<String>>(3).and_then(|hex| u32::from_str_radix(&hex, 16).ok()).map(TimelineId)
             };
             let (received_lsn, replayed_lsn) = if in_recovery { (lsn(4), lsn(5)) } else { (lsn(2), lsn(2)) };
+            let slots = if in_recovery {
+                None
+            } else {
+                let rows = client
+                    .query(
+                        "SELECT slot_name::text FROM pg_replication_slots
+                          WHERE slot_type = 'physical' AND slot_name LIKE 'haraft\\_%' ORDER BY 1",
+                        &[],
+                    )
+                    .await
+                    .map_err(q)?;
+                Some(rows.iter().map(|r| r.get::<_, String>(0)).collect())
+            };
             let downstream = client
                 .query(
                     "SELECT application_name, state, sync_state, flush_lsn::text, replay_lsn::text FROM pg_stat_replication",
@@ -380,6 +400,7 @@ impl Postgres {
                 upstream: row.get(8),
                 downstream,
                 synchronous_names: parse_synchronous_standby_names(&row.get::<_, String>(9)),
+                slots,
             })
         };
         match tokio::time::timeout(timeout, work).await {
@@ -472,6 +493,7 @@ impl Database for Postgres {
                 upstream: None,
                 downstream: Vec::new(),
                 synchronous_names: None,
+                slots: None,
             });
         }
         if self.is_running(timeout).await? {
@@ -491,6 +513,7 @@ impl Database for Postgres {
             upstream: None,
             downstream: Vec::new(),
             synchronous_names: None,
+            slots: None,
         })
     }
 
@@ -698,6 +721,38 @@ impl Database for Postgres {
         let standby = self.cfg.data_dir.join("standby.signal").exists();
         self.write_settings(standby)?;
         if self.is_running(timeout).await? { self.reload(timeout).await } else { Ok(()) }
+    }
+
+    async fn set_replication_slots(&self, slots: &[String], epoch: Epoch, timeout: Duration) -> Result<(), DbError> {
+        self.guard.authorise(epoch)?;
+        let client = self.connect(timeout).await?;
+        let q = |e: tokio_postgres::Error| DbError::Query(e.to_string());
+        let work = async {
+            let existing = client
+                .query(
+                    "SELECT slot_name::text, active FROM pg_replication_slots
+                      WHERE slot_type = 'physical' AND slot_name LIKE 'haraft\\_%'",
+                    &[],
+                )
+                .await
+                .map_err(q)?;
+            for row in &existing {
+                let (name, active): (String, bool) = (row.get(0), row.get(1));
+                if !slots.contains(&name) && !active {
+                    client.execute("SELECT pg_drop_replication_slot($1)", &[&name]).await.map_err(q)?;
+                }
+            }
+            for name in slots {
+                if !existing.iter().any(|r| r.get::<_, String>(0) == *name) {
+                    client.execute("SELECT pg_create_physical_replication_slot($1, true)", &[name]).await.map_err(q)?;
+                }
+            }
+            Ok(())
+        };
+        match tokio::time::timeout(timeout, work).await {
+            Ok(r) => r,
+            Err(_) => Err(DbError::Timeout { what: "setting replication slots".into(), after: timeout }),
+        }
     }
 
     async fn reload(&self, timeout: Duration) -> Result<(), DbError> {

@@ -136,6 +136,12 @@ async fn bootstrap_stream_promote_rewind_rebuild() {
     assert!(bootstrap_again.to_string().contains("already holds a database"), "{bootstrap_again}");
     sql(&n1, "CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t SELECT generate_series(1, 100)").await;
 
+    // Slots: the primary keeps one per standby; extra ones are dropped.
+    n1.set_replication_slots(&["haraft_node2".into(), "haraft_gone".into()], Epoch(1), T).await.unwrap();
+    assert_eq!(n1.observe(T).await.unwrap().slots, Some(vec!["haraft_gone".into(), "haraft_node2".into()]));
+    n1.set_replication_slots(&["haraft_node2".into()], Epoch(1), T).await.unwrap();
+    assert_eq!(n1.observe(T).await.unwrap().slots, Some(vec!["haraft_node2".into()]));
+
     // Rebuild node2 from node1 and stream.
     n2.expect_system_identifier(sysid);
     n2.rebuild(&upstream(&n1), Epoch(1), T).await.unwrap();
@@ -155,6 +161,11 @@ async fn bootstrap_stream_promote_rewind_rebuild() {
     assert_eq!(stale, DbError::StaleEpoch { given: Epoch(0), highest: Epoch(1) });
     assert_eq!(n2.observe(T).await.unwrap().role, Some(DbRole::Standby));
 
+    // node2 streams through the slot node1 keeps for it.
+    assert_eq!(n2.observe(T).await.unwrap().slots, None, "a standby reports no slots");
+    let slot = n1.observe(T).await.unwrap().downstream;
+    assert!(!slot.is_empty());
+
     // Synchronous standby: commits wait for node2, which reports sync.
     n1.set_synchronous_standbys(&["node2".into()], Epoch(1), T).await.unwrap();
     wait("node2 to be the synchronous standby", || async {
@@ -171,6 +182,7 @@ async fn bootstrap_stream_promote_rewind_rebuild() {
     wait("node2 to be primary", || async { n2.observe(T).await.unwrap().role == Some(DbRole::Primary) }).await;
     assert_eq!(n2.observe(T).await.unwrap().timeline, Some(TimelineId(2)));
     sql(&n2, "INSERT INTO t VALUES (200)").await;
+    n2.set_replication_slots(&["haraft_node1".into()], Epoch(2), T).await.unwrap();
 
     // node1 diverges: it comes back as a primary of the old epoch (as a
     // split brain would) and takes a write that node2 never saw, then
