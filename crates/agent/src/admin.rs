@@ -111,7 +111,8 @@ impl admin_server::Admin for AdminService {
             Command::Renew { holder, .. }
             | Command::SetSystemIdentifier { holder, .. }
             | Command::Release { holder, .. }
-            | Command::SetSynchronous { holder, .. } => Some(*holder),
+            | Command::SetSynchronous { holder, .. }
+            | Command::SetForks { holder, .. } => Some(*holder),
             Command::Register { node, .. } | Command::Report { node, .. } => Some(*node),
             Command::Initialize { .. } | Command::SetMembers { .. } | Command::Grant { .. } | Command::Lapse { .. } => {
                 None

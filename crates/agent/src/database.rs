@@ -104,6 +104,7 @@ fn to_status(o: haraft_db::Observation, has_data: bool) -> DbStatus {
             .collect(),
         synchronous_names: o.synchronous_names,
         slots: o.slots,
+        forks: o.forks,
     }
 }
 

@@ -52,6 +52,28 @@ pub struct DbStatus {
     /// Primary: the physical replication slots haraft owns (named by
     /// `slot_name`); `None` when not observed.
     pub slots: Option<Vec<String>>,
+    /// Primary: its timeline history, where each earlier timeline ended;
+    /// `None` when not observed.
+    pub forks: Option<Vec<Fork>>,
+}
+
+/// Timeline `timeline` ended at `switch_lsn`: WAL of that timeline past
+/// this point is not in the later timelines' history.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fork {
+    pub timeline: crate::ids::TimelineId,
+    pub switch_lsn: crate::ids::Lsn,
+}
+
+impl DbStatus {
+    /// A standby whose timeline ended (in `forks`) before what it holds
+    /// diverged: it cannot follow without a rewind.
+    pub fn diverged_from(&self, forks: &[Fork]) -> bool {
+        match (self.timeline, self.lsn) {
+            (Some(t), Some(lsn)) => forks.iter().any(|f| f.timeline == t && lsn > f.switch_lsn),
+            _ => false,
+        }
+    }
 }
 
 /// The physical replication slot haraft keeps on the primary for a member:

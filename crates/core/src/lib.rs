@@ -17,7 +17,7 @@ pub mod state;
 pub mod status;
 pub mod timing;
 
-pub use db::{DbMember, DbPosition, DbRole, DbStatus, Replica, slot_name};
+pub use db::{DbMember, DbPosition, DbRole, DbStatus, Fork, Replica, slot_name};
 pub use ids::{BootTime, Epoch, Lsn, NodeId, RenewalSeq, TimelineId};
 pub use state::{
     ClusterState, Command, Effect, HistoryEntry, HistoryEvent, Lease, Member, NodeEvent, Operation, Outcome, Rejected,

@@ -425,6 +425,7 @@ mod tests {
             replicas: Vec::new(),
             synchronous_names: None,
             slots: None,
+            forks: None,
         })
     }
 

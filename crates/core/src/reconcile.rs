@@ -133,6 +133,8 @@ pub enum Reason {
     SynchronousModeOff,
     WaitingForSyncStandby,
     SlotsDiffer,
+    TimelineHistoryChanged,
+    Diverged,
 }
 
 pub fn reconcile(input: &ReconcileInput) -> (Action, Reason) {
@@ -180,6 +182,10 @@ pub fn reconcile(input: &ReconcileInput) -> (Action, Reason) {
             return (Action::Promote { epoch }, Reason::PromoteUnderLease);
         }
         if db.is_running_primary() {
+            if let Some(forks) = db.forks.as_ref().filter(|f| **f != state.forks) {
+                let command = Command::SetForks { holder: me, epoch, forks: forks.clone() };
+                return (Action::Propose(command), Reason::TimelineHistoryChanged);
+            }
             return synchronous_step(me, epoch, state, db)
                 .or_else(|| slots_step(me, epoch, state, db))
                 .unwrap_or((Action::Idle, Reason::PrimaryWithLease));
@@ -218,6 +224,9 @@ pub fn reconcile(input: &ReconcileInput) -> (Action, Reason) {
     if input.rejoin.rewind_failed && state.policy.rebuild_on_rewind_failure {
         return (Action::Rebuild { source, epoch }, Reason::RewindFailed);
     }
+    // Its timeline history against the primary's: WAL past the point where
+    // its timeline ended on the primary cannot be followed.
+    let diverged = db.diverged_from(&state.forks);
     if !db.running {
         if db.role == Some(DbRole::Primary) {
             return (Action::Rewind { source, epoch }, Reason::FormerPrimary);
@@ -225,11 +234,17 @@ pub fn reconcile(input: &ReconcileInput) -> (Action, Reason) {
         if input.rejoin.needs_rewind {
             return (Action::Rewind { source, epoch }, Reason::NeedsRewind);
         }
+        if diverged {
+            return (Action::Rewind { source, epoch }, Reason::Diverged);
+        }
         return (Action::StartStandby { upstream: Some(source), epoch }, Reason::StoppedStandby);
     }
     // A running standby.
     if db.streaming_from.as_deref() == Some(primary.address.as_str()) {
         return (Action::Idle, Reason::Streaming);
+    }
+    if diverged {
+        return (Action::Stop { immediate: false }, Reason::Diverged);
     }
     if input.rejoin.configured_upstream != Some(source) {
         return (Action::Follow { upstream: source, epoch }, Reason::UpstreamChanged);
@@ -332,7 +347,9 @@ impl Rejoin {
             }
             (Action::Rewind { .. }, false) => next.rewind_failed = true,
             (Action::Rebuild { .. }, true) => next = Rejoin::default(),
-            (Action::Stop { immediate: false }, true) if matches!(reason, Reason::NotStreaming { .. }) => {
+            (Action::Stop { immediate: false }, true)
+                if matches!(reason, Reason::NotStreaming { .. } | Reason::Diverged) =>
+            {
                 next.needs_rewind = true;
             }
             (Action::StartStandby { upstream: Some(u), .. }, true) | (Action::Follow { upstream: u, .. }, true) => {
@@ -410,6 +427,8 @@ impl fmt::Display for Reason {
             Reason::SynchronousModeOff => write!(f, "synchronous-mode-off"),
             Reason::WaitingForSyncStandby => write!(f, "waiting-for-synchronous-standby"),
             Reason::SlotsDiffer => write!(f, "replication-slots-differ-from-members"),
+            Reason::TimelineHistoryChanged => write!(f, "timeline-history-changed"),
+            Reason::Diverged => write!(f, "diverged-from-primary-timeline-history"),
         }
     }
 }

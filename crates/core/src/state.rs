@@ -106,6 +106,9 @@ pub struct ClusterState {
     /// be promoted. A standby enters `synchronous_standby_names` before it
     /// enters this set, and leaves this set before it leaves the setting.
     pub synchronous: std::collections::BTreeSet<NodeId>,
+    /// The primary's timeline history (where earlier timelines ended), as
+    /// its holder reported it: how a replica knows it diverged.
+    pub forks: Vec<crate::db::Fork>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -130,6 +133,8 @@ pub enum Command {
     Release { holder: NodeId, epoch: Epoch, why: String, at_unix_ms: u64 },
     /// A member reports what it did to its database, for the history.
     Report { node: NodeId, event: NodeEvent, at_unix_ms: u64 },
+    /// The holder reports its database's timeline history. CAS on (holder, epoch).
+    SetForks { holder: NodeId, epoch: Epoch, forks: Vec<crate::db::Fork> },
     /// The holder names its synchronous standbys. CAS on (holder, epoch).
     SetSynchronous { holder: NodeId, epoch: Epoch, standbys: std::collections::BTreeSet<NodeId> },
     /// The holder bootstrapped (or adopted) the database. CAS: holder at
@@ -144,6 +149,7 @@ pub enum Effect {
     Registered,
     Reported,
     SynchronousSet,
+    ForksSet,
     Released { holder: NodeId, epoch: Epoch },
     SystemIdentifierSet,
     Granted { holder: NodeId, epoch: Epoch },
@@ -227,16 +233,9 @@ impl ClusterState {
             }
             Command::SetSystemIdentifier { holder, epoch, .. }
             | Command::Release { holder, epoch, .. }
-            | Command::SetSynchronous { holder, epoch, .. } => {
-                let Some(lease) = self.lease else {
-                    return Err(Rejected::LeaseVacant);
-                };
-                if *epoch != lease.epoch {
-                    return Err(Rejected::StaleEpoch { proposed: *epoch, current: lease.epoch });
-                }
-                if *holder != lease.holder {
-                    return Err(Rejected::NotHolder { node: *holder, holder: lease.holder });
-                }
+            | Command::SetSynchronous { holder, epoch, .. }
+            | Command::SetForks { holder, epoch, .. } => {
+                self.held_by(*holder, *epoch)?;
                 if let (Command::SetSystemIdentifier { .. }, Some(id)) = (command, self.system_identifier) {
                     return Err(Rejected::SystemIdentifierSet { system_identifier: id });
                 }
@@ -258,21 +257,28 @@ impl ClusterState {
                 Ok(())
             }
             Command::Renew { holder, epoch, renewal, .. } | Command::Lapse { holder, epoch, renewal, .. } => {
-                let Some(lease) = self.lease else {
-                    return Err(Rejected::LeaseVacant);
-                };
-                if *epoch != lease.epoch {
-                    return Err(Rejected::StaleEpoch { proposed: *epoch, current: lease.epoch });
-                }
-                if *holder != lease.holder {
-                    return Err(Rejected::NotHolder { node: *holder, holder: lease.holder });
-                }
+                let lease = self.held_by(*holder, *epoch)?;
                 if *renewal != lease.renewal {
                     return Err(Rejected::StaleRenewal { proposed: *renewal, current: lease.renewal });
                 }
                 Ok(())
             }
         }
+    }
+
+    /// The current lease, if `holder` holds it at `epoch` (the first half
+    /// of every lease CAS).
+    fn held_by(&self, holder: NodeId, epoch: Epoch) -> Result<Lease, Rejected> {
+        let Some(lease) = self.lease else {
+            return Err(Rejected::LeaseVacant);
+        };
+        if epoch != lease.epoch {
+            return Err(Rejected::StaleEpoch { proposed: epoch, current: lease.epoch });
+        }
+        if holder != lease.holder {
+            return Err(Rejected::NotHolder { node: holder, holder: lease.holder });
+        }
+        Ok(lease)
     }
 
     fn change(&mut self, log_index: u64, command: &Command) -> Effect {
@@ -351,6 +357,10 @@ impl ClusterState {
                 self.synchronous = standbys.clone();
                 Effect::SynchronousSet
             }
+            Command::SetForks { forks, .. } => {
+                self.forks = forks.clone();
+                Effect::ForksSet
+            }
             Command::SetSystemIdentifier { holder, epoch, system_identifier } => {
                 self.system_identifier = Some(*system_identifier);
                 let event = HistoryEvent::Bootstrapped {
@@ -385,6 +395,9 @@ impl fmt::Display for Command {
             }
             Command::Register { node, db } => write!(f, "register node={node} db={}", db.address),
             Command::Report { node, event, .. } => write!(f, "report node={node} {event:?}"),
+            Command::SetForks { holder, epoch, forks } => {
+                write!(f, "set-timeline-history holder={holder} epoch={epoch} forks={}", forks.len())
+            }
             Command::SetSynchronous { holder, epoch, standbys } => {
                 let ids: Vec<String> = standbys.iter().map(|n| n.to_string()).collect();
                 write!(f, "set-synchronous holder={holder} epoch={epoch} standbys=[{}]", ids.join(","))

@@ -427,6 +427,7 @@ mod tests {
             replicas: Vec::new(),
             synchronous_names: None,
             slots: None,
+            forks: None,
         };
         let local = LocalRaft {
             node: NodeId(1),

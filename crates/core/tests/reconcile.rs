@@ -44,6 +44,7 @@ fn db(running: bool, role: Option<DbRole>, streaming_from: Option<&str>) -> DbSt
         replicas: Vec::new(),
         synchronous_names: None,
         slots: None,
+        forks: None,
     }
 }
 
@@ -361,4 +362,38 @@ fn the_primary_keeps_one_slot_per_other_member() {
     d.slots = Some(vec!["haraft_node1".into(), "haraft_node3".into()]);
     assert_eq!(run(&case(state, MyLease::Valid(E1), d)).0, Action::Idle);
     assert_eq!(slot_name("Node-2.a"), "haraft_node_2_a");
+}
+
+#[test]
+fn a_replica_past_the_point_its_timeline_ended_is_rewound_at_once() {
+    let mut state = cluster(Some(1), true);
+    state.apply(
+        20,
+        &Command::SetForks {
+            holder: NodeId(1),
+            epoch: E1,
+            forks: vec![Fork { timeline: TimelineId(1), switch_lsn: Lsn(50) }],
+        },
+    );
+    // Holds WAL of timeline 1 up to 100, past the fork at 50.
+    let running = db(true, Some(DbRole::Standby), None);
+    let mut c = case(state.clone(), MyLease::None, running);
+    c.rejoin.configured_upstream = Some(NodeId(1));
+    let (action, reason) = run(&c);
+    assert_eq!((action, reason), (Action::Stop { immediate: false }, Reason::Diverged));
+    let stopped = db(false, Some(DbRole::Standby), None);
+    assert_eq!(run(&case(state.clone(), MyLease::None, stopped)).0, Action::Rewind { source: NodeId(1), epoch: E1 });
+    // Below the fork it simply follows.
+    let mut behind = db(false, Some(DbRole::Standby), None);
+    behind.lsn = Some(Lsn(40));
+    assert_eq!(
+        run(&case(state.clone(), MyLease::None, behind)).0,
+        Action::StartStandby { upstream: Some(NodeId(1)), epoch: E1 }
+    );
+    // The primary reports its history once.
+    let mut primary = db(true, Some(DbRole::Primary), None);
+    primary.forks = Some(vec![Fork { timeline: TimelineId(1), switch_lsn: Lsn(60) }]);
+    let s = cluster(Some(2), true);
+    let (action, _) = run(&case(s, MyLease::Valid(E1), primary));
+    assert!(matches!(action, Action::Propose(Command::SetForks { .. })), "{action}");
 }

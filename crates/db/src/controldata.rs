@@ -31,6 +31,22 @@ pub struct ControlData {
     pub timeline: TimelineId,
     /// Set on a standby that stopped mid-recovery.
     pub min_recovery_end: Option<Lsn>,
+    /// The timeline of `min_recovery_end`.
+    pub min_recovery_timeline: Option<TimelineId>,
+}
+
+impl ControlData {
+    /// The furthest position this directory is known to hold, with its
+    /// timeline as one consistent pair: the minimum recovery point of a
+    /// standby that stopped mid-recovery, else the last checkpoint. (The
+    /// checkpoint's timeline lags a timeline switch on a standby, so it must
+    /// not be paired with a later position.)
+    pub fn position(&self) -> (TimelineId, Lsn) {
+        match (self.min_recovery_end, self.min_recovery_timeline) {
+            (Some(lsn), Some(t)) if lsn > self.checkpoint_lsn => (t, lsn),
+            _ => (self.timeline, self.checkpoint_lsn),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -68,7 +84,12 @@ pub fn parse(text: &str) -> Result<ControlData, ParseError> {
         Ok(v) => Lsn::parse(v).filter(|l| l.0 != 0),
         Err(_) => None,
     };
-    Ok(ControlData { system_identifier, state, checkpoint_lsn, timeline, min_recovery_end })
+    let min_recovery_timeline = field(text, "Min recovery ending loc's timeline")
+        .ok()
+        .and_then(|v| v.parse::<u32>().ok())
+        .filter(|t| *t != 0)
+        .map(TimelineId);
+    Ok(ControlData { system_identifier, state, checkpoint_lsn, timeline, min_recovery_end, min_recovery_timeline })
 }
 
 #[cfg(test)]
@@ -97,6 +118,14 @@ Min recovery ending loc's timeline:   2
         assert_eq!(c.checkpoint_lsn, Lsn(0x3000060));
         assert_eq!(c.timeline, TimelineId(2));
         assert_eq!(c.min_recovery_end, Some(Lsn(0x3000108)));
+        assert_eq!(c.position(), (TimelineId(2), Lsn(0x3000108)));
+        // A checkpoint on timeline 1 and a recovery point on timeline 2: the
+        // pair is the recovery point's.
+        let c = parse(
+            &SAMPLE.replace("Latest checkpoint's TimeLineID:       2", "Latest checkpoint's TimeLineID:       1"),
+        )
+        .unwrap();
+        assert_eq!(c.position(), (TimelineId(2), Lsn(0x3000108)));
     }
 
     #[test]

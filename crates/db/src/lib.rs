@@ -41,6 +41,8 @@ pub struct Observation {
     pub synchronous_names: Option<Vec<String>>,
     /// Primary: haraft's physical replication slots (`haraft_*`).
     pub slots: Option<Vec<String>>,
+    /// Primary: its timeline history (where each earlier timeline ended).
+    pub forks: Option<Vec<haraft_core::Fork>>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

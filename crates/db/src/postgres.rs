@@ -74,6 +74,20 @@ fn io_err(path: &Path, e: std::io::Error) -> DbError {
     DbError::Io { path: path.display().to_string(), message: e.to_string() }
 }
 
+/// A timeline history file: one `TLI<tab>LSN<tab>reason` line per earlier
+/// timeline, the LSN where it ended. Unreadable lines are skipped.
+pub fn parse_timeline_history(text: &str) -> Vec<haraft_core::Fork> {
+    text.lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .filter_map(|l| {
+            let mut words = l.split_whitespace();
+            let timeline = TimelineId(words.next()?.parse().ok()?);
+            let switch_lsn = Lsn::parse(words.next()?)?;
+            Some(haraft_core::Fork { timeline, switch_lsn })
+        })
+        .collect()
+}
+
 /// The members named by a `synchronous_standby_names` that haraft wrote;
 /// `None` for any other form.
 pub fn parse_synchronous_standby_names(text: &str) -> Option<Vec<String>> {
@@ -372,6 +386,17 @@ impl Postgres {
                     .map_err(q)?;
                 Some(rows.iter().map(|r| r.get::<_, String>(0)).collect())
             };
+            let forks = match (in_recovery, timeline) {
+                (false, Some(TimelineId(1))) => Some(Vec::new()),
+                (false, Some(TimelineId(t))) => {
+                    let path = format!("pg_wal/{t:08X}.history");
+                    match client.query_one("SELECT pg_read_file($1)", &[&path]).await {
+                        Ok(row) => Some(parse_timeline_history(&row.get::<_, String>(0))),
+                        Err(_) => None,
+                    }
+                }
+                _ => None,
+            };
             let downstream = client
                 .query(
                     "SELECT application_name, state, sync_state, flush_lsn::text, replay_lsn::text FROM pg_stat_replication",
@@ -401,6 +426,7 @@ impl Postgres {
                 downstream,
                 synchronous_names: parse_synchronous_standby_names(&row.get::<_, String>(9)),
                 slots,
+                forks,
             })
         };
         match tokio::time::timeout(timeout, work).await {
@@ -494,6 +520,7 @@ impl Database for Postgres {
                 downstream: Vec::new(),
                 synchronous_names: None,
                 slots: None,
+                forks: None,
             });
         }
         if self.is_running(timeout).await? {
@@ -501,11 +528,11 @@ impl Database for Postgres {
         }
         let c = self.controldata(timeout).await?;
         let standby = self.cfg.data_dir.join("standby.signal").exists();
-        let lsn = c.min_recovery_end.map_or(c.checkpoint_lsn, |m| m.max(c.checkpoint_lsn));
+        let (timeline, lsn) = c.position();
         Ok(Observation {
             running: false,
             role: Some(if standby { DbRole::Standby } else { DbRole::Primary }),
-            timeline: Some(c.timeline),
+            timeline: Some(timeline),
             received_lsn: Some(lsn),
             replayed_lsn: Some(lsn),
             system_identifier: Some(c.system_identifier),
@@ -514,6 +541,7 @@ impl Database for Postgres {
             downstream: Vec::new(),
             synchronous_names: None,
             slots: None,
+            forks: None,
         })
     }
 
@@ -770,6 +798,15 @@ mod tests {
         assert_eq!(synchronous_standby_names(&[]), "");
         assert_eq!(synchronous_standby_names(&["node2".into()]), "FIRST 1 (\"node2\")");
         assert_eq!(synchronous_standby_names(&["a".into(), "b\"c".into()]), "FIRST 2 (\"a\", \"b\"\"c\")");
+    }
+
+    #[test]
+    fn timeline_history_files_parse() {
+        let text =
+            "1\t0/3000148\tno recovery target specified\n\n2\t0/5000060\tno recovery target specified\n# c\nbad line\n";
+        let forks = parse_timeline_history(text);
+        assert_eq!(forks.len(), 2);
+        assert_eq!((forks[1].timeline, forks[1].switch_lsn), (TimelineId(2), Lsn(0x5000060)));
     }
 
     #[test]

@@ -60,7 +60,7 @@ impl Drop for Cleanup {
     }
 }
 
-async fn sql(pg: &Postgres, query: &str) {
+async fn connect(pg: &Postgres) -> tokio_postgres::Client {
     let c = pg.config();
     let (client, conn) = tokio_postgres::Config::new()
         .host(&c.host)
@@ -72,22 +72,15 @@ async fn sql(pg: &Postgres, query: &str) {
         .await
         .unwrap_or_else(|e| panic!("connect to {}: {e}", c.application_name));
     tokio::spawn(conn);
-    client.simple_query(query).await.unwrap_or_else(|e| panic!("{query}: {e}"));
+    client
+}
+
+async fn sql(pg: &Postgres, query: &str) {
+    connect(pg).await.simple_query(query).await.unwrap_or_else(|e| panic!("{query}: {e}"));
 }
 
 async fn count(pg: &Postgres) -> i64 {
-    let c = pg.config();
-    let (client, conn) = tokio_postgres::Config::new()
-        .host(&c.host)
-        .port(c.port)
-        .user(&c.superuser)
-        .password(&c.superuser_password)
-        .dbname("postgres")
-        .connect(tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    client.query_one("SELECT count(*) FROM t", &[]).await.unwrap().get(0)
+    connect(pg).await.query_one("SELECT count(*) FROM t", &[]).await.unwrap().get(0)
 }
 
 async fn wait<F, Fut>(what: &str, mut check: F)
