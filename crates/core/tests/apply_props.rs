@@ -41,8 +41,15 @@ fn arb_command() -> impl Strategy<Value = Command> {
             why: "test".into(),
             at_unix_ms: 0
         }),
-        (node.clone(), epoch, 1u64..3).prop_map(|(holder, epoch, system_identifier)| {
+        (node.clone(), epoch.clone(), 1u64..3).prop_map(|(holder, epoch, system_identifier)| {
             Command::SetSystemIdentifier { holder, epoch, system_identifier }
+        }),
+        (node.clone(), epoch.clone(), prop::collection::btree_set((1u64..=4).prop_map(NodeId), 0..3))
+            .prop_map(|(holder, epoch, standbys)| Command::SetSynchronous { holder, epoch, standbys }),
+        (node.clone(), epoch.clone(), 0u64..100).prop_map(|(holder, epoch, lsn)| Command::SetForks {
+            holder,
+            epoch,
+            forks: vec![Fork { timeline: TimelineId(1), switch_lsn: Lsn(lsn) }],
         }),
         (node, any::<bool>()).prop_map(|(node, nofailover)| Command::Register {
             node,
@@ -75,6 +82,10 @@ proptest! {
             // lease always carries the newest epoch.
             if let Some(l) = s.lease {
                 prop_assert_eq!(l.epoch, s.epoch);
+            }
+            // A grant always starts with an empty synchronous set.
+            if matches!(outcome, Outcome::Applied(Effect::Granted { .. })) {
+                prop_assert!(s.synchronous.is_empty());
             }
             // The database identity, once recorded, never changes.
             if before.system_identifier.is_some() {
