@@ -113,10 +113,11 @@ pub fn plan(input: &PlanInput) -> Plan {
     // this a cluster of databases all the same: wait for its registration.
     let databases = !state.db_members.is_empty() || live.values().any(Option::is_some);
     let verdicts = if databases { db_verdicts(state, live) } else { lease_only_verdicts(state, live, previous) };
-    // Bootstrap waits until every answering member that has a database has
-    // registered it: the choice (data first, else the lowest id) must not
-    // depend on who registered first.
-    let unregistered = live.iter().any(|(id, s)| s.is_some() && !state.db_members.contains_key(id));
+    // Bootstrap waits until every member has registered its database (or
+    // answered that it has none): the choice (data first, else the lowest
+    // id) must not depend on which agents happened to start first.
+    let unregistered =
+        state.members.keys().any(|id| !state.db_members.contains_key(id) && !matches!(live.get(id), Some(None)));
     if databases && state.system_identifier.is_none() && unregistered {
         return Plan { step: Step::Wait, reason: Reason::NoEligibleCandidate { verdicts } };
     }
@@ -564,6 +565,10 @@ mod tests {
             s
         };
         assert_eq!(plan_with(&s, &empty).step, Step::Wait);
+        // A member that did not answer and never registered: still wait
+        // (node1 is the lowest id, and node2 may be too).
+        let only_one: Live = [(NodeId(1), Some(DbStatus::default()))].into();
+        assert_eq!(plan_with(&s, &only_one).step, Step::Wait);
         // Registered, node1 tagged nofailover: node2 bootstraps.
         let s = db_state(&[(1, true, 1), (2, false, 1)]);
         let p = plan_with(&s, &empty);
