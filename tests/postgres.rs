@@ -31,10 +31,12 @@ fn logs(c: &ProcCluster) -> String {
     (1..=c.nodes.len() as u64).map(|i| format!("--- node{i}\n{}", c.log(i))).collect::<Vec<_>>().join("\n")
 }
 
-async fn wait_normal(c: &ProcCluster, what: &str) -> Value {
+/// Waits (bounded) for a status that satisfies `ok`; on timeout, fails
+/// with the last status and every node's log.
+async fn wait_status(c: &ProcCluster, what: &str, ok: impl Fn(&Value) -> bool) -> Value {
     let start = std::time::Instant::now();
     loop {
-        if let Some(s) = c.status().filter(normal) {
+        if let Some(s) = c.status().filter(|s| ok(s)) {
             return s;
         }
         if start.elapsed() > LIMIT {
@@ -42,6 +44,10 @@ async fn wait_normal(c: &ProcCluster, what: &str) -> Value {
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+}
+
+async fn wait_normal(c: &ProcCluster, what: &str) -> Value {
+    wait_status(c, what, normal).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -214,16 +220,7 @@ fn synchronous_member(s: &Value) -> Option<u64> {
 }
 
 async fn wait_normal_synchronous(c: &ProcCluster, what: &str) -> Value {
-    let start = std::time::Instant::now();
-    loop {
-        if let Some(s) = c.status().filter(|s| normal(s) && synchronous_member(s).is_some()) {
-            return s;
-        }
-        if start.elapsed() > LIMIT {
-            panic!("timed out waiting for {what}: last status {:?}\n{}", c.status(), logs(c));
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    wait_status(c, what, |s| normal(s) && synchronous_member(s).is_some()).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -248,7 +245,7 @@ async fn synchronous_mode_loses_no_acknowledged_write_through_failover_and_stand
 
     // The synchronous standby's host dies: the set moves to the other
     // standby and commits flow again.
-    let acked_before = w_len(&c, &ports, &password).await;
+    let acked_before = writer::committed_ids(&ports, &password).await.len();
     c.kill_host(standby);
     let moved = wait_for("the synchronous set to move", LIMIT, || {
         c.status().filter(|s| synchronous_member(s).is_some_and(|m| m != standby) && primary_id(s) == Some(sync))
@@ -256,7 +253,8 @@ async fn synchronous_mode_loses_no_acknowledged_write_through_failover_and_stand
     .await;
     assert_ne!(synchronous_member(&moved), Some(standby));
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert!(w_len(&c, &ports, &password).await > acked_before, "commits did not resume after the standby was lost");
+    let acked_after = writer::committed_ids(&ports, &password).await.len();
+    assert!(acked_after > acked_before, "commits did not resume after the standby was lost");
     c.start(standby);
     wait_normal_synchronous(&c, "all three back").await;
 
@@ -270,11 +268,6 @@ async fn synchronous_mode_loses_no_acknowledged_write_through_failover_and_stand
         "synchronous mode: {} acknowledged writes, none lost; longest pause between acknowledgements {block:?}",
         acks.len()
     );
-}
-
-/// How many rows the writable server holds now (progress of the writer).
-async fn w_len(_c: &ProcCluster, ports: &[u16], password: &str) -> usize {
-    writer::committed_ids(ports, password).await.len()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
