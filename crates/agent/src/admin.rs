@@ -1,18 +1,19 @@
 //! The admin gRPC service: status for haraftctl, and the two peer calls
 //! (forwarded renewals, probes).
 
+use crate::shared::ProposeError;
 use crate::shared::{Shared, role_name};
+use haraft_core::ops::OperateRequest as OperateRequestJson;
 use haraft_core::status::{LocalRaft, Probes, build_status};
 use haraft_core::{Command, NodeId};
 use haraft_proto::admin::admin_server::{self, AdminServer};
 use haraft_proto::admin::{
-    HistoryReply, HistoryRequest, ProbeReply, ProbeRequest, ProposeReply, ProposeRequest, RenewalLatency, StatusReply,
-    StatusRequest,
+    HistoryReply, HistoryRequest, OperateReply, OperateRequest, ProbeReply, ProbeRequest, ProposeReply, ProposeRequest,
+    RenewalLatency, StatusReply, StatusRequest,
 };
 use haraft_raft::codec;
 use haraft_raft::server::admit;
 use openraft::ServerState;
-use openraft::error::{ClientWriteError, RaftError};
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
@@ -112,11 +113,22 @@ impl admin_server::Admin for AdminService {
             | Command::SetSystemIdentifier { holder, .. }
             | Command::Release { holder, .. }
             | Command::SetSynchronous { holder, .. }
-            | Command::SetForks { holder, .. } => Some(*holder),
-            Command::Register { node, .. } | Command::Report { node, .. } => Some(*node),
-            Command::Initialize { .. } | Command::SetMembers { .. } | Command::Grant { .. } | Command::Lapse { .. } => {
-                None
-            }
+            | Command::SetForks { holder, .. }
+            | Command::SwitchoverDemoted { holder, .. }
+            | Command::SwitchoverPromoted { holder, .. } => Some(*holder),
+            Command::Register { node, .. }
+            | Command::Report { node, .. }
+            | Command::SwitchoverRejoined { node, .. }
+            | Command::TaskDone { node, .. } => Some(*node),
+            // Operator requests are checked on the leader (Operate), and
+            // ending or starting operations is the leader's own decision.
+            Command::Initialize { .. }
+            | Command::SetMembers { .. }
+            | Command::Grant { .. }
+            | Command::Lapse { .. }
+            | Command::Operator { .. }
+            | Command::EndOperation { .. }
+            | Command::StartScheduled { .. } => None,
         };
         match speaker {
             None => {
@@ -132,26 +144,46 @@ impl admin_server::Admin for AdminService {
             }
             Some(_) => {}
         }
-        let write = self.shared.raft.client_write(command);
-        let result = match tokio::time::timeout(self.shared.write_timeout(), write).await {
-            Err(_) => {
-                return Err(Status::deadline_exceeded(format!(
-                    "not committed within {} ms",
-                    self.shared.config.raft.write_timeout_ms
-                )));
-            }
-            Ok(r) => r,
-        };
-        match result {
-            Ok(resp) => match resp.data {
-                Some(outcome) => Ok(Response::new(ProposeReply { outcome: codec::encode(&outcome) })),
-                None => Err(Status::internal("a command entry answered without an outcome")),
-            },
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => Err(Status::failed_precondition(
-                format!("node {} is not the Raft leader (leader: {:?})", self.shared.me(), f.leader_id),
-            )),
+        match self.shared.propose_here(command).await {
+            Ok(outcome) => Ok(Response::new(ProposeReply { outcome: codec::encode(&outcome) })),
+            Err(e @ ProposeError::Timeout { .. }) => Err(Status::deadline_exceeded(e.to_string())),
+            Err(e @ ProposeError::NotLeader { .. }) => Err(Status::failed_precondition(e.to_string())),
             Err(e) => Err(Status::unavailable(e.to_string())),
         }
+    }
+
+    async fn operate(&self, request: Request<OperateRequest>) -> Result<Response<OperateReply>, Status> {
+        if self.shared.faults.isolated() {
+            return Err(Status::unavailable("node isolated by fault injection"));
+        }
+        let req = request.into_inner();
+        let parsed: OperateRequestJson = serde_json::from_str(&req.json)
+            .map_err(|e| Status::invalid_argument(format!("unreadable operator request: {e}")))?;
+        let metrics = self.shared.metrics();
+        if metrics.state != ServerState::Leader {
+            if req.forwarded {
+                return Err(Status::failed_precondition(format!(
+                    "node {} is no longer the Raft leader: ask again",
+                    self.shared.me()
+                )));
+            }
+            let leader = metrics.current_leader.and_then(|id| self.shared.member(NodeId(id))).ok_or_else(|| {
+                Status::unavailable("no Raft leader is known: a majority of members must reach each other")
+            })?;
+            let mut client = self.shared.client(&leader.address).map_err(Status::unavailable)?;
+            // Probing every member and committing: a few write timeouts at most.
+            let call = client.operate(OperateRequest { json: req.json, forwarded: true });
+            return match tokio::time::timeout(self.shared.write_timeout() * 3, call).await {
+                Ok(reply) => reply,
+                Err(_) => Err(Status::deadline_exceeded(format!(
+                    "the Raft leader {} did not answer in time: the request may still commit; check haraftctl status",
+                    leader.name
+                ))),
+            };
+        }
+        let reply = crate::operate::operate(&self.shared, parsed).await;
+        let json = serde_json::to_string(&reply).map_err(|e| Status::internal(format!("encoding reply: {e}")))?;
+        Ok(Response::new(OperateReply { json }))
     }
 
     async fn probe(&self, request: Request<ProbeRequest>) -> Result<Response<ProbeReply>, Status> {

@@ -338,10 +338,17 @@ async fn execute(
     match action {
         Action::Idle => Ok(()),
         Action::Propose(command) => {
+            // The reconciler has no clock: history entries get the time here.
+            let at_unix_ms = now_unix_ms();
             let command = match command.clone() {
-                Command::Release { holder, epoch, why, .. } => {
-                    Command::Release { holder, epoch, why, at_unix_ms: now_unix_ms() }
+                Command::Release { holder, epoch, why, .. } => Command::Release { holder, epoch, why, at_unix_ms },
+                Command::SwitchoverDemoted { holder, epoch, id, last, .. } => {
+                    Command::SwitchoverDemoted { holder, epoch, id, last, at_unix_ms }
                 }
+                Command::SwitchoverPromoted { holder, epoch, id, .. } => {
+                    Command::SwitchoverPromoted { holder, epoch, id, at_unix_ms }
+                }
+                Command::SwitchoverRejoined { node, id, .. } => Command::SwitchoverRejoined { node, id, at_unix_ms },
                 other => other,
             };
             propose(shared, command).await
@@ -371,22 +378,84 @@ async fn execute(
                 timeline: report.diverged_timeline,
                 discarded_to: last_lsn,
             };
-            // The history entry is for people; a failure to record it does not undo the rewind.
-            if let Err(err) = propose(shared, Command::Report { node: me, event, at_unix_ms: now_unix_ms() }).await {
-                tracing::warn!("rewind done but not recorded in the history: {err}");
-            }
+            record(shared, Command::Report { node: me, event, at_unix_ms: now_unix_ms() }).await;
             Ok(())
         }
         Action::SetSynchronous { names, epoch } => pg.set_synchronous_standbys(names, *epoch, t).await.map_err(e),
         Action::SetSlots { slots, epoch } => pg.set_replication_slots(slots, *epoch, t).await.map_err(e),
-        Action::Rebuild { source, epoch } => {
-            let t = Duration::from_millis(settings.rebuild_timeout_ms);
-            pg.rebuild(&upstream_of(state, *source)?, *epoch, t).await.map_err(e)?;
-            let event = NodeEvent::Rebuilt { from: *source };
-            if let Err(err) = propose(shared, Command::Report { node: me, event, at_unix_ms: now_unix_ms() }).await {
-                tracing::warn!("rebuild done but not recorded in the history: {err}");
+        Action::Rebuild { source, epoch } => rebuild(shared, pg, settings, state, *source, *epoch).await,
+        Action::Restart { id, epoch, as_primary, upstream } => {
+            let result = async {
+                pg.stop(StopMode::Fast, *epoch, t).await.map_err(e)?;
+                if *as_primary {
+                    pg.start_primary(*epoch, t).await.map_err(e)
+                } else {
+                    let up = upstream.map(|n| upstream_of(state, n)).transpose()?;
+                    pg.start_standby(up.as_ref(), *epoch, t).await.map_err(e)
+                }
             }
-            Ok(())
+            .await;
+            task_done(shared, *id, result).await
+        }
+        Action::Reinit { id, source, epoch, full } => {
+            let result = async {
+                pg.stop(StopMode::Fast, *epoch, t).await.map_err(e)?;
+                if !*full {
+                    match pg.rewind(&upstream_of(state, *source)?, *epoch, t).await {
+                        Ok(report) => {
+                            let event = NodeEvent::Rewound {
+                                diverged_at: report.diverged_at,
+                                timeline: report.diverged_timeline,
+                                discarded_to: last_lsn,
+                            };
+                            record(shared, Command::Report { node: me, event, at_unix_ms: now_unix_ms() }).await;
+                            return Ok(());
+                        }
+                        Err(err) => tracing::warn!("rewind failed, rebuilding from a base backup instead: {err}"),
+                    }
+                }
+                rebuild(shared, pg, settings, state, *source, *epoch).await
+            }
+            .await;
+            task_done(shared, *id, result).await
         }
     }
+}
+
+async fn rebuild(
+    shared: &Shared,
+    pg: &Postgres,
+    settings: &PgSettings,
+    state: &ClusterState,
+    source: NodeId,
+    epoch: haraft_core::Epoch,
+) -> Result<(), String> {
+    let t = Duration::from_millis(settings.rebuild_timeout_ms);
+    pg.rebuild(&upstream_of(state, source)?, epoch, t).await.map_err(|e| e.to_string())?;
+    let event = NodeEvent::Rebuilt { from: source };
+    record(shared, Command::Report { node: shared.me(), event, at_unix_ms: now_unix_ms() }).await;
+    Ok(())
+}
+
+/// A history entry for people: failing to record it undoes nothing.
+async fn record(shared: &Shared, command: Command) {
+    if let Err(err) = propose(shared, command).await {
+        tracing::warn!("done but not recorded in the history: {err}");
+    }
+}
+
+/// Reports an operator task's result; the action's own result is the
+/// task's (a failed task is retried only if the operator asks again).
+async fn task_done(shared: &Shared, id: haraft_core::ops::OpId, result: Result<(), String>) -> Result<(), String> {
+    let command = Command::TaskDone { node: shared.me(), id, error: result.clone().err(), at_unix_ms: now_unix_ms() };
+    // Until it is recorded the task stays pending and would run again:
+    // try a few times.
+    for attempt in 1..=5 {
+        match propose(shared, command.clone()).await {
+            Ok(()) => break,
+            Err(err) if attempt == 5 => tracing::warn!("operation {id} finished but is not recorded: {err}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+    result
 }

@@ -7,7 +7,8 @@ use crate::clock::boottime;
 use crate::database::{DbEvent, DbSide};
 use crate::shared::{LeaseView, ProposeError, Shared};
 use haraft_core::lease::{ExpiryTimer, KeeperReason, LeaseKeeper};
-use haraft_core::plan::{Live, PlanInput, Reason, Step, plan};
+use haraft_core::ops::{Seen, SeenAll};
+use haraft_core::plan::{PlanInput, Reason, Step, plan};
 use haraft_core::reconcile::MyLease;
 use haraft_core::{BootTime, Command, Epoch, NodeId, Outcome, Timing};
 use openraft::ServerState;
@@ -55,7 +56,7 @@ enum Event {
     RaftChanged,
     RenewAnswered { t_send: BootTime, latency_us: u64, answer: Result<Outcome, ProposeError> },
     ProposalDone { command: Command, result: Result<Outcome, ProposeError> },
-    ProbeDone { live: Live },
+    ProbeDone { live: SeenAll },
     Db(DbEvent),
     Shutdown,
 }
@@ -75,7 +76,11 @@ pub struct Driver {
     /// while this node cannot reach a quorum).
     next_proposal_at: BootTime,
     probe_in_flight: bool,
-    live: Option<(Live, BootTime)>,
+    live: Option<(SeenAll, BootTime)>,
+    /// The operation and step this leader last saw, and since when: step
+    /// timeouts count from here (a new leader starts counting afresh,
+    /// which only ever lengthens a bound).
+    operation_seen: Option<(String, BootTime)>,
     last_plan_key: String,
     was_valid: Option<Epoch>,
     /// The local PostgreSQL, when this member manages one.
@@ -105,6 +110,7 @@ pub async fn run(
         next_proposal_at: BootTime(0),
         probe_in_flight: false,
         live: None,
+        operation_seen: None,
         last_plan_key: String::new(),
         was_valid: None,
         db,
@@ -317,6 +323,14 @@ impl Driver {
         if self.proposal_in_flight || now < self.next_proposal_at {
             return;
         }
+        // Probes taken before the current operation step began say nothing
+        // about it (e.g. whether the target has the old primary's last WAL).
+        let op_key = operation_key(state);
+        if self.operation_seen.as_ref().map(|(k, _)| k) != op_key.as_ref() {
+            self.operation_seen = op_key.map(|k| (k, now));
+            self.live = None;
+        }
+        let operation_age_ms = self.operation_seen.as_ref().map_or(0, |(_, since)| since.ms_until(now));
         let live = self.live.as_ref().filter(|(_, at)| at.ms_until(now) <= PROBE_FRESH_MS).map(|(l, _)| l);
         let config = &self.shared.config;
         let now_unix_ms =
@@ -330,6 +344,7 @@ impl Driver {
             now,
             now_unix_ms,
             live,
+            operation_age_ms,
         });
         let key = match &decided.reason {
             Reason::LeaseValid { holder, .. } => format!("lease-valid {holder}"),
@@ -364,7 +379,9 @@ impl Driver {
                             .probe_all()
                             .await
                             .into_iter()
-                            .filter_map(|(id, r)| r.ok().map(|info| (id, info.db)))
+                            .filter_map(|(id, r)| {
+                                r.ok().map(|p| (id, Seen { lease_valid_for_ms: p.lease_valid_for_ms, db: p.db }))
+                            })
                             .collect();
                         let _ = tx.send(Event::ProbeDone { live });
                     });
@@ -376,10 +393,24 @@ impl Driver {
                 let shared = Arc::clone(&self.shared);
                 let tx = self.tx.clone();
                 tokio::spawn(async move {
-                    let result = shared.propose(command.clone()).await;
+                    // The leader's own decisions are never forwarded.
+                    let result = shared.propose_here(command.clone()).await;
                     let _ = tx.send(Event::ProposalDone { command, result });
                 });
             }
         }
+    }
+}
+
+/// The operation in progress and its step (or the scheduled switchover),
+/// as a key that changes whenever either does.
+fn operation_key(state: &haraft_core::ClusterState) -> Option<String> {
+    use haraft_core::Operation;
+    match (&state.operation, &state.scheduled) {
+        (Some(Operation::Switchover(s)), _) => Some(format!("{}:{:?}", s.id, std::mem::discriminant(&s.step))),
+        (Some(op @ Operation::ManualFailover { .. }), _) => op.id().map(|id| id.to_string()),
+        (Some(Operation::Failover { from, lapsed_epoch }), _) => Some(format!("failover:{from}:{lapsed_epoch}")),
+        (None, Some(s)) => Some(format!("scheduled:{}", s.id)),
+        (None, None) => None,
     }
 }

@@ -16,6 +16,7 @@ pub mod config;
 pub mod database;
 pub mod driver;
 pub mod fence;
+pub mod operate;
 pub mod shared;
 
 pub use agent::{AgentHandle, start};

@@ -56,6 +56,8 @@ pub enum ProposeError {
     Raft(String),
     #[error("this node is isolated by fault injection")]
     Isolated,
+    #[error("node {node} is not the Raft leader (leader: {leader:?}): ask again")]
+    NotLeader { node: NodeId, leader: Option<NodeId> },
 }
 
 pub struct Shared {
@@ -197,6 +199,22 @@ impl Shared {
                 self.forward(NodeId(leader), &node.address, command).await
             }
             Err(e) => Err(ProposeError::Raft(e.to_string())),
+        }
+    }
+
+    /// Commits `command` on this node, which must be the Raft leader (no
+    /// forwarding): for the leader's own decisions and operator requests.
+    pub async fn propose_here(&self, command: Command) -> Result<Outcome, ProposeError> {
+        let ms = self.config.raft.write_timeout_ms;
+        match tokio::time::timeout(self.write_timeout(), self.raft.client_write(command)).await {
+            Err(_) => Err(ProposeError::Timeout { ms }),
+            Ok(Ok(resp)) => {
+                resp.data.ok_or_else(|| ProposeError::Raft("a command entry answered without an outcome".into()))
+            }
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
+                Err(ProposeError::NotLeader { node: self.me(), leader: f.leader_id.map(NodeId) })
+            }
+            Ok(Err(e)) => Err(ProposeError::Raft(e.to_string())),
         }
     }
 

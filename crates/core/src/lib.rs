@@ -11,6 +11,7 @@
 pub mod db;
 pub mod ids;
 pub mod lease;
+pub mod ops;
 pub mod plan;
 pub mod reconcile;
 pub mod state;
@@ -20,7 +21,7 @@ pub mod timing;
 pub use db::{DbMember, DbPosition, DbRole, DbStatus, Fork, Replica, slot_name};
 pub use ids::{BootTime, Epoch, Lsn, NodeId, RenewalSeq, TimelineId};
 pub use state::{
-    ClusterState, Command, Effect, HistoryEntry, HistoryEvent, Lease, Member, NodeEvent, Operation, Outcome, Rejected,
-    Verdict,
+    ClusterState, Command, Effect, HistoryEntry, HistoryEvent, Lease, Member, NodeEvent, OpEvent, Operation, Outcome,
+    Rejected, Verdict,
 };
 pub use timing::{Policy, Timing, TimingError};

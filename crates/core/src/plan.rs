@@ -5,6 +5,7 @@
 use crate::db::DbStatus;
 use crate::ids::{BootTime, Lsn, NodeId};
 use crate::lease::ExpiryTimer;
+use crate::ops::{OpOutcome, SeenAll, SwitchoverStep};
 use crate::state::{ClusterState, Command, Lease, Operation, Verdict};
 use crate::timing::{Policy, Timing};
 use std::collections::BTreeMap;
@@ -26,8 +27,12 @@ pub struct PlanInput<'a> {
     pub now: BootTime,
     /// Wall-clock time, only to stamp history entries for people.
     pub now_unix_ms: u64,
-    /// Members that answered a fresh probe; `None` when not probed yet.
-    pub live: Option<&'a Live>,
+    /// Members that answered a fresh probe (taken since the current
+    /// operation step began); `None` when not probed yet.
+    pub live: Option<&'a SeenAll>,
+    /// How long this leader has seen the current operation at its current
+    /// step (0 without one): what step timeouts are measured against.
+    pub operation_age_ms: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -62,6 +67,19 @@ pub enum Reason {
     NoEligibleCandidate {
         verdicts: Vec<Verdict>,
     },
+    /// Paused: an expired lease is not lapsed, nobody is promoted.
+    Paused,
+    /// An operation's step took longer than its bound.
+    OperationTimedOut {
+        id: u64,
+    },
+    SwitchoverTargetCaughtUp,
+    SwitchoverWaitingForTarget,
+    SwitchoverRollback,
+    ManualFailover,
+    ScheduledSwitchoverDue {
+        id: u64,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -87,8 +105,11 @@ pub fn plan(input: &PlanInput) -> Plan {
         if input.timer.watching() != Some(lease) {
             return Plan { step: Step::Wait, reason: Reason::TimerBehindState };
         }
-        return match input.timer.expired(input.now) {
-            Some(expired) => Plan {
+        if let Some(expired) = input.timer.expired(input.now) {
+            if state.paused {
+                return Plan { step: Step::Wait, reason: Reason::Paused };
+            }
+            return Plan {
                 step: Step::Propose(Command::Lapse {
                     holder: expired.holder,
                     epoch: expired.epoch,
@@ -96,19 +117,39 @@ pub fn plan(input: &PlanInput) -> Plan {
                     at_unix_ms: input.now_unix_ms,
                 }),
                 reason: Reason::LeaseExpired { lease: expired },
-            },
-            None => Plan {
-                step: Step::Wait,
-                reason: Reason::LeaseValid { holder: lease.holder, remaining_ms: input.timer.remaining_ms(input.now) },
-            },
+            };
+        }
+        if let Some(plan) = held_lease_operation(input, lease) {
+            return plan;
+        }
+        return Plan {
+            step: Step::Wait,
+            reason: Reason::LeaseValid { holder: lease.holder, remaining_ms: input.timer.remaining_ms(input.now) },
         };
     }
-    let Some(live) = input.live else {
+    let Some(seen) = input.live else {
         return Plan { step: Step::ProbeMembers, reason: Reason::NoPrimaryNeedsProbe };
     };
-    let previous = state.operation.as_ref().map(|op| match op {
-        Operation::Failover { from, .. } => *from,
-    });
+    let live: Live = seen.iter().map(|(id, s)| (*id, s.db.clone())).collect();
+    let live = &live;
+    match &state.operation {
+        Some(Operation::Switchover(s)) => {
+            if let SwitchoverStep::Demoted { last } = s.step {
+                return switchover_grant(input, s.from, s.to, last, live);
+            }
+        }
+        Some(Operation::ManualFailover { id, to, allow_data_loss }) => {
+            return manual_failover(input, *id, *to, *allow_data_loss, live);
+        }
+        _ => {}
+    }
+    if state.paused {
+        return Plan { step: Step::Wait, reason: Reason::Paused };
+    }
+    let previous = match &state.operation {
+        Some(Operation::Failover { from, .. }) => Some(*from),
+        _ => None,
+    };
     // A member that reports a database but has not registered it yet makes
     // this a cluster of databases all the same: wait for its registration.
     let databases = !state.db_members.is_empty() || live.values().any(Option::is_some);
@@ -138,6 +179,214 @@ pub fn plan(input: &PlanInput) -> Plan {
             },
         },
     }
+}
+
+fn end(input: &PlanInput, id: u64, outcome: OpOutcome) -> Plan {
+    Plan {
+        step: Step::Propose(Command::EndOperation { id, outcome, at_unix_ms: input.now_unix_ms }),
+        reason: Reason::OperationTimedOut { id },
+    }
+}
+
+fn grant(input: &PlanInput, holder: NodeId, verdicts: Vec<Verdict>, reason: Reason) -> Plan {
+    let epoch = input.state.epoch.next();
+    Plan { step: Step::Propose(Command::Grant { holder, epoch, verdicts, at_unix_ms: input.now_unix_ms }), reason }
+}
+
+/// With a valid lease: step timeouts of operations, and a scheduled
+/// switchover whose time came.
+fn held_lease_operation(input: &PlanInput, lease: Lease) -> Option<Plan> {
+    let state = input.state;
+    let name = |id: NodeId| state.member_name(id).unwrap_or("?").to_string();
+    let age = input.operation_age_ms;
+    match &state.operation {
+        Some(Operation::Switchover(s)) => match s.step {
+            SwitchoverStep::Requested if age > crate::ops::SWITCHOVER_STOP_TIMEOUT_MS => {
+                let reason = format!(
+                    "{} did not stop cleanly within {} s; it stays primary",
+                    name(s.from),
+                    crate::ops::SWITCHOVER_STOP_TIMEOUT_MS / 1000
+                );
+                return Some(end(input, s.id, OpOutcome::Failed { reason }));
+            }
+            SwitchoverStep::Rejoining { .. } if age > crate::ops::SWITCHOVER_REJOIN_TIMEOUT_MS => {
+                let note = format!(
+                    "{} is primary; {} did not stream from it within {} s: see haraftctl status",
+                    name(s.to),
+                    name(s.from),
+                    crate::ops::SWITCHOVER_REJOIN_TIMEOUT_MS / 1000
+                );
+                return Some(end(input, s.id, OpOutcome::Done { note: Some(note) }));
+            }
+            _ => return None,
+        },
+        Some(Operation::ManualFailover { id, .. }) if age > crate::ops::FAILOVER_TIMEOUT_MS => {
+            let reason = format!(
+                "{} kept the lease for {} s: its primary is healthy again, use haraftctl switchover",
+                name(lease.holder),
+                crate::ops::FAILOVER_TIMEOUT_MS / 1000
+            );
+            return Some(end(input, *id, OpOutcome::Failed { reason }));
+        }
+        Some(_) => return None,
+        None => {}
+    }
+    let scheduled = state.scheduled.as_ref().filter(|s| input.now_unix_ms >= s.at_unix_ms)?;
+    let Some(seen) = input.live else {
+        return Some(Plan { step: Step::ProbeMembers, reason: Reason::ScheduledSwitchoverDue { id: scheduled.id } });
+    };
+    let check = crate::ops::check_switchover(state, seen, Some(scheduled.from), Some(scheduled.to), scheduled.force);
+    let step = if check.ok() {
+        Command::StartScheduled { id: scheduled.id, epoch: lease.epoch, at_unix_ms: input.now_unix_ms }
+    } else {
+        let reason = check.summary(state);
+        Command::EndOperation {
+            id: scheduled.id,
+            outcome: OpOutcome::Skipped { reason },
+            at_unix_ms: input.now_unix_ms,
+        }
+    };
+    Some(Plan { step: Step::Propose(step), reason: Reason::ScheduledSwitchoverDue { id: scheduled.id } })
+}
+
+/// The old primary stopped cleanly at `last`: the target gets the next
+/// epoch once it has received all of it; if it does not within the bound,
+/// the old primary gets the lease back.
+fn switchover_grant(input: &PlanInput, from: NodeId, to: NodeId, last: crate::db::DbPosition, live: &Live) -> Plan {
+    let state = input.state;
+    let target = live.get(&to).and_then(Option::as_ref);
+    let has_all = target.is_some_and(|db| {
+        db.is_running_standby()
+            && db.system_identifier == state.system_identifier
+            && db.timeline == Some(last.timeline)
+            && db.lsn.is_some_and(|l| l > last.lsn)
+    });
+    let got = target.and_then(|db| db.lsn).map_or("nothing".to_string(), |l| l.to_string());
+    if has_all {
+        let verdicts = vec![Verdict {
+            node: to,
+            eligible: true,
+            why: format!("switchover target: received up to {got}, past the old primary's last {}", last.lsn),
+            lsn: target.and_then(|db| db.lsn),
+        }];
+        return grant(input, to, verdicts, Reason::SwitchoverTargetCaughtUp);
+    }
+    if input.operation_age_ms > crate::ops::SWITCHOVER_CATCH_UP_TIMEOUT_MS {
+        let verdicts = vec![
+            Verdict {
+                node: to,
+                eligible: false,
+                why: format!(
+                    "did not receive the old primary's last {} within {} s (has {got})",
+                    last.lsn,
+                    crate::ops::SWITCHOVER_CATCH_UP_TIMEOUT_MS / 1000
+                ),
+                lsn: target.and_then(|db| db.lsn),
+            },
+            Verdict {
+                node: from,
+                eligible: true,
+                why: format!("old primary, stopped cleanly at {}: given the lease back", last.lsn),
+                lsn: Some(last.lsn),
+            },
+        ];
+        return grant(input, from, verdicts, Reason::SwitchoverRollback);
+    }
+    // Ask again: the target is about to have it.
+    Plan { step: Step::ProbeMembers, reason: Reason::SwitchoverWaitingForTarget }
+}
+
+/// An operator asked for `to`: grant it once it answers, if it may be
+/// promoted (or only its lag or synchronous state stands in the way and
+/// data loss was allowed); otherwise end the request with the reason.
+fn manual_failover(input: &PlanInput, id: u64, to: NodeId, allow_data_loss: bool, live: &Live) -> Plan {
+    if !live.contains_key(&to) {
+        if input.operation_age_ms > crate::ops::FAILOVER_TIMEOUT_MS {
+            let name = input.state.member_name(to).unwrap_or("?");
+            let reason = format!("{name} did not answer for {} s", crate::ops::FAILOVER_TIMEOUT_MS / 1000);
+            return end(input, id, OpOutcome::Failed { reason });
+        }
+        return Plan { step: Step::ProbeMembers, reason: Reason::ManualFailover };
+    }
+    let mut verdicts = db_verdicts(input.state, live);
+    match failover_verdict(input.state, &verdicts, to, allow_data_loss) {
+        Ok(why) => {
+            if let Some(v) = verdicts.iter_mut().find(|v| v.node == to) {
+                v.eligible = true;
+                v.why = why;
+            }
+            // The chosen member first, as the history reads a grant.
+            verdicts.sort_by_key(|v| v.node != to);
+            grant(input, to, verdicts, Reason::ManualFailover)
+        }
+        Err(reason) => end(input, id, OpOutcome::Failed { reason }),
+    }
+}
+
+/// Checks an operator's failover to `to` against fresh probes: refused
+/// while a healthy primary holds the lease; otherwise every member's
+/// verdict, and for `to` the words for the history or why not.
+pub fn check_failover(
+    state: &ClusterState,
+    seen: &SeenAll,
+    to: NodeId,
+    allow_data_loss: bool,
+) -> (Vec<Verdict>, Result<String, String>) {
+    let name = |id: NodeId| state.member_name(id).unwrap_or("?").to_string();
+    if let Some(lease) = state.lease {
+        let holder = seen.get(&lease.holder);
+        let healthy = holder
+            .is_some_and(|s| s.lease_valid_for_ms.is_some() && s.db.as_ref().is_some_and(DbStatus::is_running_primary));
+        if healthy {
+            let why = format!(
+                "{} is a healthy primary holding the lease at epoch {}: use haraftctl switchover --to {}",
+                name(lease.holder),
+                lease.epoch,
+                name(to)
+            );
+            return (Vec::new(), Err(why));
+        }
+    }
+    let live: Live = seen.iter().map(|(id, s)| (*id, s.db.clone())).collect();
+    if !live.contains_key(&to) {
+        return (Vec::new(), Err(format!("{} did not answer", name(to))));
+    }
+    let verdicts = db_verdicts(state, &live);
+    let verdict = failover_verdict(state, &verdicts, to, allow_data_loss);
+    (verdicts, verdict)
+}
+
+/// Whether an operator's failover may promote `to`, given the automatic
+/// verdicts: the words for the history, or why not (and what to do).
+/// Lag, a stopped database, an older timeline or not being a synchronous
+/// standby may lose acknowledged writes: allowed only with data loss
+/// allowed. Anything else (no data, another database, nofailover) is refused.
+pub fn failover_verdict(
+    state: &ClusterState,
+    verdicts: &[Verdict],
+    to: NodeId,
+    allow_data_loss: bool,
+) -> Result<String, String> {
+    let name = state.member_name(to).unwrap_or("?");
+    let Some(v) = verdicts.iter().find(|v| v.node == to) else {
+        return Err(format!("{name} is not a member"));
+    };
+    let may_lose = v.why.starts_with("lags ")
+        || v.why.starts_with("not a synchronous standby")
+        || v.why.starts_with("on timeline ");
+    match (v.eligible, may_lose, allow_data_loss) {
+        (true, _, _) => Ok(format!("{} (chosen by the operator)", v.why)),
+        (false, true, true) => Ok(format!("{} (chosen by the operator, data loss allowed)", v.why)),
+        (false, true, false) => {
+            Err(format!("{name} may miss acknowledged writes ({}): add --allow-data-loss to promote it anyway", v.why))
+        }
+        (false, false, _) => Err(format!("{name} cannot be promoted: {}", v.why)),
+    }
+}
+
+/// Probe answers from database statuses (tests and callers without lease views).
+pub fn seen_from(live: &Live) -> SeenAll {
+    live.iter().map(|(id, db)| (*id, crate::ops::Seen { lease_valid_for_ms: None, db: db.clone() })).collect()
 }
 
 /// Verdicts for a cluster whose members manage no database: the lowest live
@@ -288,6 +537,13 @@ impl fmt::Display for Reason {
                 }
                 Ok(())
             }
+            Reason::Paused => write!(f, "paused"),
+            Reason::OperationTimedOut { id } => write!(f, "operation-step-ended id={id}"),
+            Reason::SwitchoverTargetCaughtUp => write!(f, "switchover-target-caught-up"),
+            Reason::SwitchoverWaitingForTarget => write!(f, "switchover-waiting-for-target"),
+            Reason::SwitchoverRollback => write!(f, "switchover-rollback"),
+            Reason::ManualFailover => write!(f, "manual-failover"),
+            Reason::ScheduledSwitchoverDue { id } => write!(f, "scheduled-switchover-due id={id}"),
         }
     }
 }
@@ -337,6 +593,7 @@ mod tests {
 
     /// One case: state, timer, now, live set → expected step.
     fn check(state: &ClusterState, timer: &ExpiryTimer, now: u64, live: Option<&Live>, expected: Got) {
+        let seen = live.map(seen_from);
         let input = PlanInput {
             state,
             cluster: "c",
@@ -345,7 +602,8 @@ mod tests {
             timer,
             now: BootTime(now),
             now_unix_ms: 0,
-            live,
+            live: seen.as_ref(),
+            operation_age_ms: 0,
         };
         let got = match plan(&input).step {
             Step::Propose(Command::Initialize { .. }) => Got::Initialize,
@@ -452,7 +710,8 @@ mod tests {
             timer: &t,
             now: BootTime(0),
             now_unix_ms: 0,
-            live: Some(live),
+            live: Some(&seen_from(live)),
+            operation_age_ms: 0,
         })
     }
 

@@ -5,7 +5,8 @@
 
 use crate::db::{DbMember, DbRole, DbStatus};
 use crate::ids::{Epoch, NodeId};
-use crate::state::{ClusterState, Command};
+use crate::ops::{NodeTask, OpId, Switchover, SwitchoverStep};
+use crate::state::{ClusterState, Command, Operation};
 use std::fmt;
 
 /// This node's lease, as its own clock judges it.
@@ -96,6 +97,22 @@ pub enum Action {
         slots: Vec<String>,
         epoch: Epoch,
     },
+    /// Operator task `id`: a clean restart, as the primary (keeping the
+    /// lease) or as a standby of `upstream`. Reports the task done.
+    Restart {
+        id: OpId,
+        epoch: Epoch,
+        as_primary: bool,
+        upstream: Option<NodeId>,
+    },
+    /// Operator task `id`: rewind from `source` (base backup when that
+    /// fails), or a fresh base backup with `full`. Reports the task done.
+    Reinit {
+        id: OpId,
+        source: NodeId,
+        epoch: Epoch,
+        full: bool,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -103,12 +120,18 @@ pub enum Reason {
     NotObservedYet,
     Unregistered,
     PrimaryWithoutLease,
-    ForeignDataDir { found: u64, expected: u64 },
+    ForeignDataDir {
+        found: u64,
+        expected: u64,
+    },
     NoDataToBootstrap,
     AdoptExistingData,
     PromoteUnderLease,
     PrimaryWithLease,
-    PrimaryDownTooLong { down_ms: u64, limit_ms: u64 },
+    PrimaryDownTooLong {
+        down_ms: u64,
+        limit_ms: u64,
+    },
     RestartPrimaryInPlace,
     StartStoppedStandbyToPromote,
     HolderWithoutData,
@@ -122,7 +145,9 @@ pub enum Reason {
     NeedsRewind,
     StoppedStandby,
     Streaming,
-    NotStreaming { for_ms: u64 },
+    NotStreaming {
+        for_ms: u64,
+    },
     UpstreamChanged,
     ConnectingToPrimary,
     SyncSettingBehindState,
@@ -135,6 +160,19 @@ pub enum Reason {
     SlotsDiffer,
     TimelineHistoryChanged,
     Diverged,
+    /// Paused: no automatic action.
+    Paused,
+    OperatorTask,
+    SwitchoverMovingSyncToTarget,
+    SwitchoverStopping,
+    SwitchoverStopped,
+    SwitchoverUncleanStop,
+    SwitchoverWaitingForLastWal,
+    SwitchoverPromoted,
+    SwitchoverWaitingForTarget,
+    SwitchoverRejoin,
+    SwitchoverRejoined,
+    ManualFailoverRequested,
 }
 
 pub fn reconcile(input: &ReconcileInput) -> (Action, Reason) {
@@ -178,6 +216,18 @@ pub fn reconcile(input: &ReconcileInput) -> (Action, Reason) {
                 None => (Action::Idle, Reason::NotObservedYet),
             };
         }
+        if let Some(s) = state.current_switchover()
+            && let Some(step) = holder_switchover(me, epoch, s, state, db)
+        {
+            return step;
+        }
+        if let Some(task) = state.tasks.get(&me)
+            && task.task == NodeTask::Restart
+            && db.running
+        {
+            let restart = Action::Restart { id: task.id, epoch, as_primary: true, upstream: None };
+            return (restart, Reason::OperatorTask);
+        }
         if db.is_running_standby() {
             return (Action::Promote { epoch }, Reason::PromoteUnderLease);
         }
@@ -186,9 +236,16 @@ pub fn reconcile(input: &ReconcileInput) -> (Action, Reason) {
                 let command = Command::SetForks { holder: me, epoch, forks: forks.clone() };
                 return (Action::Propose(command), Reason::TimelineHistoryChanged);
             }
-            return synchronous_step(me, epoch, state, db)
+            return synchronous_step(me, epoch, state, db, None)
                 .or_else(|| slots_step(me, epoch, state, db))
                 .unwrap_or((Action::Idle, Reason::PrimaryWithLease));
+        }
+        if let Some(Operation::ManualFailover { to, .. }) = &state.operation {
+            let why = format!("an operator asked for failover to {}", state.member_name(*to).unwrap_or("?"));
+            return (Action::Propose(release(me, epoch, why)), Reason::ManualFailoverRequested);
+        }
+        if state.paused && state.operation.is_none() {
+            return (Action::Idle, Reason::Paused);
         }
         if !db.has_data {
             let why = "holds the lease but has no data directory".to_string();
@@ -210,6 +267,15 @@ pub fn reconcile(input: &ReconcileInput) -> (Action, Reason) {
     if holder_in_state {
         return (Action::Idle, Reason::WaitingForLeaseConfirmation);
     }
+    // The old primary of a switchover stays stopped until the target is
+    // primary: its clean stop is what lets it follow without a rewind, and
+    // what a rollback restarts.
+    if let Some(s) = state.current_switchover().filter(|s| s.from == me)
+        && matches!(s.step, SwitchoverStep::Demoted { .. } | SwitchoverStep::Promoting { .. })
+        && !db.running
+    {
+        return (Action::Idle, Reason::SwitchoverWaitingForTarget);
+    }
     let Some(lease) = state.lease else { return (Action::Idle, Reason::NoPrimary) };
     if state.system_identifier.is_none() {
         return (Action::Idle, Reason::WaitingForBootstrap);
@@ -218,6 +284,33 @@ pub fn reconcile(input: &ReconcileInput) -> (Action, Reason) {
         return (Action::Idle, Reason::PrimaryAddressUnknown);
     };
     let (source, epoch) = (lease.holder, state.epoch);
+    if let Some(task) = state.tasks.get(&me) {
+        let action = match task.task {
+            NodeTask::Restart => Action::Restart { id: task.id, epoch, as_primary: false, upstream: Some(source) },
+            NodeTask::Rebuild { full } => Action::Reinit { id: task.id, source, epoch, full },
+        };
+        return (action, Reason::OperatorTask);
+    }
+    if let Some(s) = state.current_switchover().filter(|s| s.from == me)
+        && let SwitchoverStep::Rejoining { last, .. } = s.step
+    {
+        if db.streaming_from.as_deref() == Some(primary.address.as_str()) {
+            let command = Command::SwitchoverRejoined { node: me, id: s.id, at_unix_ms: 0 };
+            return (Action::Propose(command), Reason::SwitchoverRejoined);
+        }
+        // Stopped cleanly exactly where the target took over: it can follow
+        // the new timeline without a rewind.
+        let clean_at_last = !db.running
+            && db.clean_shutdown == Some(true)
+            && db.timeline == Some(last.timeline)
+            && db.lsn == Some(last.lsn);
+        if clean_at_last {
+            return (Action::StartStandby { upstream: Some(source), epoch }, Reason::SwitchoverRejoin);
+        }
+    }
+    if state.paused && state.operation.is_none() {
+        return (Action::Idle, Reason::Paused);
+    }
     if !db.has_data {
         return (Action::Rebuild { source, epoch }, Reason::NoDataDirectory);
     }
@@ -262,7 +355,13 @@ pub fn reconcile(input: &ReconcileInput) -> (Action, Reason) {
 /// a standby enters the setting before the state, and leaves the state
 /// before the setting. One synchronous standby is kept (the first healthy
 /// one by name that may be promoted).
-fn synchronous_step(me: NodeId, epoch: Epoch, state: &ClusterState, db: &DbStatus) -> Option<(Action, Reason)> {
+fn synchronous_step(
+    me: NodeId,
+    epoch: Epoch,
+    state: &ClusterState,
+    db: &DbStatus,
+    prefer: Option<NodeId>,
+) -> Option<(Action, Reason)> {
     use std::collections::BTreeSet;
     // A setting haraft did not write is left alone.
     let configured: BTreeSet<String> = db.synchronous_names.as_ref()?.iter().cloned().collect();
@@ -293,6 +392,20 @@ fn synchronous_step(me: NodeId, epoch: Epoch, state: &ClusterState, db: &DbStatu
     if alive != state.synchronous {
         return propose(alive, Reason::SyncStandbyGone);
     }
+    // A switchover target joins the set (setting first, then state)
+    // before the old primary stops, so that it has every commit.
+    if let Some(p) = prefer.filter(|p| !state.synchronous.contains(p)) {
+        let name = name_of(&p)?;
+        if !configured.contains(&name) {
+            return set(&configured | &BTreeSet::from([name]), Reason::SwitchoverMovingSyncToTarget);
+        }
+        if db.replicas.iter().any(|r| r.name == name && r.sync) {
+            let mut standbys = state.synchronous.clone();
+            standbys.insert(p);
+            return propose(standbys, Reason::SwitchoverMovingSyncToTarget);
+        }
+        return Some((Action::Idle, Reason::WaitingForSyncStandby));
+    }
     if state.synchronous.is_empty() {
         let promotable = |r: &&crate::db::Replica| {
             r.streaming
@@ -313,6 +426,54 @@ fn synchronous_step(me: NodeId, epoch: Epoch, state: &ClusterState, db: &DbStatu
         return Some((Action::Idle, Reason::WaitingForSyncStandby));
     }
     if configured != in_state { set(in_state, Reason::TrimSyncSetting) } else { None }
+}
+
+/// The holder's part in a switchover: the old primary moves the
+/// synchronous set (synchronous mode), stops cleanly and gives the lease
+/// up with its last position; the target promotes once it has that
+/// position and says so. `None`: nothing switchover-specific to do.
+fn holder_switchover(
+    me: NodeId,
+    epoch: Epoch,
+    s: &Switchover,
+    state: &ClusterState,
+    db: &DbStatus,
+) -> Option<(Action, Reason)> {
+    match s.step {
+        SwitchoverStep::Requested if s.from == me && s.epoch == epoch => {
+            if db.is_running_primary() {
+                if state.policy.synchronous_mode && !state.synchronous.contains(&s.to) {
+                    return synchronous_step(me, epoch, state, db, Some(s.to))
+                        .or(Some((Action::Idle, Reason::WaitingForSyncStandby)));
+                }
+                return Some((Action::Stop { immediate: false }, Reason::SwitchoverStopping));
+            }
+            if db.running {
+                return Some((Action::Stop { immediate: false }, Reason::SwitchoverStopping));
+            }
+            match (db.role, db.clean_shutdown, db.timeline, db.lsn) {
+                (Some(DbRole::Primary), Some(true), Some(timeline), Some(lsn)) => {
+                    let last = crate::db::DbPosition { timeline, lsn };
+                    let command = Command::SwitchoverDemoted { holder: me, epoch, id: s.id, last, at_unix_ms: 0 };
+                    Some((Action::Propose(command), Reason::SwitchoverStopped))
+                }
+                // Crashed while stopping: start again, then stop cleanly.
+                _ if db.has_data => Some((Action::StartPrimary { epoch }, Reason::SwitchoverUncleanStop)),
+                _ => None,
+            }
+        }
+        SwitchoverStep::Promoting { epoch: granted, last } if s.to == me && granted == epoch => {
+            if db.is_running_primary() {
+                let command = Command::SwitchoverPromoted { holder: me, epoch, id: s.id, at_unix_ms: 0 };
+                return Some((Action::Propose(command), Reason::SwitchoverPromoted));
+            }
+            if db.is_running_standby() && !db.lsn.is_some_and(|l| l > last.lsn) {
+                return Some((Action::Idle, Reason::SwitchoverWaitingForLastWal));
+            }
+            None
+        }
+        _ => None,
+    }
 }
 
 /// The primary keeps one physical slot per other member with a database,
@@ -346,7 +507,8 @@ impl Rejoin {
                 next.rewind_failed = false;
             }
             (Action::Rewind { .. }, false) => next.rewind_failed = true,
-            (Action::Rebuild { .. }, true) => next = Rejoin::default(),
+            (Action::Rebuild { .. } | Action::Reinit { .. }, true) => next = Rejoin::default(),
+            (Action::Restart { upstream, as_primary: false, .. }, true) => next.configured_upstream = *upstream,
             (Action::Stop { immediate: false }, true)
                 if matches!(reason, Reason::NotStreaming { .. } | Reason::Diverged) =>
             {
@@ -382,6 +544,16 @@ impl fmt::Display for Action {
             Action::SetSlots { slots, epoch } => write!(f, "set-slots [{}] epoch={epoch}", slots.join(",")),
             Action::SetSynchronous { names, epoch } => {
                 write!(f, "set-synchronous-standbys names=[{}] epoch={epoch}", names.join(","))
+            }
+            Action::Restart { id, epoch, as_primary: true, .. } => {
+                write!(f, "restart as primary operation={id} epoch={epoch}")
+            }
+            Action::Restart { id, epoch, upstream, .. } => {
+                write!(f, "restart as standby operation={id} upstream={upstream:?} epoch={epoch}")
+            }
+            Action::Reinit { id, source, epoch, full } => {
+                let how = if *full { "base backup" } else { "rewind" };
+                write!(f, "rebuild ({how}) operation={id} source={source} epoch={epoch}")
             }
         }
     }
@@ -429,6 +601,18 @@ impl fmt::Display for Reason {
             Reason::SlotsDiffer => write!(f, "replication-slots-differ-from-members"),
             Reason::TimelineHistoryChanged => write!(f, "timeline-history-changed"),
             Reason::Diverged => write!(f, "diverged-from-primary-timeline-history"),
+            Reason::Paused => write!(f, "paused"),
+            Reason::OperatorTask => write!(f, "operator-task"),
+            Reason::SwitchoverMovingSyncToTarget => write!(f, "switchover-moving-synchronous-set-to-target"),
+            Reason::SwitchoverStopping => write!(f, "switchover-stopping-old-primary"),
+            Reason::SwitchoverStopped => write!(f, "switchover-old-primary-stopped"),
+            Reason::SwitchoverUncleanStop => write!(f, "switchover-old-primary-stopped-uncleanly"),
+            Reason::SwitchoverWaitingForLastWal => write!(f, "switchover-waiting-for-last-wal"),
+            Reason::SwitchoverPromoted => write!(f, "switchover-target-promoted"),
+            Reason::SwitchoverWaitingForTarget => write!(f, "switchover-waiting-for-target"),
+            Reason::SwitchoverRejoin => write!(f, "switchover-rejoin-as-standby"),
+            Reason::SwitchoverRejoined => write!(f, "switchover-rejoined"),
+            Reason::ManualFailoverRequested => write!(f, "manual-failover-requested"),
         }
     }
 }

@@ -5,6 +5,7 @@
 
 use crate::db::{DbMember, DbPosition};
 use crate::ids::{Epoch, Lsn, NodeId, RenewalSeq};
+use crate::ops::{NodeRequest, NodeTask, OpId, OpOutcome, Order, Scheduled, Switchover, SwitchoverStep};
 use crate::timing::{Policy, Timing};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
@@ -36,6 +37,29 @@ pub struct Lease {
 pub enum Operation {
     /// The lease of `from` at `lapsed_epoch` lapsed; a new primary is being chosen.
     Failover { from: NodeId, lapsed_epoch: Epoch },
+    /// An operator asked for `to` to become primary (the cluster had no
+    /// healthy primary).
+    ManualFailover { id: OpId, to: NodeId, allow_data_loss: bool },
+    /// A planned switchover, one committed step at a time.
+    Switchover(Switchover),
+}
+
+impl Operation {
+    pub fn id(&self) -> Option<OpId> {
+        match self {
+            Operation::Failover { .. } => None,
+            Operation::ManualFailover { id, .. } => Some(*id),
+            Operation::Switchover(s) => Some(s.id),
+        }
+    }
+}
+
+/// What happened to an operator's operation, for the history.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OpEvent {
+    Requested { what: String, by: String },
+    Step { what: String },
+    Ended { outcome: OpOutcome },
 }
 
 /// Why a member could or could not become primary when an epoch was
@@ -68,6 +92,7 @@ pub enum HistoryEvent {
     Lapsed { holder: NodeId, epoch: Epoch, renewals: RenewalSeq, last_position: Option<DbPosition> },
     Released { holder: NodeId, epoch: Epoch, why: String },
     Bootstrapped { holder: NodeId, epoch: Epoch, system_identifier: u64 },
+    Operation { id: OpId, event: OpEvent },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -109,6 +134,17 @@ pub struct ClusterState {
     /// The primary's timeline history (where earlier timelines ended), as
     /// its holder reported it: how a replica knows it diverged.
     pub forks: Vec<crate::db::Fork>,
+    /// Maintenance mode: no automatic failover, no automatic actions on
+    /// databases (fencing still happens).
+    pub paused: bool,
+    /// A switchover waiting for its time.
+    pub scheduled: Option<Scheduled>,
+    /// Operator tasks (rebuild, restart) a member has yet to carry out.
+    pub tasks: BTreeMap<NodeId, NodeRequest>,
+    /// Lease timing set at runtime, in force from the next grant: a lease
+    /// keeps the timing it was granted with (the holder's deadline and the
+    /// leader's timer must use the same ttl).
+    pub next_config: Option<Timing>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -140,6 +176,25 @@ pub enum Command {
     /// The holder bootstrapped (or adopted) the database. CAS: holder at
     /// epoch, no identifier recorded yet.
     SetSystemIdentifier { holder: NodeId, epoch: Epoch, system_identifier: u64 },
+    /// An operator's request, checked on the Raft leader against fresh
+    /// probes; `apply` checks it again against the state.
+    Operator { order: Order, by: String, at_unix_ms: u64 },
+    /// Switchover: the old primary stopped cleanly at `last` and gives the
+    /// lease up. CAS: holder at epoch, switchover `id` at its first step.
+    SwitchoverDemoted { holder: NodeId, epoch: Epoch, id: OpId, last: DbPosition, at_unix_ms: u64 },
+    /// Switchover: the target is a running primary. CAS: holder at epoch,
+    /// switchover `id` promoting it.
+    SwitchoverPromoted { holder: NodeId, epoch: Epoch, id: OpId, at_unix_ms: u64 },
+    /// Switchover: the old primary streams from the new one; done.
+    SwitchoverRejoined { node: NodeId, id: OpId, at_unix_ms: u64 },
+    /// A member finished (or failed) an operator task on its database.
+    TaskDone { node: NodeId, id: OpId, error: Option<String>, at_unix_ms: u64 },
+    /// The Raft leader ends operation `id` (a step took too long, a
+    /// scheduled switchover could not run).
+    EndOperation { id: OpId, outcome: OpOutcome, at_unix_ms: u64 },
+    /// The Raft leader starts the scheduled switchover `id`: its time came
+    /// and its preconditions hold. CAS: its old primary holds `epoch`.
+    StartScheduled { id: OpId, epoch: Epoch, at_unix_ms: u64 },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -150,11 +205,29 @@ pub enum Effect {
     Reported,
     SynchronousSet,
     ForksSet,
-    Released { holder: NodeId, epoch: Epoch },
+    Released {
+        holder: NodeId,
+        epoch: Epoch,
+    },
     SystemIdentifierSet,
-    Granted { holder: NodeId, epoch: Epoch },
-    Renewed { epoch: Epoch, renewal: RenewalSeq },
-    Lapsed { holder: NodeId, epoch: Epoch },
+    Granted {
+        holder: NodeId,
+        epoch: Epoch,
+    },
+    Renewed {
+        epoch: Epoch,
+        renewal: RenewalSeq,
+    },
+    Lapsed {
+        holder: NodeId,
+        epoch: Epoch,
+    },
+    /// An operator request was committed as operation `id`.
+    Accepted {
+        id: OpId,
+    },
+    OperationStep,
+    OperationEnded,
 }
 
 /// Why a command changed nothing. A value, not an error: stale commands are
@@ -172,6 +245,18 @@ pub enum Rejected {
     StaleRenewal { proposed: RenewalSeq, current: RenewalSeq },
     NotHolder { node: NodeId, holder: NodeId },
     SystemIdentifierSet { system_identifier: u64 },
+    OperationInProgress { what: String },
+    SwitchoverScheduled { id: OpId },
+    Paused,
+    AlreadyPaused { paused: bool },
+    SameNode { node: NodeId },
+    NoDatabase { node: NodeId },
+    IsPrimary { node: NodeId },
+    TaskPending { node: NodeId, id: OpId },
+    NoSuchOperation { id: OpId },
+    NothingToCancel,
+    TooLateToCancel { id: OpId },
+    BadConfig { why: String },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -263,6 +348,137 @@ impl ClusterState {
                 }
                 Ok(())
             }
+            Command::Operator { order, .. } => self.check_order(order),
+            Command::SwitchoverDemoted { holder, epoch, id, .. } => {
+                self.held_by(*holder, *epoch)?;
+                match self.switchover(*id) {
+                    Some(s) if s.from == *holder && s.step == SwitchoverStep::Requested => Ok(()),
+                    _ => Err(Rejected::NoSuchOperation { id: *id }),
+                }
+            }
+            Command::SwitchoverPromoted { holder, epoch, id, .. } => {
+                self.held_by(*holder, *epoch)?;
+                match self.switchover(*id) {
+                    Some(s) if s.to == *holder && matches!(s.step, SwitchoverStep::Promoting { .. }) => Ok(()),
+                    _ => Err(Rejected::NoSuchOperation { id: *id }),
+                }
+            }
+            Command::SwitchoverRejoined { node, id, .. } => match self.switchover(*id) {
+                Some(s) if s.from == *node && matches!(s.step, SwitchoverStep::Rejoining { .. }) => Ok(()),
+                _ => Err(Rejected::NoSuchOperation { id: *id }),
+            },
+            Command::TaskDone { node, id, .. } => match self.tasks.get(node) {
+                Some(t) if t.id == *id => Ok(()),
+                _ => Err(Rejected::NoSuchOperation { id: *id }),
+            },
+            Command::EndOperation { id, .. } => match &self.operation {
+                // Between the old primary's stop and the target's promotion
+                // only a grant (to the target, or back to the old primary)
+                // ends a switchover: nobody else may be left as primary.
+                Some(Operation::Switchover(s)) if s.id == *id => match s.step {
+                    SwitchoverStep::Requested | SwitchoverStep::Rejoining { .. } => Ok(()),
+                    _ => Err(Rejected::TooLateToCancel { id: *id }),
+                },
+                Some(Operation::ManualFailover { id: op, .. }) if op == id => Ok(()),
+                _ if self.scheduled.as_ref().is_some_and(|s| s.id == *id) => Ok(()),
+                _ => Err(Rejected::NoSuchOperation { id: *id }),
+            },
+            Command::StartScheduled { id, epoch, .. } => {
+                let Some(s) = self.scheduled.as_ref().filter(|s| s.id == *id) else {
+                    return Err(Rejected::NoSuchOperation { id: *id });
+                };
+                self.held_by(s.from, *epoch)?;
+                if let Some(op) = &self.operation {
+                    return Err(Rejected::OperationInProgress { what: crate::ops::describe_operation(self, op) });
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// The switchover in progress, if it is operation `id`.
+    pub fn switchover(&self, id: OpId) -> Option<&Switchover> {
+        match &self.operation {
+            Some(Operation::Switchover(s)) if s.id == id => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The switchover in progress, whatever its id.
+    pub fn current_switchover(&self) -> Option<&Switchover> {
+        match &self.operation {
+            Some(Operation::Switchover(s)) => Some(s),
+            _ => None,
+        }
+    }
+
+    fn check_order(&self, order: &Order) -> Result<(), Rejected> {
+        if self.config.is_none() {
+            return Err(Rejected::NotInitialized);
+        }
+        let has_db = |node: NodeId| {
+            if !self.members.contains_key(&node) {
+                return Err(Rejected::UnknownMember { node });
+            }
+            if !self.db_members.contains_key(&node) {
+                return Err(Rejected::NoDatabase { node });
+            }
+            Ok(())
+        };
+        let busy = |op: &Operation| Rejected::OperationInProgress { what: crate::ops::describe_operation(self, op) };
+        match order {
+            Order::Switchover { from, to, epoch, at_unix_ms, force } => {
+                self.held_by(*from, *epoch)?;
+                has_db(*to)?;
+                if from == to {
+                    return Err(Rejected::SameNode { node: *to });
+                }
+                if let Some(s) = &self.scheduled {
+                    return Err(Rejected::SwitchoverScheduled { id: s.id });
+                }
+                if at_unix_ms.is_none() {
+                    if self.paused && !force {
+                        return Err(Rejected::Paused);
+                    }
+                    if let Some(op) = &self.operation {
+                        return Err(busy(op));
+                    }
+                }
+                Ok(())
+            }
+            Order::CancelSwitchover => match (&self.operation, &self.scheduled) {
+                (Some(Operation::Switchover(s)), _) if s.step == SwitchoverStep::Requested => Ok(()),
+                (Some(Operation::Switchover(s)), None) => Err(Rejected::TooLateToCancel { id: s.id }),
+                (_, Some(_)) => Ok(()),
+                _ => Err(Rejected::NothingToCancel),
+            },
+            Order::Failover { to, .. } => {
+                has_db(*to)?;
+                if self.holder() == Some(*to) {
+                    return Err(Rejected::IsPrimary { node: *to });
+                }
+                match &self.operation {
+                    Some(op @ (Operation::Switchover(_) | Operation::ManualFailover { .. })) => Err(busy(op)),
+                    _ => Ok(()),
+                }
+            }
+            Order::Rebuild { node, .. } | Order::Restart { node } => {
+                has_db(*node)?;
+                if matches!(order, Order::Rebuild { .. }) && self.holder() == Some(*node) {
+                    return Err(Rejected::IsPrimary { node: *node });
+                }
+                match self.tasks.get(node) {
+                    Some(t) => Err(Rejected::TaskPending { node: *node, id: t.id }),
+                    None => Ok(()),
+                }
+            }
+            Order::Pause | Order::Resume => {
+                let pausing = matches!(order, Order::Pause);
+                if self.paused == pausing { Err(Rejected::AlreadyPaused { paused: self.paused }) } else { Ok(()) }
+            }
+            Order::SetConfig { timing, .. } => {
+                timing.validate().map(|_| ()).map_err(|e| Rejected::BadConfig { why: e.to_string() })
+            }
         }
     }
 
@@ -311,7 +527,10 @@ impl ClusterState {
                 self.synchronous.clear();
                 self.lease = Some(Lease { holder: *holder, epoch: *epoch, renewal: RenewalSeq(0) });
                 self.epoch = *epoch;
-                self.operation = None;
+                // Timing set at runtime starts with a new lease.
+                if let Some(timing) = self.next_config.take() {
+                    self.config = Some(timing);
+                }
                 let event = HistoryEvent::Granted {
                     holder: *holder,
                     epoch: *epoch,
@@ -319,6 +538,7 @@ impl ClusterState {
                     after: self.primary_position,
                 };
                 self.record(log_index, *at_unix_ms, event);
+                self.after_grant(log_index, *at_unix_ms, *holder, *epoch, verdicts);
                 Effect::Granted { holder: *holder, epoch: *epoch }
             }
             Command::Renew { epoch, renewal, position, .. } => {
@@ -333,7 +553,7 @@ impl ClusterState {
             }
             Command::Lapse { holder, epoch, renewal, at_unix_ms } => {
                 self.lease = None;
-                self.operation = Some(Operation::Failover { from: *holder, lapsed_epoch: *epoch });
+                self.lease_lost(log_index, *at_unix_ms, *holder, *epoch, "lapsed");
                 let event = HistoryEvent::Lapsed {
                     holder: *holder,
                     epoch: *epoch,
@@ -345,7 +565,7 @@ impl ClusterState {
             }
             Command::Release { holder, epoch, why, at_unix_ms } => {
                 self.lease = None;
-                self.operation = Some(Operation::Failover { from: *holder, lapsed_epoch: *epoch });
+                self.lease_lost(log_index, *at_unix_ms, *holder, *epoch, "was released");
                 self.record(
                     log_index,
                     *at_unix_ms,
@@ -370,6 +590,226 @@ impl ClusterState {
                 };
                 self.record(log_index, 0, event);
                 Effect::SystemIdentifierSet
+            }
+            Command::Operator { order, by, at_unix_ms } => {
+                self.order(log_index, *at_unix_ms, order, by);
+                Effect::Accepted { id: log_index }
+            }
+            Command::SwitchoverDemoted { holder, id, last, at_unix_ms, .. } => {
+                self.lease = None;
+                self.primary_position = Some(*last);
+                let what = format!(
+                    "{} stopped cleanly at {} (timeline {}) and gave the lease up",
+                    self.name(*holder),
+                    last.lsn,
+                    last.timeline
+                );
+                self.set_step(*id, SwitchoverStep::Demoted { last: *last });
+                self.step_event(log_index, *at_unix_ms, *id, what);
+                Effect::OperationStep
+            }
+            Command::SwitchoverPromoted { holder, id, at_unix_ms, .. } => {
+                if let Some(SwitchoverStep::Promoting { epoch, last }) = self.switchover(*id).map(|s| s.step) {
+                    let what = format!("{} promoted: primary at epoch {epoch}", self.name(*holder));
+                    self.set_step(*id, SwitchoverStep::Rejoining { epoch, last });
+                    self.step_event(log_index, *at_unix_ms, *id, what);
+                }
+                Effect::OperationStep
+            }
+            Command::SwitchoverRejoined { node, id, at_unix_ms } => {
+                let what = format!("{} streams from the new primary", self.name(*node));
+                self.step_event(log_index, *at_unix_ms, *id, what);
+                self.operation = None;
+                self.end(log_index, *at_unix_ms, *id, OpOutcome::Done { note: None });
+                Effect::OperationEnded
+            }
+            Command::TaskDone { node, id, error, at_unix_ms } => {
+                self.tasks.remove(node);
+                let outcome = match error {
+                    None => OpOutcome::Done { note: None },
+                    Some(reason) => OpOutcome::Failed { reason: reason.clone() },
+                };
+                self.end(log_index, *at_unix_ms, *id, outcome);
+                Effect::OperationEnded
+            }
+            Command::EndOperation { id, outcome, at_unix_ms } => {
+                if self.operation.as_ref().and_then(Operation::id) == Some(*id) {
+                    self.operation = None;
+                } else {
+                    self.scheduled = None;
+                }
+                self.end(log_index, *at_unix_ms, *id, outcome.clone());
+                Effect::OperationEnded
+            }
+            Command::StartScheduled { id, epoch, at_unix_ms } => {
+                let Some(s) = self.scheduled.take() else { return Effect::OperationStep };
+                self.operation = Some(Operation::Switchover(Switchover {
+                    id: *id,
+                    from: s.from,
+                    to: s.to,
+                    epoch: *epoch,
+                    step: SwitchoverStep::Requested,
+                    by: s.by,
+                }));
+                let what = format!("scheduled time reached, preconditions hold: stopping {}", self.name(s.from));
+                self.step_event(log_index, *at_unix_ms, *id, what);
+                Effect::OperationStep
+            }
+        }
+    }
+
+    fn name(&self, id: NodeId) -> String {
+        self.member_name(id).map_or_else(|| format!("node {id}"), str::to_string)
+    }
+
+    /// Carries out a committed operator order.
+    fn order(&mut self, log_index: u64, at: u64, order: &Order, by: &str) {
+        let id = log_index;
+        let what = self.describe_order(order);
+        self.record(log_index, at, HistoryEvent::Operation { id, event: OpEvent::Requested { what, by: by.into() } });
+        match order {
+            Order::Switchover { from, to, epoch, at_unix_ms: None, .. } => {
+                let step = SwitchoverStep::Requested;
+                let s = Switchover { id, from: *from, to: *to, epoch: *epoch, step, by: by.into() };
+                self.operation = Some(Operation::Switchover(s));
+            }
+            Order::Switchover { from, to, at_unix_ms: Some(t), force, .. } => {
+                let s = Scheduled { id, from: *from, to: *to, at_unix_ms: *t, force: *force, by: by.into() };
+                self.scheduled = Some(s);
+            }
+            Order::CancelSwitchover => {
+                let cancelled = match self.operation.take() {
+                    Some(Operation::Switchover(s)) if s.step == SwitchoverStep::Requested => s.id,
+                    other => {
+                        self.operation = other;
+                        self.scheduled.take().map_or(0, |s| s.id)
+                    }
+                };
+                self.end(log_index, at, cancelled, OpOutcome::Cancelled);
+                self.end(log_index, at, id, OpOutcome::Done { note: Some(format!("cancelled operation {cancelled}")) });
+            }
+            Order::Failover { to, allow_data_loss } => {
+                self.operation = Some(Operation::ManualFailover { id, to: *to, allow_data_loss: *allow_data_loss });
+            }
+            Order::Rebuild { node, full } => {
+                self.tasks.insert(*node, NodeRequest { id, task: NodeTask::Rebuild { full: *full }, by: by.into() });
+            }
+            Order::Restart { node } => {
+                self.tasks.insert(*node, NodeRequest { id, task: NodeTask::Restart, by: by.into() });
+            }
+            Order::Pause | Order::Resume => {
+                self.paused = matches!(order, Order::Pause);
+                self.end(log_index, at, id, OpOutcome::Done { note: None });
+            }
+            Order::SetConfig { timing, policy, .. } => {
+                self.policy = *policy;
+                let note = if Some(*timing) == self.config {
+                    self.next_config = None;
+                    None
+                } else {
+                    self.next_config = Some(*timing);
+                    Some("the lease timing takes effect with the next epoch (the next switchover or failover)".into())
+                };
+                self.end(log_index, at, id, OpOutcome::Done { note });
+            }
+        }
+    }
+
+    fn describe_order(&self, order: &Order) -> String {
+        match order {
+            Order::Switchover { from, to, at_unix_ms: None, .. } => {
+                format!("switchover from {} to {}", self.name(*from), self.name(*to))
+            }
+            Order::Switchover { from, to, at_unix_ms: Some(t), .. } => format!(
+                "switchover from {} to {} scheduled for {} UTC",
+                self.name(*from),
+                self.name(*to),
+                crate::status::utc(*t)
+            ),
+            Order::CancelSwitchover => "cancel the switchover".into(),
+            Order::Failover { to, allow_data_loss } => {
+                format!("failover to {}{}", self.name(*to), if *allow_data_loss { ", data loss allowed" } else { "" })
+            }
+            Order::Rebuild { node, full: false } => {
+                format!("rebuild {} (rewind, base backup if that fails)", self.name(*node))
+            }
+            Order::Rebuild { node, full: true } => format!("rebuild {} from a fresh base backup", self.name(*node)),
+            Order::Restart { node } => format!("restart PostgreSQL on {}", self.name(*node)),
+            Order::Pause => "pause: no automatic failover or actions".into(),
+            Order::Resume => "resume automatic failover and actions".into(),
+            Order::SetConfig { changes, .. } => format!("config set {changes}"),
+        }
+    }
+
+    fn set_step(&mut self, id: OpId, step: SwitchoverStep) {
+        if let Some(Operation::Switchover(s)) = self.operation.as_mut()
+            && s.id == id
+        {
+            s.step = step;
+        }
+    }
+
+    fn step_event(&mut self, log_index: u64, at: u64, id: OpId, what: String) {
+        self.record(log_index, at, HistoryEvent::Operation { id, event: OpEvent::Step { what } });
+    }
+
+    fn end(&mut self, log_index: u64, at: u64, id: OpId, outcome: OpOutcome) {
+        self.record(log_index, at, HistoryEvent::Operation { id, event: OpEvent::Ended { outcome } });
+    }
+
+    /// A grant moves a switchover or a manual failover on (or ends it).
+    fn after_grant(&mut self, log_index: u64, at: u64, holder: NodeId, epoch: Epoch, verdicts: &[Verdict]) {
+        match self.operation.take() {
+            Some(Operation::Switchover(mut s)) => match s.step {
+                SwitchoverStep::Demoted { last } if holder == s.to => {
+                    s.step = SwitchoverStep::Promoting { epoch, last };
+                    let what =
+                        format!("{} granted epoch {epoch}; promoting once it has {}", self.name(holder), last.lsn);
+                    let id = s.id;
+                    self.operation = Some(Operation::Switchover(s));
+                    self.step_event(log_index, at, id, what);
+                }
+                _ if holder == s.from => {
+                    let why = verdicts.iter().find(|v| v.node == s.to).map_or_else(
+                        || format!("{} could not take over", self.name(s.to)),
+                        |v| format!("{}: {}", self.name(s.to), v.why),
+                    );
+                    let reason = format!("{why}; {} is primary again at epoch {epoch}", self.name(holder));
+                    self.end(log_index, at, s.id, OpOutcome::RolledBack { reason });
+                }
+                _ => {
+                    let reason = format!("{} became primary instead", self.name(holder));
+                    self.end(log_index, at, s.id, OpOutcome::Failed { reason });
+                }
+            },
+            Some(Operation::ManualFailover { id, to, .. }) => {
+                let outcome = if holder == to {
+                    OpOutcome::Done { note: None }
+                } else {
+                    OpOutcome::Failed { reason: format!("{} became primary instead", self.name(holder)) }
+                };
+                self.end(log_index, at, id, outcome);
+            }
+            Some(Operation::Failover { .. }) | None => {}
+        }
+    }
+
+    /// The lease lapsed or was released: a failover, unless an operator's
+    /// failover is already waiting for it. A switchover that loses its
+    /// lease this way failed.
+    fn lease_lost(&mut self, log_index: u64, at: u64, holder: NodeId, epoch: Epoch, how: &str) {
+        match self.operation.take() {
+            Some(op @ Operation::ManualFailover { .. }) => self.operation = Some(op),
+            other => {
+                if let Some(Operation::Switchover(s)) = other {
+                    let reason = format!(
+                        "the lease of {} at epoch {epoch} {how} while {}: failing over",
+                        self.name(holder),
+                        crate::ops::step_words(self, &s)
+                    );
+                    self.end(log_index, at, s.id, OpOutcome::Failed { reason });
+                }
+                self.operation = Some(Operation::Failover { from: holder, lapsed_epoch: epoch });
             }
         }
     }
@@ -415,6 +855,17 @@ impl fmt::Display for Command {
             Command::SetSystemIdentifier { holder, epoch, system_identifier } => {
                 write!(f, "set-system-identifier holder={holder} epoch={epoch} id={system_identifier}")
             }
+            Command::Operator { order, by, .. } => write!(f, "operator by={by:?} {order:?}"),
+            Command::SwitchoverDemoted { holder, epoch, id, last, .. } => {
+                write!(f, "switchover-demoted id={id} holder={holder} epoch={epoch} last={}", last.lsn)
+            }
+            Command::SwitchoverPromoted { holder, epoch, id, .. } => {
+                write!(f, "switchover-promoted id={id} holder={holder} epoch={epoch}")
+            }
+            Command::SwitchoverRejoined { node, id, .. } => write!(f, "switchover-rejoined id={id} node={node}"),
+            Command::TaskDone { node, id, error, .. } => write!(f, "task-done id={id} node={node} error={error:?}"),
+            Command::EndOperation { id, outcome, .. } => write!(f, "end-operation id={id} {outcome}"),
+            Command::StartScheduled { id, epoch, .. } => write!(f, "start-scheduled id={id} epoch={epoch}"),
         }
     }
 }
@@ -445,6 +896,26 @@ impl fmt::Display for Rejected {
             Rejected::SystemIdentifierSet { system_identifier } => {
                 write!(f, "the cluster's database is already recorded (system identifier {system_identifier})")
             }
+            Rejected::OperationInProgress { what } => write!(f, "another operation is in progress: {what}"),
+            Rejected::SwitchoverScheduled { id } => {
+                write!(f, "switchover {id} is scheduled: cancel it first (haraftctl switchover --cancel)")
+            }
+            Rejected::Paused => write!(f, "the cluster is paused: run haraftctl resume, or add --force"),
+            Rejected::AlreadyPaused { paused: true } => write!(f, "the cluster is already paused"),
+            Rejected::AlreadyPaused { paused: false } => write!(f, "the cluster is not paused"),
+            Rejected::SameNode { node } => write!(f, "node {node} is already the primary"),
+            Rejected::NoDatabase { node } => write!(f, "node {node} manages no database"),
+            Rejected::IsPrimary { node } => write!(f, "node {node} is the primary"),
+            Rejected::TaskPending { node, id } => {
+                write!(f, "node {node} has not finished operation {id} yet: follow it with haraftctl history")
+            }
+            Rejected::NoSuchOperation { id } => write!(f, "operation {id} is not in progress (or not at that step)"),
+            Rejected::NothingToCancel => write!(f, "no switchover is running or scheduled"),
+            Rejected::TooLateToCancel { id } => write!(
+                f,
+                "switchover {id} is past the old primary's stop and can no longer be cancelled: it completes or rolls back on its own"
+            ),
+            Rejected::BadConfig { why } => write!(f, "{why}"),
         }
     }
 }

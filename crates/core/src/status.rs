@@ -37,7 +37,26 @@ pub struct ClusterStatus {
     /// The member holding the primary lease.
     pub primary: Option<String>,
     pub lease: Option<LeaseStatus>,
+    /// The operation in progress, in words (with its step for a switchover).
     pub operation: Option<String>,
+    /// Its id, to follow it in the history; null for an automatic failover.
+    #[serde(default)]
+    pub operation_id: Option<u64>,
+    /// Maintenance mode: no automatic failover or actions.
+    #[serde(default)]
+    pub paused: bool,
+    /// A scheduled switchover, in words.
+    #[serde(default)]
+    pub scheduled: Option<String>,
+    /// Operator tasks (rebuild, restart) members have yet to finish, in words.
+    #[serde(default)]
+    pub tasks: Vec<String>,
+    /// The cluster-wide settings by their config-file keys.
+    #[serde(default)]
+    pub settings: BTreeMap<String, String>,
+    /// Lease settings set at runtime that take effect with the next epoch.
+    #[serde(default)]
+    pub pending_settings: BTreeMap<String, String>,
     pub members: Vec<MemberStatus>,
     /// Normal: a primary holds a valid lease and every member follows it.
     /// Degraded: a primary holds a valid lease, but some member is
@@ -300,14 +319,39 @@ pub fn build_status(state: &ClusterState, local: &LocalRaft, probes: &Probes) ->
         epoch: state.epoch.0,
         primary: state.holder().map(|id| name_of(state, id)),
         lease,
-        operation: state.operation.as_ref().map(|op| match op {
-            Operation::Failover { from, lapsed_epoch } => {
-                format!(
-                    "failover: lease of {} lapsed at epoch {lapsed_epoch}, choosing a new primary",
-                    name_of(state, *from)
-                )
-            }
+        operation: state.operation.as_ref().map(|op| crate::ops::describe_operation(state, op)),
+        operation_id: state.operation.as_ref().and_then(Operation::id),
+        paused: state.paused,
+        scheduled: state.scheduled.as_ref().map(|s| {
+            format!(
+                "switchover {} from {} to {} at {} UTC (asked by {})",
+                s.id,
+                name_of(state, s.from),
+                name_of(state, s.to),
+                utc(s.at_unix_ms),
+                s.by
+            )
         }),
+        tasks: state
+            .tasks
+            .iter()
+            .map(|(node, t)| {
+                let what = match t.task {
+                    crate::ops::NodeTask::Rebuild { full: false } => "rebuild (rewind first)",
+                    crate::ops::NodeTask::Rebuild { full: true } => "rebuild (base backup)",
+                    crate::ops::NodeTask::Restart => "restart",
+                };
+                format!("{} on {} (operation {}, asked by {})", what, name_of(state, *node), t.id, t.by)
+            })
+            .collect(),
+        settings: state.config.map(|t| crate::ops::settings(t, state.policy)).unwrap_or_default(),
+        pending_settings: state
+            .next_config
+            .map(|t| {
+                let current = state.config.map(|c| crate::ops::settings(c, state.policy)).unwrap_or_default();
+                crate::ops::settings(t, state.policy).into_iter().filter(|(k, v)| current.get(k) != Some(v)).collect()
+            })
+            .unwrap_or_default(),
         members,
         cluster_state,
     }
@@ -513,6 +557,23 @@ mod tests {
     }
 }
 
+/// UTC "YYYY-MM-DD HH:MM:SS" from Unix milliseconds (civil-from-days,
+/// valid for every date after 1970).
+pub fn utc(ms: u64) -> String {
+    let secs = ms / 1000;
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
 /// One history entry as `haraftctl history --json` prints it. Fields are
 /// only ever added.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -533,6 +594,12 @@ pub struct HistoryItem {
     pub detail: String,
     /// For a grant: every member's eligibility and why.
     pub verdicts: Vec<VerdictView>,
+    /// The operator operation this entry belongs to.
+    #[serde(default)]
+    pub operation: Option<u64>,
+    /// Who asked, for an operation-requested entry.
+    #[serde(default)]
+    pub by: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -559,6 +626,8 @@ pub fn history_view(state: &ClusterState) -> Vec<HistoryItem> {
                 lsn: None,
                 detail: String::new(),
                 verdicts: Vec::new(),
+                operation: None,
+                by: None,
             };
             match &h.event {
                 HistoryEvent::Initialized { cluster } => {
@@ -629,6 +698,24 @@ pub fn history_view(state: &ClusterState) -> Vec<HistoryItem> {
                         (None, _) => "no rewind was needed".to_string(),
                     };
                     item.detail = format!("{} rewound: {range}", name_of(state, *node));
+                }
+                HistoryEvent::Operation { id, event } => {
+                    item.operation = Some(*id);
+                    match event {
+                        crate::state::OpEvent::Requested { what, by } => {
+                            item.event = "operation-requested".into();
+                            item.by = Some(by.clone());
+                            item.detail = format!("operation {id}: {what} (asked by {by})");
+                        }
+                        crate::state::OpEvent::Step { what } => {
+                            item.event = "operation-step".into();
+                            item.detail = format!("operation {id}: {what}");
+                        }
+                        crate::state::OpEvent::Ended { outcome } => {
+                            item.event = outcome.event_name().into();
+                            item.detail = format!("operation {id}: {outcome}");
+                        }
+                    }
                 }
                 HistoryEvent::Node { node, event: NodeEvent::Rebuilt { from } } => {
                     item.event = "rebuilt".into();

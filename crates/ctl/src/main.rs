@@ -1,6 +1,9 @@
 //! `haraftctl`: the admin CLI. Reads the cluster's state from any agent.
 
+mod operate;
+
 use clap::{Parser, Subcommand};
+use haraft_core::ops::Request;
 use haraft_core::status::{ClusterHealth, ClusterStatus, HistoryItem, MemberRole, MemberState, RaftRole};
 use haraft_proto::admin::admin_client::AdminClient;
 use haraft_proto::admin::{HistoryRequest, StatusRequest};
@@ -16,8 +19,9 @@ use std::time::Duration;
 ///   haraftctl status                      # the table, from the local demo cluster
 ///   haraftctl --endpoints db1:7001,db2:7001 status --json
 ///
-/// Exit codes: 0 success, 1 the cluster could not be reached or refused,
-/// 2 bad arguments.
+/// Exit codes: 0 success, 1 the cluster could not be reached, refused, or
+/// the operation failed, 2 bad arguments, 3 the operation is still in
+/// progress (its outcome is not known yet: follow it).
 #[derive(Parser)]
 #[command(version, about, long_about, verbatim_doc_comment)]
 struct Args {
@@ -52,18 +56,117 @@ enum Command {
         json: bool,
     },
     /// List what happened to the cluster: epochs granted (with who was
-    /// eligible and why not), lapses, releases, rewinds and rebuilds.
+    /// eligible and why not), lapses, releases, rewinds and rebuilds, and
+    /// every operator operation with who asked, its steps and outcome.
     History {
         /// Print the history as a JSON array (stable: fields are only ever
         /// added). See the README for every field.
         #[arg(long)]
         json: bool,
     },
+    /// Planned switchover: the primary stops cleanly, the target gets the
+    /// next epoch once it has all of the primary's WAL, promotes, and the
+    /// old primary follows it. Nothing committed is lost. Each step is
+    /// printed as it commits; exit 0 only when done.
+    Switchover {
+        /// The current primary (checked: refused if it is not).
+        #[arg(long, value_name = "NAME")]
+        from: Option<String>,
+        /// The member to promote; without it the best candidate is chosen
+        /// and named.
+        #[arg(long, value_name = "NAME")]
+        to: Option<String>,
+        /// Run later: 2026-11-21T14:30:00Z, "2026-11-21 14:30" (UTC), or
+        /// +90s, +15m, +2h. Checked again at that time; skipped (and
+        /// recorded so) if its preconditions do not hold then.
+        #[arg(long, value_name = "TIME")]
+        at: Option<String>,
+        /// Do not ask for confirmation; also run while the cluster is paused.
+        #[arg(long)]
+        force: bool,
+        /// Cancel the scheduled switchover, or the running one before its
+        /// old primary stopped.
+        #[arg(long, conflicts_with_all = ["from", "to", "at"])]
+        cancel: bool,
+        /// Give up following after this many seconds (the switchover
+        /// continues; exit code 3).
+        #[arg(long, default_value_t = 180, value_name = "SECONDS")]
+        wait: u64,
+    },
+    /// Promote NAME in a cluster without a healthy primary. Refused while
+    /// a healthy primary holds the lease (use switchover).
+    Failover {
+        #[arg(long, value_name = "NAME")]
+        to: String,
+        /// Do not ask for confirmation; also run while the cluster is paused.
+        #[arg(long)]
+        force: bool,
+        /// Promote it even if it may miss acknowledged writes (lagging, not
+        /// a synchronous standby, on an older timeline). Recorded in the history.
+        #[arg(long)]
+        allow_data_loss: bool,
+        #[arg(long, default_value_t = 120, value_name = "SECONDS")]
+        wait: u64,
+    },
+    /// Rebuild a replica: rewind from the primary (a base backup if that
+    /// fails), or a fresh base backup with --full (the old data directory
+    /// is kept aside). Refused on the primary.
+    Rebuild {
+        name: String,
+        #[arg(long)]
+        full: bool,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        force: bool,
+        #[arg(long, default_value_t = 900, value_name = "SECONDS")]
+        wait: u64,
+    },
+    /// Restart PostgreSQL on NAME cleanly; the primary keeps its lease.
+    Restart {
+        name: String,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        force: bool,
+        #[arg(long, default_value_t = 300, value_name = "SECONDS")]
+        wait: u64,
+    },
+    /// Maintenance mode: no automatic failover and no automatic actions on
+    /// databases (fencing still happens). Shown in status.
+    Pause,
+    /// Leave maintenance mode.
+    Resume,
+    /// The cluster-wide settings.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Follow operation ID (from the history) until it ends.
+    Follow {
+        id: u64,
+        #[arg(long, default_value_t = 180, value_name = "SECONDS")]
+        wait: u64,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Print the settings by their config-file keys.
+    Show {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Change settings, e.g. failover.synchronous_mode=true
+    /// failover.maximum_lag_on_failover=16MB lease.ttl_ms=3000. Validated
+    /// before being proposed; lease timing takes effect with the next epoch.
+    Set {
+        #[arg(required = true, value_name = "KEY=VALUE")]
+        changes: Vec<String>,
+    },
 }
 
 /// Which document to ask an agent for.
 #[derive(Clone, Copy)]
-enum Ask {
+pub(crate) enum Ask {
     Status,
     History,
 }
@@ -83,14 +186,77 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = match args.command {
-        Command::Status { json } => {
-            runtime.block_on(status(&args.endpoints, Duration::from_millis(args.timeout_ms), json))
+    let timeout = Duration::from_millis(args.timeout_ms);
+    let endpoints = &args.endpoints;
+    let now_unix_ms =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+    let secs = Duration::from_secs;
+    let operation = match args.command {
+        Command::Status { json } => return exit(runtime.block_on(status(endpoints, timeout, json))),
+        Command::History { json } => return exit(runtime.block_on(history(endpoints, timeout, json))),
+        Command::Config { command: ConfigCommand::Show { json } } => {
+            return exit(runtime.block_on(config_show(endpoints, timeout, json)));
         }
-        Command::History { json } => {
-            runtime.block_on(history(&args.endpoints, Duration::from_millis(args.timeout_ms), json))
+        Command::Follow { id, wait } => runtime.block_on(operate::follow(endpoints, timeout, id, secs(wait))),
+        Command::Switchover { cancel: true, .. } => {
+            runtime.block_on(operate::run(endpoints, timeout, Request::CancelSwitchover, false, secs(0)))
+        }
+        Command::Switchover { from, to, at, force, wait, cancel: false } => {
+            let at_unix_ms = match at.map(|a| operate::parse_at(&a, now_unix_ms)).transpose() {
+                Ok(at) => at,
+                Err(e) => {
+                    eprintln!("haraftctl: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let request = Request::Switchover { from, to, at_unix_ms, force };
+            runtime.block_on(operate::run(endpoints, timeout, request, !force, secs(wait)))
+        }
+        Command::Failover { to, force, allow_data_loss, wait } => {
+            let request = Request::Failover { to, allow_data_loss, force };
+            runtime.block_on(operate::run(endpoints, timeout, request, !force, secs(wait)))
+        }
+        Command::Rebuild { name, full, force, wait } => {
+            let request = Request::Rebuild { node: name, full };
+            runtime.block_on(operate::run(endpoints, timeout, request, !force, secs(wait)))
+        }
+        Command::Restart { name, force, wait } => {
+            runtime.block_on(operate::run(endpoints, timeout, Request::Restart { node: name }, !force, secs(wait)))
+        }
+        Command::Pause => runtime.block_on(operate::run(endpoints, timeout, Request::Pause, false, secs(30))),
+        Command::Resume => runtime.block_on(operate::run(endpoints, timeout, Request::Resume, false, secs(30))),
+        Command::Config { command: ConfigCommand::Set { changes } } => {
+            let mut pairs = Vec::new();
+            for c in changes {
+                match c.split_once('=') {
+                    Some((k, v)) if !k.trim().is_empty() => pairs.push((k.trim().to_string(), v.to_string())),
+                    _ => {
+                        eprintln!("haraftctl: {c:?} is not KEY=VALUE, e.g. failover.synchronous_mode=true");
+                        return ExitCode::from(2);
+                    }
+                }
+            }
+            runtime.block_on(operate::run(endpoints, timeout, Request::SetConfig { changes: pairs }, false, secs(30)))
         }
     };
+    match operation {
+        Ok(operate::Ended::Done) => ExitCode::SUCCESS,
+        Ok(operate::Ended::Failed(why)) => {
+            eprintln!("haraftctl: {why}");
+            ExitCode::FAILURE
+        }
+        Ok(operate::Ended::InProgress(why)) => {
+            eprintln!("haraftctl: {why}");
+            ExitCode::from(operate::EXIT_IN_PROGRESS)
+        }
+        Err(e) => {
+            eprintln!("haraftctl: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn exit(result: Result<(), String>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -98,6 +264,24 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+async fn config_show(endpoints: &[String], timeout: Duration, json: bool) -> Result<(), String> {
+    let document = fetch(endpoints, timeout, Ask::Status).await?;
+    let status: ClusterStatus =
+        serde_json::from_str(&document).map_err(|e| format!("agent sent unreadable status: {e}"))?;
+    if json {
+        let value = serde_json::json!({ "settings": status.settings, "pending_settings": status.pending_settings });
+        println!("{}", serde_json::to_string_pretty(&value).expect("a JSON value always prints"));
+        return Ok(());
+    }
+    for (k, v) in &status.settings {
+        match status.pending_settings.get(k) {
+            Some(next) => println!("{k} = {v}  (set to {next}: takes effect with the next epoch)"),
+            None => println!("{k} = {v}"),
+        }
+    }
+    Ok(())
 }
 
 fn valid_endpoint(e: &str) -> bool {
@@ -108,7 +292,7 @@ fn valid_endpoint(e: &str) -> bool {
 }
 
 /// A document from the first endpoint that answers.
-async fn fetch(endpoints: &[String], timeout: Duration, ask: Ask) -> Result<String, String> {
+pub(crate) async fn fetch(endpoints: &[String], timeout: Duration, ask: Ask) -> Result<String, String> {
     let mut failures = Vec::new();
     for endpoint in endpoints {
         let attempt = async {
@@ -167,22 +351,7 @@ async fn history(endpoints: &[String], timeout: Duration, json: bool) -> Result<
     Ok(())
 }
 
-/// UTC "YYYY-MM-DD HH:MM:SS" from Unix milliseconds (civil-from-days,
-/// valid for every date after 1970).
-fn utc(ms: u64) -> String {
-    let secs = ms / 1000;
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}", rem / 3600, rem % 3600 / 60, rem % 60)
-}
+use haraft_core::status::utc;
 
 fn render_history(items: &[HistoryItem]) -> String {
     let mut out = String::new();
@@ -279,7 +448,17 @@ fn render(s: &ClusterStatus) -> String {
         ));
     }
     if let Some(op) = &s.operation {
-        out.push_str(&format!("In progress:  {op}\n"));
+        let id = s.operation_id.map(|id| format!(" (operation {id}: haraftctl follow {id})")).unwrap_or_default();
+        out.push_str(&format!("In progress:  {op}{id}\n"));
+    }
+    if let Some(scheduled) = &s.scheduled {
+        out.push_str(&format!("Scheduled:    {scheduled}\n"));
+    }
+    for task in &s.tasks {
+        out.push_str(&format!("Task:         {task}\n"));
+    }
+    if s.paused {
+        out.push_str("Paused:       yes: no automatic failover or actions (haraftctl resume)\n");
     }
     let view = if s.consistent {
         "the Raft leader, confirmed by a quorum"
@@ -353,6 +532,9 @@ fn render(s: &ClusterStatus) -> String {
     if s.primary.is_none() {
         warnings.push("no primary holds the lease".to_string());
     }
+    if s.paused {
+        warnings.push("paused: a failed primary is not replaced until haraftctl resume".to_string());
+    }
     for w in warnings {
         out.push_str(&format!("\nWARNING: {w}"));
     }
@@ -409,7 +591,13 @@ mod tests {
                 valid_for_ms: Some(2100),
                 renewal_latency: None,
             }),
-            operation: None,
+            operation: Some("switchover 41 from node1 to node3: stopping node1 cleanly".into()),
+            operation_id: Some(41),
+            paused: true,
+            scheduled: None,
+            tasks: vec!["restart on node3 (operation 40, asked by ops@db1)".into()],
+            settings: Default::default(),
+            pending_settings: Default::default(),
             members: vec![
                 member("node1", 1, RaftRole::Follower, true),
                 member("node2", 2, RaftRole::Leader, true),
@@ -424,6 +612,12 @@ mod tests {
         assert!(t.contains("Cluster:      demo (Degraded)"), "{t}");
         assert!(t.contains("streaming") && t.contains("2.0 KiB"), "{t}");
         assert!(t.contains("WARNING: unreachable: node3"), "{t}");
+        assert!(
+            t.contains("In progress:  switchover 41 from node1 to node3: stopping node1 cleanly (operation 41"),
+            "{t}"
+        );
+        assert!(t.contains("Task:         restart on node3"), "{t}");
+        assert!(t.contains("Paused:       yes"), "{t}");
         let row = t.lines().find(|l| l.starts_with("node3")).unwrap();
         assert!(row.contains("connection refused") && row.contains("unreachable"), "{row}");
     }

@@ -1,0 +1,186 @@
+//! Operator requests, on the Raft leader: names resolved to members, the
+//! pure checks of `haraft_core::ops` run against fresh probes of every
+//! member, then one `Command::Operator` committed (which `apply` checks
+//! again against the state it lands on).
+
+use crate::shared::{ProposeError, Shared};
+use haraft_core::ops::{
+    CandidateCheck, OperateReply, OperateRequest, Order, Request, Seen, SeenAll, apply_config_changes, check_switchover,
+};
+use haraft_core::plan::check_failover;
+use haraft_core::{ClusterState, Command, Effect, NodeId, Outcome};
+use std::sync::Arc;
+
+fn now_unix_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+fn refuse(message: String) -> OperateReply {
+    OperateReply { message, refused: true, ..OperateReply::default() }
+}
+
+fn resolve(state: &ClusterState, name: &str) -> Result<NodeId, String> {
+    state.members.values().find(|m| m.name == name).map(|m| m.id).ok_or_else(|| {
+        let names: Vec<&str> = state.members.values().map(|m| m.name.as_str()).collect();
+        format!("unknown member {name:?}: the members are {}", names.join(", "))
+    })
+}
+
+/// Checks `request` and, unless it is a dry run, commits it.
+pub async fn operate(shared: &Arc<Shared>, request: OperateRequest) -> OperateReply {
+    let seen: SeenAll = shared
+        .probe_all()
+        .await
+        .into_iter()
+        .filter_map(|(id, r)| r.ok().map(|p| (id, Seen { lease_valid_for_ms: p.lease_valid_for_ms, db: p.db })))
+        .collect();
+    let state = shared.state();
+    let mut reply = OperateReply::default();
+    let order = match decide(&state, &seen, &request.request, &mut reply) {
+        Ok(order) => order,
+        Err(message) => {
+            reply.message = message;
+            reply.refused = true;
+            return reply;
+        }
+    };
+    if request.dry_run {
+        return reply;
+    }
+    let by = if request.by.trim().is_empty() { "unknown".to_string() } else { request.by.clone() };
+    let command = Command::Operator { order, by, at_unix_ms: now_unix_ms() };
+    match shared.propose_here(command).await {
+        Ok(Outcome::Applied(Effect::Accepted { id })) => {
+            reply.accepted = true;
+            reply.id = Some(id);
+            reply
+        }
+        Ok(Outcome::Applied(other)) => refuse(format!("unexpected effect {other:?}")),
+        Ok(Outcome::Rejected(r)) => refuse(format!("refused: {r}")),
+        Err(ProposeError::Timeout { ms }) => refuse(format!(
+            "not committed within {ms} ms: it may still commit; check haraftctl status before asking again"
+        )),
+        Err(e) => refuse(format!("not committed: {e}")),
+    }
+}
+
+/// The order a request resolves to, with the plan filled into `reply`
+/// (message, candidates, target); `Err` with the reason it is refused.
+fn decide(state: &ClusterState, seen: &SeenAll, request: &Request, reply: &mut OperateReply) -> Result<Order, String> {
+    if state.config.is_none() {
+        return Err("the cluster is not initialized yet".into());
+    }
+    let name = |id: NodeId| state.member_name(id).unwrap_or("?").to_string();
+    let reachable = |node: NodeId| {
+        if seen.contains_key(&node) {
+            Ok(())
+        } else {
+            Err(format!("{} did not answer: check its agent (haraftctl status)", name(node)))
+        }
+    };
+    match request {
+        Request::Switchover { from, to, at_unix_ms, force } => {
+            let from = from.as_deref().map(|n| resolve(state, n)).transpose()?;
+            let to = to.as_deref().map(|n| resolve(state, n)).transpose()?;
+            if let Some(at) = at_unix_ms
+                && *at <= now_unix_ms()
+            {
+                return Err(format!(
+                    "--at {} UTC is in the past (by this agent's clock): give a later time",
+                    haraft_core::status::utc(*at)
+                ));
+            }
+            let plan = check_switchover(state, seen, from, to, *force);
+            reply.candidates = plan.candidates.iter().map(|(_, c)| c.clone()).collect();
+            reply.from = plan.from.map(name);
+            reply.target = plan.to.map(name);
+            let lease = state.lease.ok_or_else(|| plan.summary(state))?;
+            let target = match (at_unix_ms, plan.ok()) {
+                (None, false) => return Err(plan.summary(state)),
+                (None, true) => plan.to,
+                // A scheduled switchover is checked again at its time;
+                // now only its members must make sense.
+                (Some(_), _) => to.or(plan.to),
+            };
+            let target = target.ok_or_else(|| plan.summary(state))?;
+            reply.target = Some(name(target));
+            reply.message = match at_unix_ms {
+                None => format!("switchover from {} to {}", name(lease.holder), name(target)),
+                Some(at) => format!(
+                    "switchover from {} to {} at {} UTC, if its preconditions hold then",
+                    name(lease.holder),
+                    name(target),
+                    haraft_core::status::utc(*at)
+                ),
+            };
+            Ok(Order::Switchover {
+                from: lease.holder,
+                to: target,
+                epoch: lease.epoch,
+                at_unix_ms: *at_unix_ms,
+                force: *force,
+            })
+        }
+        Request::CancelSwitchover => {
+            reply.message = "cancel the switchover".into();
+            Ok(Order::CancelSwitchover)
+        }
+        Request::Failover { to, allow_data_loss, force } => {
+            let to = resolve(state, to)?;
+            if state.paused && !force {
+                return Err("the cluster is paused: run haraftctl resume, or add --force".into());
+            }
+            let (verdicts, verdict) = check_failover(state, seen, to, *allow_data_loss);
+            reply.candidates = verdicts
+                .iter()
+                .map(|v| CandidateCheck {
+                    node: name(v.node),
+                    ok: v.eligible,
+                    reasons: vec![v.why.clone()],
+                    lag_bytes: None,
+                })
+                .collect();
+            reply.target = Some(name(to));
+            let why = verdict?;
+            reply.message = format!("failover to {}: {why}", name(to));
+            Ok(Order::Failover { to, allow_data_loss: *allow_data_loss })
+        }
+        Request::Rebuild { node, full } => {
+            let node = resolve(state, node)?;
+            if state.holder() == Some(node) {
+                return Err(format!(
+                    "{} is the primary: a rebuild would discard it; switch over first (haraftctl switchover)",
+                    name(node)
+                ));
+            }
+            reachable(node)?;
+            reply.message = format!(
+                "rebuild {} from {}",
+                name(node),
+                if *full { "a fresh base backup" } else { "a rewind (a base backup if that fails)" }
+            );
+            Ok(Order::Rebuild { node, full: *full })
+        }
+        Request::Restart { node } => {
+            let node = resolve(state, node)?;
+            reachable(node)?;
+            reply.message = format!("restart PostgreSQL on {}", name(node));
+            Ok(Order::Restart { node })
+        }
+        Request::Pause => {
+            reply.message = "pause automatic failover and actions".into();
+            Ok(Order::Pause)
+        }
+        Request::Resume => {
+            reply.message = "resume automatic failover and actions".into();
+            Ok(Order::Resume)
+        }
+        Request::SetConfig { changes } => {
+            let current = state.config.expect("checked above");
+            let base = state.next_config.unwrap_or(current);
+            let (timing, policy, said) = apply_config_changes(base, state.policy, changes)?;
+            reply.message = format!("config set {said}");
+            Ok(Order::SetConfig { timing, policy, changes: said })
+        }
+    }
+}

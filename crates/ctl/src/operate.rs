@@ -1,0 +1,252 @@
+//! The operator commands: send a request to any agent (it reaches the
+//! Raft leader), then follow the operation through the history until it
+//! ends, printing each committed step. Never a false success: when the CLI
+//! cannot tell, it says the operation is still in progress and how to
+//! follow it.
+
+use haraft_core::ops::{OperateReply, OperateRequest, Request};
+use haraft_core::status::HistoryItem;
+use haraft_proto::admin::OperateRequest as OperateProto;
+use haraft_proto::admin::admin_client::AdminClient;
+use std::io::{BufRead, IsTerminal, Write};
+use std::time::{Duration, Instant};
+
+/// Exit code when the outcome is not known yet (the operation continues).
+pub const EXIT_IN_PROGRESS: u8 = 3;
+
+/// How an operator command ended, for the exit code.
+pub enum Ended {
+    Done,
+    Failed(String),
+    InProgress(String),
+}
+
+/// Who asks, for the history: `user@host`.
+pub fn caller() -> String {
+    let user = std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "unknown".into());
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_default();
+    if host.is_empty() { user } else { format!("{user}@{host}") }
+}
+
+/// Sends a request to the first endpoint that answers.
+pub async fn send(endpoints: &[String], timeout: Duration, request: &OperateRequest) -> Result<OperateReply, String> {
+    let json = serde_json::to_string(request).map_err(|e| format!("encoding the request: {e}"))?;
+    let mut failures = Vec::new();
+    for endpoint in endpoints {
+        let attempt = async {
+            let channel = tonic::transport::Endpoint::from_shared(format!("http://{endpoint}"))
+                .map_err(|e| e.to_string())?
+                .connect_timeout(timeout)
+                .connect()
+                .await
+                .map_err(|_| "connection refused or unreachable".to_string())?;
+            let mut client = AdminClient::new(channel);
+            let reply = client
+                .operate(OperateProto { json: json.clone(), forwarded: false })
+                .await
+                .map_err(|s| s.message().to_string())?;
+            serde_json::from_str::<OperateReply>(&reply.into_inner().json)
+                .map_err(|e| format!("agent sent an unreadable reply: {e}"))
+        };
+        // The leader probes every member and commits: allow it three timeouts.
+        match tokio::time::timeout(timeout * 3, attempt).await {
+            Ok(Ok(reply)) => return Ok(reply),
+            Ok(Err(e)) => failures.push(format!("{endpoint}: {e}")),
+            Err(_) => failures.push(format!("{endpoint}: no answer within {} ms", (timeout * 3).as_millis())),
+        }
+    }
+    Err(format!(
+        "no endpoint answered ({}): check that the agents run and that --endpoints lists their node.listen addresses",
+        failures.join("; ")
+    ))
+}
+
+/// Prints every candidate's check.
+fn print_candidates(reply: &OperateReply) {
+    for c in &reply.candidates {
+        let mark = if c.ok { "ok" } else { "no" };
+        let lag = c.lag_bytes.map(|l| format!(" (lag {l} bytes)")).unwrap_or_default();
+        let why = if c.reasons.is_empty() { String::new() } else { format!(": {}", c.reasons.join(", ")) };
+        println!("  {:<12} {mark}{lag}{why}", c.node);
+    }
+}
+
+/// Asks "Proceed? [y/N]" on the terminal.
+fn confirm(question: &str) -> Result<bool, String> {
+    if !std::io::stdin().is_terminal() {
+        return Err("standard input is not a terminal, so nothing can be confirmed: add --force to go ahead".into());
+    }
+    print!("{question} [y/N] ");
+    std::io::stdout().flush().map_err(|e| e.to_string())?;
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line).map_err(|e| e.to_string())?;
+    Ok(matches!(line.trim(), "y" | "Y" | "yes"))
+}
+
+/// Runs one operator request: the plan and a confirmation when asked for,
+/// then the request, then (for operations with steps) following it.
+pub async fn run(
+    endpoints: &[String],
+    timeout: Duration,
+    mut request: Request,
+    confirm_first: bool,
+    follow_for: Duration,
+) -> Result<Ended, String> {
+    let by = caller();
+    if confirm_first {
+        let plan =
+            send(endpoints, timeout, &OperateRequest { request: request.clone(), by: by.clone(), dry_run: true })
+                .await?;
+        print_candidates(&plan);
+        if plan.refused {
+            return Ok(Ended::Failed(format!("refused: {}", plan.message)));
+        }
+        println!("Plan: {}", plan.message);
+        if !confirm("Proceed?")? {
+            return Ok(Ended::Failed("not confirmed: nothing was changed".into()));
+        }
+        // Run exactly the plan that was shown.
+        if let (Request::Switchover { to, .. }, Some(target)) = (&mut request, plan.target) {
+            *to = Some(target);
+        }
+    }
+    let reply = send(endpoints, timeout, &OperateRequest { request: request.clone(), by, dry_run: false }).await?;
+    if !reply.accepted {
+        if !confirm_first {
+            print_candidates(&reply);
+        }
+        return Ok(Ended::Failed(format!("refused: {}", reply.message)));
+    }
+    let Some(id) = reply.id else {
+        return Ok(Ended::Failed("the agent accepted the request without an operation id".into()));
+    };
+    println!("{} (operation {id})", reply.message);
+    if matches!(request, Request::Switchover { at_unix_ms: Some(_), .. }) {
+        println!("scheduled: haraftctl status shows it; haraftctl switchover --cancel cancels it");
+        return Ok(Ended::Done);
+    }
+    follow(endpoints, timeout, id, follow_for).await
+}
+
+/// Follows operation `id` in the history until it ends, `limit` passes,
+/// the agents stop answering for that long, or Ctrl-C.
+pub async fn follow(endpoints: &[String], timeout: Duration, id: u64, limit: Duration) -> Result<Ended, String> {
+    let started = Instant::now();
+    let mut printed = std::collections::BTreeSet::new();
+    let mut requested_at: Option<u64> = None;
+    let still = |why: &str| {
+        Ended::InProgress(format!(
+            "{why}: operation {id} is still in progress; follow it with: haraftctl follow {id} (or haraftctl status)"
+        ))
+    };
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    loop {
+        if started.elapsed() > limit {
+            return Ok(still(&format!("no outcome within {} s", limit.as_secs())));
+        }
+        let fetched = tokio::select! {
+            _ = &mut ctrl_c => return Ok(still("stopped following (Ctrl-C); the operation was not cancelled")),
+            r = crate::fetch(endpoints, timeout, crate::Ask::History) => r,
+        };
+        let items: Vec<HistoryItem> = match fetched.and_then(|j| serde_json::from_str(&j).map_err(|e| e.to_string())) {
+            Ok(items) => items,
+            Err(e) => {
+                eprintln!("haraftctl: cannot read the history right now ({e}); trying again");
+                Vec::new()
+            }
+        };
+        for item in items.iter().filter(|i| i.operation == Some(id)) {
+            if !printed.insert((item.log_index, item.event.clone(), item.detail.clone())) {
+                continue;
+            }
+            if item.event == "operation-requested" {
+                requested_at = item.at_unix_ms;
+            }
+            let elapsed = match (item.at_unix_ms, requested_at) {
+                (Some(at), Some(from)) => at.saturating_sub(from) as f64 / 1000.0,
+                _ => started.elapsed().as_secs_f64(),
+            };
+            println!("[{elapsed:>6.2} s] {}", item.detail);
+            match item.event.as_str() {
+                "operation-done" => return Ok(Ended::Done),
+                "operation-failed" | "operation-rolled-back" | "operation-cancelled" | "operation-skipped" => {
+                    return Ok(Ended::Failed(item.detail.clone()));
+                }
+                _ => {}
+            }
+        }
+        tokio::select! {
+            _ = &mut ctrl_c => return Ok(still("stopped following (Ctrl-C); the operation was not cancelled")),
+            _ = tokio::time::sleep(Duration::from_millis(150)) => {}
+        }
+    }
+}
+
+/// `--at`: `2026-11-21T14:30:00Z`, `2026-11-21 14:30` (UTC), or `+90s`,
+/// `+15m`, `+2h` from now.
+pub fn parse_at(text: &str, now_unix_ms: u64) -> Result<u64, String> {
+    let bad = || {
+        format!("--at {text:?}: expected a UTC time like 2026-11-21T14:30:00Z or 2026-11-21 14:30, or +90s, +15m, +2h")
+    };
+    let text = text.trim();
+    if let Some(rest) = text.strip_prefix('+') {
+        let split = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        let (n, unit) = rest.split_at(split);
+        let n: u64 = n.parse().map_err(|_| bad())?;
+        let secs = match unit {
+            "s" | "" => n,
+            "m" => n * 60,
+            "h" => n * 3600,
+            _ => return Err(bad()),
+        };
+        return Ok(now_unix_ms + secs * 1000);
+    }
+    let text = text.strip_suffix('Z').unwrap_or(text);
+    let (date, time) = text.split_once(['T', ' ']).ok_or_else(bad)?;
+    let d: Vec<i64> = date.split('-').map(|p| p.parse().map_err(|_| bad())).collect::<Result<_, _>>()?;
+    let t: Vec<i64> = time.split(':').map(|p| p.parse().map_err(|_| bad())).collect::<Result<_, _>>()?;
+    let (&[y, mo, day], [h, mi, rest @ ..]) = (d.as_slice(), t.as_slice()) else { return Err(bad()) };
+    let s = match rest {
+        [] => 0,
+        [s] => *s,
+        _ => return Err(bad()),
+    };
+    if !(1..=12).contains(&mo)
+        || !(1..=31).contains(&day)
+        || !(0..24).contains(h)
+        || !(0..60).contains(mi)
+        || !(0..60).contains(&s)
+    {
+        return Err(bad());
+    }
+    // days from civil (proleptic Gregorian), the inverse of status::utc.
+    let y2 = if mo <= 2 { y - 1 } else { y };
+    let era = y2.div_euclid(400);
+    let yoe = y2 - era * 400;
+    let mp = (mo + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = days * 86_400 + h * 3600 + mi * 60 + s;
+    u64::try_from(secs).map(|s| s * 1000).map_err(|_| bad())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn at_times_parse_and_round_trip_with_utc() {
+        let now = 1_795_261_445_000;
+        assert_eq!(parse_at("+90s", now), Ok(now + 90_000));
+        assert_eq!(parse_at("+15m", now), Ok(now + 900_000));
+        assert_eq!(parse_at("+2h", now), Ok(now + 7_200_000));
+        let at = parse_at("2026-11-21T11:44:05Z", now).unwrap();
+        assert_eq!(haraft_core::status::utc(at), "2026-11-21 11:44:05");
+        assert_eq!(parse_at("2024-02-29 00:00", now).map(haraft_core::status::utc), Ok("2024-02-29 00:00:00".into()));
+        for bad in ["tomorrow", "+5d", "2026-13-01T00:00", "2026-11-21T25:00", "2026-11-21", "+"] {
+            assert!(parse_at(bad, now).is_err(), "{bad}");
+        }
+    }
+}
