@@ -2,53 +2,12 @@
 //! PostgreSQL 15 servers on loopback. Bootstrap, failover with fencing,
 //! rejoin by rewind, crash restart in place, frozen agents and hosts.
 
+use haraft_testkit::check::{LIMIT, logs, members, normal, primary_id, wait_normal, wait_status};
 use haraft_testkit::procs::ProcCluster;
 use haraft_testkit::wait_for;
 use haraft_testkit::writer::{self, Writer};
 use serde_json::Value;
 use std::time::Duration;
-
-const LIMIT: Duration = Duration::from_secs(90);
-
-fn members(s: &Value) -> Vec<Value> {
-    s["members"].as_array().cloned().unwrap_or_default()
-}
-
-fn primary_id(s: &Value) -> Option<u64> {
-    let m = members(s);
-    let primaries: Vec<&Value> = m.iter().filter(|m| m["role"] == "primary").collect();
-    (primaries.len() == 1).then(|| primaries[0]["id"].as_u64()).flatten()
-}
-
-/// One primary holding a valid lease, every other member streaming from it.
-fn normal(s: &Value) -> bool {
-    s["cluster_state"] == "Normal"
-        && primary_id(s).is_some()
-        && members(s).iter().filter(|m| m["state"] == "streaming").count() == members(s).len() - 1
-}
-
-fn logs(c: &ProcCluster) -> String {
-    (1..=c.nodes.len() as u64).map(|i| format!("--- node{i}\n{}", c.log(i))).collect::<Vec<_>>().join("\n")
-}
-
-/// Waits (bounded) for a status that satisfies `ok`; on timeout, fails
-/// with the last status and every node's log.
-async fn wait_status(c: &ProcCluster, what: &str, ok: impl Fn(&Value) -> bool) -> Value {
-    let start = std::time::Instant::now();
-    loop {
-        if let Some(s) = c.status().filter(|s| ok(s)) {
-            return s;
-        }
-        if start.elapsed() > LIMIT {
-            panic!("timed out waiting for {what}: last status {:?}\n{}", c.status(), logs(c));
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
-
-async fn wait_normal(c: &ProcCluster, what: &str) -> Value {
-    wait_status(c, what, normal).await
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bootstrap_failover_with_fencing_and_rejoin_by_rewind() {

@@ -343,6 +343,7 @@ async fn execute(
             let command = match command.clone() {
                 Command::Release { holder, epoch, why, .. } => Command::Release { holder, epoch, why, at_unix_ms },
                 Command::SwitchoverDemoted { holder, epoch, id, last, .. } => {
+                    crate::failpoint::hit("before-switchover-demoted");
                     Command::SwitchoverDemoted { holder, epoch, id, last, at_unix_ms }
                 }
                 Command::SwitchoverPromoted { holder, epoch, id, .. } => {
@@ -366,7 +367,12 @@ async fn execute(
             pg.start_standby(up.as_ref(), *epoch, t).await.map_err(e)
         }
         Action::Follow { upstream, epoch } => pg.follow(&upstream_of(state, *upstream)?, *epoch, t).await.map_err(e),
-        Action::Promote { epoch } => pg.promote(*epoch, t).await.map_err(e),
+        Action::Promote { epoch } => {
+            if state.current_switchover().is_some_and(|s| s.to == me) {
+                crate::failpoint::hit("before-switchover-promote");
+            }
+            pg.promote(*epoch, t).await.map_err(e)
+        }
         Action::Stop { immediate } => {
             let mode = if *immediate { StopMode::Immediate } else { StopMode::Fast };
             pg.stop(mode, state.epoch, t).await.map_err(e)

@@ -388,6 +388,9 @@ impl Driver {
                 }
             }
             Step::Propose(command) => {
+                if matches!(command, Command::Grant { .. }) && state.current_switchover().is_some() {
+                    crate::failpoint::hit("before-switchover-grant");
+                }
                 self.proposal_in_flight = true;
                 let _ = self.events.send(AgentEvent::Proposed { at: now, command: command.clone() });
                 let shared = Arc::clone(&self.shared);

@@ -15,6 +15,7 @@ pub mod clock;
 pub mod config;
 pub mod database;
 pub mod driver;
+pub mod failpoint;
 pub mod fence;
 pub mod operate;
 pub mod shared;

@@ -193,6 +193,11 @@ impl ProcCluster {
 
     /// Starts node `id` in its own process group, logging to its log file.
     pub fn start(&mut self, id: u64) {
+        self.start_with_env(id, &[]);
+    }
+
+    /// `start` with extra environment variables (e.g. `HARAFT_FAILPOINTS`).
+    pub fn start_with_env(&mut self, id: u64, env: &[(&str, &str)]) {
         let node = &mut self.nodes[id as usize - 1];
         assert!(node.child.is_none(), "node {id} already running");
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&node.log).expect("open log");
@@ -204,6 +209,7 @@ impl ProcCluster {
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("dup log"))
             .stderr(log)
+            .envs(env.iter().copied())
             .process_group(0);
         if let Some((uid, gid)) = self.pg.as_ref().and_then(|p| p.run_as) {
             command.uid(uid).gid(gid);
@@ -228,6 +234,19 @@ impl ProcCluster {
         // created for this child (process_group(0) makes its pid the pgid).
         unsafe { libc::kill(-(child.id() as i32), signal) };
         child.wait().expect("wait for haraft")
+    }
+
+    /// Whether node `id`'s agent exited on its own (reaping it): a
+    /// failpoint fired or it stopped on a fatal error.
+    pub fn exited(&mut self, id: u64) -> bool {
+        let node = &mut self.nodes[id as usize - 1];
+        match node.child.as_mut().map(|c| c.try_wait()) {
+            Some(Ok(Some(_))) => {
+                node.child = None;
+                true
+            }
+            _ => false,
+        }
     }
 
     pub fn kill(&mut self, id: u64) {
@@ -317,14 +336,16 @@ impl ProcCluster {
         std::fs::read_to_string(&self.nodes[id as usize - 1].log).unwrap_or_default()
     }
 
+    /// `haraftctl --endpoints <all> ARGS`, not started yet.
+    pub fn ctl_command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(binary("haraftctl"));
+        command.arg("--endpoints").arg(self.endpoints()).args(args);
+        command
+    }
+
     /// Runs `haraftctl --endpoints <all> ARGS`, returning (exit code, stdout, stderr).
     pub fn ctl(&self, args: &[&str]) -> (i32, String, String) {
-        let out = Command::new(binary("haraftctl"))
-            .arg("--endpoints")
-            .arg(self.endpoints())
-            .args(args)
-            .output()
-            .expect("run haraftctl");
+        let out = self.ctl_command(args).output().expect("run haraftctl");
         (
             out.status.code().unwrap_or(-1),
             String::from_utf8_lossy(&out.stdout).into(),

@@ -1,0 +1,38 @@
+//! Crash points for the end-to-end tests: with
+//! `HARAFT_FAILPOINTS=name[,name...]` in its environment, the agent exits
+//! at once (no cleanup, like a kill -9 of the agent alone) when it reaches
+//! a named point. The tests use them to crash an agent at an exact step of
+//! a workflow. Without the variable each check is a read of a cached
+//! empty list.
+//!
+//! With `HARAFT_FAILPOINT_ONCE=FILE` as well, a point fires only if FILE
+//! does not exist yet, and creates it: armed on every member, it crashes
+//! only the first to reach it.
+//!
+//! Points: `before-switchover-demoted` (old primary, stopped, about to give
+//! the lease up), `before-switchover-promote` (target, granted, about to
+//! promote), `before-switchover-grant` (Raft leader, about to grant the
+//! target its epoch).
+
+use std::sync::OnceLock;
+
+static POINTS: OnceLock<Vec<String>> = OnceLock::new();
+
+/// Exits the process if `name` is set.
+pub fn hit(name: &str) {
+    let points = POINTS.get_or_init(|| {
+        std::env::var("HARAFT_FAILPOINTS")
+            .map(|v| v.split(',').map(|p| p.trim().to_string()).filter(|p| !p.is_empty()).collect())
+            .unwrap_or_default()
+    });
+    if points.iter().any(|p| p == name) {
+        if let Ok(once) = std::env::var("HARAFT_FAILPOINT_ONCE") {
+            // create_new: exactly one process wins.
+            if std::fs::OpenOptions::new().write(true).create_new(true).open(&once).is_err() {
+                return;
+            }
+        }
+        eprintln!("haraft: failpoint {name} reached: exiting now");
+        std::process::exit(86);
+    }
+}
