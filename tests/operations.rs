@@ -47,7 +47,9 @@ async fn switchover_under_a_writer_loses_nothing_and_reports_each_step() {
     let (code, out, err) = c.ctl(&["switchover", "--to", &name(target), "--force"]);
     assert_eq!(code, 0, "switchover failed:\n{out}\n{err}\n{}", logs(&c));
     assert!(out.contains(&format!("switchover from {} to {}", name(first), name(target))), "{out}");
-    for step in ["stopped cleanly at", "granted epoch 2", "promoted: primary at epoch 2", "streams from the new primary"] {
+    for step in
+        ["stopped cleanly at", "granted epoch 2", "promoted: primary at epoch 2", "streams from the new primary"]
+    {
         assert!(out.contains(step), "step {step:?} not printed:\n{out}");
     }
     let id = printed_id(&out);
@@ -239,7 +241,10 @@ async fn crash_during_switchover(point: &str) {
     let outcome = ended(&operation(&c, id));
     match code {
         0 => assert_eq!(outcome.as_deref(), Some("operation-done"), "{point}: exit 0 but {outcome:?}\n{out}"),
-        1 => assert!(outcome.is_some() && outcome.as_deref() != Some("operation-done"), "{point}: {outcome:?}\n{out}\n{err}"),
+        1 => assert!(
+            outcome.is_some() && outcome.as_deref() != Some("operation-done"),
+            "{point}: {outcome:?}\n{out}\n{err}"
+        ),
         3 => assert!(err.contains("still in progress"), "{err}"),
         other => panic!("{point}: haraftctl exited {other}\n{out}\n{err}"),
     }

@@ -90,6 +90,13 @@ fn decide(state: &ClusterState, seen: &SeenAll, request: &Request, reply: &mut O
                     haraft_core::status::utc(*at)
                 ));
             }
+            if let Some(s) = &state.scheduled {
+                return Err(format!(
+                    "switchover {} to {} is scheduled: cancel it first (haraftctl switchover --cancel)",
+                    s.id,
+                    name(s.to)
+                ));
+            }
             let plan = check_switchover(state, seen, from, to, *force);
             reply.candidates = plan.candidates.iter().map(|(_, c)| c.clone()).collect();
             reply.from = plan.from.map(name);

@@ -278,13 +278,6 @@ pub fn check_switchover(
     if let Some(op) = &state.operation {
         blockers.push(format!("another operation is in progress: {}", describe_operation(state, op)));
     }
-    if let Some(s) = &state.scheduled {
-        blockers.push(format!(
-            "switchover {} to {} is scheduled: cancel it first (haraftctl switchover --cancel)",
-            s.id,
-            name(s.to)
-        ));
-    }
     let Some(lease) = state.lease else {
         blockers.push("no primary holds the lease: use haraftctl failover --to NAME".to_string());
         return SwitchoverPlan { from, blockers, candidates: Vec::new(), to: None };

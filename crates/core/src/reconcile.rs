@@ -173,6 +173,7 @@ pub enum Reason {
     SwitchoverRejoin,
     SwitchoverRejoined,
     ManualFailoverRequested,
+    ClaimSynchronousSet,
 }
 
 pub fn reconcile(input: &ReconcileInput) -> (Action, Reason) {
@@ -220,6 +221,13 @@ pub fn reconcile(input: &ReconcileInput) -> (Action, Reason) {
             && let Some(step) = holder_switchover(me, epoch, s, state, db)
         {
             return step;
+        }
+        // Synchronous mode: claim the synchronous set (empty: only this
+        // node has the writes it will acknowledge) before becoming writable,
+        // which ends the fallback to the previous set.
+        if state.policy.synchronous_mode && state.synchronous_fallback.is_some() {
+            let command = Command::SetSynchronous { holder: me, epoch, standbys: Default::default() };
+            return (Action::Propose(command), Reason::ClaimSynchronousSet);
         }
         if let Some(task) = state.tasks.get(&me)
             && task.task == NodeTask::Restart
@@ -613,6 +621,7 @@ impl fmt::Display for Reason {
             Reason::SwitchoverRejoin => write!(f, "switchover-rejoin-as-standby"),
             Reason::SwitchoverRejoined => write!(f, "switchover-rejoined"),
             Reason::ManualFailoverRequested => write!(f, "manual-failover-requested"),
+            Reason::ClaimSynchronousSet => write!(f, "claim-synchronous-set-before-writable"),
         }
     }
 }

@@ -131,6 +131,13 @@ pub struct ClusterState {
     /// be promoted. A standby enters `synchronous_standby_names` before it
     /// enters this set, and leaves this set before it leaves the setting.
     pub synchronous: std::collections::BTreeSet<NodeId>,
+    /// Synchronous mode, from a grant until the new holder claims the
+    /// synchronous set (before it becomes writable): the members that held
+    /// every acknowledged write at the grant (the synchronous set and the
+    /// previous holder). If the new holder loses the lease before it ever
+    /// was writable, they are the synchronous set again, so that a failover
+    /// can still choose among them.
+    pub synchronous_fallback: Option<std::collections::BTreeSet<NodeId>>,
     /// The primary's timeline history (where earlier timelines ended), as
     /// its holder reported it: how a replica knows it diverged.
     pub forks: Vec<crate::db::Fork>,
@@ -523,8 +530,17 @@ impl ClusterState {
             }
             Command::Grant { holder, epoch, verdicts, at_unix_ms } => {
                 // The new primary builds its own synchronous set; its
-                // predecessor's named the new primary itself.
-                self.synchronous.clear();
+                // predecessor's named the new primary itself. Until the new
+                // primary claims it, the old set (and the old holder) stays
+                // known as a fallback.
+                let previous = match &self.operation {
+                    Some(Operation::Failover { from, .. }) => Some(*from),
+                    Some(Operation::Switchover(s)) => Some(s.from),
+                    _ => None,
+                };
+                let mut fallback = std::mem::take(&mut self.synchronous);
+                fallback.extend(previous);
+                self.synchronous_fallback = Some(fallback);
                 self.lease = Some(Lease { holder: *holder, epoch: *epoch, renewal: RenewalSeq(0) });
                 self.epoch = *epoch;
                 // Timing set at runtime starts with a new lease.
@@ -548,6 +564,7 @@ impl ClusterState {
                 }
                 if position.is_some() {
                     self.primary_position = *position;
+                    self.synchronous_fallback = None;
                 }
                 Effect::Renewed { epoch: *epoch, renewal: next }
             }
@@ -575,6 +592,7 @@ impl ClusterState {
             }
             Command::SetSynchronous { standbys, .. } => {
                 self.synchronous = standbys.clone();
+                self.synchronous_fallback = None;
                 Effect::SynchronousSet
             }
             Command::SetForks { forks, .. } => {
@@ -798,6 +816,11 @@ impl ClusterState {
     /// failover is already waiting for it. A switchover that loses its
     /// lease this way failed.
     fn lease_lost(&mut self, log_index: u64, at: u64, holder: NodeId, epoch: Epoch, how: &str) {
+        // A holder that never was writable acknowledged nothing: whoever had
+        // every write at its grant still has every write.
+        if let Some(fallback) = self.synchronous_fallback.take() {
+            self.synchronous = fallback;
+        }
         match self.operation.take() {
             Some(op @ Operation::ManualFailover { .. }) => self.operation = Some(op),
             other => {

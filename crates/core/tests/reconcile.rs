@@ -25,6 +25,12 @@ fn cluster(holder: Option<u64>, bootstrapped: bool) -> ClusterState {
         s.apply(4, &Command::Grant { holder: NodeId(h), epoch: Epoch(1), verdicts: vec![], at_unix_ms: 0 });
         if bootstrapped {
             s.apply(5, &Command::SetSystemIdentifier { holder: NodeId(h), epoch: Epoch(1), system_identifier: SYSID });
+            // It has been writable: its renewals carry its position.
+            let position =
+                Some(haraft_core::DbPosition { timeline: haraft_core::TimelineId(1), lsn: haraft_core::Lsn(1) });
+            let renew =
+                Command::Renew { holder: NodeId(h), epoch: Epoch(1), renewal: haraft_core::RenewalSeq(0), position };
+            s.apply(6, &renew);
         }
     }
     s

@@ -199,7 +199,7 @@ fn main() -> ExitCode {
         }
         Command::Follow { id, wait } => runtime.block_on(operate::follow(endpoints, timeout, id, secs(wait))),
         Command::Switchover { cancel: true, .. } => {
-            runtime.block_on(operate::run(endpoints, timeout, Request::CancelSwitchover, false, secs(0)))
+            runtime.block_on(operate::run(endpoints, timeout, Request::CancelSwitchover, false, secs(30)))
         }
         Command::Switchover { from, to, at, force, wait, cancel: false } => {
             let at_unix_ms = match at.map(|a| operate::parse_at(&a, now_unix_ms)).transpose() {

@@ -142,9 +142,6 @@ pub async fn follow(endpoints: &[String], timeout: Duration, id: u64, limit: Dur
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
     loop {
-        if started.elapsed() > limit {
-            return Ok(still(&format!("no outcome within {} s", limit.as_secs())));
-        }
         let fetched = tokio::select! {
             _ = &mut ctrl_c => return Ok(still("stopped following (Ctrl-C); the operation was not cancelled")),
             r = crate::fetch(endpoints, timeout, crate::Ask::History) => r,
@@ -175,6 +172,9 @@ pub async fn follow(endpoints: &[String], timeout: Duration, id: u64, limit: Dur
                 }
                 _ => {}
             }
+        }
+        if started.elapsed() > limit {
+            return Ok(still(&format!("no outcome within {} s", limit.as_secs())));
         }
         tokio::select! {
             _ = &mut ctrl_c => return Ok(still("stopped following (Ctrl-C); the operation was not cancelled")),
