@@ -426,6 +426,12 @@ fn lease_only_verdicts(state: &ClusterState, live: &Live, previous: Option<NodeI
 /// tagged nofailover; the highest LSN wins, then priority, then the lowest id.
 fn db_verdicts(state: &ClusterState, live: &Live) -> Vec<Verdict> {
     let bootstrap = state.system_identifier.is_none();
+    // Synchronous mode: the holder whose lease just ended has every write
+    // it acknowledged, as every synchronous standby does.
+    let previous = match &state.operation {
+        Some(Operation::Failover { from, .. }) => Some(*from),
+        _ => None,
+    };
     let mut out: Vec<(Verdict, (u8, u64, u32))> = Vec::new();
     for id in state.members.keys().copied() {
         let no = |why: String, lsn| (Verdict { node: id, eligible: false, why, lsn }, (0, 0, 0));
@@ -460,7 +466,7 @@ fn db_verdicts(state: &ClusterState, live: &Live) -> Vec<Verdict> {
         }
         let verdict = if db.nofailover {
             no("tagged nofailover".into(), lsn)
-        } else if state.policy.synchronous_mode && !state.synchronous.contains(&id) {
+        } else if state.policy.synchronous_mode && !state.synchronous.contains(&id) && Some(id) != previous {
             no("not a synchronous standby (synchronous mode)".into(), lsn)
         } else if !status.has_data {
             no("has no data directory".into(), lsn)
