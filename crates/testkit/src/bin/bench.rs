@@ -14,6 +14,13 @@
 //! acknowledged writes lost, and the seconds until the restarted old node
 //! streams again. Needs PostgreSQL 15 and, as root, the postgres OS user.
 //!
+//! `haraft-bench switchover [--iterations N] [--synchronous]`: N times,
+//! `haraftctl switchover --to <next member> --force` under a writer
+//! (every 10 ms); measures the write unavailability (from the last write
+//! acknowledged by the old primary to the first by the new one), the
+//! switchover's total duration (until haraftctl reports done: the old
+//! primary streams from the new one), and acknowledged writes lost.
+//!
 //! Build with `cargo build --release --workspace`, then run
 //! `target/release/haraft-bench`.
 
@@ -22,6 +29,7 @@ use std::time::{Duration, Instant};
 
 struct Args {
     failover: bool,
+    switchover: bool,
     iterations: u64,
     synchronous: bool,
     seconds: u64,
@@ -32,6 +40,7 @@ struct Args {
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
         failover: false,
+        switchover: false,
         iterations: 5,
         synchronous: false,
         seconds: 30,
@@ -42,6 +51,10 @@ fn parse_args() -> Result<Args, String> {
     match it.peek().map(String::as_str) {
         Some("failover") => {
             args.failover = true;
+            it.next();
+        }
+        Some("switchover") => {
+            args.switchover = true;
             it.next();
         }
         Some("lease") => {
@@ -65,6 +78,7 @@ fn parse_args() -> Result<Args, String> {
                     "haraft-bench [lease] [--seconds N (30)] [--renew-interval-ms N (100)] [--idle-seconds N (20)]"
                 );
                 println!("haraft-bench failover [--iterations N (5)] [--synchronous]");
+                println!("haraft-bench switchover [--iterations N (5)] [--synchronous]");
                 std::process::exit(0);
             }
             other => return Err(format!("unknown argument {other:?}: see --help")),
@@ -106,7 +120,7 @@ fn main() {
             std::process::exit(2);
         }
     };
-    let result = if args.failover { failover(&args) } else { run(&args) };
+    let result = if args.failover || args.switchover { failover(&args) } else { run(&args) };
     if let Err(e) = result {
         eprintln!("haraft-bench: {e}");
         std::process::exit(1);
@@ -195,7 +209,11 @@ fn failover(args: &Args) -> Result<(), String> {
     let extra = if args.synchronous { "[failover]\nsynchronous_mode = true\n" } else { "" };
     let mut c = ProcCluster::with_postgres(3, extra);
     c.start_all();
-    let result = failover_iterations(args, &mut c, &runtime);
+    let result = if args.switchover {
+        switchover_iterations(args, &mut c, &runtime)
+    } else {
+        failover_iterations(args, &mut c, &runtime)
+    };
     if result.is_err() {
         for id in 1..=3 {
             let log = c.log(id);
@@ -284,6 +302,77 @@ fn failover_iterations(args: &Args, c: &mut ProcCluster, runtime: &tokio::runtim
         report["writes_resumed_s"]["median"].as_f64().unwrap_or(0.0),
         report["old_node_streaming_again_s"]["median"].as_f64().unwrap_or(0.0),
         rss.iter().map(u64::to_string).collect::<Vec<_>>().join("/"),
+    );
+    Ok(())
+}
+
+fn switchover_iterations(args: &Args, c: &mut ProcCluster, runtime: &tokio::runtime::Runtime) -> Result<(), String> {
+    use haraft_testkit::writer::{self, Writer};
+    let limit = Duration::from_secs(120);
+    let (mut gaps, mut totals, mut lost_total, mut acked_total) = (Vec::new(), Vec::new(), 0usize, 0usize);
+    let pg = c.pg.as_ref().expect("postgres cluster");
+    let (ports, password) = (pg.ports.clone(), pg.superuser_password.clone());
+    for i in 0..args.iterations {
+        wait_until("a normal cluster", limit, || {
+            c.status().is_some_and(|s| {
+                normal(&s)
+                    && (!args.synchronous
+                        || s["members"].as_array().is_some_and(|m| m.iter().any(|m| m["synchronous"] == true)))
+            })
+        })?;
+        let old = c.status().and_then(|s| primary_of(&s)).ok_or("no primary")?;
+        let target = old % 3 + 1;
+        let w = runtime.block_on(Writer::start(&ports, &password, Duration::from_millis(10), Duration::from_secs(300)));
+        std::thread::sleep(Duration::from_secs(2));
+        let started = Instant::now();
+        let out = c
+            .ctl_command(&["switchover", "--to", &format!("node{target}"), "--force"])
+            .output()
+            .map_err(|e| format!("running haraftctl: {e}"))?;
+        let total = started.elapsed().as_secs_f64();
+        if !out.status.success() {
+            return Err(format!(
+                "switchover {} failed: {}{}",
+                i + 1,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        std::thread::sleep(Duration::from_secs(1));
+        let acks = runtime.block_on(w.stop());
+        let committed = runtime.block_on(writer::committed_ids(&ports, &password));
+        let gap = writer::switch_gap(&acks, ports[old as usize - 1])
+            .ok_or("the writer never reached the new primary")?
+            .as_secs_f64();
+        let lost = writer::lost(&acks, &committed).len();
+        eprintln!(
+            "iteration {}: node{old} -> node{target}: writes unavailable {gap:.3} s, switchover done in {total:.2} s, lost {lost}",
+            i + 1
+        );
+        gaps.push(gap);
+        totals.push(total);
+        lost_total += lost;
+        acked_total += acks.len();
+        let _ = runtime.block_on(drop_writes(&ports, &password));
+    }
+    let min = gaps.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = gaps.iter().copied().fold(0.0, f64::max);
+    let report = serde_json::json!({
+        "bench": "switchover",
+        "iterations": args.iterations,
+        "synchronous_mode": args.synchronous,
+        "write_unavailability_s": {"min": min, "median": median(gaps.clone()), "max": max, "all": gaps},
+        "total_duration_s": {"median": median(totals.clone()), "all": totals},
+        "lost_acknowledged_writes": lost_total,
+        "acknowledged_writes": acked_total,
+    });
+    println!("{report}");
+    println!(
+        "switchover ({} mode, {} runs): write unavailability median {:.3} s (min {min:.3}, max {max:.3}); done in median {:.2} s; lost {lost_total} of {acked_total} acknowledged writes",
+        if args.synchronous { "synchronous" } else { "asynchronous" },
+        args.iterations,
+        median(gaps),
+        median(totals),
     );
     Ok(())
 }

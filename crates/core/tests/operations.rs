@@ -1,0 +1,304 @@
+//! Operator operations as plain data: the switchover steps through
+//! `apply`, the planner's grant, rollback and timeouts, and the rules that
+//! end or refuse operations.
+
+use haraft_core::ops::{OpOutcome, Order, Seen, SeenAll, SwitchoverStep, check_switchover};
+use haraft_core::plan::{PlanInput, Step, plan};
+use haraft_core::*;
+
+const SYSID: u64 = 7;
+
+fn n(i: u64) -> NodeId {
+    NodeId(i)
+}
+
+fn applied(s: &mut ClusterState, index: u64, c: Command) -> Effect {
+    match s.apply(index, &c) {
+        Outcome::Applied(e) => e,
+        Outcome::Rejected(r) => panic!("{c} rejected: {r}"),
+    }
+}
+
+fn rejected(s: &mut ClusterState, c: Command) -> Rejected {
+    let before = s.clone();
+    match s.apply(99, &c) {
+        Outcome::Rejected(r) => {
+            assert_eq!(*s, before, "a rejected command changed the state");
+            r
+        }
+        Outcome::Applied(e) => panic!("{c} applied: {e:?}"),
+    }
+}
+
+/// Three members with databases; node1 primary at epoch 1, writable.
+fn cluster(policy: Policy) -> ClusterState {
+    let mut s = ClusterState::default();
+    applied(&mut s, 1, Command::Initialize { cluster: "c".into(), config: Timing::default(), policy });
+    let members = (1..=3).map(|i| Member { id: n(i), name: format!("node{i}"), address: String::new() }).collect();
+    applied(&mut s, 2, Command::SetMembers { members });
+    for i in 1..=3 {
+        let db = DbMember { address: format!("127.0.0.1:{}", 5440 + i), nofailover: false, priority: 1 };
+        applied(&mut s, 3, Command::Register { node: n(i), db });
+    }
+    applied(&mut s, 4, Command::Grant { holder: n(1), epoch: Epoch(1), verdicts: vec![], at_unix_ms: 0 });
+    applied(&mut s, 5, Command::SetSystemIdentifier { holder: n(1), epoch: Epoch(1), system_identifier: SYSID });
+    let position = Some(DbPosition { timeline: TimelineId(1), lsn: Lsn(100) });
+    applied(&mut s, 6, Command::Renew { holder: n(1), epoch: Epoch(1), renewal: RenewalSeq(0), position });
+    s
+}
+
+fn switchover(s: &mut ClusterState, index: u64, to: u64) -> u64 {
+    let order = Order::Switchover { from: n(1), to: n(to), epoch: Epoch(1), at_unix_ms: None, force: false };
+    match applied(s, index, Command::Operator { order, by: "ops@db1".into(), at_unix_ms: 1 }) {
+        Effect::Accepted { id } => id,
+        other => panic!("{other:?}"),
+    }
+}
+
+fn standby(lsn: u64) -> Option<DbStatus> {
+    Some(DbStatus {
+        has_data: true,
+        running: true,
+        role: Some(DbRole::Standby),
+        timeline: Some(TimelineId(1)),
+        lsn: Some(Lsn(lsn)),
+        system_identifier: Some(SYSID),
+        streaming_from: Some("127.0.0.1:5441".into()),
+        ..DbStatus::default()
+    })
+}
+
+fn plan_at(s: &ClusterState, live: Option<&SeenAll>, age_ms: u64, now_unix_ms: u64) -> Step {
+    let timer = lease::ExpiryTimer::start(s.lease, BootTime(0), 2500);
+    plan(&PlanInput {
+        state: s,
+        cluster: "c",
+        initial_timing: Timing::default(),
+        initial_policy: Policy::default(),
+        timer: &timer,
+        now: BootTime(10),
+        now_unix_ms,
+        live,
+        operation_age_ms: age_ms,
+    })
+    .step
+}
+
+fn seen(dbs: &[(u64, Option<DbStatus>)]) -> SeenAll {
+    dbs.iter().map(|(i, db)| (n(*i), Seen { lease_valid_for_ms: Some(1000), db: db.clone() })).collect()
+}
+
+fn last_outcome(s: &ClusterState, id: u64) -> Option<OpOutcome> {
+    s.history.iter().rev().find_map(|h| match &h.event {
+        HistoryEvent::Operation { id: i, event: OpEvent::Ended { outcome } } if *i == id => Some(outcome.clone()),
+        _ => None,
+    })
+}
+
+#[test]
+fn a_switchover_runs_step_by_step_to_done() {
+    let mut s = cluster(Policy::default());
+    let id = switchover(&mut s, 10, 2);
+    assert_eq!(s.current_switchover().unwrap().step, SwitchoverStep::Requested);
+    // Another switchover is refused meanwhile, and nothing changes.
+    let again = Order::Switchover { from: n(1), to: n(3), epoch: Epoch(1), at_unix_ms: None, force: false };
+    let refusal = rejected(&mut s, Command::Operator { order: again, by: "x".into(), at_unix_ms: 0 });
+    assert!(matches!(refusal, Rejected::OperationInProgress { .. }), "{refusal:?}");
+    let last = DbPosition { timeline: TimelineId(1), lsn: Lsn(200) };
+    let demoted = Command::SwitchoverDemoted { holder: n(1), epoch: Epoch(1), id, last, at_unix_ms: 2 };
+    applied(&mut s, 11, demoted);
+    assert_eq!(s.lease, None);
+    assert_eq!(s.primary_position, Some(last));
+
+    // The leader waits (probing again) until the target has received past `last`...
+    let behind = seen(&[(2, standby(200)), (3, standby(300))]);
+    assert_eq!(plan_at(&s, Some(&behind), 100, 0), Step::ProbeMembers);
+    // ...then grants it the next epoch.
+    let caught_up = seen(&[(2, standby(201))]);
+    let Step::Propose(grant @ Command::Grant { holder, epoch, .. }) = plan_at(&s, Some(&caught_up), 100, 0) else {
+        panic!("no grant")
+    };
+    assert_eq!((holder, epoch), (n(2), Epoch(2)));
+    applied(&mut s, 12, grant);
+    assert_eq!(s.current_switchover().unwrap().step, SwitchoverStep::Promoting { epoch: Epoch(2), last });
+    // Only the target speaks for its promotion, and only at its epoch.
+    let wrong = Command::SwitchoverPromoted { holder: n(3), epoch: Epoch(2), id, at_unix_ms: 3 };
+    assert!(matches!(rejected(&mut s, wrong), Rejected::NotHolder { .. }));
+    applied(&mut s, 13, Command::SwitchoverPromoted { holder: n(2), epoch: Epoch(2), id, at_unix_ms: 3 });
+    // Too late to cancel now.
+    let cancel = Command::Operator { order: Order::CancelSwitchover, by: "x".into(), at_unix_ms: 0 };
+    assert_eq!(rejected(&mut s, cancel), Rejected::TooLateToCancel { id });
+    applied(&mut s, 14, Command::SwitchoverRejoined { node: n(1), id, at_unix_ms: 4 });
+    assert_eq!(s.operation, None);
+    assert_eq!(last_outcome(&s, id), Some(OpOutcome::Done { note: None }));
+}
+
+#[test]
+fn a_target_that_never_catches_up_gives_the_old_primary_the_lease_back() {
+    let mut s = cluster(Policy::default());
+    let id = switchover(&mut s, 10, 2);
+    let last = DbPosition { timeline: TimelineId(1), lsn: Lsn(200) };
+    applied(&mut s, 11, Command::SwitchoverDemoted { holder: n(1), epoch: Epoch(1), id, last, at_unix_ms: 0 });
+    let behind = seen(&[(2, standby(150))]);
+    let Step::Propose(grant @ Command::Grant { holder, .. }) =
+        plan_at(&s, Some(&behind), ops::SWITCHOVER_CATCH_UP_TIMEOUT_MS + 1, 0)
+    else {
+        panic!("no rollback")
+    };
+    assert_eq!(holder, n(1));
+    applied(&mut s, 12, grant);
+    assert_eq!((s.operation.clone(), s.epoch), (None, Epoch(2)));
+    let Some(OpOutcome::RolledBack { reason }) = last_outcome(&s, id) else { panic!("{:?}", s.history.back()) };
+    assert!(reason.contains("did not receive") && reason.contains("node1 is primary again"), "{reason}");
+}
+
+#[test]
+fn a_lapse_during_a_switchover_fails_it_into_a_failover_and_a_stuck_stop_ends_it() {
+    let mut s = cluster(Policy::default());
+    let id = switchover(&mut s, 10, 2);
+    // The old primary never stopped: after the bound the leader ends it, and it stays primary.
+    let Step::Propose(end @ Command::EndOperation { .. }) = plan_at(&s, None, ops::SWITCHOVER_STOP_TIMEOUT_MS + 1, 0)
+    else {
+        panic!("no end")
+    };
+    applied(&mut s, 11, end);
+    assert_eq!((s.operation.clone(), s.holder()), (None, Some(n(1))));
+    assert!(matches!(last_outcome(&s, id), Some(OpOutcome::Failed { .. })));
+
+    let id = switchover(&mut s, 12, 3);
+    let l = s.lease.unwrap();
+    applied(&mut s, 13, Command::Lapse { holder: n(1), epoch: l.epoch, renewal: l.renewal, at_unix_ms: 0 });
+    assert!(matches!(s.operation, Some(Operation::Failover { .. })));
+    let Some(OpOutcome::Failed { reason }) = last_outcome(&s, id) else { panic!() };
+    assert!(reason.contains("lapsed") && reason.contains("failing over"), "{reason}");
+}
+
+#[test]
+fn refusals_change_nothing() {
+    let mut s = cluster(Policy::default());
+    let op = |order| Command::Operator { order, by: "x".into(), at_unix_ms: 0 };
+    let sw = |from, to, epoch| Order::Switchover {
+        from: n(from),
+        to: n(to),
+        epoch: Epoch(epoch),
+        at_unix_ms: None,
+        force: false,
+    };
+    assert!(matches!(rejected(&mut s, op(sw(2, 3, 1))), Rejected::NotHolder { .. }));
+    assert!(matches!(rejected(&mut s, op(sw(1, 2, 7))), Rejected::StaleEpoch { .. }));
+    assert_eq!(rejected(&mut s, op(sw(1, 1, 1))), Rejected::SameNode { node: n(1) });
+    assert_eq!(rejected(&mut s, op(Order::Rebuild { node: n(1), full: false })), Rejected::IsPrimary { node: n(1) });
+    assert_eq!(
+        rejected(&mut s, op(Order::Failover { to: n(1), allow_data_loss: false })),
+        Rejected::IsPrimary { node: n(1) }
+    );
+    assert_eq!(rejected(&mut s, op(Order::CancelSwitchover)), Rejected::NothingToCancel);
+    assert_eq!(rejected(&mut s, op(Order::Resume)), Rejected::AlreadyPaused { paused: false });
+    let bad = Timing { lease_ttl_ms: 100, ..Timing::default() };
+    let set = Order::SetConfig { timing: bad, policy: Policy::default(), changes: String::new() };
+    assert!(matches!(rejected(&mut s, op(set)), Rejected::BadConfig { .. }));
+    applied(&mut s, 10, op(Order::Pause));
+    assert_eq!(rejected(&mut s, op(sw(1, 2, 1))), Rejected::Paused);
+    let forced = Order::Switchover { from: n(1), to: n(2), epoch: Epoch(1), at_unix_ms: None, force: true };
+    applied(&mut s, 11, op(forced));
+}
+
+#[test]
+fn paused_clusters_do_not_lapse_and_tasks_end_when_reported() {
+    let mut s = cluster(Policy::default());
+    let op = |order| Command::Operator { order, by: "x".into(), at_unix_ms: 0 };
+    applied(&mut s, 10, op(Order::Pause));
+    let timer = lease::ExpiryTimer::start(s.lease, BootTime(0), 2500);
+    let input = PlanInput {
+        state: &s,
+        cluster: "c",
+        initial_timing: Timing::default(),
+        initial_policy: Policy::default(),
+        timer: &timer,
+        now: BootTime(10_000),
+        now_unix_ms: 0,
+        live: None,
+        operation_age_ms: 0,
+    };
+    assert_eq!(plan(&input).step, Step::Wait, "a paused cluster lapsed an expired lease");
+    applied(&mut s, 11, op(Order::Resume));
+    let Effect::Accepted { id } = applied(&mut s, 12, op(Order::Restart { node: n(2) })) else { panic!() };
+    assert_eq!(rejected(&mut s, op(Order::Restart { node: n(2) })), Rejected::TaskPending { node: n(2), id });
+    let done = Command::TaskDone { node: n(2), id, error: Some("pg_ctl failed".into()), at_unix_ms: 0 };
+    applied(&mut s, 13, done);
+    assert!(s.tasks.is_empty());
+    assert_eq!(last_outcome(&s, id), Some(OpOutcome::Failed { reason: "pg_ctl failed".into() }));
+}
+
+#[test]
+fn lease_timing_set_at_runtime_starts_with_the_next_grant() {
+    let mut s = cluster(Policy::default());
+    let t = Timing { lease_ttl_ms: 4000, ..Timing::default() };
+    let order = Order::SetConfig {
+        timing: t,
+        policy: Policy { synchronous_mode: true, ..Policy::default() },
+        changes: "x".into(),
+    };
+    applied(&mut s, 10, Command::Operator { order, by: "x".into(), at_unix_ms: 0 });
+    assert!(s.policy.synchronous_mode, "policy applies at once");
+    assert_eq!((s.config, s.next_config), (Some(Timing::default()), Some(t)));
+    let l = s.lease.unwrap();
+    applied(&mut s, 11, Command::Lapse { holder: n(1), epoch: l.epoch, renewal: l.renewal, at_unix_ms: 0 });
+    applied(&mut s, 12, Command::Grant { holder: n(2), epoch: Epoch(2), verdicts: vec![], at_unix_ms: 0 });
+    assert_eq!((s.config, s.next_config), (Some(t), None));
+}
+
+#[test]
+fn a_holder_that_never_became_writable_leaves_the_previous_synchronous_members_promotable() {
+    let mut s = cluster(Policy { synchronous_mode: true, ..Policy::default() });
+    applied(&mut s, 7, Command::SetSynchronous { holder: n(1), epoch: Epoch(1), standbys: [n(2)].into() });
+    let l = s.lease.unwrap();
+    applied(&mut s, 8, Command::Lapse { holder: n(1), epoch: l.epoch, renewal: l.renewal, at_unix_ms: 0 });
+    applied(&mut s, 9, Command::Grant { holder: n(2), epoch: Epoch(2), verdicts: vec![], at_unix_ms: 0 });
+    assert!(s.synchronous.is_empty());
+    // node2 dies before claiming the set or renewing with a position.
+    applied(&mut s, 10, Command::Lapse { holder: n(2), epoch: Epoch(2), renewal: RenewalSeq(0), at_unix_ms: 0 });
+    assert_eq!(s.synchronous, [n(1), n(2)].into(), "the old set and the old holder are promotable again");
+    // Once a holder claimed the set, only it (and its own set) count.
+    applied(&mut s, 11, Command::Grant { holder: n(1), epoch: Epoch(3), verdicts: vec![], at_unix_ms: 0 });
+    applied(&mut s, 12, Command::SetSynchronous { holder: n(1), epoch: Epoch(3), standbys: Default::default() });
+    applied(&mut s, 13, Command::Lapse { holder: n(1), epoch: Epoch(3), renewal: RenewalSeq(0), at_unix_ms: 0 });
+    assert!(s.synchronous.is_empty());
+}
+
+#[test]
+fn switchover_checks_name_every_candidate() {
+    let s = cluster(Policy::default());
+    let mut far = standby(100 - 1).unwrap();
+    far.lsn = Some(Lsn(0));
+    let probes: SeenAll = [
+        (
+            n(1),
+            Seen {
+                lease_valid_for_ms: Some(1500),
+                db: Some(DbStatus {
+                    running: true,
+                    role: Some(DbRole::Primary),
+                    timeline: Some(TimelineId(1)),
+                    lsn: Some(Lsn(5 << 20)),
+                    has_data: true,
+                    system_identifier: Some(SYSID),
+                    ..DbStatus::default()
+                }),
+            },
+        ),
+        (n(2), Seen { lease_valid_for_ms: None, db: standby(5 << 20) }),
+        (n(3), Seen { lease_valid_for_ms: None, db: Some(far) }),
+    ]
+    .into();
+    let plan = check_switchover(&s, &probes, None, None, false);
+    assert!(plan.ok(), "{plan:?}");
+    assert_eq!(plan.to, Some(n(2)));
+    let node3 = &plan.candidates.iter().find(|(id, _)| *id == n(3)).unwrap().1;
+    assert!(!node3.ok && node3.reasons[0].starts_with("lags 5242880 bytes"), "{node3:?}");
+    let to_self = check_switchover(&s, &probes, None, Some(n(1)), false);
+    assert!(!to_self.ok() && to_self.summary(&s).contains("is the primary itself"), "{}", to_self.summary(&s));
+    let without_primary: SeenAll = probes.into_iter().filter(|(id, _)| *id != n(1)).collect();
+    let down = check_switchover(&s, &without_primary, None, Some(n(2)), false);
+    assert!(down.summary(&s).contains("the primary node1 did not answer"), "{}", down.summary(&s));
+}
