@@ -291,18 +291,26 @@ fn valid_endpoint(e: &str) -> bool {
     }
 }
 
+/// An admin client for one endpoint, connected within `timeout`.
+pub(crate) async fn connect(
+    endpoint: &str,
+    timeout: Duration,
+) -> Result<AdminClient<tonic::transport::Channel>, String> {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{endpoint}"))
+        .map_err(|e| e.to_string())?
+        .connect_timeout(timeout)
+        .connect()
+        .await
+        .map_err(|_| "connection refused or unreachable".to_string())?;
+    Ok(AdminClient::new(channel))
+}
+
 /// A document from the first endpoint that answers.
 pub(crate) async fn fetch(endpoints: &[String], timeout: Duration, ask: Ask) -> Result<String, String> {
     let mut failures = Vec::new();
     for endpoint in endpoints {
         let attempt = async {
-            let channel = tonic::transport::Endpoint::from_shared(format!("http://{endpoint}"))
-                .map_err(|e| e.to_string())?
-                .connect_timeout(timeout)
-                .connect()
-                .await
-                .map_err(|_| "connection refused or unreachable".to_string())?;
-            let mut client = AdminClient::new(channel);
+            let mut client = connect(endpoint, timeout).await?;
             let json = match ask {
                 Ask::Status => client.status(StatusRequest { local_only: false }).await.map(|r| r.into_inner().json),
                 Ask::History => client.history(HistoryRequest { local_only: false }).await.map(|r| r.into_inner().json),

@@ -7,7 +7,6 @@
 use haraft_core::ops::{OperateReply, OperateRequest, Request};
 use haraft_core::status::HistoryItem;
 use haraft_proto::admin::OperateRequest as OperateProto;
-use haraft_proto::admin::admin_client::AdminClient;
 use std::io::{BufRead, IsTerminal, Write};
 use std::time::{Duration, Instant};
 
@@ -34,13 +33,7 @@ pub async fn send(endpoints: &[String], timeout: Duration, request: &OperateRequ
     let mut failures = Vec::new();
     for endpoint in endpoints {
         let attempt = async {
-            let channel = tonic::transport::Endpoint::from_shared(format!("http://{endpoint}"))
-                .map_err(|e| e.to_string())?
-                .connect_timeout(timeout)
-                .connect()
-                .await
-                .map_err(|_| "connection refused or unreachable".to_string())?;
-            let mut client = AdminClient::new(channel);
+            let mut client = crate::connect(endpoint, timeout).await?;
             let reply = client
                 .operate(OperateProto { json: json.clone(), forwarded: false })
                 .await

@@ -200,6 +200,24 @@ fn wait_until(what: &str, limit: Duration, mut check: impl FnMut() -> bool) -> R
     Ok(())
 }
 
+/// A normal cluster (with a synchronous standby in synchronous mode).
+fn wait_ready(c: &ProcCluster, args: &Args, limit: Duration) -> Result<(), String> {
+    wait_until("a normal cluster", limit, || {
+        c.status().is_some_and(|s| {
+            normal(&s)
+                && (!args.synchronous
+                    || s["members"].as_array().is_some_and(|m| m.iter().any(|m| m["synchronous"] == true)))
+        })
+    })
+}
+
+/// (min, median, max) of the samples.
+fn spread(v: &[f64]) -> (f64, f64, f64) {
+    let min = v.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = v.iter().copied().fold(0.0, f64::max);
+    (min, median(v.to_vec()), max)
+}
+
 fn failover(args: &Args) -> Result<(), String> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -238,13 +256,7 @@ fn failover_iterations(args: &Args, c: &mut ProcCluster, runtime: &tokio::runtim
     let pg = c.pg.as_ref().expect("postgres cluster");
     let (ports, password) = (pg.ports.clone(), pg.superuser_password.clone());
     for i in 0..args.iterations {
-        wait_until("a normal cluster", limit, || {
-            c.status().is_some_and(|s| {
-                normal(&s)
-                    && (!args.synchronous
-                        || s["members"].as_array().is_some_and(|m| m.iter().any(|m| m["synchronous"] == true)))
-            })
-        })?;
+        wait_ready(c, args, limit)?;
         let old = c.status().and_then(|s| primary_of(&s)).ok_or("no primary")?;
         let w = runtime.block_on(Writer::start(&ports, &password, Duration::from_millis(10), Duration::from_secs(300)));
         std::thread::sleep(Duration::from_secs(2));
@@ -282,13 +294,12 @@ fn failover_iterations(args: &Args, c: &mut ProcCluster, runtime: &tokio::runtim
         // A fresh table for the next iteration.
         let _ = runtime.block_on(drop_writes(&ports, &password));
     }
-    let min = resumed.iter().copied().fold(f64::INFINITY, f64::min);
-    let max = resumed.iter().copied().fold(0.0, f64::max);
+    let (min, med, max) = spread(&resumed);
     let report = serde_json::json!({
         "bench": "failover",
         "iterations": args.iterations,
         "synchronous_mode": args.synchronous,
-        "writes_resumed_s": {"min": min, "median": median(resumed.clone()), "max": max, "all": resumed},
+        "writes_resumed_s": {"min": min, "median": med, "max": max, "all": resumed},
         "old_node_streaming_again_s": {"median": median(rejoined.clone()), "all": rejoined},
         "lost_acknowledged_writes": lost_total,
         "acknowledged_writes": acked_total,
@@ -313,13 +324,7 @@ fn switchover_iterations(args: &Args, c: &mut ProcCluster, runtime: &tokio::runt
     let pg = c.pg.as_ref().expect("postgres cluster");
     let (ports, password) = (pg.ports.clone(), pg.superuser_password.clone());
     for i in 0..args.iterations {
-        wait_until("a normal cluster", limit, || {
-            c.status().is_some_and(|s| {
-                normal(&s)
-                    && (!args.synchronous
-                        || s["members"].as_array().is_some_and(|m| m.iter().any(|m| m["synchronous"] == true)))
-            })
-        })?;
+        wait_ready(c, args, limit)?;
         let old = c.status().and_then(|s| primary_of(&s)).ok_or("no primary")?;
         let target = old % 3 + 1;
         let w = runtime.block_on(Writer::start(&ports, &password, Duration::from_millis(10), Duration::from_secs(300)));
@@ -355,13 +360,12 @@ fn switchover_iterations(args: &Args, c: &mut ProcCluster, runtime: &tokio::runt
         acked_total += acks.len();
         let _ = runtime.block_on(drop_writes(&ports, &password));
     }
-    let min = gaps.iter().copied().fold(f64::INFINITY, f64::min);
-    let max = gaps.iter().copied().fold(0.0, f64::max);
+    let (min, med, max) = spread(&gaps);
     let report = serde_json::json!({
         "bench": "switchover",
         "iterations": args.iterations,
         "synchronous_mode": args.synchronous,
-        "write_unavailability_s": {"min": min, "median": median(gaps.clone()), "max": max, "all": gaps},
+        "write_unavailability_s": {"min": min, "median": med, "max": max, "all": gaps},
         "total_duration_s": {"median": median(totals.clone()), "all": totals},
         "lost_acknowledged_writes": lost_total,
         "acknowledged_writes": acked_total,
@@ -371,7 +375,7 @@ fn switchover_iterations(args: &Args, c: &mut ProcCluster, runtime: &tokio::runt
         "switchover ({} mode, {} runs): write unavailability median {:.3} s (min {min:.3}, max {max:.3}); done in median {:.2} s; lost {lost_total} of {acked_total} acknowledged writes",
         if args.synchronous { "synchronous" } else { "asynchronous" },
         args.iterations,
-        median(gaps),
+        med,
         median(totals),
     );
     Ok(())
