@@ -208,7 +208,16 @@ impl Postgres {
 
     /// haraft.conf for the role the server is about to start in.
     fn write_settings(&self, standby: bool) -> Result<(), DbError> {
-        let settings = self.settings.lock().expect("never poisoned").clone();
+        let settings = {
+            let mut settings = self.settings.lock().expect("never poisoned");
+            // A standby has no synchronous standbys; the list of its time as
+            // primary would make its first commits after a promotion wait
+            // for members that do not stream from it yet.
+            if standby {
+                settings.synchronous.clear();
+            }
+            settings.clone()
+        };
         let c = &self.cfg;
         let mut text = String::from("# Written by haraft before every start; edits are overwritten.\n");
         let mut set = |k: &str, v: String| text.push_str(&format!("{k} = {v}\n"));
