@@ -250,7 +250,12 @@ mod garbled {
 
         let cases: Vec<(RaftRequest, tonic::Code, &str)> = vec![
             (
-                RaftRequest { cluster: "test".into(), target: 2, from: 1, payload: vec![1, 0xff, 0xff, 0xff] },
+                RaftRequest {
+                    cluster: "test".into(),
+                    target: 2,
+                    from: 1,
+                    payload: vec![haraft_raft::codec::FORMAT_VERSION, 0xff, 0xff, 0xff],
+                },
                 tonic::Code::InvalidArgument,
                 "garbled",
             ),
