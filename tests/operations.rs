@@ -271,3 +271,32 @@ async fn raft_leader_crashes_before_granting_the_target() {
     // primary, the target or the third member.
     crash_during_switchover("before-switchover-grant").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn manual_failover_promotes_the_named_member_when_the_primary_is_gone() {
+    let mut c = ProcCluster::with_postgres(3, "");
+    c.start_all();
+    let first = primary_id(&wait_normal(&c, "bootstrap").await).unwrap();
+    // Paused, so that the automatic failover does not get there first.
+    assert_eq!(c.ctl(&["pause"]).0, 0);
+    wait_status(&c, "paused", |s| s["paused"] == true).await;
+    let chosen = (1..=3).rev().find(|i| *i != first).unwrap();
+    c.kill_host(first);
+    // Without --force a paused cluster refuses.
+    let (code, _, err) = c.ctl(&["failover", "--to", &name(chosen)]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("paused"), "{err}");
+    let (code, out, err) = c.ctl(&["failover", "--to", &name(chosen), "--force", "--wait", "60"]);
+    assert_eq!(code, 0, "{out}{err}\n{}", logs(&c));
+    let id = printed_id(&out);
+    let after = wait_status(&c, "the chosen member primary", |s| primary_id(s) == Some(chosen)).await;
+    assert_eq!(after["epoch"], 2, "{after}");
+    let entries = operation(&c, id);
+    assert_eq!(ended(&entries).as_deref(), Some("operation-done"), "{entries:?}");
+    let granted = history(&c).into_iter().filter(|h| h["event"] == "granted").last().unwrap();
+    let why = granted["verdicts"][0]["why"].as_str().unwrap_or("").to_string();
+    assert!(granted["node"] == name(chosen) && why.contains("chosen by the operator"), "{granted}");
+    assert_eq!(c.ctl(&["resume"]).0, 0);
+    c.start(first);
+    wait_normal(&c, "the old primary rejoined").await;
+}

@@ -106,7 +106,9 @@ pub fn plan(input: &PlanInput) -> Plan {
             return Plan { step: Step::Wait, reason: Reason::TimerBehindState };
         }
         if let Some(expired) = input.timer.expired(input.now) {
-            if state.paused {
+            // Paused: no automatic failover; an operator's failover still
+            // needs the expired lease lapsed.
+            if state.paused && !matches!(state.operation, Some(Operation::ManualFailover { .. })) {
                 return Plan { step: Step::Wait, reason: Reason::Paused };
             }
             return Plan {

@@ -9,7 +9,54 @@ fn member(i: u64) -> Member {
     Member { id: NodeId(i), name: format!("node{i}"), address: format!("127.0.0.1:{}", 7000 + i) }
 }
 
+/// Operator orders and switchover steps, with ids among the log indexes
+/// the sequences use (so that some of them name a real operation).
+fn arb_operation() -> impl Strategy<Value = Command> {
+    use haraft_core::ops::{OpOutcome, Order};
+    let node = (1u64..=4).prop_map(NodeId);
+    let epoch = (0u64..=6).prop_map(Epoch);
+    let id = 0u64..64;
+    let op = |order| Command::Operator { order, by: "prop".into(), at_unix_ms: 0 };
+    prop_oneof![
+        (node.clone(), node.clone(), epoch.clone(), any::<bool>(), any::<bool>()).prop_map(
+            move |(from, to, epoch, later, force)| op(Order::Switchover {
+                from,
+                to,
+                epoch,
+                at_unix_ms: later.then_some(1),
+                force
+            })
+        ),
+        prop_oneof![Just(Order::Pause), Just(Order::Resume), Just(Order::CancelSwitchover)].prop_map(op),
+        (node.clone(), any::<bool>())
+            .prop_map(move |(to, allow_data_loss)| op(Order::Failover { to, allow_data_loss })),
+        (node.clone(), any::<bool>()).prop_map(move |(node, full)| op(Order::Rebuild { node, full })),
+        (node.clone(), epoch.clone(), id.clone(), 0u64..300).prop_map(|(holder, epoch, id, lsn)| {
+            let last = DbPosition { timeline: TimelineId(1), lsn: Lsn(lsn) };
+            Command::SwitchoverDemoted { holder, epoch, id, last, at_unix_ms: 0 }
+        }),
+        (node.clone(), epoch.clone(), id.clone()).prop_map(|(holder, epoch, id)| Command::SwitchoverPromoted {
+            holder,
+            epoch,
+            id,
+            at_unix_ms: 0
+        }),
+        (node.clone(), id.clone()).prop_map(|(node, id)| Command::SwitchoverRejoined { node, id, at_unix_ms: 0 }),
+        (node, id.clone()).prop_map(|(node, id)| Command::TaskDone { node, id, error: None, at_unix_ms: 0 }),
+        (id.clone(), epoch).prop_map(|(id, epoch)| Command::StartScheduled { id, epoch, at_unix_ms: 0 }),
+        id.prop_map(|id| Command::EndOperation {
+            id,
+            outcome: OpOutcome::Failed { reason: "prop".into() },
+            at_unix_ms: 0
+        }),
+    ]
+}
+
 fn arb_command() -> impl Strategy<Value = Command> {
+    prop_oneof![3 => arb_lease_command(), 1 => arb_operation()]
+}
+
+fn arb_lease_command() -> impl Strategy<Value = Command> {
     let node = (1u64..=4).prop_map(NodeId);
     let epoch = (0u64..=6).prop_map(Epoch);
     let renewal = (0u64..=4).prop_map(RenewalSeq);

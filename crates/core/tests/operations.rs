@@ -221,6 +221,11 @@ fn paused_clusters_do_not_lapse_and_tasks_end_when_reported() {
         operation_age_ms: 0,
     };
     assert_eq!(plan(&input).step, Step::Wait, "a paused cluster lapsed an expired lease");
+    // An operator's failover still gets the expired lease lapsed.
+    let mut asked = s.clone();
+    applied(&mut asked, 20, op(Order::Failover { to: n(3), allow_data_loss: false }));
+    let input = PlanInput { state: &asked, ..input };
+    assert!(matches!(plan(&input).step, Step::Propose(Command::Lapse { .. })), "{:?}", plan(&input));
     applied(&mut s, 11, op(Order::Resume));
     let Effect::Accepted { id } = applied(&mut s, 12, op(Order::Restart { node: n(2) })) else { panic!() };
     assert_eq!(rejected(&mut s, op(Order::Restart { node: n(2) })), Rejected::TaskPending { node: n(2), id });
