@@ -186,7 +186,12 @@ async fn restart_keeps_the_lease_and_rebuild_rejoins() {
     let first = primary_id(&wait_normal(&c, "bootstrap").await).unwrap();
     let replica = (1..=3).find(|i| *i != first).unwrap();
 
-    let (code, out, err) = c.ctl(&["restart", &name(first), "--force"]);
+    // Not following long enough is reported as still in progress, never
+    // as done; following it again sees it end.
+    let (code, out, err) = c.ctl(&["restart", &name(first), "--force", "--wait", "0"]);
+    assert_eq!(code, 3, "{out}{err}\n{}", logs(&c));
+    assert!(err.contains("still in progress") && err.contains("haraftctl follow"), "{err}");
+    let (code, out, err) = c.ctl(&["follow", &printed_id(&out).to_string(), "--wait", "60"]);
     assert_eq!(code, 0, "{out}{err}\n{}", logs(&c));
     let s = wait_normal(&c, "converged after the restart").await;
     assert_eq!((primary_id(&s), s["epoch"].as_u64()), (Some(first), Some(1)), "restart moved the primary: {s}");
@@ -219,17 +224,30 @@ async fn crash_during_switchover(point: &str) {
     let w = Writer::start(&ports, &password, Duration::from_millis(10), Duration::from_secs(180)).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let mut command = c.ctl_command(&["switchover", "--to", &name(target), "--force", "--wait", "150"]);
-    let cli = tokio::task::spawn_blocking(move || command.output()).await.unwrap().unwrap();
+    let cli = tokio::task::spawn_blocking(move || command.output());
+    // Whoever hits the failpoint is restarted at once (as systemd would),
+    // while the CLI follows the switchover.
+    let mut crashed = Vec::new();
+    while !cli.is_finished() {
+        for i in 1..=3 {
+            if c.exited(i) {
+                crashed.push(i);
+                c.start(i);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let cli = cli.await.unwrap().unwrap();
     let (code, out) = (cli.status.code().unwrap_or(-1), String::from_utf8_lossy(&cli.stdout).to_string());
     let err = String::from_utf8_lossy(&cli.stderr).to_string();
     let id = printed_id(&out);
-
-    // Whoever hit the failpoint comes back (it fires only once).
-    let crashed: Vec<u64> = (1..=3).filter(|&i| c.exited(i)).collect();
-    assert!(!crashed.is_empty(), "no agent reached failpoint {point}:\n{out}\n{err}\n{}", logs(&c));
-    for &i in &crashed {
-        c.start(i);
+    for i in 1..=3 {
+        if c.exited(i) {
+            crashed.push(i);
+            c.start(i);
+        }
     }
+    assert!(!crashed.is_empty(), "no agent reached failpoint {point}:\n{out}\n{err}\n{}", logs(&c));
     let end = wait_normal(&c, "converged after the crash").await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let acks = w.stop().await;
@@ -263,6 +281,16 @@ async fn old_primary_agent_crashes_after_its_clean_stop() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn target_agent_crashes_before_promoting() {
     crash_during_switchover("before-switchover-promote").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn target_agent_crashes_after_promoting_before_reporting_it() {
+    crash_during_switchover("before-switchover-promoted").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn old_primary_agent_crashes_when_streaming_again_before_reporting_it() {
+    crash_during_switchover("before-switchover-rejoined").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -347,9 +347,13 @@ async fn execute(
                     Command::SwitchoverDemoted { holder, epoch, id, last, at_unix_ms }
                 }
                 Command::SwitchoverPromoted { holder, epoch, id, .. } => {
+                    crate::failpoint::hit("before-switchover-promoted");
                     Command::SwitchoverPromoted { holder, epoch, id, at_unix_ms }
                 }
-                Command::SwitchoverRejoined { node, id, .. } => Command::SwitchoverRejoined { node, id, at_unix_ms },
+                Command::SwitchoverRejoined { node, id, .. } => {
+                    crate::failpoint::hit("before-switchover-rejoined");
+                    Command::SwitchoverRejoined { node, id, at_unix_ms }
+                }
                 other => other,
             };
             propose(shared, command).await

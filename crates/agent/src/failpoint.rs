@@ -12,7 +12,9 @@
 //! Points: `before-switchover-demoted` (old primary, stopped, about to give
 //! the lease up), `before-switchover-promote` (target, granted, about to
 //! promote), `before-switchover-grant` (Raft leader, about to grant the
-//! target its epoch).
+//! target its epoch), `before-switchover-promoted` (target, promoted,
+//! about to report it), `before-switchover-rejoined` (old primary,
+//! streaming from the target, about to report it).
 
 use std::sync::OnceLock;
 
