@@ -68,7 +68,7 @@ impl admin_server::Admin for AdminService {
             // The leader's view is the freshest; fall back to ours when it
             // cannot be reached in time.
             if let Some(leader) = metrics.current_leader.and_then(|id| self.shared.member(NodeId(id)))
-                && let Ok(mut client) = self.shared.client(&leader.address)
+                && let Ok(mut client) = self.shared.client_for(leader.id, &leader.address)
             {
                 let call = client.status(StatusRequest { local_only: true });
                 if let Ok(Ok(reply)) = tokio::time::timeout(self.shared.write_timeout(), call).await {
@@ -87,7 +87,7 @@ impl admin_server::Admin for AdminService {
         if !request.into_inner().local_only && metrics.state != ServerState::Leader {
             // The leader's copy is the most recent; ours when it is out of reach.
             if let Some(leader) = metrics.current_leader.and_then(|id| self.shared.member(NodeId(id)))
-                && let Ok(mut client) = self.shared.client(&leader.address)
+                && let Ok(mut client) = self.shared.client_for(leader.id, &leader.address)
             {
                 let call = client.history(HistoryRequest { local_only: true });
                 if let Ok(Ok(reply)) = tokio::time::timeout(self.shared.write_timeout(), call).await {
@@ -170,7 +170,7 @@ impl admin_server::Admin for AdminService {
             let leader = metrics.current_leader.and_then(|id| self.shared.member(NodeId(id))).ok_or_else(|| {
                 Status::unavailable("no Raft leader is known: a majority of members must reach each other")
             })?;
-            let mut client = self.shared.client(&leader.address).map_err(Status::unavailable)?;
+            let mut client = self.shared.client_for(leader.id, &leader.address).map_err(Status::unavailable)?;
             // Probing every member and committing: a few write timeouts at most.
             let call = client.operate(OperateRequest { json: req.json, forwarded: true });
             return match tokio::time::timeout(self.shared.write_timeout() * 3, call).await {

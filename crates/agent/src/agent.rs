@@ -153,7 +153,8 @@ pub async fn start(config: Config, listener: Option<tokio::net::TcpListener>) ->
     }
     let committed = log_store.committed();
     let faults = NetworkFaults::default();
-    let network = NetworkFactory::new(&config.cluster, config.node.0, faults.clone());
+    let dial = config.dial.raft.iter().map(|(id, a)| (id.0, a.clone())).collect();
+    let network = NetworkFactory::new(&config.cluster, config.node.0, faults.clone(), dial);
     let raft = Raft::new(config.node.0, Arc::new(raft_config(&config)?), network, log_store, sm_store)
         .await
         .context("starting raft")?;

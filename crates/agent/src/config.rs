@@ -24,6 +24,24 @@ struct RawConfig {
     postgresql: Option<RawPostgres>,
     #[serde(default)]
     failover: RawFailover,
+    #[serde(default)]
+    network: RawNetwork,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawNetwork {
+    /// By member name: where this node connects to reach that member, when
+    /// not at its advertised addresses.
+    #[serde(default)]
+    dial: std::collections::BTreeMap<String, RawDial>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDial {
+    raft: Option<String>,
+    postgresql: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -221,6 +239,17 @@ pub struct Config {
     pub policy: Policy,
     /// The local PostgreSQL; `None` for a lease-only member.
     pub postgres: Option<PgSettings>,
+    /// How this node reaches other members when not at their advertised
+    /// addresses (NAT, a proxy; the fault tests route every link through
+    /// one).
+    pub dial: Dial,
+}
+
+/// Per-member address overrides for this node's outgoing connections.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Dial {
+    pub raft: std::collections::BTreeMap<NodeId, String>,
+    pub postgresql: std::collections::BTreeMap<NodeId, String>,
 }
 
 /// A password read from a file or the environment. Never printed.
@@ -290,6 +319,10 @@ pub enum ConfigError {
     BadMemberName { name: String },
     #[error("member {name:?} address {address:?} is not host:port")]
     BadMemberAddress { name: String, address: String },
+    #[error("network.dial.{name}: no member is named {name:?}: use a name from the [[member]] list")]
+    DialUnknownMember { name: String },
+    #[error("network.dial.{name}.{key} = {value:?} is not HOST:PORT")]
+    BadDialAddress { name: String, key: &'static str, value: String },
     #[error("node.id = {id} is not one of the [[member]] ids ({ids}): add this node to the member list or fix node.id")]
     NodeNotMember { id: u64, ids: String },
     #[error("node.listen = {value:?} is not an ip:port address")]
@@ -547,6 +580,21 @@ fn validate(raw: RawConfig, base: &Path, getenv: &dyn Fn(&str) -> Option<String>
         Some(pg) => Some(validate_postgres(pg, &raw.node.data_dir, base, getenv)?),
         None => None,
     };
+    let mut dial = Dial::default();
+    for (name, d) in &raw.network.dial {
+        let member = raw.member.iter().find(|m| &m.name == name);
+        let Some(member) = member else { return Err(ConfigError::DialUnknownMember { name: name.clone() }) };
+        for (key, value, map) in
+            [("raft", &d.raft, &mut dial.raft), ("postgresql", &d.postgresql, &mut dial.postgresql)]
+        {
+            if let Some(v) = value {
+                if !host_port(v) {
+                    return Err(ConfigError::BadDialAddress { name: name.clone(), key, value: v.clone() });
+                }
+                map.insert(NodeId(member.id), v.clone());
+            }
+        }
+    }
     let policy = Policy {
         maximum_lag_on_failover_bytes: raw.failover.maximum_lag_on_failover_bytes,
         primary_start_timeout_ms: raw.failover.primary_start_timeout_ms,
@@ -574,6 +622,7 @@ fn validate(raw: RawConfig, base: &Path, getenv: &dyn Fn(&str) -> Option<String>
         log_level: raw.log.level,
         policy,
         postgres,
+        dial,
     })
 }
 

@@ -152,7 +152,17 @@ impl DbSide {
                 self.observe_in_flight = false;
                 self.next_observe_at = now.plus_ms(OBSERVE_EVERY_MS);
                 match result {
-                    Ok(status) => {
+                    Ok(mut status) => {
+                        // Streaming through a dial override is streaming
+                        // from that member: decisions compare registered
+                        // addresses.
+                        if let Some(from) = status.streaming_from.clone() {
+                            let state = shared.state();
+                            let dialed = shared.config.dial.postgresql.iter().find(|(_, a)| **a == from);
+                            if let Some(db) = dialed.and_then(|(id, _)| state.db_members.get(id)) {
+                                status.streaming_from = Some(db.address.clone());
+                            }
+                        }
                         if status.lsn.is_some() {
                             self.last_lsn = status.lsn;
                         }
@@ -304,11 +314,14 @@ impl DbSide {
     }
 }
 
-fn upstream_of(state: &ClusterState, node: NodeId) -> Result<Upstream, String> {
+/// Where this node reaches `node`'s PostgreSQL: its registered address, or
+/// this node's dial override for it.
+fn upstream_of(shared: &Shared, state: &ClusterState, node: NodeId) -> Result<Upstream, String> {
     let name = state.member_name(node).unwrap_or("?");
     let db = state.db_members.get(&node).ok_or_else(|| format!("node {node} registered no database"))?;
-    Upstream::parse(name, &db.address)
-        .ok_or_else(|| format!("node {node}'s database address {:?} is not host:port", db.address))
+    let address = shared.config.dial.postgresql.get(&node).unwrap_or(&db.address);
+    Upstream::parse(name, address)
+        .ok_or_else(|| format!("node {node}'s database address {address:?} is not host:port"))
 }
 
 fn now_unix_ms() -> u64 {
@@ -365,12 +378,12 @@ async fn execute(
         Action::StartPrimary { epoch } => pg.start_primary(*epoch, t).await.map_err(e),
         Action::StartStandby { upstream, epoch } => {
             let up = match upstream {
-                Some(n) => Some(upstream_of(state, *n)?),
+                Some(n) => Some(upstream_of(shared, state, *n)?),
                 None => None,
             };
             pg.start_standby(up.as_ref(), *epoch, t).await.map_err(e)
         }
-        Action::Follow { upstream, epoch } => pg.follow(&upstream_of(state, *upstream)?, *epoch, t).await.map_err(e),
+        Action::Follow { upstream, epoch } => pg.follow(&upstream_of(shared, state, *upstream)?, *epoch, t).await.map_err(e),
         Action::Promote { epoch } => {
             if state.current_switchover().is_some_and(|s| s.to == me) {
                 crate::failpoint::hit("before-switchover-promote");
@@ -382,7 +395,7 @@ async fn execute(
             pg.stop(mode, state.epoch, t).await.map_err(e)
         }
         Action::Rewind { source, epoch } => {
-            let report = pg.rewind(&upstream_of(state, *source)?, *epoch, t).await.map_err(e)?;
+            let report = pg.rewind(&upstream_of(shared, state, *source)?, *epoch, t).await.map_err(e)?;
             let event = NodeEvent::Rewound {
                 diverged_at: report.diverged_at,
                 timeline: report.diverged_timeline,
@@ -400,7 +413,7 @@ async fn execute(
                 if *as_primary {
                     pg.start_primary(*epoch, t).await.map_err(e)
                 } else {
-                    let up = upstream.map(|n| upstream_of(state, n)).transpose()?;
+                    let up = upstream.map(|n| upstream_of(shared, state, n)).transpose()?;
                     pg.start_standby(up.as_ref(), *epoch, t).await.map_err(e)
                 }
             }
@@ -411,7 +424,7 @@ async fn execute(
             let result = async {
                 pg.stop(StopMode::Fast, *epoch, t).await.map_err(e)?;
                 if !*full {
-                    match pg.rewind(&upstream_of(state, *source)?, *epoch, t).await {
+                    match pg.rewind(&upstream_of(shared, state, *source)?, *epoch, t).await {
                         Ok(report) => {
                             let event = NodeEvent::Rewound {
                                 diverged_at: report.diverged_at,
@@ -441,7 +454,7 @@ async fn rebuild(
     epoch: haraft_core::Epoch,
 ) -> Result<(), String> {
     let t = Duration::from_millis(settings.rebuild_timeout_ms);
-    pg.rebuild(&upstream_of(state, source)?, epoch, t).await.map_err(|e| e.to_string())?;
+    pg.rebuild(&upstream_of(shared, state, source)?, epoch, t).await.map_err(|e| e.to_string())?;
     let event = NodeEvent::Rebuilt { from: source };
     record(shared, Command::Report { node: shared.me(), event, at_unix_ms: now_unix_ms() }).await;
     Ok(())

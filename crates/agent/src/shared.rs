@@ -159,6 +159,12 @@ impl Shared {
         self.members().into_iter().find(|m| m.id == id)
     }
 
+    /// An admin client for member `id` (advertised at `address`), through
+    /// this node's dial override for it if it has one.
+    pub fn client_for(&self, id: NodeId, address: &str) -> Result<AdminClient<Channel>, String> {
+        self.client(self.config.dial.raft.get(&id).map_or(address, String::as_str))
+    }
+
     /// An admin client for `address`; channels connect lazily and are reused.
     pub fn client(&self, address: &str) -> Result<AdminClient<Channel>, String> {
         let mut clients = self.clients.lock().expect("client cache lock is never poisoned: no panics while held");
@@ -220,7 +226,7 @@ impl Shared {
 
     async fn forward(&self, leader: NodeId, address: &str, command: Command) -> Result<Outcome, ProposeError> {
         let fail = |message: String| ProposeError::Forward { leader: format!("node {leader} at {address}"), message };
-        let mut client = self.client(address).map_err(fail)?;
+        let mut client = self.client_for(leader, address).map_err(fail)?;
         let request = ProposeRequest {
             cluster: self.config.cluster.clone(),
             target: leader.0,
@@ -266,7 +272,7 @@ impl Shared {
         if self.faults.isolated() {
             return Err("isolated by fault injection".into());
         }
-        let mut client = self.client(&member.address)?;
+        let mut client = self.client_for(member.id, &member.address)?;
         let request = ProbeRequest { cluster: self.config.cluster.clone(), target: member.id.0 };
         let reply = match tokio::time::timeout(PROBE_TIMEOUT, client.probe(request)).await {
             Err(_) => return Err(format!("no answer within {} ms", PROBE_TIMEOUT.as_millis())),

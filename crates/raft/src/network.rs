@@ -58,11 +58,13 @@ pub struct NetworkFactory {
     cluster: Arc<str>,
     me: u64,
     faults: NetworkFaults,
+    /// Where to connect to a peer instead of its advertised address.
+    dial: Arc<std::collections::BTreeMap<u64, String>>,
 }
 
 impl NetworkFactory {
-    pub fn new(cluster: &str, me: u64, faults: NetworkFaults) -> Self {
-        NetworkFactory { cluster: cluster.into(), me, faults }
+    pub fn new(cluster: &str, me: u64, faults: NetworkFaults, dial: std::collections::BTreeMap<u64, String>) -> Self {
+        NetworkFactory { cluster: cluster.into(), me, faults, dial: Arc::new(dial) }
     }
 }
 
@@ -70,9 +72,9 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
     type Network = PeerClient;
 
     async fn new_client(&mut self, target: u64, node: &RaftNode) -> PeerClient {
-        let client = lazy_channel(&node.address)
-            .map(RaftClient::new)
-            .map_err(|e| format!("bad address {:?}: {e}", node.address));
+        let address = self.dial.get(&target).unwrap_or(&node.address);
+        let client =
+            lazy_channel(address).map(RaftClient::new).map_err(|e| format!("bad address {address:?}: {e}"));
         PeerClient { cluster: Arc::clone(&self.cluster), me: self.me, target, client, faults: self.faults.clone() }
     }
 }
