@@ -320,8 +320,7 @@ fn upstream_of(shared: &Shared, state: &ClusterState, node: NodeId) -> Result<Up
     let name = state.member_name(node).unwrap_or("?");
     let db = state.db_members.get(&node).ok_or_else(|| format!("node {node} registered no database"))?;
     let address = shared.config.dial.postgresql.get(&node).unwrap_or(&db.address);
-    Upstream::parse(name, address)
-        .ok_or_else(|| format!("node {node}'s database address {address:?} is not host:port"))
+    Upstream::parse(name, address).ok_or_else(|| format!("node {node}'s database address {address:?} is not host:port"))
 }
 
 fn now_unix_ms() -> u64 {
@@ -383,7 +382,9 @@ async fn execute(
             };
             pg.start_standby(up.as_ref(), *epoch, t).await.map_err(e)
         }
-        Action::Follow { upstream, epoch } => pg.follow(&upstream_of(shared, state, *upstream)?, *epoch, t).await.map_err(e),
+        Action::Follow { upstream, epoch } => {
+            pg.follow(&upstream_of(shared, state, *upstream)?, *epoch, t).await.map_err(e)
+        }
         Action::Promote { epoch } => {
             if state.current_switchover().is_some_and(|s| s.to == me) {
                 crate::failpoint::hit("before-switchover-promote");

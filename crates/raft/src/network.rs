@@ -73,8 +73,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
 
     async fn new_client(&mut self, target: u64, node: &RaftNode) -> PeerClient {
         let address = self.dial.get(&target).unwrap_or(&node.address);
-        let client =
-            lazy_channel(address).map(RaftClient::new).map_err(|e| format!("bad address {address:?}: {e}"));
+        let client = lazy_channel(address).map(RaftClient::new).map_err(|e| format!("bad address {address:?}: {e}"));
         PeerClient { cluster: Arc::clone(&self.cluster), me: self.me, target, client, faults: self.faults.clone() }
     }
 }

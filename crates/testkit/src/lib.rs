@@ -8,6 +8,7 @@
 //! What it must never do: touch a process it did not start, or leave one
 //! running: every cluster stops what it started when dropped.
 
+pub mod chaos;
 pub mod check;
 pub mod inproc;
 pub mod procs;

@@ -119,6 +119,37 @@ impl ProcCluster {
         c
     }
 
+    /// `with_postgres`, with every link between nodes (Raft/admin and
+    /// replication, each direction) through a chaos proxy, written into
+    /// each node's config as `[network.dial.NAME]`. Call it inside a tokio
+    /// runtime: the proxies run on it.
+    pub async fn with_chaos(n: usize, extra: &str) -> (ProcCluster, crate::chaos::Chaos) {
+        use crate::chaos::{Chaos, Link, Traffic};
+        let c = ProcCluster::with_postgres(n, extra);
+        let pg_ports = c.pg.as_ref().expect("postgres cluster").ports.clone();
+        let mut links = std::collections::BTreeMap::new();
+        for from in 1..=n as u64 {
+            let mut dial = String::new();
+            for to in (1..=n as u64).filter(|t| *t != from) {
+                let raft_target = c.addresses[to as usize - 1].parse().expect("member address");
+                let pg_target = format!("127.0.0.1:{}", pg_ports[to as usize - 1]).parse().expect("pg address");
+                let raft = Link::start(raft_target).await;
+                let pg = Link::start(pg_target).await;
+                dial.push_str(&format!(
+                    "\n[network.dial.node{to}]\nraft = \"{}\"\npostgresql = \"{}\"\n",
+                    raft.listen, pg.listen
+                ));
+                links.insert((from, to, Traffic::Raft), raft);
+                links.insert((from, to, Traffic::Replication), pg);
+            }
+            let config = &c.nodes[from as usize - 1].config;
+            let mut text = std::fs::read_to_string(config).expect("read config");
+            text.push_str(&dial);
+            std::fs::write(config, text).expect("write config");
+        }
+        (c, Chaos { links })
+    }
+
     /// Makes the cluster directory the database user's (when running as
     /// root) and records the PostgreSQL side.
     fn hand_to_database_user(&mut self, pg_ports: Vec<u16>) {
@@ -351,6 +382,20 @@ impl ProcCluster {
             String::from_utf8_lossy(&out.stdout).into(),
             String::from_utf8_lossy(&out.stderr).into(),
         )
+    }
+
+    /// `haraftctl status --json` asked only of nodes `ids` (e.g. the
+    /// majority side of a partition), parsed, if one answered.
+    pub fn status_via(&self, ids: &[u64]) -> Option<serde_json::Value> {
+        let endpoints: Vec<&str> = ids.iter().map(|i| self.addresses[*i as usize - 1].as_str()).collect();
+        let out = Command::new(binary("haraftctl"))
+            .args(["--endpoints", &endpoints.join(","), "--timeout-ms", "3000", "status", "--json"])
+            .output()
+            .ok()?;
+        if !out.status.success() {
+            return None;
+        }
+        serde_json::from_slice(&out.stdout).ok()
     }
 
     /// `haraftctl status --json`, parsed, if it answered.
