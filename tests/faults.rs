@@ -192,3 +192,19 @@ async fn rolling_restart_of_every_agent_causes_no_failover() {
     let longest = writer::longest_gap(&out.acks).unwrap_or_default();
     eprintln!("rolling restart: no failover; longest write gap {longest:?}");
 }
+
+/// A short nemesis run (the long one is `haraft-nemesis`, see the README):
+/// seed from `HARAFT_NEMESIS_SEED` to replay a failure, 40 s of faults.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nemesis_short_run_breaks_no_invariant() {
+    let seed = std::env::var("HARAFT_NEMESIS_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(20261121);
+    let report = haraft_testkit::nemesis::run(seed, 40, true).await;
+    for f in &report.faults {
+        eprintln!("{f}");
+    }
+    eprintln!(
+        "nemesis seed {seed}: {} acks, {} lost, {} promotions, converged {}",
+        report.acknowledged, report.lost, report.promotions, report.converged
+    );
+    assert!(report.passed(), "nemesis seed {seed} broke: {:?}", report.violations);
+}

@@ -11,6 +11,7 @@
 pub mod chaos;
 pub mod check;
 pub mod inproc;
+pub mod nemesis;
 pub mod procs;
 pub mod writer;
 
