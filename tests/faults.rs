@@ -6,7 +6,7 @@
 //! every member streams from the one primary, no panic in any agent log.
 
 use haraft_testkit::chaos::{Fault, Traffic};
-use haraft_testkit::check::{LIMIT, logs, normal, primary_id, wait_normal};
+use haraft_testkit::check::{LIMIT, logs, normal, primary_id, report, wait_normal};
 use haraft_testkit::procs::ProcCluster;
 use haraft_testkit::writer::{self, Ack, Writer};
 use serde_json::Value;
@@ -87,6 +87,7 @@ async fn primary_cut_off_from_the_majority_stops_acknowledging_before_a_new_epoc
         healed["epoch"],
         out.acks.len()
     );
+    report("partitioned-primary", Some(gap), out.lost.len(), healed["epoch"].as_u64().unwrap_or(1) - 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -109,6 +110,7 @@ async fn a_cut_off_replica_causes_no_failover() {
     let longest = writer::longest_gap(&out.acks).unwrap_or_default();
     assert!(out.lost.is_empty(), "{:?}", out.lost);
     eprintln!("cut-off replica: no failover; longest write gap {longest:?}");
+    report("cut-off-replica", None, out.lost.len(), healed["epoch"].as_u64().unwrap_or(1) - 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -136,8 +138,9 @@ async fn a_cut_off_synchronous_standby_is_replaced_without_failover() {
     assert_eq!((primary_id(&moved), moved["epoch"].as_u64()), (Some(primary), Some(1)), "{moved}");
     tokio::time::sleep(Duration::from_secs(2)).await;
     chaos.heal();
-    converged(&mut c, "the old synchronous standby streaming again").await;
+    let healed = converged(&mut c, "the old synchronous standby streaming again").await;
     let out = finish(&c, w).await;
+    report("cut-off-synchronous-standby", None, out.lost.len(), healed["epoch"].as_u64().unwrap_or(1) - 1);
     assert!(out.lost.is_empty(), "{:?}", out.lost);
     let longest = writer::longest_gap(&out.acks).unwrap_or_default();
     eprintln!("cut-off synchronous standby: commits blocked at most {longest:?}");
@@ -169,9 +172,12 @@ async fn garbled_peer_traffic_is_rejected_without_a_crash() {
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     chaos.heal();
-    converged(&mut c, "converged after garbling").await;
+    let healed = converged(&mut c, "converged after garbling").await;
     let out = finish(&c, w).await;
     assert!(out.lost.is_empty(), "{:?}", out.lost);
+    let pg = c.pg.as_ref().unwrap();
+    let gap = writer::switch_gap(&out.acks, pg.ports[first as usize - 1]);
+    report("garbled-peer-traffic", gap, out.lost.len(), healed["epoch"].as_u64().unwrap_or(1) - 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -191,6 +197,7 @@ async fn rolling_restart_of_every_agent_causes_no_failover() {
     assert!(out.lost.is_empty(), "{:?}", out.lost);
     let longest = writer::longest_gap(&out.acks).unwrap_or_default();
     eprintln!("rolling restart: no failover; longest write gap {longest:?}");
+    report("rolling-restart", None, out.lost.len(), 0);
 }
 
 /// A short nemesis run (the long one is `haraft-nemesis`, see the README):
@@ -207,4 +214,5 @@ async fn nemesis_short_run_breaks_no_invariant() {
         report.acknowledged, report.lost, report.promotions, report.converged
     );
     assert!(report.passed(), "nemesis seed {seed} broke: {:?}", report.violations);
+    haraft_testkit::check::report("nemesis-40s", None, report.lost, report.promotions);
 }

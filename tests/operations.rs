@@ -68,6 +68,7 @@ async fn switchover_under_a_writer_loses_nothing_and_reports_each_step() {
     assert!(lost.is_empty(), "a switchover lost {} acknowledged writes: {lost:?}", lost.len());
     let gap = writer::switch_gap(&acks, ports[first as usize - 1]).expect("writes resumed on the new primary");
     eprintln!("switchover: writes unavailable for {gap:?}; {} acknowledged writes, none lost", acks.len());
+    haraft_testkit::check::report("switchover", Some(gap), lost.len(), 1);
 
     // The history: who asked, every step, the outcome; and no rewind was
     // needed (the old primary stopped cleanly where the target took over).
@@ -271,6 +272,8 @@ async fn crash_during_switchover(point: &str) {
         primary_id(&end).unwrap(),
         acks.len()
     );
+    let epoch = end["epoch"].as_u64().unwrap_or(1);
+    haraft_testkit::check::report(&format!("crash {point} (sync)"), None, lost.len(), epoch - 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -50,6 +50,7 @@ async fn bootstrap_failover_with_fencing_and_rejoin_by_rewind() {
     let old_port = ports[first as usize - 1];
     let gap = writer::switch_gap(&acks, old_port).expect("writes resumed on the new primary");
     eprintln!("failover: writes resumed after {gap:?}; lost {} of {} acknowledged writes", lost.len(), acks.len());
+    haraft_testkit::check::report("kill-9-primary-host (async)", Some(gap), lost.len(), 1);
 
     // The history tells the story: bootstrap, the lapse, the new epoch with
     // every member's verdict, and the old primary's rewind.

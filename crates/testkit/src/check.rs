@@ -56,3 +56,17 @@ pub fn history(c: &ProcCluster) -> Vec<Value> {
     assert_eq!(code, 0, "haraftctl history failed: {err}");
     serde_json::from_str(&out).expect("history is JSON")
 }
+
+/// One scenario run's numbers, for `scripts/fault-matrix`: a line
+/// `FAULT-REPORT {json}` on stderr (shown with `--no-capture`).
+/// `fencing_gap`: from the old primary's last acknowledged write to the new
+/// primary's first (None without a change of primary).
+pub fn report(scenario: &str, fencing_gap: Option<Duration>, lost: usize, promotions: u64) {
+    let line = serde_json::json!({
+        "scenario": scenario,
+        "fencing_gap_ms": fencing_gap.map(|g| g.as_millis() as u64),
+        "lost": lost,
+        "promotions": promotions,
+    });
+    eprintln!("FAULT-REPORT {line}");
+}
