@@ -687,6 +687,19 @@ address = "127.0.0.1:7003"
     }
 
     #[test]
+    fn dial_overrides_name_members_and_addresses() {
+        let c = parse("test.toml", &format!("{BASE}\n[network.dial.node3]\nraft = \"127.0.0.1:17003\"\n")).unwrap();
+        assert_eq!(c.dial.raft.get(&NodeId(3)).map(String::as_str), Some("127.0.0.1:17003"));
+        assert!(c.dial.postgresql.is_empty());
+        let e = err("[network.dial.node9]\nraft = \"127.0.0.1:1\"\n");
+        assert!(e.contains("network.dial.node9: no member is named"), "{e}");
+        let e = err("[network.dial.node3]\npostgresql = \"nowhere\"\n");
+        assert!(e.contains("network.dial.node3.postgresql = \"nowhere\" is not HOST:PORT"), "{e}");
+        let e = err("[network.dial.node3]\nssh = \"x:1\"\n");
+        assert!(e.contains("ssh"), "{e}");
+    }
+
+    #[test]
     fn unknown_key_is_named_with_its_line() {
         let e = err("[lease]\nttl_ms = 3000\nttl_sec = 3\n");
         assert!(e.contains("ttl_sec"), "{e}");
