@@ -200,6 +200,64 @@ async fn rolling_restart_of_every_agent_causes_no_failover() {
     report("rolling-restart", None, out.lost.len(), 0);
 }
 
+/// libfaketime's preload library (Debian package `faketime`; `.ci/run`
+/// installs it).
+fn libfaketime() -> String {
+    let found = std::fs::read_dir("/usr/lib")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path().join("faketime/libfaketimeMT.so.1"))
+        .find(|p| p.is_file());
+    found.expect("libfaketime is missing: apt-get install faketime").display().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wall_clock_jumps_on_the_primary_change_nothing() {
+    let mut c = ProcCluster::with_postgres(3, SYNC);
+    // The wall clock of node1 (the first primary: the lowest id) is read
+    // from a file, re-read on every call; monotonic clocks stay real, as
+    // an NTP step leaves them.
+    let offset = c.dir.path().join("node1-clock-offset");
+    std::fs::write(&offset, "+0\n").unwrap();
+    let (lib, file) = (libfaketime(), offset.display().to_string());
+    let env = [
+        ("LD_PRELOAD", lib.as_str()),
+        ("FAKETIME_TIMESTAMP_FILE", file.as_str()),
+        ("FAKETIME_NO_CACHE", "1"),
+        ("DONT_FAKE_MONOTONIC", "1"),
+        // Every renewal logged, so that the log shows the clock it ran on.
+        ("HARAFT_LOG", "info,haraft_agent=debug"),
+    ];
+    c.start_with_env(1, &env);
+    c.start(2);
+    c.start(3);
+    let s = converged(&mut c, "bootstrap").await;
+    assert_eq!(primary_id(&s), Some(1), "{s}");
+    let w = writer(&c).await;
+    let hour = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() / 3600 % 24;
+    let later = [(hour() + 2) % 24, (hour() + 3) % 24];
+    for jump in ["+2h", "-2h", "+0"] {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        std::fs::write(&offset, format!("{jump}\n")).unwrap();
+    }
+    // The jump took effect: node1 logged with its clock two hours ahead.
+    let log = c.log(1);
+    assert!(later.iter().any(|h| log.contains(&format!("T{h:02}:"))), "node1's wall clock never jumped:\n{log}");
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let end = converged(&mut c, "converged after the clock jumps").await;
+    assert_eq!(
+        (primary_id(&end), end["epoch"].as_u64()),
+        (Some(1), Some(1)),
+        "a clock jump changed the primary: {end}"
+    );
+    let out = finish(&c, w).await;
+    assert!(out.lost.is_empty(), "{:?}", out.lost);
+    let longest = writer::longest_gap(&out.acks).unwrap_or_default();
+    eprintln!("wall clock jumps on the primary: no failover; longest write gap {longest:?}");
+    report("wall-clock-jumps", None, out.lost.len(), 0);
+}
+
 /// A short nemesis run (the long one is `haraft-nemesis`, see the README):
 /// seed from `HARAFT_NEMESIS_SEED` to replay a failure, 40 s of faults.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
