@@ -200,6 +200,55 @@ async fn rolling_restart_of_every_agent_causes_no_failover() {
     report("rolling-restart", None, out.lost.len(), 0);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disk_full_on_the_primary_fails_over_once_and_it_rejoins_when_space_returns() {
+    let settings = "[failover]\nsynchronous_mode = true\nprimary_start_timeout_ms = 5000\n";
+    let mut c = ProcCluster::with_postgres(3, settings);
+    // node1 (the first primary: the lowest id) keeps its data and WAL on a
+    // small disk of its own.
+    let owner = c.pg.as_ref().unwrap().run_as;
+    let disk = haraft_testkit::disk::Tmpfs::mount(&c.pgdata(1), 400, owner);
+    c.start_all();
+    let s = converged(&mut c, "bootstrap").await;
+    assert_eq!(primary_id(&s), Some(1), "{s}");
+    let w = writer(&c).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let fill = disk.fill();
+    // New WAL segments need space: switch segments until PostgreSQL finds none.
+    let pg = c.pg.as_ref().unwrap();
+    let first_port = pg.ports[0];
+    let conn =
+        format!("host=127.0.0.1 port={} user=postgres password={} dbname=postgres", pg.ports[0], pg.superuser_password);
+    if let Ok((client, connection)) = tokio_postgres::connect(&conn, tokio_postgres::NoTls).await {
+        tokio::spawn(connection);
+        // WAL without heap pages (which fail with an ERROR on a full disk):
+        // until a new segment is needed and cannot be created (a PANIC).
+        for _ in 0..400 {
+            let q = "SELECT pg_logical_emit_message(false, 'haraft-test', repeat('x', 1000000))";
+            if client.simple_query(q).await.is_err() && client.is_closed() {
+                break;
+            }
+        }
+    }
+    let moved =
+        haraft_testkit::check::wait_status(&c, "a new primary", |s| primary_id(s).is_some_and(|p| p != 1)).await;
+    let epoch = moved["epoch"].as_u64().unwrap();
+    // No flapping while the disk stays full.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let still = c.status_via(&[2, 3]).expect("status");
+    assert_eq!((primary_id(&still), still["epoch"].as_u64()), (primary_id(&moved), Some(epoch)), "{still}");
+    disk.free(&fill);
+    let healed = converged(&mut c, "node1 back as a replica once it has space").await;
+    assert_eq!(healed["epoch"].as_u64(), Some(epoch), "the primary changed again: {healed}");
+    let out = finish(&c, w).await;
+    assert!(out.lost.is_empty(), "lost {} acknowledged writes in synchronous mode", out.lost.len());
+    let gap = writer::switch_gap(&out.acks, first_port);
+    eprintln!("disk full on the primary: one failover (epoch {epoch}), writes resumed after {gap:?}, none lost");
+    report("disk-full-primary", gap, 0, epoch - 1);
+    drop(c);
+    drop(disk);
+}
+
 /// libfaketime's preload library (Debian package `faketime`; `.ci/run`
 /// installs it).
 fn libfaketime() -> String {

@@ -500,7 +500,31 @@ impl Postgres {
             }
             n += 1;
         };
-        std::fs::rename(&self.cfg.data_dir, &target).map_err(|e| io_err(&self.cfg.data_dir, e))?;
+        match std::fs::rename(&self.cfg.data_dir, &target) {
+            Ok(()) => {}
+            // The data directory is a mount point or on another filesystem
+            // than the state directory (a dedicated volume, as production
+            // often has): it cannot be moved aside, and copying it could
+            // need as much space again. Its contents are removed instead.
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EXDEV) | Some(libc::EBUSY)) => {
+                tracing::warn!(
+                    data_dir = %self.cfg.data_dir.display(),
+                    "the data directory is a mount point or on another filesystem than {}: its contents are removed, not kept aside",
+                    aside_root.display()
+                );
+                for entry in std::fs::read_dir(&self.cfg.data_dir).map_err(|e| io_err(&self.cfg.data_dir, e))? {
+                    let path = entry.map_err(|e| io_err(&self.cfg.data_dir, e))?.path();
+                    let removed = if path.is_dir() && !path.is_symlink() {
+                        std::fs::remove_dir_all(&path)
+                    } else {
+                        std::fs::remove_file(&path)
+                    };
+                    removed.map_err(|e| io_err(&path, e))?;
+                }
+                return Ok(None);
+            }
+            Err(e) => return Err(io_err(&self.cfg.data_dir, e)),
+        }
         let mut kept: Vec<PathBuf> = std::fs::read_dir(&aside_root)
             .map_err(|e| io_err(&aside_root, e))?
             .filter_map(|e| e.ok().map(|e| e.path()))

@@ -10,6 +10,7 @@
 
 pub mod chaos;
 pub mod check;
+pub mod disk;
 pub mod inproc;
 pub mod nemesis;
 pub mod procs;
