@@ -249,6 +249,37 @@ async fn disk_full_on_the_primary_fails_over_once_and_it_rejoins_when_space_retu
     drop(disk);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disk_full_under_an_agents_raft_directory_corrupts_nothing() {
+    let mut c = ProcCluster::with_postgres(3, SYNC);
+    let owner = c.pg.as_ref().unwrap().run_as;
+    let disk = haraft_testkit::disk::Tmpfs::mount(&c.dir.path().join("data/node3/raft"), 64, owner);
+    c.start_all();
+    let s = converged(&mut c, "bootstrap").await;
+    let (primary, epoch) = (primary_id(&s), s["epoch"].as_u64());
+    let w = writer(&c).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let fill = disk.fill();
+    // Renewals commit twice a second: node3's store soon finds no space.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let during = c.status_via(&[1, 2]).expect("status from node1 and node2");
+    eprintln!("raft disk full on node3: agent exited: {}", c.exited(3));
+    disk.free(&fill);
+    if !c.is_running(3) {
+        c.start(3);
+    }
+    let healed = converged(&mut c, "node3 back with space").await;
+    let out = finish(&c, w).await;
+    assert!(out.lost.is_empty(), "{:?}", out.lost);
+    // node1 was the primary (the lowest id bootstraps): a full disk on
+    // node3 moves nothing.
+    assert_eq!((primary_id(&during), during["epoch"].as_u64()), (primary, epoch), "{during}");
+    assert_eq!((primary_id(&healed), healed["epoch"].as_u64()), (primary, epoch), "{healed}");
+    report("disk-full-raft-dir", None, 0, 0);
+    drop(c);
+    drop(disk);
+}
+
 /// libfaketime's preload library (Debian package `faketime`; `.ci/run`
 /// installs it).
 fn libfaketime() -> String {
