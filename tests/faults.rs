@@ -280,6 +280,118 @@ async fn disk_full_under_an_agents_raft_directory_corrupts_nothing() {
     drop(disk);
 }
 
+/// Arms `point` on every member (fired once), kills the primary host
+/// (the trigger of a failover, a rewind or a rebuild), restarts whoever
+/// crashed at once, and checks the cluster converges without loss.
+async fn crash_during_failover(point: &str, settings: &str) {
+    let mut c = ProcCluster::with_postgres(3, settings);
+    let once = c.dir.path().join("failpoint-fired").display().to_string();
+    for id in 1..=3 {
+        c.start_with_env(id, &[("HARAFT_FAILPOINTS", point), ("HARAFT_FAILPOINT_ONCE", &once)]);
+    }
+    let first = primary_id(&converged(&mut c, "bootstrap").await).unwrap();
+    let w = writer(&c).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    c.kill_host(first);
+    let env = [("HARAFT_FAILPOINTS", point), ("HARAFT_FAILPOINT_ONCE", once.as_str())];
+    let start = Instant::now();
+    let mut crashed = Vec::new();
+    let mut first_back = false;
+    // Whoever crashes is restarted at once; the old primary comes back
+    // (armed too) once another member is primary, to be rewound.
+    while start.elapsed() < LIMIT {
+        for id in others(3, first) {
+            if c.exited(id) {
+                crashed.push(id);
+                c.start(id);
+            }
+        }
+        if !first_back && c.status_via(&others(3, first)).is_some_and(|s| primary_id(&s).is_some_and(|p| p != first)) {
+            c.start_with_env(first, &env);
+            first_back = true;
+        }
+        if first_back && c.exited(first) {
+            crashed.push(first);
+            c.start(first);
+        }
+        if first_back && !crashed.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(!crashed.is_empty(), "nobody reached failpoint {point}:\n{}", logs(&c));
+    let end = converged(&mut c, "converged after the crash").await;
+    let out = finish(&c, w).await;
+    if settings.contains("synchronous_mode = true") {
+        assert!(out.lost.is_empty(), "{point}: lost {:?}", out.lost);
+    }
+    let epoch = end["epoch"].as_u64().unwrap_or(1);
+    eprintln!("{point}: nodes {crashed:?} crashed and came back; epoch {epoch}; lost {}", out.lost.len());
+    report(&format!("crash {point}"), None, out.lost.len(), epoch - 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_new_primary_crashes_before_promoting_in_a_failover() {
+    crash_during_failover("before-promote", SYNC).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_old_primary_crashes_before_its_rewind() {
+    crash_during_failover("before-rewind", "").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_crashes_before_the_rebuild_an_operator_asked_for() {
+    let mut c = ProcCluster::with_postgres(3, SYNC);
+    c.start_all();
+    let primary = primary_id(&converged(&mut c, "bootstrap").await).unwrap();
+    let replica = others(3, primary)[1];
+    c.kill_agent_only(replica);
+    c.start_with_env(replica, &[("HARAFT_FAILPOINTS", "before-rebuild")]);
+    converged(&mut c, "the replica's agent back, armed").await;
+    let w = writer(&c).await;
+    let mut command = c.ctl_command(&["rebuild", &format!("node{replica}"), "--full", "--force", "--wait", "120"]);
+    let cli = tokio::task::spawn_blocking(move || command.output());
+    let mut crashed = false;
+    while !cli.is_finished() {
+        if c.exited(replica) {
+            crashed = true;
+            c.start(replica);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let cli = cli.await.unwrap().unwrap();
+    let out = format!("{}{}", String::from_utf8_lossy(&cli.stdout), String::from_utf8_lossy(&cli.stderr));
+    assert!(crashed, "the failpoint never fired:\n{out}");
+    // The task outlived the crash: the restarted agent carried it out.
+    assert_eq!(cli.status.code(), Some(0), "{out}\n{}", logs(&c));
+    let end = converged(&mut c, "converged after the rebuild").await;
+    let res = finish(&c, w).await;
+    assert!(res.lost.is_empty(), "{:?}", res.lost);
+    report("crash before-rebuild (operator task)", None, 0, end["epoch"].as_u64().unwrap_or(1) - 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_primarys_agent_killed_its_guard_fences_before_the_new_epoch() {
+    let mut c = ProcCluster::with_postgres(3, SYNC);
+    c.start_all();
+    let first = primary_id(&converged(&mut c, "bootstrap").await).unwrap();
+    let w = writer(&c).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    // The agent dies; its PostgreSQL and fence guard live on.
+    c.kill_agent_only(first);
+    let after = wait_via(&c, &others(3, first), "a new primary", |s| primary_id(s).is_some_and(|p| p != first)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    c.start(first);
+    let end = converged(&mut c, "the old primary back as a replica").await;
+    assert_eq!(primary_id(&end), primary_id(&after));
+    let out = finish(&c, w).await;
+    assert!(out.lost.is_empty(), "{:?}", out.lost);
+    let pg = c.pg.as_ref().unwrap();
+    let gap = writer::switch_gap(&out.acks, pg.ports[first as usize - 1]);
+    report("kill-9-primary-agent-only", gap, 0, end["epoch"].as_u64().unwrap_or(1) - 1);
+}
+
 /// libfaketime's preload library (Debian package `faketime`; `.ci/run`
 /// installs it).
 fn libfaketime() -> String {

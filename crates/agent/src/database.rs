@@ -389,6 +389,7 @@ async fn execute(
             if state.current_switchover().is_some_and(|s| s.to == me) {
                 crate::failpoint::hit("before-switchover-promote");
             }
+            crate::failpoint::hit("before-promote");
             pg.promote(*epoch, t).await.map_err(e)
         }
         Action::Stop { immediate } => {
@@ -396,6 +397,7 @@ async fn execute(
             pg.stop(mode, state.epoch, t).await.map_err(e)
         }
         Action::Rewind { source, epoch } => {
+            crate::failpoint::hit("before-rewind");
             let report = pg.rewind(&upstream_of(shared, state, *source)?, *epoch, t).await.map_err(e)?;
             let event = NodeEvent::Rewound {
                 diverged_at: report.diverged_at,
@@ -455,6 +457,7 @@ async fn rebuild(
     epoch: haraft_core::Epoch,
 ) -> Result<(), String> {
     let t = Duration::from_millis(settings.rebuild_timeout_ms);
+    crate::failpoint::hit("before-rebuild");
     pg.rebuild(&upstream_of(shared, state, source)?, epoch, t).await.map_err(|e| e.to_string())?;
     let event = NodeEvent::Rebuilt { from: source };
     record(shared, Command::Report { node: shared.me(), event, at_unix_ms: now_unix_ms() }).await;

@@ -14,7 +14,9 @@
 //! promote), `before-switchover-grant` (Raft leader, about to grant the
 //! target its epoch), `before-switchover-promoted` (target, promoted,
 //! about to report it), `before-switchover-rejoined` (old primary,
-//! streaming from the target, about to report it).
+//! streaming from the target, about to report it), `before-promote`,
+//! `before-rewind`, `before-rebuild` (any member, about to carry out that
+//! action, whatever asked for it).
 
 use std::sync::OnceLock;
 
