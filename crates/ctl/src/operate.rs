@@ -127,6 +127,7 @@ pub async fn follow(endpoints: &[String], timeout: Duration, id: u64, limit: Dur
     let started = Instant::now();
     let mut printed = std::collections::BTreeSet::new();
     let mut requested_at: Option<u64> = None;
+    let mut last_error: Option<String> = None;
     let still = |why: &str| {
         Ended::InProgress(format!(
             "{why}: operation {id} is still in progress; follow it with: haraftctl follow {id} (or haraftctl status)"
@@ -140,9 +141,16 @@ pub async fn follow(endpoints: &[String], timeout: Duration, id: u64, limit: Dur
             r = crate::fetch(endpoints, timeout, crate::Ask::History) => r,
         };
         let items: Vec<HistoryItem> = match fetched.and_then(|j| serde_json::from_str(&j).map_err(|e| e.to_string())) {
-            Ok(items) => items,
+            Ok(items) => {
+                last_error = None;
+                items
+            }
             Err(e) => {
-                eprintln!("haraftctl: cannot read the history right now ({e}); trying again");
+                // Said once per distinct failure, not every poll.
+                if last_error.as_ref() != Some(&e) {
+                    eprintln!("haraftctl: cannot read the history right now ({e}); trying again");
+                    last_error = Some(e);
+                }
                 Vec::new()
             }
         };
