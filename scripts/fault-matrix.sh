@@ -19,39 +19,6 @@ for i in $(seq 1 "$runs"); do
   echo "run $i of $runs" >&2
   cargo nextest run --workspace --locked --no-fail-fast --no-capture -E "$filter" >"$logs/run$i.log" 2>&1 || true
 done
-python3 - "$logs" "$runs" "$filter" >docs/fault-matrix.md <<'PY'
-import json, re, sys, glob, datetime, platform, os
-logs, runs, flt = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-rows = {}
-for path in sorted(glob.glob(f"{logs}/run*.log")):
-    pending = []
-    for line in open(path, errors="replace"):
-        m = re.search(r"FAULT-REPORT (\{.*\})", line)
-        if m:
-            pending.append(json.loads(m.group(1)))
-            continue
-        m = re.match(r"\s+(PASS|FAIL|TIMEOUT|SIGSEGV|SIGABRT) \[.*\] \(.*\) (\S+) (\S+)$", line)
-        if not m:
-            continue
-        status, test = m.group(1), m.group(3)
-        r = rows.setdefault(test, {"runs": 0, "failures": 0, "gap": None, "lost": 0, "promotions": 0, "scenario": None})
-        r["runs"] += 1
-        if status != "PASS":
-            r["failures"] += 1
-        for p in pending:
-            r["scenario"] = p["scenario"]
-            if p["fencing_gap_ms"] is not None:
-                r["gap"] = max(r["gap"] or 0, p["fencing_gap_ms"])
-            r["lost"] += p["lost"]
-            r["promotions"] = max(r["promotions"], p["promotions"])
-        pending = []
-print("# Fault matrix results\n")
-print(f"Written by `scripts/fault-matrix.sh {runs}` on {datetime.date.today()} ({platform.machine()}, {os.cpu_count()} cores), filter `{flt}`.")
-print("Each scenario is one test of `tests/faults.rs` (real agents and PostgreSQL 15, every link through a chaos proxy, a writer every 10 ms); the invariants are checked in every run (see the test file's header).\n")
-print("| scenario (test) | runs | failures | max fencing gap | acknowledged writes lost (all runs) | max promotions in a run |")
-print("| --- | --- | --- | --- | --- | --- |")
-for test, r in sorted(rows.items()):
-    gap = f"{r['gap']} ms" if r["gap"] is not None else "-"
-    print(f"| {test} | {r['runs']} | {r['failures']} | {gap} | {r['lost']} | {r['promotions']} |")
-PY
+mkdir -p docs
+python3 scripts/fault-matrix-table.py "$logs" "$runs" "$filter" >docs/fault-matrix.md
 echo "wrote docs/fault-matrix.md (logs in $logs)" >&2
