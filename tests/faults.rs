@@ -160,7 +160,7 @@ async fn garbled_peer_traffic_is_rejected_without_a_crash() {
     // every link, then cut mid-stream (truncated). Replication traffic is
     // PostgreSQL's protocol, not haraft's: without TLS its standby status
     // messages carry no checksum, and garbling them once made a primary
-    // count commits as replicated that were not (see docs/faults.md).
+    // count commits as replicated that were not (see ARCHITECTURE.md, "The chaos proxy").
     chaos.around(first, Traffic::Raft, Fault::Garble);
     tokio::time::sleep(Duration::from_secs(5)).await;
     for id in 1..=3 {
