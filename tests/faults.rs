@@ -463,6 +463,6 @@ async fn nemesis_short_run_breaks_no_invariant() {
         "nemesis seed {seed}: {} acks, {} lost, {} promotions, converged {}",
         report.acknowledged, report.lost, report.promotions, report.converged
     );
-    assert!(report.passed(), "nemesis seed {seed} broke: {:?}", report.violations);
+    assert!(report.passed(), "nemesis seed {seed} broke: {:?}\n{}", report.violations, report.logs);
     haraft_testkit::check::report("nemesis-40s", None, report.lost, report.promotions);
 }

@@ -298,6 +298,17 @@ impl Postgres {
         }
         let data = self.cfg.data_dir.display().to_string();
         match exec::run(&self.bin("pg_ctl"), ["status", "-D", &data], &[], self.cfg.run_as, timeout).await {
+            // pg_ctl only checks that the PID in postmaster.pid exists; after
+            // a crash it may belong to another process. Such a stale file
+            // would also stop PostgreSQL from starting: remove it.
+            Ok(_) if crate::procs::postmaster_pid(&self.cfg.data_dir).is_none() => {
+                let pidfile = self.cfg.data_dir.join("postmaster.pid");
+                tracing::warn!(path = %pidfile.display(), "stale postmaster.pid (its PID is another process now): removed");
+                match std::fs::remove_file(&pidfile) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io_err(&pidfile, e)),
+                    _ => Ok(false),
+                }
+            }
             Ok(_) => Ok(true),
             // pg_ctl status: 3 means not running, 4 no accessible data directory.
             Err(DbError::CommandFailed { code: Some(3 | 4), .. }) => Ok(false),

@@ -4,12 +4,21 @@
 
 use std::path::Path;
 
-/// The postmaster's PID, if `postmaster.pid` names a live process.
+/// The postmaster's PID, if `postmaster.pid` names a live process that
+/// runs in this data directory (a postmaster's working directory is its
+/// data directory). After a crash the file stays behind and its PID may
+/// be reused by any other process, even another server's backend: such a
+/// PID is not this server's, and is never signalled.
 pub fn postmaster_pid(data_dir: &Path) -> Option<i32> {
     let text = std::fs::read_to_string(data_dir.join("postmaster.pid")).ok()?;
     let pid: i32 = text.lines().next()?.trim().parse().ok()?;
     // SAFETY: kill with signal 0 only checks that the process exists.
-    (pid > 0 && unsafe { libc::kill(pid, 0) } == 0).then_some(pid)
+    if pid <= 0 || unsafe { libc::kill(pid, 0) } != 0 {
+        return None;
+    }
+    let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).ok()?;
+    let dir = std::fs::canonicalize(data_dir).ok()?;
+    (cwd == dir).then_some(pid)
 }
 
 /// The parent PID of `pid`, from /proc.
@@ -60,9 +69,25 @@ mod tests {
     }
 
     #[test]
+    fn a_live_process_elsewhere_is_a_reused_pid_not_the_server() {
+        let dir = tempfile::tempdir().unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        let mut other = std::process::Command::new("sleep").arg("30").current_dir(elsewhere.path()).spawn().unwrap();
+        std::fs::write(dir.path().join("postmaster.pid"), format!("{}\n/data\n", other.id())).unwrap();
+        assert_eq!(postmaster_pid(dir.path()), None);
+        assert_eq!(signal_server(dir.path(), libc::SIGKILL), 0, "a reused PID was signalled");
+        other.kill().unwrap();
+        other.wait().unwrap();
+    }
+
+    #[test]
     fn finds_a_live_process_and_its_children() {
         let dir = tempfile::tempdir().unwrap();
-        let mut child = std::process::Command::new("/bin/sh").args(["-c", "sleep 30 & wait"]).spawn().unwrap();
+        let mut child = std::process::Command::new("/bin/sh")
+            .args(["-c", "sleep 30 & wait"])
+            .current_dir(dir.path())
+            .spawn()
+            .unwrap();
         std::fs::write(dir.path().join("postmaster.pid"), format!("{}\n/data\n", child.id())).unwrap();
         let start = std::time::Instant::now();
         let mut pids = server_pids(dir.path());

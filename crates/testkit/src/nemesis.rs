@@ -41,6 +41,8 @@ pub struct Report {
     pub converged: bool,
     /// Every invariant broken, in words; empty when the run passed.
     pub violations: Vec<String>,
+    /// When it failed: the last lines of every node's log.
+    pub logs: String,
 }
 
 impl Report {
@@ -69,6 +71,7 @@ pub async fn run(seed: u64, seconds: u64, synchronous: bool) -> Report {
         promotions: 0,
         converged: false,
         violations: Vec::new(),
+        logs: String::new(),
     };
     let Some(start) = wait_converged(&c, Duration::from_secs(90)).await else {
         report.violations.push("the cluster did not bootstrap".into());
@@ -158,6 +161,17 @@ pub async fn run(seed: u64, seconds: u64, synchronous: bool) -> Report {
     for i in 1..=NODES {
         if c.log(i).contains("panicked") {
             report.violations.push(format!("node{i}'s agent panicked"));
+        }
+    }
+    if !report.violations.is_empty() {
+        for i in 1..=NODES {
+            let log = c.log(i);
+            let tail: Vec<&str> = log.lines().rev().take(60).collect();
+            report.logs.push_str(&format!("--- node{i} (last lines)\n"));
+            for line in tail.into_iter().rev() {
+                report.logs.push_str(line);
+                report.logs.push('\n');
+            }
         }
     }
     report
