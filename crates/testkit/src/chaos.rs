@@ -38,10 +38,16 @@ pub struct Link {
 }
 
 impl Link {
-    /// Binds a free port and forwards to `target`; runs on the current
+    /// Binds a free port (none of `reserved`: ports chosen for servers that
+    /// have not started yet) and forwards to `target`; runs on the current
     /// tokio runtime until that runtime stops.
-    pub async fn start(target: SocketAddr) -> Link {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind a chaos proxy");
+    pub async fn start(target: SocketAddr, reserved: &[u16]) -> Link {
+        let listener = loop {
+            let l = TcpListener::bind("127.0.0.1:0").await.expect("bind a chaos proxy");
+            if !reserved.contains(&l.local_addr().expect("bound").port()) {
+                break l;
+            }
+        };
         let listen = listener.local_addr().expect("bound");
         let (fault, _) = watch::channel(Fault::Pass);
         let link = Link { listen, target, fault };

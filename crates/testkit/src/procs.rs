@@ -127,14 +127,18 @@ impl ProcCluster {
         use crate::chaos::{Chaos, Link, Traffic};
         let c = ProcCluster::with_postgres(n, extra);
         let pg_ports = c.pg.as_ref().expect("postgres cluster").ports.clone();
+        // A proxy must not take a port chosen for an agent or a PostgreSQL
+        // server that has not bound it yet.
+        let mut reserved = pg_ports.clone();
+        reserved.extend(c.addresses.iter().filter_map(|a| a.rsplit(':').next()?.parse::<u16>().ok()));
         let mut links = std::collections::BTreeMap::new();
         for from in 1..=n as u64 {
             let mut dial = String::new();
             for to in (1..=n as u64).filter(|t| *t != from) {
                 let raft_target = c.addresses[to as usize - 1].parse().expect("member address");
                 let pg_target = format!("127.0.0.1:{}", pg_ports[to as usize - 1]).parse().expect("pg address");
-                let raft = Link::start(raft_target).await;
-                let pg = Link::start(pg_target).await;
+                let raft = Link::start(raft_target, &reserved).await;
+                let pg = Link::start(pg_target, &reserved).await;
                 dial.push_str(&format!(
                     "\n[network.dial.node{to}]\nraft = \"{}\"\npostgresql = \"{}\"\n",
                     raft.listen, pg.listen
