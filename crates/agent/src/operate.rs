@@ -90,14 +90,7 @@ fn decide(state: &ClusterState, seen: &SeenAll, request: &Request, reply: &mut O
                     haraft_core::status::utc(*at)
                 ));
             }
-            if let Some(s) = &state.scheduled {
-                return Err(format!(
-                    "switchover {} to {} is scheduled: cancel it first (haraftctl switchover --cancel)",
-                    s.id,
-                    name(s.to)
-                ));
-            }
-            let plan = check_switchover(state, seen, from, to, *force);
+            let plan = check_switchover(state, seen, from, to, *force, false);
             reply.candidates = plan.candidates.iter().map(|(_, c)| c.clone()).collect();
             reply.from = plan.from.map(name);
             reply.target = plan.to.map(name);
@@ -134,10 +127,7 @@ fn decide(state: &ClusterState, seen: &SeenAll, request: &Request, reply: &mut O
         }
         Request::Failover { to, allow_data_loss, force } => {
             let to = resolve(state, to)?;
-            if state.paused && !force {
-                return Err("the cluster is paused: run haraftctl resume, or add --force".into());
-            }
-            let (verdicts, verdict) = check_failover(state, seen, to, *allow_data_loss);
+            let (verdicts, verdict) = check_failover(state, seen, to, *allow_data_loss, *force);
             reply.candidates = verdicts
                 .iter()
                 .map(|v| CandidateCheck {

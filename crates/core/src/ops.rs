@@ -263,12 +263,15 @@ impl SwitchoverPlan {
 /// `from`/`to` are already resolved member ids (unknown names are refused
 /// before). Without `to`, the best candidate is chosen: a synchronous
 /// standby first, then the least lag, the highest priority, the lowest id.
+/// `scheduled_run`: this is the scheduled switchover itself, at its time
+/// (which a scheduled switchover otherwise blocks).
 pub fn check_switchover(
     state: &ClusterState,
     seen: &SeenAll,
     from: Option<NodeId>,
     to: Option<NodeId>,
     force: bool,
+    scheduled_run: bool,
 ) -> SwitchoverPlan {
     let name = |id: NodeId| state.member_name(id).unwrap_or("?").to_string();
     let mut blockers = Vec::new();
@@ -277,6 +280,13 @@ pub fn check_switchover(
     }
     if let Some(op) = &state.operation {
         blockers.push(format!("another operation is in progress: {}", describe_operation(state, op)));
+    }
+    if let Some(s) = state.scheduled.as_ref().filter(|_| !scheduled_run) {
+        blockers.push(format!(
+            "switchover {} to {} is scheduled: cancel it first (haraftctl switchover --cancel)",
+            s.id,
+            name(s.to)
+        ));
     }
     let Some(lease) = state.lease else {
         blockers.push("no primary holds the lease: use haraftctl failover --to NAME".to_string());

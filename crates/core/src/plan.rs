@@ -237,7 +237,8 @@ fn held_lease_operation(input: &PlanInput, lease: Lease) -> Option<Plan> {
     let Some(seen) = input.live else {
         return Some(Plan { step: Step::ProbeMembers, reason: Reason::ScheduledSwitchoverDue { id: scheduled.id } });
     };
-    let check = crate::ops::check_switchover(state, seen, Some(scheduled.from), Some(scheduled.to), scheduled.force);
+    let check =
+        crate::ops::check_switchover(state, seen, Some(scheduled.from), Some(scheduled.to), scheduled.force, true);
     let step = if check.ok() {
         Command::StartScheduled { id: scheduled.id, epoch: lease.epoch, at_unix_ms: input.now_unix_ms }
     } else {
@@ -333,8 +334,12 @@ pub fn check_failover(
     seen: &SeenAll,
     to: NodeId,
     allow_data_loss: bool,
+    force: bool,
 ) -> (Vec<Verdict>, Result<String, String>) {
     let name = |id: NodeId| state.member_name(id).unwrap_or("?").to_string();
+    if state.paused && !force {
+        return (Vec::new(), Err("the cluster is paused: run haraftctl resume, or add --force".into()));
+    }
     if let Some(lease) = state.lease {
         let holder = seen.get(&lease.holder);
         let healthy = holder

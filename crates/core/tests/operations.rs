@@ -296,14 +296,14 @@ fn switchover_checks_name_every_candidate() {
         (n(3), Seen { lease_valid_for_ms: None, db: Some(far) }),
     ]
     .into();
-    let plan = check_switchover(&s, &probes, None, None, false);
+    let plan = check_switchover(&s, &probes, None, None, false, false);
     assert!(plan.ok(), "{plan:?}");
     assert_eq!(plan.to, Some(n(2)));
     let node3 = &plan.candidates.iter().find(|(id, _)| *id == n(3)).unwrap().1;
     assert!(!node3.ok && node3.reasons[0].starts_with("lags 5242880 bytes"), "{node3:?}");
-    let to_self = check_switchover(&s, &probes, None, Some(n(1)), false);
+    let to_self = check_switchover(&s, &probes, None, Some(n(1)), false, false);
     assert!(!to_self.ok() && to_self.summary(&s).contains("is the primary itself"), "{}", to_self.summary(&s));
     let without_primary: SeenAll = probes.into_iter().filter(|(id, _)| *id != n(1)).collect();
-    let down = check_switchover(&s, &without_primary, None, Some(n(2)), false);
+    let down = check_switchover(&s, &without_primary, None, Some(n(2)), false, false);
     assert!(down.summary(&s).contains("the primary node1 did not answer"), "{}", down.summary(&s));
 }

@@ -64,10 +64,6 @@ impl Link {
     pub fn set(&self, fault: Fault) {
         self.fault.send_replace(fault);
     }
-
-    pub fn fault(&self) -> Fault {
-        *self.fault.borrow()
-    }
 }
 
 /// One connection: held while the link is cut (closed when the link
