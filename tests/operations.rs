@@ -63,7 +63,7 @@ async fn switchover_under_a_writer_loses_nothing_and_reports_each_step() {
 
     let acks = w.stop().await;
     let committed = writer::committed_ids(&ports, &password).await;
-    assert!(writer::overlapping(&acks).is_empty(), "two servers acknowledged writes in overlapping time");
+    writer::assert_no_overlap(&acks, "the writer");
     let lost = writer::lost(&acks, &committed);
     assert!(lost.is_empty(), "a switchover lost {} acknowledged writes: {lost:?}", lost.len());
     let gap = writer::switch_gap(&acks, ports[first as usize - 1]).expect("writes resumed on the new primary");
@@ -206,19 +206,69 @@ async fn restart_keeps_the_lease_and_rebuild_rejoins() {
     wait_normal(&c, "converged after the rewind").await;
 }
 
+/// Where the Raft leader is when a switchover's crash point fires.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Leader {
+    /// Wherever the election put it.
+    Anywhere,
+    /// The Raft leader is the old primary.
+    IsPrimary,
+    /// The Raft leader is neither the old primary nor the target.
+    Bystander,
+}
+
+/// Switches over to `to` with no crash point armed (the once-file exists)
+/// and waits for the cluster to settle with `to` as primary.
+async fn arrange_primary(c: &ProcCluster, to: u64) {
+    let (code, out, err) = c.ctl(&["switchover", "--to", &name(to), "--force", "--wait", "60"]);
+    assert_eq!(code, 0, "arranging switchover to {}: {out}{err}\n{}", name(to), logs(c));
+    wait_status(c, "the arranged primary", |s| normal(s) && primary_id(s) == Some(to)).await;
+}
+
 /// Crash one agent at a step of the switchover; restart it; the cluster
 /// ends with one primary and every other member streaming, no
 /// acknowledged write lost, and the CLI's exit code matching the outcome
-/// the history recorded.
-async fn crash_during_switchover(point: &str) {
+/// the history recorded. With `leader` other than `Anywhere`, a first
+/// switchover (crash point disarmed) arranges where the Raft leader is
+/// relative to the primary, and the point must fire on the Raft leader.
+async fn crash_during_switchover(point: &str, leader: Leader) {
     let mut c = ProcCluster::with_postgres(3, "[failover]\nsynchronous_mode = true\n");
     // Armed on every member, fired once: by whichever reaches it first.
-    let once = c.dir.path().join("failpoint-fired").display().to_string();
-    for id in 1..=3 {
-        c.start_with_env(id, &[("HARAFT_FAILPOINTS", point), ("HARAFT_FAILPOINT_ONCE", &once)]);
+    // While the file exists the point is disarmed.
+    let once = c.dir.path().join("failpoint-fired");
+    if leader != Leader::Anywhere {
+        std::fs::write(&once, "disarmed while arranging").unwrap();
     }
-    let first = primary_id(&wait_normal(&c, "bootstrap").await).unwrap();
-    let target = (1..=3).find(|i| *i != first).unwrap();
+    let once_path = once.display().to_string();
+    for id in 1..=3 {
+        c.start_with_env(id, &[("HARAFT_FAILPOINTS", point), ("HARAFT_FAILPOINT_ONCE", &once_path)]);
+    }
+    let s = wait_normal(&c, "bootstrap").await;
+    let mut first = primary_id(&s).unwrap();
+    let raft_leader = s["leader_id"].as_u64().expect("a Raft leader");
+    let target = match leader {
+        Leader::Anywhere => (1..=3).find(|i| *i != first).unwrap(),
+        Leader::IsPrimary => {
+            if raft_leader != first {
+                arrange_primary(&c, raft_leader).await;
+                first = raft_leader;
+            }
+            (1..=3).find(|i| *i != first).unwrap()
+        }
+        Leader::Bystander => {
+            if raft_leader == first {
+                let other = (1..=3).find(|i| *i != first).unwrap();
+                arrange_primary(&c, other).await;
+                first = other;
+            }
+            (1..=3).find(|i| *i != first && *i != raft_leader).unwrap()
+        }
+    };
+    if leader != Leader::Anywhere {
+        let s = wait_normal(&c, "settled before the switchover under test").await;
+        assert_eq!(s["leader_id"].as_u64(), Some(raft_leader), "the Raft leader moved while arranging: {s}");
+        std::fs::remove_file(&once).unwrap();
+    }
 
     let pg = c.pg.as_ref().unwrap();
     let (ports, password) = (pg.ports.clone(), pg.superuser_password.clone());
@@ -249,11 +299,14 @@ async fn crash_during_switchover(point: &str) {
         }
     }
     assert!(!crashed.is_empty(), "no agent reached failpoint {point}:\n{out}\n{err}\n{}", logs(&c));
+    if leader != Leader::Anywhere {
+        assert_eq!(crashed[0], raft_leader, "{point} fired on node{} and not on the Raft leader", crashed[0]);
+    }
     let end = wait_normal(&c, "converged after the crash").await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let acks = w.stop().await;
     let committed = writer::committed_ids(&ports, &password).await;
-    assert!(writer::overlapping(&acks).is_empty(), "{point}: two servers acknowledged writes in overlapping time");
+    writer::assert_no_overlap(&acks, point);
     let lost = writer::lost(&acks, &committed);
     assert!(lost.is_empty(), "{point}: lost {} acknowledged writes (synchronous mode): {lost:?}", lost.len());
 
@@ -268,39 +321,42 @@ async fn crash_during_switchover(point: &str) {
         other => panic!("{point}: haraftctl exited {other}\n{out}\n{err}"),
     }
     eprintln!(
-        "{point}: crashed {crashed:?}; CLI exit {code}; outcome {outcome:?}; primary now node{}; {} acks, none lost",
+        "{point} (Raft leader: {leader:?}): crashed {crashed:?} (old primary node{first}, target node{target}); CLI exit {code}; outcome {outcome:?}; primary now node{}; {} acks, none lost",
         primary_id(&end).unwrap(),
         acks.len()
     );
     let epoch = end["epoch"].as_u64().unwrap_or(1);
-    haraft_testkit::check::report(&format!("crash {point} (sync)"), None, lost.len(), epoch - 1);
+    haraft_testkit::check::report(&format!("crash {point} (sync, leader {leader:?})"), None, lost.len(), epoch - 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn old_primary_agent_crashes_after_its_clean_stop() {
-    crash_during_switchover("before-switchover-demoted").await;
+    crash_during_switchover("before-switchover-demoted", Leader::Anywhere).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn target_agent_crashes_before_promoting() {
-    crash_during_switchover("before-switchover-promote").await;
+    crash_during_switchover("before-switchover-promote", Leader::Anywhere).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn target_agent_crashes_after_promoting_before_reporting_it() {
-    crash_during_switchover("before-switchover-promoted").await;
+    crash_during_switchover("before-switchover-promoted", Leader::Anywhere).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn old_primary_agent_crashes_when_streaming_again_before_reporting_it() {
-    crash_during_switchover("before-switchover-rejoined").await;
+    crash_during_switchover("before-switchover-rejoined", Leader::Anywhere).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn raft_leader_crashes_before_granting_the_target() {
-    // Whichever member leads when the grant is due crashes: the old
-    // primary, the target or the third member.
-    crash_during_switchover("before-switchover-grant").await;
+async fn raft_leader_that_is_the_old_primary_crashes_before_granting_the_target() {
+    crash_during_switchover("before-switchover-grant", Leader::IsPrimary).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raft_leader_that_is_neither_primary_nor_target_crashes_before_granting() {
+    crash_during_switchover("before-switchover-grant", Leader::Bystander).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -42,7 +42,7 @@ async fn bootstrap_failover_with_fencing_and_rejoin_by_rewind() {
     let acks = w.stop().await;
     assert!(acks.len() > 50, "the writer barely wrote: {}", acks.len());
     let committed = writer::committed_ids(&ports, &password).await;
-    assert!(writer::overlapping(&acks).is_empty(), "two servers acknowledged writes in overlapping time");
+    writer::assert_no_overlap(&acks, "the writer");
     let lost = writer::lost(&acks, &committed);
     // Asynchronous replication: losses are bounded by what was in flight at
     // the kill; reported here, bounded by the lag limit.
@@ -91,6 +91,7 @@ async fn killed_postgres_on_the_primary_is_restarted_in_place_without_failover()
     assert_eq!(after["epoch"], before["epoch"], "a failover happened: {after}");
     assert_eq!(members(&after)[primary as usize - 1]["timeline"], timeline);
     assert!(c.log(primary).contains("start-primary epoch=1 because primary-down-restart-in-place"), "{}", logs(&c));
+    haraft_testkit::check::report("kill-9-primary-postgres", None, 0, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -116,9 +117,12 @@ async fn frozen_primary_agent_is_fenced_by_its_guard_before_a_new_epoch() {
     let healed = wait_normal(&c, "the thawed node rejoining").await;
     assert_ne!(primary_id(&healed), Some(old));
     let acks = w.stop().await;
-    assert!(writer::overlapping(&acks).is_empty(), "two servers acknowledged writes in overlapping time");
+    writer::assert_no_overlap(&acks, "the writer");
     let committed = writer::committed_ids(&ports, &password).await;
-    eprintln!("frozen agent: lost {} of {} acknowledged writes", writer::lost(&acks, &committed).len(), acks.len());
+    let lost = writer::lost(&acks, &committed).len();
+    eprintln!("frozen agent: lost {lost} of {} acknowledged writes", acks.len());
+    let promotions = healed["epoch"].as_u64().unwrap_or(1) - 1;
+    haraft_testkit::check::report("frozen-primary-agent (async)", writer::longest_switch_gap(&acks), lost, promotions);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -222,12 +226,14 @@ async fn synchronous_mode_loses_no_acknowledged_write_through_failover_and_stand
     let committed = writer::committed_ids(&ports, &password).await;
     let lost = writer::lost(&acks, &committed);
     assert!(lost.is_empty(), "synchronous mode lost {} acknowledged writes: {lost:?}", lost.len());
-    assert!(writer::overlapping(&acks).is_empty(), "two servers acknowledged writes in overlapping time");
+    writer::assert_no_overlap(&acks, "the writer");
     let block = writer::longest_gap(&acks).unwrap_or_default();
     eprintln!(
         "synchronous mode: {} acknowledged writes, none lost; longest pause between acknowledgements {block:?}",
         acks.len()
     );
+    let gap = writer::switch_gap(&acks, ports[first as usize - 1]);
+    haraft_testkit::check::report("kill-9-primary-host-then-sync-standby-host (sync)", gap, 0, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -248,9 +254,15 @@ async fn frozen_primary_host_acknowledges_nothing_after_the_new_epoch_in_synchro
     let acks = w.stop().await;
     let committed = writer::committed_ids(&ports, &password).await;
     let lost = writer::lost(&acks, &committed);
-    assert!(writer::overlapping(&acks).is_empty(), "the thawed old primary acknowledged writes after the new epoch");
+    writer::assert_no_overlap(&acks, "frozen primary host");
     assert!(lost.is_empty(), "lost acknowledged writes: {lost:?}");
     eprintln!("frozen host: {} acknowledged writes, none lost, no overlap", acks.len());
+    haraft_testkit::check::report(
+        "frozen-primary-host (sync)",
+        writer::switch_gap(&acks, ports[old as usize - 1]),
+        0,
+        1,
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

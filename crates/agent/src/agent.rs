@@ -191,7 +191,17 @@ pub async fn start(config: Config, listener: Option<tokio::net::TcpListener>) ->
     // A pristine store joins the static membership. Every listed member
     // may do this: openraft accepts the same initial membership from
     // several nodes, and a node with any Raft state skips it.
-    if !raft.is_initialized().await.context("reading raft state")? {
+    let initialized = raft.is_initialized().await.context("reading raft state")?;
+    if !initialized && config.join {
+        tracing::info!(
+            node = %config.node_name,
+            "node.join = true: waiting to be added; on a member run: haraftctl member add {} --id {} --address {}",
+            config.node_name,
+            config.node.0,
+            config.member(config.node).map_or("?", |m| m.address.as_str())
+        );
+    }
+    if !initialized && !config.join {
         let members: BTreeMap<u64, RaftNode> = config
             .members
             .iter()

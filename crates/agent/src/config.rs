@@ -132,6 +132,8 @@ struct RawNode {
     id: u64,
     data_dir: PathBuf,
     listen: Option<String>,
+    #[serde(default)]
+    join: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -233,6 +235,9 @@ pub struct Config {
     /// As written; relative paths resolve against the working directory.
     pub data_dir: PathBuf,
     pub members: Vec<Member>,
+    /// Joins a running cluster (`haraftctl member add`) instead of forming
+    /// one from `members`: never initializes Raft.
+    pub join: bool,
     pub timing: Timing,
     pub raft: RaftTiming,
     pub log_level: String,
@@ -373,16 +378,7 @@ pub enum ConfigError {
     TooSmall { key: &'static str, value: u64, min: u64 },
 }
 
-fn valid_name(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 64 && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-}
-
-fn host_port(s: &str) -> bool {
-    match s.rsplit_once(':') {
-        Some((host, port)) => !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p != 0),
-        None => false,
-    }
-}
+use haraft_core::ids::{is_host_port as host_port, valid_name};
 
 /// Reads and validates a config file.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -605,6 +601,7 @@ fn validate(raw: RawConfig, base: &Path, getenv: &dyn Fn(&str) -> Option<String>
         cluster: raw.cluster.name,
         node: NodeId(raw.node.id),
         node_name: me.name.clone(),
+        join: raw.node.join,
         listen,
         data_dir: raw.node.data_dir,
         members: raw

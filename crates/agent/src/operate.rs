@@ -5,11 +5,16 @@
 
 use crate::shared::{ProposeError, Shared};
 use haraft_core::ops::{
-    CandidateCheck, OperateReply, OperateRequest, Order, Request, Seen, SeenAll, apply_config_changes, check_switchover,
+    CandidateCheck, OperateReply, OperateRequest, Order, Request, Seen, SeenAll, apply_config_changes,
+    check_add_member, check_remove_member, check_switchover,
 };
 use haraft_core::plan::check_failover;
 use haraft_core::{ClusterState, Command, Effect, NodeId, Outcome};
+use haraft_raft::types::RaftNode;
+use openraft::ChangeMembers;
+use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::time::Duration;
 
 fn now_unix_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
@@ -35,6 +40,12 @@ pub async fn operate(shared: &Arc<Shared>, request: OperateRequest) -> OperateRe
         .filter_map(|(id, r)| r.ok().map(|p| (id, Seen { lease_valid_for_ms: p.lease_valid_for_ms, db: p.db })))
         .collect();
     let state = shared.state();
+    if let Request::AddMember { id, name, address } = &request.request {
+        return add_member(shared, &state, *id, name, address, request.dry_run).await.unwrap_or_else(refuse);
+    }
+    if let Request::RemoveMember { node } = &request.request {
+        return remove_member(shared, &state, &seen, node, request.dry_run).await.unwrap_or_else(refuse);
+    }
     let mut reply = OperateReply::default();
     let order = match decide(&state, &seen, &request.request, &mut reply) {
         Ok(order) => order,
@@ -62,6 +73,120 @@ pub async fn operate(shared: &Arc<Shared>, request: OperateRequest) -> OperateRe
         )),
         Err(e) => refuse(format!("not committed: {e}")),
     }
+}
+
+/// How long a new member may take to catch up with the Raft log before
+/// it becomes a voter.
+const LEARNER_CATCH_UP: Duration = Duration::from_secs(8);
+
+/// `member add`: a learner first (it receives the log without voting),
+/// a voter once it has caught up. Run again for a member left a learner,
+/// it finishes the job.
+async fn add_member(
+    shared: &Arc<Shared>,
+    state: &ClusterState,
+    id: u64,
+    name: &str,
+    address: &str,
+    dry_run: bool,
+) -> Result<OperateReply, String> {
+    let membership = shared.metrics().membership_config.membership().clone();
+    let voters: BTreeSet<u64> = membership.voter_ids().collect();
+    let learner = state.members.get(&NodeId(id)).filter(|m| m.name == name && m.address == address);
+    let resume = learner.is_some() && !voters.contains(&id);
+    if learner.is_some() && !resume {
+        return Err(format!("{name} (id {id}) is a voting member already"));
+    }
+    if !resume {
+        check_add_member(state, id, name, address)?;
+    }
+    let mut reply = OperateReply {
+        message: format!("add {name} (id {id}) at {address}: a learner until it has caught up, then a voter"),
+        ..OperateReply::default()
+    };
+    if dry_run {
+        return Ok(reply);
+    }
+    let bound = shared.write_timeout();
+    let raft_err = |e: String| format!("membership not changed: {e}");
+    let index = if resume {
+        shared.metrics().last_log_index.unwrap_or(0)
+    } else {
+        let node = RaftNode { name: name.to_string(), address: address.to_string() };
+        match tokio::time::timeout(bound, shared.raft.add_learner(id, node, false)).await {
+            Ok(Ok(resp)) => resp.log_id.index,
+            Ok(Err(e)) => return Err(raft_err(e.to_string())),
+            Err(_) => {
+                return Err(format!(
+                    "adding {name} as a learner was not committed within {bound:?}: check haraftctl status before asking again"
+                ));
+            }
+        }
+    };
+    let start = tokio::time::Instant::now();
+    loop {
+        let matched = shared.metrics().replication.and_then(|r| r.get(&id).cloned().flatten()).map(|l| l.index);
+        if matched.is_some_and(|m| m >= index) {
+            break;
+        }
+        if start.elapsed() > LEARNER_CATCH_UP {
+            return Err(format!(
+                "{name} was added as a learner (non-voting) but has not caught up within {} s: start its agent (node.join = true, listening at {address}), then run haraftctl member add again to make it a voter, or haraftctl member remove {name}",
+                LEARNER_CATCH_UP.as_secs()
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let change = ChangeMembers::AddVoterIds(BTreeSet::from([id]));
+    match tokio::time::timeout(bound * 2, shared.raft.change_membership(change, false)).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => return Err(raft_err(e.to_string())),
+        Err(_) => {
+            return Err(format!(
+                "making {name} a voter was not committed within {:?}: check haraftctl status",
+                bound * 2
+            ));
+        }
+    }
+    tracing::info!(member = %name, id, %address, "member added");
+    reply.accepted = true;
+    reply.message = format!(
+        "{name} is a voting member now; its agent copies the database from the primary and streams (haraftctl status)"
+    );
+    Ok(reply)
+}
+
+/// `member remove`: out of the Raft group (voter or learner) and so out of
+/// the cluster's members; its agent stops its PostgreSQL when it learns it.
+async fn remove_member(
+    shared: &Arc<Shared>,
+    state: &ClusterState,
+    seen: &SeenAll,
+    name: &str,
+    dry_run: bool,
+) -> Result<OperateReply, String> {
+    let node = resolve(state, name)?;
+    check_remove_member(state, seen, node)?;
+    let mut reply =
+        OperateReply { message: format!("remove {name} (id {node}) from the cluster"), ..OperateReply::default() };
+    if dry_run {
+        return Ok(reply);
+    }
+    let voter = shared.metrics().membership_config.membership().voter_ids().any(|v| v == node.0);
+    let ids = BTreeSet::from([node.0]);
+    let change = if voter { ChangeMembers::RemoveVoters(ids) } else { ChangeMembers::RemoveNodes(ids) };
+    let bound = shared.write_timeout() * 2;
+    match tokio::time::timeout(bound, shared.raft.change_membership(change, false)).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => return Err(format!("membership not changed: {e}")),
+        Err(_) => return Err(format!("removing {name} was not committed within {bound:?}: check haraftctl status")),
+    }
+    tracing::info!(member = %name, id = node.0, "member removed");
+    reply.accepted = true;
+    reply.message = format!(
+        "{name} removed: stop its agent (it stops its PostgreSQL once it learns of the removal); never reuse id {node}"
+    );
+    Ok(reply)
 }
 
 /// The order a request resolves to, with the plan filled into `reply`
@@ -171,6 +296,9 @@ fn decide(state: &ClusterState, seen: &SeenAll, request: &Request, reply: &mut O
         Request::Resume => {
             reply.message = "resume automatic failover and actions".into();
             Ok(Order::Resume)
+        }
+        Request::AddMember { .. } | Request::RemoveMember { .. } => {
+            Err("membership changes are not orders: this agent could not handle the request".into())
         }
         Request::SetConfig { changes } => {
             let current = state.config.expect("checked above");

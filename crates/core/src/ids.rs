@@ -22,6 +22,19 @@ pub struct RenewalSeq(pub u64);
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
 pub struct BootTime(pub u64);
 
+/// A cluster or member name: 1-64 letters, digits, '-', '_' or '.'.
+pub fn valid_name(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 64 && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+/// `host:port` with a non-empty host and a port from 1 to 65535.
+pub fn is_host_port(s: &str) -> bool {
+    match s.rsplit_once(':') {
+        Some((host, port)) => !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p != 0),
+        None => false,
+    }
+}
+
 impl BootTime {
     pub fn plus_ms(self, ms: u64) -> BootTime {
         BootTime(self.0.saturating_add(ms))

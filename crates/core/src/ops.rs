@@ -10,7 +10,7 @@
 
 use crate::db::{DbPosition, DbStatus};
 use crate::ids::{Epoch, NodeId};
-use crate::state::ClusterState;
+use crate::state::{ClusterState, Member, Operation};
 use crate::timing::{Policy, Timing};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -69,6 +69,18 @@ pub enum Request {
     /// `KEY=VALUE` pairs, e.g. `failover.synchronous_mode=true`.
     SetConfig {
         changes: Vec<(String, String)>,
+    },
+    /// Add a member (its agent runs with `node.join = true`): a Raft
+    /// learner that catches up, then a voter.
+    AddMember {
+        id: u64,
+        name: String,
+        /// host:port of its gRPC listener.
+        address: String,
+    },
+    /// Remove a member from the Raft group and the cluster.
+    RemoveMember {
+        node: String,
     },
 }
 
@@ -584,4 +596,97 @@ mod tests {
         assert!(e.contains("expected true or false"), "{e}");
         assert!(apply_config_changes(t, p, &[]).is_err());
     }
+}
+
+/// `haraftctl member add`, checked against the state: the member to add,
+/// or why not. Ids are never reused: a removed member's id still names its
+/// old data directory and history.
+pub fn check_add_member(state: &ClusterState, id: u64, name: &str, address: &str) -> Result<Member, String> {
+    if id == 0 {
+        return Err("member id 0 is not valid: use an id of at least 1 that no member ever had".into());
+    }
+    if let Some(m) = state.members.get(&NodeId(id)) {
+        return Err(format!("id {id} is {}'s: pick an id no member ever had", m.name));
+    }
+    let was_member = state.history.iter().any(|h| match &h.event {
+        crate::state::HistoryEvent::MembersChanged { members } => members.contains(&NodeId(id)),
+        _ => false,
+    });
+    if was_member {
+        return Err(format!("id {id} belonged to a member removed earlier: ids are never reused; pick another id"));
+    }
+    if !crate::ids::valid_name(name) {
+        return Err(format!("member name {name:?} is not valid: use 1-64 letters, digits, '-', '_' or '.'"));
+    }
+    if state.members.values().any(|m| m.name == name) {
+        return Err(format!("a member is already named {name:?}: pick another name"));
+    }
+    if !crate::ids::is_host_port(address) {
+        return Err(format!("address {address:?} is not host:port: give the new agent's gRPC address"));
+    }
+    if let Some(m) = state.members.values().find(|m| m.address == address) {
+        return Err(format!("{} already has address {address}: give the new agent's own address", m.name));
+    }
+    Ok(Member { id: NodeId(id), name: name.to_string(), address: address.to_string() })
+}
+
+/// `haraftctl member remove`, checked against the state and fresh probes
+/// (`seen`): `Ok` when `node` may leave, else why not and what to do.
+/// A lease holder that did not answer (a dead primary host) may be
+/// removed: removal does not shorten its lease (its renewals are refused
+/// from then on and the lease lapses on the leader's timer as usual).
+pub fn check_remove_member(state: &ClusterState, seen: &SeenAll, node: NodeId) -> Result<(), String> {
+    let name = |id: NodeId| state.member_name(id).unwrap_or("?").to_string();
+    if !state.members.contains_key(&node) {
+        return Err(format!("node id {node} is not a member"));
+    }
+    if state.members.len() == 1 {
+        return Err(format!("{} is the only member: a cluster cannot remove its last member", name(node)));
+    }
+    let holder_valid = |id: NodeId| seen.get(&id).is_some_and(|s| s.lease_valid_for_ms.is_some());
+    if let Some(lease) = state.lease
+        && lease.holder == node
+        && holder_valid(node)
+    {
+        return Err(format!(
+            "{} is the primary and holds a valid lease at epoch {}: switch over first (haraftctl switchover --from {})",
+            name(node),
+            lease.epoch,
+            name(node)
+        ));
+    }
+    if let Some(op) = &state.operation {
+        let involved = match op {
+            Operation::Failover { .. } => false,
+            Operation::ManualFailover { to, .. } => *to == node,
+            Operation::Switchover(s) => s.from == node || s.to == node,
+        };
+        if involved {
+            return Err(format!(
+                "{} takes part in the {}: wait for it to end (haraftctl status)",
+                name(node),
+                describe_operation(state, op)
+            ));
+        }
+    }
+    if let Some(s) = state.scheduled.as_ref().filter(|s| s.from == node || s.to == node) {
+        return Err(format!(
+            "{} takes part in scheduled switchover {}: cancel it first (haraftctl switchover --cancel)",
+            name(node),
+            s.id
+        ));
+    }
+    if state.tasks.contains_key(&node) {
+        return Err(format!("{} has an operator task pending: wait for it (haraftctl status)", name(node)));
+    }
+    let keeps_writes =
+        state.synchronous.contains(&node) || state.synchronous_fallback.as_ref().is_some_and(|f| f.contains(&node));
+    let live_primary = state.lease.is_some_and(|l| l.holder != node && holder_valid(l.holder));
+    if state.policy.synchronous_mode && keeps_writes && !live_primary {
+        return Err(format!(
+            "{} is a synchronous standby and no primary holds a valid lease: it may be the only member with every acknowledged write; remove it after the failover",
+            name(node)
+        ));
+    }
+    Ok(())
 }

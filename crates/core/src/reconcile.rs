@@ -174,6 +174,7 @@ pub enum Reason {
     SwitchoverRejoined,
     ManualFailoverRequested,
     ClaimSynchronousSet,
+    NotAMember,
 }
 
 pub fn reconcile(input: &ReconcileInput) -> (Action, Reason) {
@@ -197,6 +198,15 @@ pub fn reconcile(input: &ReconcileInput) -> (Action, Reason) {
         if matches!(input.lease, MyLease::None) || (input.lease == MyLease::Pending && !waiting) {
             return (Action::Stop { immediate: true }, Reason::PrimaryWithoutLease);
         }
+    }
+
+    // Not a member (any more): a removed member stops its database and
+    // takes no part; a joining one waits here until it is added.
+    if state.config.is_some() && !state.members.contains_key(&me) {
+        if db.running {
+            return (Action::Stop { immediate: false }, Reason::NotAMember);
+        }
+        return (Action::Idle, Reason::NotAMember);
     }
 
     if let (Some(expected), Some(found)) = (state.system_identifier, db.system_identifier)
@@ -610,6 +620,7 @@ impl fmt::Display for Reason {
             Reason::TimelineHistoryChanged => write!(f, "timeline-history-changed"),
             Reason::Diverged => write!(f, "diverged-from-primary-timeline-history"),
             Reason::Paused => write!(f, "paused"),
+            Reason::NotAMember => write!(f, "not-a-member-of-the-cluster"),
             Reason::OperatorTask => write!(f, "operator-task"),
             Reason::SwitchoverMovingSyncToTarget => write!(f, "switchover-moving-synchronous-set-to-target"),
             Reason::SwitchoverStopping => write!(f, "switchover-stopping-old-primary"),

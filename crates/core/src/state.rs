@@ -349,6 +349,11 @@ impl ClusterState {
                 Ok(())
             }
             Command::Renew { holder, epoch, renewal, .. } | Command::Lapse { holder, epoch, renewal, .. } => {
+                // A removed member's lease is renewed no more: it lapses on
+                // the leader's timer like any other (never earlier).
+                if matches!(command, Command::Renew { .. }) && !self.members.contains_key(holder) {
+                    return Err(Rejected::UnknownMember { node: *holder });
+                }
                 let lease = self.held_by(*holder, *epoch)?;
                 if *renewal != lease.renewal {
                     return Err(Rejected::StaleRenewal { proposed: *renewal, current: lease.renewal });

@@ -140,6 +140,11 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Add or remove a member of the cluster (Raft group and database).
+    Member {
+        #[command(subcommand)]
+        command: MemberCommand,
+    },
     /// Follow operation ID (from the history) until it ends.
     Follow {
         id: u64,
@@ -161,6 +166,37 @@ enum ConfigCommand {
     Set {
         #[arg(required = true, value_name = "KEY=VALUE")]
         changes: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum MemberCommand {
+    /// Add a member whose agent runs with node.join = true: it receives the
+    /// Raft log as a learner, becomes a voter once caught up, then copies
+    /// the database from the primary and streams. Run again to finish an
+    /// add that left it a learner.
+    Add {
+        /// Its name (as in its config's [[member]] entry).
+        name: String,
+        /// Its id: one no member of this cluster ever had.
+        #[arg(long)]
+        id: u64,
+        /// host:port of its agent's gRPC listener.
+        #[arg(long, value_name = "HOST:PORT")]
+        address: String,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Remove a member. Refused for a primary that holds a valid lease
+    /// (switch over first), a member taking part in an operation, and in
+    /// synchronous mode for a synchronous standby while no primary holds a
+    /// lease. Its agent stops its PostgreSQL once it learns of it.
+    Remove {
+        name: String,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -222,6 +258,14 @@ fn main() -> ExitCode {
         }
         Command::Restart { name, force, wait } => {
             runtime.block_on(operate::run(endpoints, timeout, Request::Restart { node: name }, !force, secs(wait)))
+        }
+        Command::Member { command: MemberCommand::Add { name, id, address, force } } => {
+            let request = Request::AddMember { id, name, address };
+            runtime.block_on(operate::run(endpoints, timeout, request, !force, secs(0)))
+        }
+        Command::Member { command: MemberCommand::Remove { name, force } } => {
+            let request = Request::RemoveMember { node: name };
+            runtime.block_on(operate::run(endpoints, timeout, request, !force, secs(0)))
         }
         Command::Pause => runtime.block_on(operate::run(endpoints, timeout, Request::Pause, false, secs(30))),
         Command::Resume => runtime.block_on(operate::run(endpoints, timeout, Request::Resume, false, secs(30))),

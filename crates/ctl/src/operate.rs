@@ -110,6 +110,11 @@ pub async fn run(
         }
         return Ok(Ended::Failed(format!("refused: {}", reply.message)));
     }
+    if matches!(request, Request::AddMember { .. } | Request::RemoveMember { .. }) {
+        // Done when accepted: the membership change has committed.
+        println!("{}", reply.message);
+        return Ok(Ended::Done);
+    }
     let Some(id) = reply.id else {
         return Ok(Ended::Failed("the agent accepted the request without an operation id".into()));
     };

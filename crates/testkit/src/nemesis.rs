@@ -151,9 +151,12 @@ pub async fn run(seed: u64, seconds: u64, synchronous: bool) -> Report {
     let committed = writer::committed_ids(&ports, &password).await;
     report.acknowledged = acks.len();
     report.lost = writer::lost(&acks, &committed).len();
-    report.overlapping = !writer::overlapping(&acks).is_empty();
+    let overlaps = writer::overlapping(&acks);
+    report.overlapping = !overlaps.is_empty();
     if report.overlapping {
-        report.violations.push("two servers acknowledged writes in overlapping time".into());
+        report
+            .violations
+            .push(format!("two primaries acknowledged writes in overlapping time: {}", overlaps.join("; ")));
     }
     if synchronous && report.lost > 0 {
         report.violations.push(format!("{} acknowledged writes lost in synchronous mode", report.lost));

@@ -12,6 +12,9 @@ pub struct Ack {
     pub id: i64,
     /// The port of the server that acknowledged the commit.
     pub port: u16,
+    /// The server's timeline when it took the write: every promotion
+    /// starts a new one, so (port, timeline) names one primary's tenure.
+    pub timeline: u32,
     pub at: Instant,
 }
 
@@ -67,11 +70,16 @@ impl Writer {
                 let id = next_id;
                 next_id += 1;
                 let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&id];
-                let insert = cl.query_one("INSERT INTO writes (id) VALUES ($1) RETURNING inet_server_port()", &params);
+                let insert = cl.query_one(
+                    "INSERT INTO writes (id) VALUES ($1) \
+                     RETURNING inet_server_port(), substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8)",
+                    &params,
+                );
                 match tokio::time::timeout(Duration::from_secs(2), insert).await {
                     Ok(Ok(row)) => {
                         let port: i32 = row.get(0);
-                        acks.push(Ack { id, port: port as u16, at: Instant::now() });
+                        let timeline = u32::from_str_radix(row.get::<_, &str>(1), 16).expect("a WAL file name");
+                        acks.push(Ack { id, port: port as u16, timeline, at: Instant::now() });
                         tokio::time::sleep(every).await;
                     }
                     // Unacknowledged: it may or may not have committed;
@@ -108,24 +116,43 @@ pub fn lost(acks: &[Ack], committed: &[i64]) -> Vec<i64> {
     acks.iter().map(|a| a.id).filter(|id| !have.contains(id)).collect()
 }
 
-/// Servers that acknowledged writes in overlapping time: in acknowledgement
-/// order, each server must appear in one contiguous run. Returns the ports
-/// that came back after another server had acknowledged.
-pub fn overlapping(acks: &[Ack]) -> Vec<u16> {
+/// Primaries that acknowledged writes in overlapping time. A tenure is a
+/// (server, timeline): every promotion starts a new timeline, and a server
+/// may be primary again later on a newer one. In acknowledgement order
+/// each tenure must be one contiguous run and timelines never go back.
+/// Returns, in words, every tenure that broke this.
+pub fn overlapping(acks: &[Ack]) -> Vec<String> {
     let mut sorted: Vec<&Ack> = acks.iter().collect();
     sorted.sort_by_key(|a| a.at);
     let mut seen = std::collections::BTreeSet::new();
     let mut bad = Vec::new();
-    let mut current = None;
+    let mut current: Option<(u16, u32)> = None;
     for a in sorted {
-        if current != Some(a.port) {
-            if !seen.insert(a.port) {
-                bad.push(a.port);
-            }
-            current = Some(a.port);
+        let tenure = (a.port, a.timeline);
+        if current == Some(tenure) {
+            continue;
         }
+        if !seen.insert(tenure) {
+            bad.push(format!(
+                "port {} on timeline {} acknowledged id {} again after another primary",
+                a.port, a.timeline, a.id
+            ));
+        } else if let Some((port, timeline)) = current.filter(|(_, t)| *t > a.timeline) {
+            bad.push(format!(
+                "port {} on timeline {} acknowledged id {} after port {port} on newer timeline {timeline}",
+                a.port, a.timeline, a.id
+            ));
+        }
+        current = Some(tenure);
     }
     bad
+}
+
+/// Fails (naming every offending tenure) when primaries acknowledged
+/// writes in overlapping time; `what` says which run.
+pub fn assert_no_overlap(acks: &[Ack], what: &str) {
+    let bad = overlapping(acks);
+    assert!(bad.is_empty(), "{what}: two primaries acknowledged writes in overlapping time: {}", bad.join("; "));
 }
 
 /// The gap between the last acknowledgement by `old` and the first by any
@@ -134,6 +161,14 @@ pub fn switch_gap(acks: &[Ack], old: u16) -> Option<Duration> {
     let last_old = acks.iter().filter(|a| a.port == old).map(|a| a.at).max()?;
     let first_new = acks.iter().filter(|a| a.port != old && a.at > last_old).map(|a| a.at).min()?;
     Some(first_new - last_old)
+}
+
+/// The longest of the gaps at every change of acknowledging server (each
+/// an old primary's last acknowledgement to the next primary's first).
+pub fn longest_switch_gap(acks: &[Ack]) -> Option<Duration> {
+    let mut sorted: Vec<&Ack> = acks.iter().collect();
+    sorted.sort_by_key(|a| a.at);
+    sorted.windows(2).filter(|w| w[0].port != w[1].port).map(|w| w[1].at - w[0].at).max()
 }
 
 /// The longest pause between two consecutive acknowledgements: how long
@@ -151,14 +186,32 @@ mod tests {
     #[test]
     fn checkers() {
         let t0 = Instant::now();
-        let ack = |id, port, ms| Ack { id, port, at: t0 + Duration::from_millis(ms) };
+        let ack = |id, port, ms| Ack {
+            id,
+            port,
+            timeline: if port == 5001 { 1 } else { 2 },
+            at: t0 + Duration::from_millis(ms),
+        };
         let acks = vec![ack(1, 5001, 0), ack(2, 5001, 10), ack(4, 5002, 500), ack(5, 5002, 510)];
         assert!(overlapping(&acks).is_empty());
         assert_eq!(switch_gap(&acks, 5001), Some(Duration::from_millis(490)));
         assert_eq!(lost(&acks, &[1, 2, 4]), vec![5]);
         assert_eq!(longest_gap(&acks), Some(Duration::from_millis(490)));
+        let mut two = acks.clone();
+        two.extend([ack(7, 5003, 1500), ack(8, 5003, 1510)]);
+        assert_eq!(longest_switch_gap(&two), Some(Duration::from_millis(990)));
+        assert_eq!(longest_switch_gap(&acks[..2]), None);
+        // The old primary acknowledging again on its old timeline: overlap.
         let mut bad = acks.clone();
         bad.push(ack(6, 5001, 520));
-        assert_eq!(overlapping(&bad), vec![5001]);
+        assert_eq!(overlapping(&bad).len(), 1, "{:?}", overlapping(&bad));
+        // The old primary promoted again later (a newer timeline): fine.
+        let mut back = acks.clone();
+        back.push(Ack { id: 6, port: 5001, timeline: 3, at: t0 + Duration::from_millis(900) });
+        assert!(overlapping(&back).is_empty(), "{:?}", overlapping(&back));
+        // A newer tenure's server acknowledged, then an older timeline.
+        let mut older = vec![ack(1, 5002, 0)];
+        older.push(Ack { id: 2, port: 5003, timeline: 1, at: t0 + Duration::from_millis(10) });
+        assert_eq!(overlapping(&older).len(), 1, "{:?}", overlapping(&older));
     }
 }
