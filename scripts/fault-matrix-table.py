@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Aggregates the logs of scripts/fault-matrix.sh into a markdown table.
 
-    scripts/fault-matrix-table.py LOGDIR RUNS FILTER > docs/fault-matrix.md
+    scripts/fault-matrix-table.py LOGDIR RUNS FILTER COMMIT > docs/fault-matrix.md
 
 Each log is one `cargo nextest run --no-capture` of the scenarios; a
 scenario's FAULT-REPORT lines come before its PASS/FAIL line.
@@ -14,9 +14,10 @@ import platform
 import re
 import sys
 
-logs, runs, flt = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+logs, runs, flt, commit = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
 rows = {}
-for path in sorted(glob.glob(f"{logs}/run*.log")):
+done = sorted(glob.glob(f"{logs}/run*.log"))
+for path in done:
     pending = []
     for line in open(path, errors="replace"):
         m = re.search(r"FAULT-REPORT (\{.*\})", line)
@@ -40,15 +41,17 @@ for path in sorted(glob.glob(f"{logs}/run*.log")):
 
 print("# Fault matrix results\n")
 print(
-    f"Written by `scripts/fault-matrix.sh {runs}` on {datetime.date.today()} "
-    f"({platform.machine()}, {os.cpu_count()} cores), nextest filter `{flt}`."
+    f"Written by `scripts/fault-matrix.sh {runs}` on {datetime.date.today()} at commit {commit} "
+    f"({platform.machine()}, {os.cpu_count()} cores): {len(done)} rounds of the nextest filter `{flt}`."
 )
 print(
-    "Each scenario is one test of `tests/faults.rs`: real agents and PostgreSQL 15, every link between nodes "
-    "through a chaos proxy, a writer every 10 ms; every run checks that no two servers acknowledged writes in "
-    "overlapping time, that no acknowledged write was lost (synchronous mode), that the cluster converged to one "
-    "primary with every member streaming, and that no agent panicked. The fencing gap is from the old primary's "
-    "last acknowledged write to the new primary's first.\n"
+    "Each scenario is one test (`tests/faults.rs`, with every link between nodes through a chaos proxy; the fault "
+    "scenarios of `tests/postgres.rs`; the switchover crash points of `tests/operations.rs`): real agents and "
+    "PostgreSQL 15 under a writer; every run checks that no two primaries acknowledged writes in overlapping time "
+    "(tenures by server and timeline), that no acknowledged write was lost in synchronous mode (asynchronous "
+    "scenarios count what was lost), that the cluster converged to one primary with every member streaming, and "
+    "that no agent panicked. The fencing gap is from the old primary's last acknowledged write to the new primary's "
+    "first (the largest, for scenarios with several promotions).\n"
 )
 print("| scenario (test) | runs | failures | max fencing gap | acknowledged writes lost (all runs) | max promotions in a run |")
 print("| --- | --- | --- | --- | --- | --- |")

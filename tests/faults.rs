@@ -450,6 +450,83 @@ async fn wall_clock_jumps_on_the_primary_change_nothing() {
     report("wall-clock-jumps", None, out.lost.len(), 0);
 }
 
+/// The primary host dies; while the failover is pending (a 6 s lease, so
+/// that both changes land before it lapses) an operator adds a new member
+/// and removes the dead one. The failover completes among the members, the
+/// new member copies the database from the new primary and streams, and
+/// nothing acknowledged is lost (synchronous mode).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_added_and_the_dead_primary_removed_during_a_failover() {
+    let extra = format!("{SYNC}\n[lease]\nttl_ms = 6000\n");
+    let mut c = ProcCluster::with_postgres(3, &extra);
+    c.start_all();
+    let first = primary_id(&converged(&mut c, "bootstrap").await).unwrap();
+    let new = c.add_joining_node(&extra);
+    c.start(new);
+    let (name, first_name) = (format!("node{new}"), format!("node{first}"));
+    let address = c.addresses[new as usize - 1].clone();
+    let w = writer(&c).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    // Refused, changing nothing: the healthy primary, an id or address in
+    // use, a bad address, an unknown member.
+    let refused = |args: &[&str], text: &str| {
+        let (code, out, err) = c.ctl(args);
+        assert_eq!(code, 1, "{args:?} was not refused: {out}{err}");
+        assert!(err.contains(text), "{args:?}: expected {text:?} in: {err}");
+    };
+    refused(&["member", "remove", &first_name, "--force"], "switch over first");
+    refused(&["member", "add", &name, "--id", "1", "--address", &address, "--force"], "is node1's");
+    refused(&["member", "add", &name, "--id", &new.to_string(), "--address", "nowhere", "--force"], "not host:port");
+    refused(
+        &["member", "add", &name, "--id", &new.to_string(), "--address", &c.addresses[0].clone(), "--force"],
+        "already has address",
+    );
+    refused(&["member", "remove", "node9", "--force"], "unknown member");
+    assert_eq!(c.status().unwrap()["members"].as_array().unwrap().len(), 3);
+
+    c.kill_host(first);
+    let (code, out, err) = c.ctl(&["member", "add", &name, "--id", &new.to_string(), "--address", &address, "--force"]);
+    assert_eq!(code, 0, "member add: {out}{err}\n{}", logs(&c));
+    let (code, out, err) = c.ctl(&["member", "remove", &first_name, "--force"]);
+    assert_eq!(code, 0, "member remove: {out}{err}\n{}", logs(&c));
+    let during = c.status().expect("status");
+    eprintln!("membership changed at epoch {} ({})", during["epoch"], during["cluster_state"]);
+    assert_eq!(during["epoch"].as_u64(), Some(1), "the failover was decided before the changes: {during}");
+
+    let end = converged(&mut c, "the new member streaming from the new primary").await;
+    let ids: Vec<u64> = end["members"].as_array().unwrap().iter().filter_map(|m| m["id"].as_u64()).collect();
+    assert!(!ids.contains(&first) && ids.contains(&new) && ids.len() == 3, "members {ids:?}: {end}");
+    assert_ne!(primary_id(&end), Some(first));
+    assert_eq!(end["epoch"].as_u64(), Some(2), "{end}");
+
+    // A live replica removed (not the synchronous standby): its agent
+    // stops its PostgreSQL; the other two carry on.
+    let gone = end["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["role"] != "primary" && m["synchronous"] != true)
+        .and_then(|m| m["id"].as_u64())
+        .expect("a non-synchronous replica");
+    let (code, out, err) = c.ctl(&["member", "remove", &format!("node{gone}"), "--force"]);
+    assert_eq!(code, 0, "member remove of a live replica: {out}{err}");
+    haraft_testkit::wait_for("the removed member's PostgreSQL stopped", LIMIT, || {
+        haraft_db::procs::server_pids(&c.pgdata(gone)).is_empty().then_some(())
+    })
+    .await;
+    let two = converged(&mut c, "two members left").await;
+    assert_eq!(two["members"].as_array().unwrap().len(), 2, "{two}");
+    assert!(c.log(gone).contains("not-a-member-of-the-cluster"), "{}", c.log(gone));
+
+    let out = finish(&c, w).await;
+    assert!(out.lost.is_empty(), "lost {} acknowledged writes in synchronous mode: {:?}", out.lost.len(), out.lost);
+    let changes = haraft_testkit::check::history(&c).iter().filter(|h| h["event"] == "members-changed").count();
+    assert!(changes >= 3, "expected the learner, joint and final membership in the history");
+    let gap = writer::switch_gap(&out.acks, c.pg.as_ref().unwrap().ports[first as usize - 1]);
+    report("member-add-remove-during-failover", gap, out.lost.len(), 1);
+}
+
 /// A partition that flaps: the primary of the moment is cut off from the
 /// others for 0.5-6 s, then the links heal for 0.3-3 s, over and over for
 /// `HARAFT_FLAP_SECONDS` (default 60; the long run in the README uses

@@ -380,7 +380,7 @@ async fn manual_failover_promotes_the_named_member_when_the_primary_is_gone() {
     assert_eq!(after["epoch"], 2, "{after}");
     let entries = operation(&c, id);
     assert_eq!(ended(&entries).as_deref(), Some("operation-done"), "{entries:?}");
-    let granted = history(&c).into_iter().filter(|h| h["event"] == "granted").last().unwrap();
+    let granted = history(&c).into_iter().rev().find(|h| h["event"] == "granted").unwrap();
     let why = granted["verdicts"][0]["why"].as_str().unwrap_or("").to_string();
     assert!(granted["node"] == name(chosen) && why.contains("chosen by the operator"), "{granted}");
     assert_eq!(c.ctl(&["resume"]).0, 0);

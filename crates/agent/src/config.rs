@@ -392,7 +392,12 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 pub fn parse(path: &str, text: &str) -> Result<Config, ConfigError> {
     let raw: RawConfig = toml::from_str(text).map_err(|e| {
         let line = e.span().map_or(0, |s| text[..s.start.min(text.len())].matches('\n').count() + 1);
-        ConfigError::Parse { path: path.to_string(), line, message: e.message().trim().replace('\n', " ") }
+        let mut message = e.message().trim().replace('\n', " ");
+        // Name the key: a type error alone does not say which one.
+        if let Some(written) = text.lines().nth(line.wrapping_sub(1)).map(str::trim).filter(|l| l.contains('=')) {
+            message = format!("{message} (in `{}`)", written.chars().take(80).collect::<String>());
+        }
+        ConfigError::Parse { path: path.to_string(), line, message }
     })?;
     let base = Path::new(path).parent().map(Path::to_path_buf).unwrap_or_default();
     validate(raw, &base, &|name| std::env::var(name).ok())
@@ -681,6 +686,10 @@ address = "127.0.0.1:7003"
         assert_eq!(c.raft, RaftTiming::default());
         assert_eq!(c.members.len(), 3);
         assert_eq!(c.raft_dir(), PathBuf::from("data/node2/raft"));
+        assert!(!c.join);
+        let joining = parse("test.toml", &BASE.replacen("[node]\n", "[node]\njoin = true\n", 1)).unwrap();
+        assert!(joining.join);
+        check_replaced("[node]\n", "[node]\njoin = \"yes\"\n", "join");
     }
 
     #[test]

@@ -560,44 +560,6 @@ impl OpOutcome {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn bytes_parse_with_units() {
-        assert_eq!(parse_bytes("1048576"), Some(1 << 20));
-        assert_eq!(parse_bytes("16MB"), Some(16 << 20));
-        assert_eq!(parse_bytes("16 MiB"), Some(16 << 20));
-        assert_eq!(parse_bytes("512kB"), Some(512 << 10));
-        assert_eq!(parse_bytes("1GB"), Some(1 << 30));
-        assert_eq!(parse_bytes("MB"), None);
-        assert_eq!(parse_bytes("12XB"), None);
-        assert_eq!(parse_bytes("-1"), None);
-    }
-
-    #[test]
-    fn config_changes_are_validated_with_the_numbers() {
-        let (t, p) = (Timing::default(), Policy::default());
-        let set = |k: &str, v: &str| apply_config_changes(t, p, &[(k.to_string(), v.to_string())]);
-        let (_, p2, said) = set("failover.maximum_lag_on_failover", "16MB").unwrap();
-        assert_eq!(p2.maximum_lag_on_failover_bytes, 16 << 20);
-        assert_eq!(said, "failover.maximum_lag_on_failover=16MB");
-        assert!(set("failover.synchronous_mode", "on").unwrap().1.synchronous_mode);
-        let e = set("lease.ttl_ms", "1000").unwrap_err();
-        assert!(e.contains("raise lease.ttl_ms to at least"), "{e}");
-        let e = set("postgresql.archive_command", "rm -rf /").unwrap_err();
-        assert!(e.contains("runs a shell command"), "{e}");
-        let e = set("restore_command", "x").unwrap_err();
-        assert!(e.contains("runs a shell command"), "{e}");
-        let e = set("lease.nope", "1").unwrap_err();
-        assert!(e.contains("unknown setting") && e.contains("lease.ttl_ms"), "{e}");
-        let e = set("failover.synchronous_mode", "maybe").unwrap_err();
-        assert!(e.contains("expected true or false"), "{e}");
-        assert!(apply_config_changes(t, p, &[]).is_err());
-    }
-}
-
 /// `haraftctl member add`, checked against the state: the member to add,
 /// or why not. Ids are never reused: a removed member's id still names its
 /// old data directory and history.
@@ -689,4 +651,42 @@ pub fn check_remove_member(state: &ClusterState, seen: &SeenAll, node: NodeId) -
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bytes_parse_with_units() {
+        assert_eq!(parse_bytes("1048576"), Some(1 << 20));
+        assert_eq!(parse_bytes("16MB"), Some(16 << 20));
+        assert_eq!(parse_bytes("16 MiB"), Some(16 << 20));
+        assert_eq!(parse_bytes("512kB"), Some(512 << 10));
+        assert_eq!(parse_bytes("1GB"), Some(1 << 30));
+        assert_eq!(parse_bytes("MB"), None);
+        assert_eq!(parse_bytes("12XB"), None);
+        assert_eq!(parse_bytes("-1"), None);
+    }
+
+    #[test]
+    fn config_changes_are_validated_with_the_numbers() {
+        let (t, p) = (Timing::default(), Policy::default());
+        let set = |k: &str, v: &str| apply_config_changes(t, p, &[(k.to_string(), v.to_string())]);
+        let (_, p2, said) = set("failover.maximum_lag_on_failover", "16MB").unwrap();
+        assert_eq!(p2.maximum_lag_on_failover_bytes, 16 << 20);
+        assert_eq!(said, "failover.maximum_lag_on_failover=16MB");
+        assert!(set("failover.synchronous_mode", "on").unwrap().1.synchronous_mode);
+        let e = set("lease.ttl_ms", "1000").unwrap_err();
+        assert!(e.contains("raise lease.ttl_ms to at least"), "{e}");
+        let e = set("postgresql.archive_command", "rm -rf /").unwrap_err();
+        assert!(e.contains("runs a shell command"), "{e}");
+        let e = set("restore_command", "x").unwrap_err();
+        assert!(e.contains("runs a shell command"), "{e}");
+        let e = set("lease.nope", "1").unwrap_err();
+        assert!(e.contains("unknown setting") && e.contains("lease.ttl_ms"), "{e}");
+        let e = set("failover.synchronous_mode", "maybe").unwrap_err();
+        assert!(e.contains("expected true or false"), "{e}");
+        assert!(apply_config_changes(t, p, &[]).is_err());
+    }
 }

@@ -485,7 +485,7 @@ fn holder_switchover(
                 let command = Command::SwitchoverPromoted { holder: me, epoch, id: s.id, at_unix_ms: 0 };
                 return Some((Action::Propose(command), Reason::SwitchoverPromoted));
             }
-            if db.is_running_standby() && !db.lsn.is_some_and(|l| l > last.lsn) {
+            if db.is_running_standby() && db.lsn.is_none_or(|l| l <= last.lsn) {
                 return Some((Action::Idle, Reason::SwitchoverWaitingForLastWal));
             }
             None

@@ -307,3 +307,49 @@ fn switchover_checks_name_every_candidate() {
     let down = check_switchover(&s, &without_primary, None, Some(n(2)), false, false);
     assert!(down.summary(&s).contains("the primary node1 did not answer"), "{}", down.summary(&s));
 }
+
+#[test]
+fn member_changes_are_checked_and_a_removed_holder_renews_no_more() {
+    use haraft_core::ops::{check_add_member, check_remove_member};
+    let mut s = cluster(Policy { synchronous_mode: true, ..Policy::default() });
+    // Adding: a fresh id, name and address only.
+    assert!(check_add_member(&s, 4, "node4", "10.0.0.4:7001").is_ok());
+    for (id, name, address, why) in [
+        (0, "node4", "10.0.0.4:7001", "id 0"),
+        (2, "node4", "10.0.0.4:7001", "is node2's"),
+        (4, "node2", "10.0.0.4:7001", "already named"),
+        (4, "no spaces", "10.0.0.4:7001", "not valid"),
+        (4, "node4", "10.0.0.4", "not host:port"),
+    ] {
+        let e = check_add_member(&s, id, name, address).unwrap_err();
+        assert!(e.contains(why), "{e}");
+    }
+
+    // Removing: the primary answering with a valid lease is refused; a
+    // synchronous standby while nobody holds a valid lease too.
+    let healthy = |ids: &[u64]| -> SeenAll {
+        ids.iter().map(|i| (n(*i), Seen { lease_valid_for_ms: (*i == 1).then_some(1000), db: standby(100) })).collect()
+    };
+    let e = check_remove_member(&s, &healthy(&[1, 2, 3]), n(1)).unwrap_err();
+    assert!(e.contains("switch over first"), "{e}");
+    assert!(check_remove_member(&s, &healthy(&[1, 2, 3]), n(3)).is_ok());
+    applied(&mut s, 7, Command::SetSynchronous { holder: n(1), epoch: Epoch(1), standbys: [n(2)].into() });
+    assert!(check_remove_member(&s, &healthy(&[1, 2, 3]), n(2)).is_ok(), "a live primary moves its set");
+    let e = check_remove_member(&s, &healthy(&[2, 3]), n(2)).unwrap_err();
+    assert!(e.contains("synchronous standby"), "{e}");
+    // The primary that did not answer (host dead) may be removed; from
+    // then on its renewals are refused, and its lease still lapses only by
+    // the leader's timer (a Lapse is accepted).
+    assert!(check_remove_member(&s, &healthy(&[2, 3]), n(1)).is_ok());
+    let members = (2..=3).map(|i| Member { id: n(i), name: format!("node{i}"), address: String::new() }).collect();
+    applied(&mut s, 8, Command::SetMembers { members });
+    assert_eq!(s.lease.map(|l| l.holder), Some(n(1)), "removal does not end a lease");
+    let renew = Command::Renew { holder: n(1), epoch: Epoch(1), renewal: RenewalSeq(1), position: None };
+    assert_eq!(rejected(&mut s, renew), Rejected::UnknownMember { node: n(1) });
+    applied(&mut s, 9, Command::Lapse { holder: n(1), epoch: Epoch(1), renewal: RenewalSeq(1), at_unix_ms: 0 });
+    assert_eq!(s.lease, None);
+    // A removed member's id is never reused.
+    let e = check_add_member(&s, 1, "node1b", "10.0.0.9:7001").unwrap_err();
+    assert!(e.contains("never reused"), "{e}");
+    assert!(check_remove_member(&s, &SeenAll::new(), n(1)).unwrap_err().contains("not a member"));
+}

@@ -403,3 +403,15 @@ fn a_replica_past_the_point_its_timeline_ended_is_rewound_at_once() {
     let (action, _) = run(&case(s, MyLease::Valid(E1), primary));
     assert!(matches!(action, Action::Propose(Command::SetForks { .. })), "{action}");
 }
+
+#[test]
+fn a_removed_member_stops_its_database_and_then_does_nothing() {
+    let mut state = cluster(Some(1), true);
+    let members = [1, 3].map(|i| Member { id: NodeId(i), name: format!("node{i}"), address: String::new() });
+    state.apply(7, &Command::SetMembers { members: members.to_vec() });
+    let streaming = db(true, Some(DbRole::Standby), Some("127.0.0.1:5401"));
+    let removed = case(state.clone(), MyLease::None, streaming);
+    assert_eq!(run(&removed), (Action::Stop { immediate: false }, Reason::NotAMember));
+    let stopped = case(state, MyLease::None, db(false, Some(DbRole::Standby), None));
+    assert_eq!(run(&stopped), (Action::Idle, Reason::NotAMember));
+}

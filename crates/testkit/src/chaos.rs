@@ -122,7 +122,7 @@ where
                     seed ^= seed << 13;
                     seed ^= seed >> 17;
                     seed ^= seed << 5;
-                    if seed % 4 == 0 {
+                    if seed.is_multiple_of(4) {
                         *byte ^= (seed >> 8) as u8 | 1;
                     }
                 }

@@ -71,6 +71,13 @@ pub struct PgNodes {
     pub run_as: Option<(u32, u32)>,
 }
 
+/// A test node's `[postgresql]` section: loopback port, the shared secrets.
+fn pg_section(port: u16) -> String {
+    format!(
+        "[postgresql]\nlisten = \"127.0.0.1:{port}\"\nsuperuser_password_file = \"secrets/superuser\"\nreplication_password_file = \"secrets/replication\"\n\n"
+    )
+}
+
 impl ProcCluster {
     /// Writes configs for `n` nodes (data dirs relative to the cluster dir,
     /// which is the agents' working directory) without starting them.
@@ -105,11 +112,9 @@ impl ProcCluster {
         c.nodes = (1..=n as u64)
             .map(|id| {
                 let config = dir.join(format!("node{id}.toml"));
-                let pg = format!(
-                    "[postgresql]\nlisten = \"127.0.0.1:{}\"\nsuperuser_password_file = \"secrets/superuser\"\nreplication_password_file = \"secrets/replication\"\n\n",
-                    pg_ports[id as usize - 1]
-                );
-                let text = node_config("test", id, Path::new(&format!("data/node{id}")), &addresses, &format!("{pg}{extra}"));
+                let pg = pg_section(pg_ports[id as usize - 1]);
+                let text =
+                    node_config("test", id, Path::new(&format!("data/node{id}")), &addresses, &format!("{pg}{extra}"));
                 std::fs::write(&config, text).expect("write config");
                 Node { id, config, log: dir.join(format!("node{id}.log")), child: None, groups: Vec::new() }
             })
@@ -117,6 +122,33 @@ impl ProcCluster {
         c.addresses = addresses;
         c.hand_to_database_user(pg_ports);
         c
+    }
+
+    /// Writes the config of one more node that joins the running cluster
+    /// (`node.join = true`: `haraftctl member add` makes it a member), with
+    /// its own PostgreSQL; returns its id (named `node{id}`). Not started.
+    pub fn add_joining_node(&mut self, extra: &str) -> u64 {
+        let id = self.nodes.len() as u64 + 1;
+        let ports = free_ports(2);
+        self.addresses.push(format!("127.0.0.1:{}", ports[0]));
+        let pg = self.pg.as_mut().expect("a postgres cluster");
+        pg.ports.push(ports[1]);
+        let text = node_config(
+            "test",
+            id,
+            Path::new(&format!("data/node{id}")),
+            &self.addresses,
+            &format!("{}{extra}", pg_section(ports[1])),
+        )
+        .replacen("[node]\n", "[node]\njoin = true\n", 1);
+        let config = self.dir.path().join(format!("node{id}.toml"));
+        std::fs::write(&config, text).expect("write config");
+        if let Some((uid, gid)) = pg.run_as {
+            std::os::unix::fs::chown(&config, Some(uid), Some(gid)).expect("chown config");
+        }
+        let log = self.dir.path().join(format!("node{id}.log"));
+        self.nodes.push(Node { id, config, log, child: None, groups: Vec::new() });
+        id
     }
 
     /// `with_postgres`, with every link between nodes (Raft/admin and
