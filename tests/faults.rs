@@ -509,6 +509,7 @@ async fn a_member_added_and_the_dead_primary_removed_during_a_failover() {
         .find(|m| m["role"] != "primary" && m["synchronous"] != true)
         .and_then(|m| m["id"].as_u64())
         .expect("a non-synchronous replica");
+    let log_before = c.log(gone).len();
     let (code, out, err) = c.ctl(&["member", "remove", &format!("node{gone}"), "--force"]);
     assert_eq!(code, 0, "member remove of a live replica: {out}{err}");
     haraft_testkit::wait_for("the removed member's PostgreSQL stopped", LIMIT, || {
@@ -517,7 +518,13 @@ async fn a_member_added_and_the_dead_primary_removed_during_a_failover() {
     .await;
     let two = converged(&mut c, "two members left").await;
     assert_eq!(two["members"].as_array().unwrap().len(), 2, "{two}");
-    assert!(c.log(gone).contains("not-a-member-of-the-cluster"), "{}", c.log(gone));
+    let since = c.log(gone).get(log_before..).unwrap_or_default().to_string();
+    assert!(since.contains("not-a-member-of-the-cluster"), "the removed agent did not say why it stopped:\n{since}");
+    let removal = haraft_testkit::check::history(&c).into_iter().rev().find(|h| {
+        h["event"] == "operation-requested"
+            && h["detail"].as_str().is_some_and(|d| d.contains(&format!("remove node{gone} from the cluster")))
+    });
+    assert!(removal.is_some_and(|h| h["by"].is_string()), "the removal is not in the history with who asked");
 
     let out = finish(&c, w).await;
     assert!(out.lost.is_empty(), "lost {} acknowledged writes in synchronous mode: {:?}", out.lost.len(), out.lost);

@@ -44,7 +44,7 @@ pub async fn operate(shared: &Arc<Shared>, request: OperateRequest) -> OperateRe
         return add_member(shared, &state, *id, name, address, request.dry_run).await.unwrap_or_else(refuse);
     }
     if let Request::RemoveMember { node } = &request.request {
-        return remove_member(shared, &state, &seen, node, request.dry_run).await.unwrap_or_else(refuse);
+        return remove_member(shared, &state, &seen, node, &request).await.unwrap_or_else(refuse);
     }
     let mut reply = OperateReply::default();
     let order = match decide(&state, &seen, &request.request, &mut reply) {
@@ -156,21 +156,33 @@ async fn add_member(
     Ok(reply)
 }
 
-/// `member remove`: out of the Raft group (voter or learner) and so out of
-/// the cluster's members; its agent stops its PostgreSQL when it learns it.
+/// `member remove`: first a committed order that makes it leave every
+/// decision (it is still a voter, so it learns of it and stops its
+/// PostgreSQL), then out of the Raft group (voter or learner). Run again
+/// when the second step did not commit: it resumes there.
 async fn remove_member(
     shared: &Arc<Shared>,
     state: &ClusterState,
     seen: &SeenAll,
     name: &str,
-    dry_run: bool,
+    request: &OperateRequest,
 ) -> Result<OperateReply, String> {
     let node = resolve(state, name)?;
     check_remove_member(state, seen, node)?;
     let mut reply =
         OperateReply { message: format!("remove {name} (id {node}) from the cluster"), ..OperateReply::default() };
-    if dry_run {
+    if request.dry_run {
         return Ok(reply);
+    }
+    if !state.leaving.contains(&node) {
+        let by = if request.by.trim().is_empty() { "unknown".to_string() } else { request.by.clone() };
+        let command = Command::Operator { order: Order::RemoveMember { node }, by, at_unix_ms: now_unix_ms() };
+        match shared.propose_here(command).await {
+            Ok(Outcome::Applied(Effect::Accepted { id })) => reply.id = Some(id),
+            Ok(Outcome::Applied(other)) => return Err(format!("unexpected effect {other:?}")),
+            Ok(Outcome::Rejected(r)) => return Err(format!("refused: {r}")),
+            Err(e) => return Err(format!("not committed: {e}; check haraftctl status before asking again")),
+        }
     }
     let voter = shared.metrics().membership_config.membership().voter_ids().any(|v| v == node.0);
     let ids = BTreeSet::from([node.0]);

@@ -154,6 +154,11 @@ pub enum Order {
         policy: Policy,
         changes: String,
     },
+    /// The member leaves: from now on it is no member for any decision
+    /// (`ClusterState::leaving`); the Raft membership change follows.
+    RemoveMember {
+        node: NodeId,
+    },
 }
 
 /// The steps of a switchover, each one committed.
@@ -601,6 +606,10 @@ pub fn check_remove_member(state: &ClusterState, seen: &SeenAll, node: NodeId) -
     let name = |id: NodeId| state.member_name(id).unwrap_or("?").to_string();
     if !state.members.contains_key(&node) {
         return Err(format!("node id {node} is not a member"));
+    }
+    if state.leaving.contains(&node) {
+        // Removed from the state already; only the Raft change is left.
+        return Ok(());
     }
     if state.members.len() == 1 {
         return Err(format!("{} is the only member: a cluster cannot remove its last member", name(node)));

@@ -182,10 +182,7 @@ pub fn reconcile(input: &ReconcileInput) -> (Action, Reason) {
     let me = input.me;
     let Some(db) = input.db else { return (Action::Idle, Reason::NotObservedYet) };
 
-    if state.config.is_some()
-        && state.members.contains_key(&me)
-        && state.db_members.get(&me) != Some(input.registration)
-    {
+    if state.config.is_some() && state.is_member(me) && state.db_members.get(&me) != Some(input.registration) {
         return (Action::Propose(Command::Register { node: me, db: input.registration.clone() }), Reason::Unregistered);
     }
 
@@ -202,7 +199,7 @@ pub fn reconcile(input: &ReconcileInput) -> (Action, Reason) {
 
     // Not a member (any more): a removed member stops its database and
     // takes no part; a joining one waits here until it is added.
-    if state.config.is_some() && !state.members.contains_key(&me) {
+    if state.config.is_some() && !state.is_member(me) {
         if db.running {
             return (Action::Stop { immediate: false }, Reason::NotAMember);
         }

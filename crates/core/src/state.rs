@@ -152,6 +152,11 @@ pub struct ClusterState {
     /// keeps the timing it was granted with (the holder's deadline and the
     /// leader's timer must use the same ttl).
     pub next_config: Option<Timing>,
+    /// Members an operator removed that are still in the Raft membership
+    /// until the change commits there: no longer members for every
+    /// decision (no database, no lease, not synchronous). Being voters
+    /// still, they learn of it, and their agents stop their databases.
+    pub leaving: std::collections::BTreeSet<NodeId>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -245,6 +250,7 @@ pub enum Rejected {
     NotInitialized,
     NoMembers,
     UnknownMember { node: NodeId },
+    MemberLeaving { node: NodeId },
     DuplicateMember { node: NodeId },
     LeaseHeld { holder: NodeId, epoch: Epoch },
     LeaseVacant,
@@ -321,6 +327,9 @@ impl ClusterState {
                 if !self.members.contains_key(node) {
                     return Err(Rejected::UnknownMember { node: *node });
                 }
+                if matches!(command, Command::Register { .. }) && self.leaving.contains(node) {
+                    return Err(Rejected::MemberLeaving { node: *node });
+                }
                 Ok(())
             }
             Command::SetSystemIdentifier { holder, epoch, .. }
@@ -340,6 +349,9 @@ impl ClusterState {
                 if !self.members.contains_key(holder) {
                     return Err(Rejected::UnknownMember { node: *holder });
                 }
+                if self.leaving.contains(holder) {
+                    return Err(Rejected::MemberLeaving { node: *holder });
+                }
                 if let Some(lease) = self.lease {
                     return Err(Rejected::LeaseHeld { holder: lease.holder, epoch: lease.epoch });
                 }
@@ -351,7 +363,7 @@ impl ClusterState {
             Command::Renew { holder, epoch, renewal, .. } | Command::Lapse { holder, epoch, renewal, .. } => {
                 // A removed member's lease is renewed no more: it lapses on
                 // the leader's timer like any other (never earlier).
-                if matches!(command, Command::Renew { .. }) && !self.members.contains_key(holder) {
+                if matches!(command, Command::Renew { .. }) && !self.is_member(*holder) {
                     return Err(Rejected::UnknownMember { node: *holder });
                 }
                 let lease = self.held_by(*holder, *epoch)?;
@@ -491,7 +503,35 @@ impl ClusterState {
             Order::SetConfig { timing, .. } => {
                 timing.validate().map(|_| ()).map_err(|e| Rejected::BadConfig { why: e.to_string() })
             }
+            Order::RemoveMember { node } => {
+                if !self.members.contains_key(node) {
+                    return Err(Rejected::UnknownMember { node: *node });
+                }
+                if self.leaving.contains(node) {
+                    return Err(Rejected::MemberLeaving { node: *node });
+                }
+                let involved = match &self.operation {
+                    Some(Operation::Switchover(s)) => s.from == *node || s.to == *node,
+                    Some(Operation::ManualFailover { to, .. }) => to == node,
+                    _ => false,
+                };
+                if involved {
+                    return Err(busy(self.operation.as_ref().expect("involved in an operation")));
+                }
+                if let Some(s) = self.scheduled.as_ref().filter(|s| s.from == *node || s.to == *node) {
+                    return Err(Rejected::SwitchoverScheduled { id: s.id });
+                }
+                match self.tasks.get(node) {
+                    Some(t) => Err(Rejected::TaskPending { node: *node, id: t.id }),
+                    None => Ok(()),
+                }
+            }
         }
+    }
+
+    /// A member for every decision: in the membership and not leaving.
+    pub fn is_member(&self, node: NodeId) -> bool {
+        self.members.contains_key(&node) && !self.leaving.contains(&node)
     }
 
     /// The current lease, if `holder` holds it at `epoch` (the first half
@@ -521,6 +561,7 @@ impl ClusterState {
             Command::SetMembers { members } => {
                 self.members = members.iter().map(|m| (m.id, m.clone())).collect();
                 self.db_members.retain(|id, _| self.members.contains_key(id));
+                self.leaving.retain(|id| self.members.contains_key(id));
                 let ids = self.members.keys().copied().collect();
                 self.record(log_index, 0, HistoryEvent::MembersChanged { members: ids });
                 Effect::MembersSet
@@ -735,6 +776,17 @@ impl ClusterState {
                 };
                 self.end(log_index, at, id, OpOutcome::Done { note });
             }
+            Order::RemoveMember { node } => {
+                self.leaving.insert(*node);
+                self.db_members.remove(node);
+                self.synchronous.remove(node);
+                if let Some(f) = self.synchronous_fallback.as_mut() {
+                    f.remove(node);
+                }
+                self.tasks.remove(node);
+                let note = Some(format!("{} leaves the Raft group next", self.name(*node)));
+                self.end(log_index, at, id, OpOutcome::Done { note });
+            }
         }
     }
 
@@ -758,6 +810,7 @@ impl ClusterState {
             }
             Order::Rebuild { node, full: true } => format!("rebuild {} from a fresh base backup", self.name(*node)),
             Order::Restart { node } => format!("restart PostgreSQL on {}", self.name(*node)),
+            Order::RemoveMember { node } => format!("remove {} from the cluster", self.name(*node)),
             Order::Pause => "pause: no automatic failover or actions".into(),
             Order::Resume => "resume automatic failover and actions".into(),
             Order::SetConfig { changes, .. } => format!("config set {changes}"),
@@ -907,6 +960,7 @@ impl fmt::Display for Rejected {
             Rejected::NotInitialized => write!(f, "cluster is not initialized yet"),
             Rejected::NoMembers => write!(f, "membership would be empty"),
             Rejected::UnknownMember { node } => write!(f, "node {node} is not a member"),
+            Rejected::MemberLeaving { node } => write!(f, "node {node} is leaving the cluster"),
             Rejected::DuplicateMember { node } => write!(f, "node id {node} appears twice"),
             Rejected::LeaseHeld { holder, epoch } => {
                 write!(f, "node {holder} holds the lease at epoch {epoch}")

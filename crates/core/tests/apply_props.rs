@@ -31,6 +31,7 @@ fn arb_operation() -> impl Strategy<Value = Command> {
         (node.clone(), any::<bool>())
             .prop_map(move |(to, allow_data_loss)| op(Order::Failover { to, allow_data_loss })),
         (node.clone(), any::<bool>()).prop_map(move |(node, full)| op(Order::Rebuild { node, full })),
+        node.clone().prop_map(move |node| op(Order::RemoveMember { node })),
         (node.clone(), epoch.clone(), id.clone(), 0u64..300).prop_map(|(holder, epoch, id, lsn)| {
             let last = DbPosition { timeline: TimelineId(1), lsn: Lsn(lsn) };
             Command::SwitchoverDemoted { holder, epoch, id, last, at_unix_ms: 0 }

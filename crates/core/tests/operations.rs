@@ -341,12 +341,24 @@ fn member_changes_are_checked_and_a_removed_holder_renews_no_more() {
     // then on its renewals are refused, and its lease still lapses only by
     // the leader's timer (a Lapse is accepted).
     assert!(check_remove_member(&s, &healthy(&[2, 3]), n(1)).is_ok());
-    let members = (2..=3).map(|i| Member { id: n(i), name: format!("node{i}"), address: String::new() }).collect();
-    applied(&mut s, 8, Command::SetMembers { members });
+    // First the order: node1 leaves every decision at once.
+    let remove = Command::Operator { order: Order::RemoveMember { node: n(1) }, by: "ops".into(), at_unix_ms: 0 };
+    assert!(matches!(applied(&mut s, 8, remove.clone()), Effect::Accepted { .. }));
+    assert!(!s.is_member(n(1)) && !s.db_members.contains_key(&n(1)));
+    assert_eq!(rejected(&mut s, remove), Rejected::MemberLeaving { node: n(1) });
+    assert!(check_remove_member(&s, &healthy(&[2, 3]), n(1)).is_ok(), "a second request resumes the Raft step");
     assert_eq!(s.lease.map(|l| l.holder), Some(n(1)), "removal does not end a lease");
     let renew = Command::Renew { holder: n(1), epoch: Epoch(1), renewal: RenewalSeq(1), position: None };
+    assert_eq!(rejected(&mut s, renew.clone()), Rejected::UnknownMember { node: n(1) });
+    let db = DbMember { address: "127.0.0.1:5441".into(), nofailover: false, priority: 1 };
+    assert_eq!(rejected(&mut s, Command::Register { node: n(1), db }), Rejected::MemberLeaving { node: n(1) });
+    // Then the Raft membership: still no renewal, and a lapse by the
+    // leader's timer ends the lease.
+    let members = (2..=3).map(|i| Member { id: n(i), name: format!("node{i}"), address: String::new() }).collect();
+    applied(&mut s, 9, Command::SetMembers { members });
+    assert!(s.leaving.is_empty());
     assert_eq!(rejected(&mut s, renew), Rejected::UnknownMember { node: n(1) });
-    applied(&mut s, 9, Command::Lapse { holder: n(1), epoch: Epoch(1), renewal: RenewalSeq(1), at_unix_ms: 0 });
+    applied(&mut s, 10, Command::Lapse { holder: n(1), epoch: Epoch(1), renewal: RenewalSeq(1), at_unix_ms: 0 });
     assert_eq!(s.lease, None);
     // A removed member's id is never reused.
     let e = check_add_member(&s, 1, "node1b", "10.0.0.9:7001").unwrap_err();

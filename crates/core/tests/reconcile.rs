@@ -415,3 +415,13 @@ fn a_removed_member_stops_its_database_and_then_does_nothing() {
     let stopped = case(state, MyLease::None, db(false, Some(DbRole::Standby), None));
     assert_eq!(run(&stopped), (Action::Idle, Reason::NotAMember));
 }
+
+#[test]
+fn a_member_told_to_leave_stops_its_database_while_still_in_the_raft_group() {
+    let mut state = cluster(Some(1), true);
+    let order = haraft_core::ops::Order::RemoveMember { node: ME };
+    state.apply(7, &Command::Operator { order, by: "ops".into(), at_unix_ms: 0 });
+    assert!(state.members.contains_key(&ME) && state.leaving.contains(&ME));
+    let streaming = db(true, Some(DbRole::Standby), Some("127.0.0.1:5401"));
+    assert_eq!(run(&case(state, MyLease::None, streaming)), (Action::Stop { immediate: false }, Reason::NotAMember));
+}

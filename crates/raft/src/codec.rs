@@ -7,7 +7,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 /// Bump when any stored or transported type changes its encoding.
-pub const FORMAT_VERSION: u8 = 2;
+pub const FORMAT_VERSION: u8 = 3;
 
 /// No single record or message legitimately comes near this; it bounds what
 /// a garbled length prefix can make the decoder allocate.
