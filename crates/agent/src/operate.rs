@@ -58,20 +58,29 @@ pub async fn operate(shared: &Arc<Shared>, request: OperateRequest) -> OperateRe
     if request.dry_run {
         return reply;
     }
-    let by = if request.by.trim().is_empty() { "unknown".to_string() } else { request.by.clone() };
-    let command = Command::Operator { order, by, at_unix_ms: now_unix_ms() };
-    match shared.propose_here(command).await {
-        Ok(Outcome::Applied(Effect::Accepted { id })) => {
+    match commit(shared, order, &request.by).await {
+        Ok(id) => {
             reply.accepted = true;
             reply.id = Some(id);
             reply
         }
-        Ok(Outcome::Applied(other)) => refuse(format!("unexpected effect {other:?}")),
-        Ok(Outcome::Rejected(r)) => refuse(format!("refused: {r}")),
-        Err(ProposeError::Timeout { ms }) => refuse(format!(
+        Err(message) => refuse(message),
+    }
+}
+
+/// Commits `order` on this node (the Raft leader): its operation id, or
+/// why it was not committed.
+async fn commit(shared: &Shared, order: Order, by: &str) -> Result<u64, String> {
+    let by = if by.trim().is_empty() { "unknown".to_string() } else { by.to_string() };
+    let command = Command::Operator { order, by, at_unix_ms: now_unix_ms() };
+    match shared.propose_here(command).await {
+        Ok(Outcome::Applied(Effect::Accepted { id })) => Ok(id),
+        Ok(Outcome::Applied(other)) => Err(format!("unexpected effect {other:?}")),
+        Ok(Outcome::Rejected(r)) => Err(format!("refused: {r}")),
+        Err(ProposeError::Timeout { ms }) => Err(format!(
             "not committed within {ms} ms: it may still commit; check haraftctl status before asking again"
         )),
-        Err(e) => refuse(format!("not committed: {e}")),
+        Err(e) => Err(format!("not committed: {e}")),
     }
 }
 
@@ -175,14 +184,7 @@ async fn remove_member(
         return Ok(reply);
     }
     if !state.leaving.contains(&node) {
-        let by = if request.by.trim().is_empty() { "unknown".to_string() } else { request.by.clone() };
-        let command = Command::Operator { order: Order::RemoveMember { node }, by, at_unix_ms: now_unix_ms() };
-        match shared.propose_here(command).await {
-            Ok(Outcome::Applied(Effect::Accepted { id })) => reply.id = Some(id),
-            Ok(Outcome::Applied(other)) => return Err(format!("unexpected effect {other:?}")),
-            Ok(Outcome::Rejected(r)) => return Err(format!("refused: {r}")),
-            Err(e) => return Err(format!("not committed: {e}; check haraftctl status before asking again")),
-        }
+        reply.id = Some(commit(shared, Order::RemoveMember { node }, &request.by).await?);
     }
     let voter = shared.metrics().membership_config.membership().voter_ids().any(|v| v == node.0);
     let ids = BTreeSet::from([node.0]);
