@@ -412,25 +412,28 @@ fn libfaketime() -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wall_clock_jumps_on_the_primary_change_nothing() {
     let mut c = ProcCluster::with_postgres(3, SYNC);
-    // The wall clock of node1 (the first primary: the lowest id) is read
-    // from a file, re-read on every call; monotonic clocks stay real, as
-    // an NTP step leaves them.
-    let offset = c.dir.path().join("node1-clock-offset");
-    std::fs::write(&offset, "+0\n").unwrap();
-    let (lib, file) = (libfaketime(), offset.display().to_string());
-    let env = [
-        ("LD_PRELOAD", lib.as_str()),
-        ("FAKETIME_TIMESTAMP_FILE", file.as_str()),
-        ("FAKETIME_NO_CACHE", "1"),
-        ("DONT_FAKE_MONOTONIC", "1"),
-        // Every renewal logged, so that the log shows the clock it ran on.
-        ("HARAFT_LOG", "info,haraft_agent=debug"),
-    ];
-    c.start_with_env(1, &env);
-    c.start(2);
-    c.start(3);
+    // Every node's wall clock is read from its own file, re-read on every
+    // call; monotonic clocks stay real, as an NTP step leaves them. Which
+    // node bootstraps first is not fixed, so all run under libfaketime and
+    // the primary's clock is the one that jumps.
+    let lib = libfaketime();
+    for id in 1..=3u64 {
+        let offset = c.dir.path().join(format!("node{id}-clock-offset"));
+        std::fs::write(&offset, "+0\n").unwrap();
+        let file = offset.display().to_string();
+        let env = [
+            ("LD_PRELOAD", lib.as_str()),
+            ("FAKETIME_TIMESTAMP_FILE", file.as_str()),
+            ("FAKETIME_NO_CACHE", "1"),
+            ("DONT_FAKE_MONOTONIC", "1"),
+            // Every renewal logged, so that the log shows the clock it ran on.
+            ("HARAFT_LOG", "info,haraft_agent=debug"),
+        ];
+        c.start_with_env(id, &env);
+    }
     let s = converged(&mut c, "bootstrap").await;
-    assert_eq!(primary_id(&s), Some(1), "{s}");
+    let primary = primary_id(&s).unwrap();
+    let offset = c.dir.path().join(format!("node{primary}-clock-offset"));
     let w = writer(&c).await;
     let hour = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() / 3600 % 24;
     let later = [(hour() + 2) % 24, (hour() + 3) % 24];
@@ -438,14 +441,17 @@ async fn wall_clock_jumps_on_the_primary_change_nothing() {
         tokio::time::sleep(Duration::from_secs(2)).await;
         std::fs::write(&offset, format!("{jump}\n")).unwrap();
     }
-    // The jump took effect: node1 logged with its clock two hours ahead.
-    let log = c.log(1);
-    assert!(later.iter().any(|h| log.contains(&format!("T{h:02}:"))), "node1's wall clock never jumped:\n{log}");
+    // The jump took effect: the primary logged with its clock two hours ahead.
+    let log = c.log(primary);
+    assert!(
+        later.iter().any(|h| log.contains(&format!("T{h:02}:"))),
+        "node{primary}'s wall clock never jumped:\n{log}"
+    );
     tokio::time::sleep(Duration::from_secs(4)).await;
     let end = converged(&mut c, "converged after the clock jumps").await;
     assert_eq!(
         (primary_id(&end), end["epoch"].as_u64()),
-        (Some(1), Some(1)),
+        (Some(primary), Some(1)),
         "a clock jump changed the primary: {end}"
     );
     let out = finish(&c, w).await;
