@@ -19,6 +19,7 @@ rows = {}
 done = sorted(glob.glob(f"{logs}/run*.log"))
 for path in done:
     pending = []
+    counted = set()  # nextest repeats FAIL lines in its final summary
     for line in open(path, errors="replace"):
         m = re.search(r"FAULT-REPORT (\{.*\})", line)
         if m:
@@ -28,6 +29,9 @@ for path in done:
         if not m:
             continue
         status, test = m.group(1), m.group(3)
+        if test in counted:
+            continue
+        counted.add(test)
         r = rows.setdefault(test, {"runs": 0, "failures": 0, "gap": None, "lost": 0, "promotions": 0})
         r["runs"] += 1
         if status != "PASS":
