@@ -178,6 +178,12 @@ async fn kill_9_of_the_raft_leader_process_elects_another_and_keeps_a_primary() 
     let leader = status["leader_id"].as_u64().unwrap();
     let (primary, epoch) = (status["primary"].as_str().unwrap().to_string(), status["epoch"].as_u64().unwrap());
     c.kill(leader);
+    // An operator request right after the leader died waits for the
+    // election instead of failing on the dead leader.
+    for request in ["pause", "resume"] {
+        let (code, out, err) = c.ctl(&[request]);
+        assert_eq!(code, 0, "haraftctl {request} right after the leader died: {out}{err}");
+    }
     let after = wait_for("a new leader and a valid lease", LIMIT, || {
         c.status()
             .filter(|s| s["leader_id"].as_u64().is_some_and(|l| l != leader) && s["lease"]["valid_for_ms"].is_u64())

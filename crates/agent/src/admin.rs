@@ -174,6 +174,13 @@ impl admin_server::Admin for AdminService {
             // Probing every member and committing: a few write timeouts at most.
             let call = client.operate(OperateRequest { json: req.json, forwarded: true });
             return match tokio::time::timeout(self.shared.write_timeout() * 3, call).await {
+                // The leader this node knows cannot be reached (dead, cut
+                // off): an election is probably under way.
+                Ok(Err(status)) if status.code() == tonic::Code::Unavailable => Err(Status::unavailable(format!(
+                    "the Raft leader {} is unreachable ({}): a new leader is probably being elected; ask again",
+                    leader.name,
+                    status.message()
+                ))),
                 Ok(reply) => reply,
                 Err(_) => Err(Status::deadline_exceeded(format!(
                     "the Raft leader {} did not answer in time: the request may still commit; check haraftctl status",

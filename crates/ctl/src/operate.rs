@@ -27,31 +27,64 @@ pub fn caller() -> String {
     if host.is_empty() { user } else { format!("{user}@{host}") }
 }
 
-/// Sends a request to the first endpoint that answers.
+/// How long a request waits for a Raft leader when agents answer but none
+/// knows a reachable leader (an election after the leader died).
+const LEADER_WAIT: Duration = Duration::from_secs(10);
+
+/// Why one endpoint did not take a request.
+enum Failure {
+    /// It answered that no Raft leader is known or reachable: the request
+    /// reached no leader, so asking again is safe.
+    NoLeader(String),
+    /// Anything else (unreachable agent, a refusal, no answer in time:
+    /// the request may have been delivered).
+    Other(String),
+}
+
+/// Sends a request to the first endpoint that answers. While the agents
+/// answer that no leader is reachable (an election), asks again for up to
+/// `LEADER_WAIT`.
 pub async fn send(endpoints: &[String], timeout: Duration, request: &OperateRequest) -> Result<OperateReply, String> {
     let json = serde_json::to_string(request).map_err(|e| format!("encoding the request: {e}"))?;
-    let mut failures = Vec::new();
-    for endpoint in endpoints {
-        let attempt = async {
-            let mut client = crate::connect(endpoint, timeout).await?;
-            let reply = client
-                .operate(OperateProto { json: json.clone(), forwarded: false })
-                .await
-                .map_err(|s| s.message().to_string())?;
-            serde_json::from_str::<OperateReply>(&reply.into_inner().json)
-                .map_err(|e| format!("agent sent an unreadable reply: {e}"))
-        };
-        // The leader probes every member and commits: allow it three timeouts.
-        match tokio::time::timeout(timeout * 3, attempt).await {
-            Ok(Ok(reply)) => return Ok(reply),
-            Ok(Err(e)) => failures.push(format!("{endpoint}: {e}")),
-            Err(_) => failures.push(format!("{endpoint}: no answer within {} ms", (timeout * 3).as_millis())),
+    let started = std::time::Instant::now();
+    loop {
+        let mut failures = Vec::new();
+        let mut leaderless = false;
+        for endpoint in endpoints {
+            let attempt = async {
+                let mut client = crate::connect(endpoint, timeout).await.map_err(Failure::Other)?;
+                let reply =
+                    client.operate(OperateProto { json: json.clone(), forwarded: false }).await.map_err(|s| match s
+                        .code()
+                    {
+                        tonic::Code::Unavailable => Failure::NoLeader(s.message().to_string()),
+                        _ => Failure::Other(s.message().to_string()),
+                    })?;
+                serde_json::from_str::<OperateReply>(&reply.into_inner().json)
+                    .map_err(|e| Failure::Other(format!("agent sent an unreadable reply: {e}")))
+            };
+            // The leader probes every member and commits: allow it three timeouts.
+            match tokio::time::timeout(timeout * 3, attempt).await {
+                Ok(Ok(reply)) => return Ok(reply),
+                Ok(Err(Failure::NoLeader(e))) => {
+                    leaderless = true;
+                    failures.push(format!("{endpoint}: {e}"));
+                }
+                Ok(Err(Failure::Other(e))) => failures.push(format!("{endpoint}: {e}")),
+                Err(_) => failures.push(format!("{endpoint}: no answer within {} ms", (timeout * 3).as_millis())),
+            }
         }
+        if leaderless && started.elapsed() < LEADER_WAIT {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            continue;
+        }
+        let waited =
+            if leaderless { format!(" (waited {} s for a Raft leader)", LEADER_WAIT.as_secs()) } else { String::new() };
+        return Err(format!(
+            "no endpoint answered{waited} ({}): check that the agents run and that --endpoints lists their node.listen addresses",
+            failures.join("; ")
+        ));
     }
-    Err(format!(
-        "no endpoint answered ({}): check that the agents run and that --endpoints lists their node.listen addresses",
-        failures.join("; ")
-    ))
 }
 
 /// Prints every candidate's check.
