@@ -5,7 +5,7 @@
 
 use crate::shared::{ProposeError, Shared};
 use haraft_core::ops::{
-    CandidateCheck, OperateReply, OperateRequest, Order, Request, Seen, SeenAll, apply_config_changes,
+    AddStep, CandidateCheck, OperateReply, OperateRequest, Order, Request, Seen, SeenAll, apply_config_changes,
     check_add_member, check_remove_member, check_switchover,
 };
 use haraft_core::plan::check_failover;
@@ -99,16 +99,8 @@ async fn add_member(
     address: &str,
     dry_run: bool,
 ) -> Result<OperateReply, String> {
-    let membership = shared.metrics().membership_config.membership().clone();
-    let voters: BTreeSet<u64> = membership.voter_ids().collect();
-    let learner = state.members.get(&NodeId(id)).filter(|m| m.name == name && m.address == address);
-    let resume = learner.is_some() && !voters.contains(&id);
-    if learner.is_some() && !resume {
-        return Err(format!("{name} (id {id}) is a voting member already"));
-    }
-    if !resume {
-        check_add_member(state, id, name, address)?;
-    }
+    let voters: BTreeSet<NodeId> = shared.metrics().membership_config.membership().voter_ids().map(NodeId).collect();
+    let step = check_add_member(state, &voters, id, name, address)?;
     let mut reply = OperateReply {
         message: format!("add {name} (id {id}) at {address}: a learner until it has caught up, then a voter"),
         ..OperateReply::default()
@@ -118,17 +110,18 @@ async fn add_member(
     }
     let bound = shared.write_timeout();
     let raft_err = |e: String| format!("membership not changed: {e}");
-    let index = if resume {
-        shared.metrics().last_log_index.unwrap_or(0)
-    } else {
-        let node = RaftNode { name: name.to_string(), address: address.to_string() };
-        match tokio::time::timeout(bound, shared.raft.add_learner(id, node, false)).await {
-            Ok(Ok(resp)) => resp.log_id.index,
-            Ok(Err(e)) => return Err(raft_err(e.to_string())),
-            Err(_) => {
-                return Err(format!(
-                    "adding {name} as a learner was not committed within {bound:?}: check haraftctl status before asking again"
-                ));
+    let index = match step {
+        AddStep::Voter => shared.metrics().last_log_index.unwrap_or(0),
+        AddStep::Learner(m) => {
+            let node = RaftNode { name: m.name, address: m.address };
+            match tokio::time::timeout(bound, shared.raft.add_learner(id, node, false)).await {
+                Ok(Ok(resp)) => resp.log_id.index,
+                Ok(Err(e)) => return Err(raft_err(e.to_string())),
+                Err(_) => {
+                    return Err(format!(
+                        "adding {name} as a learner was not committed within {bound:?}: check haraftctl status before asking again"
+                    ));
+                }
             }
         }
     };

@@ -10,7 +10,7 @@
 
 use crate::db::{DbPosition, DbStatus};
 use crate::ids::{Epoch, NodeId};
-use crate::state::{ClusterState, Member, Operation};
+use crate::state::{ClusterState, Member};
 use crate::timing::{Policy, Timing};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -565,10 +565,32 @@ impl OpOutcome {
     }
 }
 
-/// `haraftctl member add`, checked against the state: the member to add,
-/// or why not. Ids are never reused: a removed member's id still names its
-/// old data directory and history.
-pub fn check_add_member(state: &ClusterState, id: u64, name: &str, address: &str) -> Result<Member, String> {
+/// What `member add` does next.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AddStep {
+    /// A new member: add it as a learner, then make it a voter.
+    Learner(Member),
+    /// The same member was left a learner by an earlier `member add`
+    /// (it did not catch up in time): make it a voter.
+    Voter,
+}
+
+/// `haraftctl member add`, checked against the state and the Raft voters:
+/// the step to take, or why not. Ids are never reused: a removed member's
+/// id still names its old data directory and history.
+pub fn check_add_member(
+    state: &ClusterState,
+    voters: &std::collections::BTreeSet<NodeId>,
+    id: u64,
+    name: &str,
+    address: &str,
+) -> Result<AddStep, String> {
+    if let Some(m) = state.members.get(&NodeId(id)).filter(|m| m.name == name && m.address == address) {
+        if voters.contains(&m.id) {
+            return Err(format!("{name} (id {id}) is a voting member already"));
+        }
+        return Ok(AddStep::Voter);
+    }
     if id == 0 {
         return Err("member id 0 is not valid: use an id of at least 1 that no member ever had".into());
     }
@@ -594,7 +616,7 @@ pub fn check_add_member(state: &ClusterState, id: u64, name: &str, address: &str
     if let Some(m) = state.members.values().find(|m| m.address == address) {
         return Err(format!("{} already has address {address}: give the new agent's own address", m.name));
     }
-    Ok(Member { id: NodeId(id), name: name.to_string(), address: address.to_string() })
+    Ok(AddStep::Learner(Member { id: NodeId(id), name: name.to_string(), address: address.to_string() }))
 }
 
 /// `haraftctl member remove`, checked against the state and fresh probes
@@ -626,29 +648,8 @@ pub fn check_remove_member(state: &ClusterState, seen: &SeenAll, node: NodeId) -
             name(node)
         ));
     }
-    if let Some(op) = &state.operation {
-        let involved = match op {
-            Operation::Failover { .. } => false,
-            Operation::ManualFailover { to, .. } => *to == node,
-            Operation::Switchover(s) => s.from == node || s.to == node,
-        };
-        if involved {
-            return Err(format!(
-                "{} takes part in the {}: wait for it to end (haraftctl status)",
-                name(node),
-                describe_operation(state, op)
-            ));
-        }
-    }
-    if let Some(s) = state.scheduled.as_ref().filter(|s| s.from == node || s.to == node) {
-        return Err(format!(
-            "{} takes part in scheduled switchover {}: cancel it first (haraftctl switchover --cancel)",
-            name(node),
-            s.id
-        ));
-    }
-    if state.tasks.contains_key(&node) {
-        return Err(format!("{} has an operator task pending: wait for it (haraftctl status)", name(node)));
+    if let Some(why) = state.busy_with(node) {
+        return Err(format!("{} cannot leave now: {why}", name(node)));
     }
     let keeps_writes =
         state.synchronous.contains(&node) || state.synchronous_fallback.as_ref().is_some_and(|f| f.contains(&node));

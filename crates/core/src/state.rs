@@ -510,23 +510,26 @@ impl ClusterState {
                 if self.leaving.contains(node) {
                     return Err(Rejected::MemberLeaving { node: *node });
                 }
-                let involved = match &self.operation {
-                    Some(Operation::Switchover(s)) => s.from == *node || s.to == *node,
-                    Some(Operation::ManualFailover { to, .. }) => to == node,
-                    _ => false,
-                };
-                if involved {
-                    return Err(busy(self.operation.as_ref().expect("involved in an operation")));
-                }
-                if let Some(s) = self.scheduled.as_ref().filter(|s| s.from == *node || s.to == *node) {
-                    return Err(Rejected::SwitchoverScheduled { id: s.id });
-                }
-                match self.tasks.get(node) {
-                    Some(t) => Err(Rejected::TaskPending { node: *node, id: t.id }),
-                    None => Ok(()),
-                }
+                self.busy_with(*node).map_or(Ok(()), Err)
             }
         }
+    }
+
+    /// Why `node` cannot leave now: it takes part in the running operation
+    /// or a scheduled switchover, or has an operator task pending.
+    pub fn busy_with(&self, node: NodeId) -> Option<Rejected> {
+        let involved = match &self.operation {
+            Some(Operation::Switchover(s)) => s.from == node || s.to == node,
+            Some(Operation::ManualFailover { to, .. }) => *to == node,
+            _ => false,
+        };
+        if let Some(op) = self.operation.as_ref().filter(|_| involved) {
+            return Some(Rejected::OperationInProgress { what: crate::ops::describe_operation(self, op) });
+        }
+        if let Some(s) = self.scheduled.as_ref().filter(|s| s.from == node || s.to == node) {
+            return Some(Rejected::SwitchoverScheduled { id: s.id });
+        }
+        self.tasks.get(&node).map(|t| Rejected::TaskPending { node, id: t.id })
     }
 
     /// A member for every decision: in the membership and not leaving.

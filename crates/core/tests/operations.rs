@@ -310,10 +310,11 @@ fn switchover_checks_name_every_candidate() {
 
 #[test]
 fn member_changes_are_checked_and_a_removed_holder_renews_no_more() {
-    use haraft_core::ops::{check_add_member, check_remove_member};
+    use haraft_core::ops::{AddStep, check_add_member, check_remove_member};
     let mut s = cluster(Policy { synchronous_mode: true, ..Policy::default() });
+    let voters: std::collections::BTreeSet<NodeId> = (1..=3).map(n).collect();
     // Adding: a fresh id, name and address only.
-    assert!(check_add_member(&s, 4, "node4", "10.0.0.4:7001").is_ok());
+    assert!(matches!(check_add_member(&s, &voters, 4, "node4", "10.0.0.4:7001"), Ok(AddStep::Learner(_))));
     for (id, name, address, why) in [
         (0, "node4", "10.0.0.4:7001", "id 0"),
         (2, "node4", "10.0.0.4:7001", "is node2's"),
@@ -321,9 +322,21 @@ fn member_changes_are_checked_and_a_removed_holder_renews_no_more() {
         (4, "no spaces", "10.0.0.4:7001", "not valid"),
         (4, "node4", "10.0.0.4", "not host:port"),
     ] {
-        let e = check_add_member(&s, id, name, address).unwrap_err();
+        let e = check_add_member(&s, &voters, id, name, address).unwrap_err();
         assert!(e.contains(why), "{e}");
     }
+
+    // The same member left a learner is made a voter; a voter is not added twice.
+    let mut with_learner = s.clone();
+    let mut members: Vec<Member> = with_learner.members.values().cloned().collect();
+    members.push(Member { id: n(4), name: "node4".into(), address: "10.0.0.4:7001".into() });
+    applied(&mut with_learner, 7, Command::SetMembers { members });
+    assert_eq!(check_add_member(&with_learner, &voters, 4, "node4", "10.0.0.4:7001"), Ok(AddStep::Voter));
+    let e = check_add_member(&with_learner, &voters, 2, "node2", "10.0.0.2:7001").unwrap_err();
+    assert!(e.contains("is node2's"), "{e}");
+    let all: std::collections::BTreeSet<NodeId> = (1..=4).map(n).collect();
+    let e = check_add_member(&with_learner, &all, 4, "node4", "10.0.0.4:7001").unwrap_err();
+    assert!(e.contains("voting member already"), "{e}");
 
     // Removing: the primary answering with a valid lease is refused; a
     // synchronous standby while nobody holds a valid lease too.
@@ -361,7 +374,7 @@ fn member_changes_are_checked_and_a_removed_holder_renews_no_more() {
     applied(&mut s, 10, Command::Lapse { holder: n(1), epoch: Epoch(1), renewal: RenewalSeq(1), at_unix_ms: 0 });
     assert_eq!(s.lease, None);
     // A removed member's id is never reused.
-    let e = check_add_member(&s, 1, "node1b", "10.0.0.9:7001").unwrap_err();
+    let e = check_add_member(&s, &voters, 1, "node1b", "10.0.0.9:7001").unwrap_err();
     assert!(e.contains("never reused"), "{e}");
     assert!(check_remove_member(&s, &SeenAll::new(), n(1)).unwrap_err().contains("not a member"));
 }
