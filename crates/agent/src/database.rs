@@ -13,13 +13,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// How often the local database is observed: twice a second keeps status
-/// and failover candidates fresh at the cost of one small query.
-const OBSERVE_EVERY_MS: u64 = 500;
-/// During a switchover the old primary and the target look every 50 ms:
-/// the Raft leader grants the target only once a probe shows it has the old
-/// primary's last WAL, so a stale observation is write unavailability.
-const OBSERVE_SWITCHOVER_MS: u64 = 50;
 const OBSERVE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Pause after a failed action before the next one (no tight retry loops).
 const RETRY_AFTER_FAILURE_MS: u64 = 1000;
@@ -154,9 +147,8 @@ impl DbSide {
         match event {
             DbEvent::Observed { result } => {
                 self.observe_in_flight = false;
-                let me = shared.me();
-                let switching = shared.state().current_switchover().is_some_and(|s| s.from == me || s.to == me);
-                self.next_observe_at = now.plus_ms(if switching { OBSERVE_SWITCHOVER_MS } else { OBSERVE_EVERY_MS });
+                self.next_observe_at =
+                    now.plus_ms(haraft_core::reconcile::observe_every_ms(&shared.state(), shared.me()));
                 match result {
                     Ok(mut status) => {
                         // Streaming through a dial override is streaming

@@ -177,6 +177,15 @@ pub enum Reason {
     NotAMember,
 }
 
+/// How often a node observes its database, in milliseconds: every 50 ms
+/// while it is the old primary or the target of a switchover (the Raft
+/// leader grants the target only once a probe shows it has the old
+/// primary's last WAL, so a stale observation is write unavailability),
+/// otherwise twice a second.
+pub fn observe_every_ms(state: &ClusterState, me: NodeId) -> u64 {
+    if state.current_switchover().is_some_and(|s| s.from == me || s.to == me) { 50 } else { 500 }
+}
+
 pub fn reconcile(input: &ReconcileInput) -> (Action, Reason) {
     let state = input.state;
     let me = input.me;

@@ -425,3 +425,22 @@ fn a_member_told_to_leave_stops_its_database_while_still_in_the_raft_group() {
     let streaming = db(true, Some(DbRole::Standby), Some("127.0.0.1:5401"));
     assert_eq!(run(&case(state, MyLease::None, streaming)), (Action::Stop { immediate: false }, Reason::NotAMember));
 }
+
+#[test]
+fn the_old_primary_and_the_target_observe_closely_during_a_switchover() {
+    use haraft_core::reconcile::observe_every_ms;
+    let mut state = cluster(Some(1), true);
+    assert_eq!(observe_every_ms(&state, ME), 500);
+    let order = haraft_core::ops::Order::Switchover {
+        from: NodeId(1),
+        to: ME,
+        epoch: Epoch(1),
+        at_unix_ms: None,
+        force: false,
+    };
+    assert!(matches!(
+        state.apply(7, &Command::Operator { order, by: "ops".into(), at_unix_ms: 0 }),
+        Outcome::Applied(Effect::Accepted { .. })
+    ));
+    assert_eq!([1, 2, 3].map(|i| observe_every_ms(&state, NodeId(i))), [50, 50, 500]);
+}
