@@ -280,7 +280,7 @@ async fn disk_full_under_an_agents_raft_directory_corrupts_nothing() {
     let holder = |s: &Value| (s["lease"]["holder_id"].as_u64(), s["epoch"].as_u64());
     assert_eq!(holder(&during), (primary, epoch), "{during}");
     assert_eq!((primary_id(&healed), healed["epoch"].as_u64()), (primary, epoch), "{healed}");
-    report("disk-full-raft-dir", None, 0, 0);
+    report("disk-full-raft-dir", None, out.lost.len(), 0);
     drop(c);
     drop(disk);
 }

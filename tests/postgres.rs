@@ -83,6 +83,10 @@ async fn killed_postgres_on_the_primary_is_restarted_in_place_without_failover()
     let before = wait_normal(&c, "bootstrap").await;
     let primary = primary_id(&before).unwrap();
     let timeline = members(&before)[primary as usize - 1]["timeline"].clone();
+    let pg = c.pg.as_ref().unwrap();
+    let (ports, password) = (pg.ports.clone(), pg.superuser_password.clone());
+    let w = Writer::start(&ports, &password, Duration::from_millis(10), Duration::from_secs(120)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
     assert!(c.kill_postgres(primary) > 0, "no PostgreSQL processes to kill");
     // It comes back under the same lease: same epoch, same timeline.
     wait_for("PostgreSQL down", LIMIT, || c.status().filter(|s| primary_id(s).is_none())).await;
@@ -91,7 +95,15 @@ async fn killed_postgres_on_the_primary_is_restarted_in_place_without_failover()
     assert_eq!(after["epoch"], before["epoch"], "a failover happened: {after}");
     assert_eq!(members(&after)[primary as usize - 1]["timeline"], timeline);
     assert!(c.log(primary).contains("start-primary epoch=1 because primary-down-restart-in-place"), "{}", logs(&c));
-    haraft_testkit::check::report("kill-9-primary-postgres", None, 0, 0);
+    // Restarted in place: every acknowledged write was flushed to its WAL
+    // before the acknowledgement, so none is lost, and only it acknowledged.
+    let acks = w.stop().await;
+    let committed = writer::committed_ids(&ports, &password).await;
+    writer::assert_no_overlap(&acks, "the writer");
+    let lost = writer::lost(&acks, &committed);
+    assert!(lost.is_empty(), "lost acknowledged writes across a crash restart: {lost:?}");
+    assert!(acks.iter().all(|a| a.port == ports[primary as usize - 1]), "another server acknowledged writes");
+    haraft_testkit::check::report("kill-9-primary-postgres", None, lost.len(), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
