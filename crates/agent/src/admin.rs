@@ -6,6 +6,7 @@ use crate::shared::{Shared, role_name};
 use haraft_core::ops::OperateRequest as OperateRequestJson;
 use haraft_core::status::{LocalRaft, Probes, build_status};
 use haraft_core::{Command, NodeId};
+use haraft_proto::admin::admin_client::AdminClient;
 use haraft_proto::admin::admin_server::{self, AdminServer};
 use haraft_proto::admin::{
     HistoryReply, HistoryRequest, OperateReply, OperateRequest, ProbeReply, ProbeRequest, ProposeReply, ProposeRequest,
@@ -15,6 +16,7 @@ use haraft_raft::codec;
 use haraft_raft::server::admit;
 use openraft::ServerState;
 use std::sync::Arc;
+use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
 pub struct AdminService {
@@ -29,74 +31,17 @@ impl AdminService {
     fn admit(&self, cluster: &str, target: u64) -> Result<(), Status> {
         admit(cluster, target, &self.shared.config.cluster, self.shared.me().0, &self.shared.faults)
     }
-
-    /// The status document from this node's view (probing every member).
-    async fn local_status(&self) -> Result<String, Status> {
-        let shared = &self.shared;
-        let metrics = shared.metrics();
-        let is_leader = metrics.state == ServerState::Leader;
-        // A linearizable read proves this node still leads a quorum; being
-        // leader alone proves nothing (openraft 0.9 has no check-quorum).
-        let consistent = is_leader
-            && matches!(
-                tokio::time::timeout(shared.write_timeout(), shared.raft.ensure_linearizable()).await,
-                Ok(Ok(_))
-            );
-        let probes: Probes = shared.probe_all().await.into_iter().collect();
-        let local = LocalRaft {
-            node: shared.me(),
-            term: metrics.current_term,
-            leader: metrics.current_leader.map(NodeId),
-            commit_index: *shared.committed.borrow(),
-            voters: metrics.membership_config.membership().voter_ids().map(NodeId).collect(),
-            consistent,
-        };
-        let status = build_status(&shared.state(), &local, &probes);
-        serde_json::to_string(&status).map_err(|e| Status::internal(format!("encoding status: {e}")))
-    }
 }
 
 #[tonic::async_trait]
 impl admin_server::Admin for AdminService {
     async fn status(&self, request: Request<StatusRequest>) -> Result<Response<StatusReply>, Status> {
-        if self.shared.faults.isolated() {
-            return Err(Status::unavailable("node isolated by fault injection"));
-        }
-        let local_only = request.into_inner().local_only;
-        let metrics = self.shared.metrics();
-        if !local_only && metrics.state != ServerState::Leader {
-            // The leader's view is the freshest; fall back to ours when it
-            // cannot be reached in time.
-            if let Some(leader) = metrics.current_leader.and_then(|id| self.shared.member(NodeId(id)))
-                && let Ok(mut client) = self.shared.client_for(leader.id, &leader.address)
-            {
-                let call = client.status(StatusRequest { local_only: true });
-                if let Ok(Ok(reply)) = tokio::time::timeout(self.shared.write_timeout(), call).await {
-                    return Ok(reply);
-                }
-            }
-        }
-        Ok(Response::new(StatusReply { json: self.local_status().await? }))
+        let json = status_document(&self.shared, request.into_inner().local_only).await?;
+        Ok(Response::new(StatusReply { json }))
     }
 
     async fn history(&self, request: Request<HistoryRequest>) -> Result<Response<HistoryReply>, Status> {
-        if self.shared.faults.isolated() {
-            return Err(Status::unavailable("node isolated by fault injection"));
-        }
-        let metrics = self.shared.metrics();
-        if !request.into_inner().local_only && metrics.state != ServerState::Leader {
-            // The leader's copy is the most recent; ours when it is out of reach.
-            if let Some(leader) = metrics.current_leader.and_then(|id| self.shared.member(NodeId(id)))
-                && let Ok(mut client) = self.shared.client_for(leader.id, &leader.address)
-            {
-                let call = client.history(HistoryRequest { local_only: true });
-                if let Ok(Ok(reply)) = tokio::time::timeout(self.shared.write_timeout(), call).await {
-                    return Ok(reply);
-                }
-            }
-        }
-        let items = haraft_core::status::history_view(&self.shared.state());
-        let json = serde_json::to_string(&items).map_err(|e| Status::internal(format!("encoding history: {e}")))?;
+        let json = history_document(&self.shared, request.into_inner().local_only).await?;
         Ok(Response::new(HistoryReply { json }))
     }
 
@@ -216,4 +161,72 @@ impl admin_server::Admin for AdminService {
             needs_rewind: info.needs_rewind,
         }))
     }
+}
+
+/// The status document (`haraftctl status --json`, REST `/cluster`): the
+/// Raft leader's view, or this node's own when `local_only` or when the
+/// leader cannot be reached in time.
+pub async fn status_document(shared: &Arc<Shared>, local_only: bool) -> Result<String, Status> {
+    if shared.faults.isolated() {
+        return Err(Status::unavailable("node isolated by fault injection"));
+    }
+    if !local_only
+        && let Some(json) = from_leader(shared, async |mut c| {
+            c.status(StatusRequest { local_only: true }).await.map(|r| r.into_inner().json)
+        })
+        .await
+    {
+        return Ok(json);
+    }
+    let metrics = shared.metrics();
+    let is_leader = metrics.state == ServerState::Leader;
+    // A linearizable read proves this node still leads a quorum; being
+    // leader alone proves nothing (openraft 0.9 has no check-quorum).
+    let consistent = is_leader
+        && matches!(tokio::time::timeout(shared.write_timeout(), shared.raft.ensure_linearizable()).await, Ok(Ok(_)));
+    let probes: Probes = shared.probe_all().await.into_iter().collect();
+    let local = LocalRaft {
+        node: shared.me(),
+        term: metrics.current_term,
+        leader: metrics.current_leader.map(NodeId),
+        commit_index: *shared.committed.borrow(),
+        voters: metrics.membership_config.membership().voter_ids().map(NodeId).collect(),
+        consistent,
+    };
+    let status = build_status(&shared.state(), &local, &probes);
+    serde_json::to_string(&status).map_err(|e| Status::internal(format!("encoding status: {e}")))
+}
+
+/// The history document (`haraftctl history --json`, REST `/history`): the
+/// Raft leader's copy, or this node's own when out of reach.
+pub async fn history_document(shared: &Arc<Shared>, local_only: bool) -> Result<String, Status> {
+    if shared.faults.isolated() {
+        return Err(Status::unavailable("node isolated by fault injection"));
+    }
+    if !local_only
+        && let Some(json) = from_leader(shared, async |mut c| {
+            c.history(HistoryRequest { local_only: true }).await.map(|r| r.into_inner().json)
+        })
+        .await
+    {
+        return Ok(json);
+    }
+    let items = haraft_core::status::history_view(&shared.state());
+    serde_json::to_string(&items).map_err(|e| Status::internal(format!("encoding history: {e}")))
+}
+
+/// Asks the Raft leader (when it is another member) with `call`, bounded by
+/// the write timeout: its view is the freshest. `None` when this node leads
+/// or the leader does not answer in time; the caller then answers itself.
+async fn from_leader(
+    shared: &Arc<Shared>,
+    call: impl AsyncFnOnce(AdminClient<Channel>) -> Result<String, Status>,
+) -> Option<String> {
+    let metrics = shared.metrics();
+    if metrics.state == ServerState::Leader {
+        return None;
+    }
+    let leader = metrics.current_leader.and_then(|id| shared.member(NodeId(id)))?;
+    let client = shared.client_for(leader.id, &leader.address).ok()?;
+    tokio::time::timeout(shared.write_timeout(), call(client)).await.ok()?.ok()
 }

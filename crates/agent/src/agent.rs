@@ -32,6 +32,8 @@ pub struct AgentHandle {
     shared: Arc<Shared>,
     shutdown: watch::Sender<bool>,
     server: JoinHandle<()>,
+    /// The REST API, when `rest.listen` is set.
+    rest: Option<JoinHandle<()>>,
     driver: JoinHandle<()>,
     events: broadcast::Sender<AgentEvent>,
     guards: Option<Guards>,
@@ -112,6 +114,9 @@ impl AgentHandle {
         let _ = self.shutdown.send(true);
         let _ = self.driver.await;
         let _ = tokio::time::timeout(SHUTDOWN_GRACE, self.server).await;
+        if let Some(rest) = self.rest {
+            let _ = tokio::time::timeout(SHUTDOWN_GRACE, rest).await;
+        }
         self.shared.raft.shutdown().await.map_err(|e| anyhow::anyhow!("stopping raft: {e}"))?;
         if let Some(g) = self.guards {
             g.stop.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -235,7 +240,28 @@ pub async fn start(config: Config, listener: Option<tokio::net::TcpListener>) ->
         }
         None => (None, None),
     };
+    let rest = match config.rest_listen {
+        Some(address) => {
+            let listener = tokio::net::TcpListener::bind(address)
+                .await
+                .with_context(|| format!("binding rest.listen {address}: is another agent or service using it?"))?;
+            let rest_addr = listener.local_addr()?;
+            tracing::info!(node = %config.node_name, listen = %rest_addr, "rest api started");
+            Some(tokio::spawn(crate::rest::serve(listener, Arc::clone(&shared), shutdown_rx.clone())))
+        }
+        None => None,
+    };
     let driver = tokio::spawn(driver::run(Arc::clone(&shared), db, lease_tx, events.clone(), shutdown_rx));
     tracing::info!(node = %config.node_name, id = config.node.0, cluster = %config.cluster, listen = %local_addr, "agent started");
-    Ok(AgentHandle { node: config.node, local_addr, shared, shutdown: shutdown_tx, server, driver, events, guards })
+    Ok(AgentHandle {
+        node: config.node,
+        local_addr,
+        shared,
+        shutdown: shutdown_tx,
+        server,
+        rest,
+        driver,
+        events,
+        guards,
+    })
 }

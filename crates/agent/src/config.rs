@@ -26,7 +26,36 @@ struct RawConfig {
     failover: RawFailover,
     #[serde(default)]
     network: RawNetwork,
+    #[serde(default)]
+    rest: RawRest,
+    #[serde(default)]
+    callbacks: RawCallbacks,
 }
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawRest {
+    listen: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawCallbacks {
+    on_start: Option<String>,
+    on_stop: Option<String>,
+    on_role_change: Option<String>,
+    timeout_ms: u64,
+}
+
+impl Default for RawCallbacks {
+    fn default() -> Self {
+        RawCallbacks { on_start: None, on_stop: None, on_role_change: None, timeout_ms: DEFAULT_CALLBACK_TIMEOUT_MS }
+    }
+}
+
+/// A callback notifies (a DNS update, a page, a log line); ten seconds is
+/// plenty for that and short enough that a hung script is noticed.
+const DEFAULT_CALLBACK_TIMEOUT_MS: u64 = 10_000;
 
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -248,6 +277,30 @@ pub struct Config {
     /// addresses (NAT, a proxy; the fault tests route every link through
     /// one).
     pub dial: Dial,
+    /// Where the REST health API listens; `None`: no REST API.
+    pub rest_listen: Option<SocketAddr>,
+    pub callbacks: Callbacks,
+}
+
+/// Commands run when the local PostgreSQL starts, stops or changes role.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Callbacks {
+    /// Program and arguments (split on whitespace, no shell) per event.
+    pub on_start: Option<Vec<String>>,
+    pub on_stop: Option<Vec<String>>,
+    pub on_role_change: Option<Vec<String>>,
+    pub timeout_ms: u64,
+}
+
+impl Callbacks {
+    pub fn command(&self, event: haraft_core::health::CallbackEvent) -> Option<&[String]> {
+        use haraft_core::health::CallbackEvent::*;
+        match event {
+            OnStart => self.on_start.as_deref(),
+            OnStop => self.on_stop.as_deref(),
+            OnRoleChange => self.on_role_change.as_deref(),
+        }
+    }
 }
 
 /// Per-member address overrides for this node's outgoing connections.
@@ -376,6 +429,14 @@ pub enum ConfigError {
     BadPgBinDir { path: String },
     #[error("postgresql.{key} must be at least {min}, got {value}")]
     TooSmall { key: &'static str, value: u64, min: u64 },
+    #[error("rest.listen = {value:?} is not an ip:port address (e.g. 0.0.0.0:8008)")]
+    BadRestListen { value: String },
+    #[error("callbacks.{key} is empty: name a program (and arguments), or remove the key")]
+    EmptyCallback { key: &'static str },
+    #[error("callbacks.{key} = {value:?}: {program} is not an absolute path: name the program by its full path")]
+    CallbackNotAbsolute { key: &'static str, value: String, program: String },
+    #[error("callbacks.timeout_ms must be between 100 and 600000, got {value}")]
+    CallbackTimeout { value: u64 },
 }
 
 use haraft_core::ids::{is_host_port as host_port, valid_name};
@@ -596,6 +657,11 @@ fn validate(raw: RawConfig, base: &Path, getenv: &dyn Fn(&str) -> Option<String>
             }
         }
     }
+    let rest_listen = match &raw.rest.listen {
+        Some(value) => Some(value.parse().map_err(|_| ConfigError::BadRestListen { value: value.clone() })?),
+        None => None,
+    };
+    let callbacks = validate_callbacks(&raw.callbacks)?;
     let policy = Policy {
         maximum_lag_on_failover_bytes: raw.failover.maximum_lag_on_failover_bytes,
         primary_start_timeout_ms: raw.failover.primary_start_timeout_ms,
@@ -625,6 +691,31 @@ fn validate(raw: RawConfig, base: &Path, getenv: &dyn Fn(&str) -> Option<String>
         policy,
         postgres,
         dial,
+        rest_listen,
+        callbacks,
+    })
+}
+
+fn validate_callbacks(raw: &RawCallbacks) -> Result<Callbacks, ConfigError> {
+    if !(100..=600_000).contains(&raw.timeout_ms) {
+        return Err(ConfigError::CallbackTimeout { value: raw.timeout_ms });
+    }
+    let command = |key: &'static str, value: &Option<String>| -> Result<Option<Vec<String>>, ConfigError> {
+        let Some(value) = value else { return Ok(None) };
+        let words: Vec<String> = value.split_whitespace().map(str::to_string).collect();
+        let Some(program) = words.first() else { return Err(ConfigError::EmptyCallback { key }) };
+        // The agent's working directory is no place to look a program up:
+        // a full path runs the same program however the agent was started.
+        if !Path::new(program).is_absolute() {
+            return Err(ConfigError::CallbackNotAbsolute { key, value: value.clone(), program: program.clone() });
+        }
+        Ok(Some(words))
+    };
+    Ok(Callbacks {
+        on_start: command("on_start", &raw.on_start)?,
+        on_stop: command("on_stop", &raw.on_stop)?,
+        on_role_change: command("on_role_change", &raw.on_role_change)?,
+        timeout_ms: raw.timeout_ms,
     })
 }
 
@@ -754,6 +845,27 @@ address = "127.0.0.1:7003"
         assert!(matches!(e, ConfigError::ListenNeeded { .. }), "{e}");
         let text = text.replace("data_dir = \"data/node2\"", "data_dir = \"data/node2\"\nlisten = \"0.0.0.0:7002\"");
         assert_eq!(parse("t.toml", &text).unwrap().listen, "0.0.0.0:7002".parse().unwrap());
+    }
+
+    #[test]
+    fn rest_and_callbacks() {
+        let c = parse("test.toml", BASE).unwrap();
+        assert_eq!(c.rest_listen, None);
+        assert_eq!(c.callbacks, Callbacks { timeout_ms: 10_000, ..Callbacks::default() });
+        let text = format!(
+            "{BASE}\n[rest]\nlisten = \"0.0.0.0:8008\"\n[callbacks]\non_role_change = \"/usr/local/bin/notify --quiet\"\ntimeout_ms = 500\n"
+        );
+        let c = parse("test.toml", &text).unwrap();
+        assert_eq!(c.rest_listen, Some("0.0.0.0:8008".parse().unwrap()));
+        assert_eq!(c.callbacks.on_role_change, Some(vec!["/usr/local/bin/notify".to_string(), "--quiet".to_string()]));
+        assert_eq!(c.callbacks.timeout_ms, 500);
+        assert!(err("[rest]\nlisten = \"8008\"\n").contains("rest.listen = \"8008\" is not an ip:port"));
+        assert!(err("[rest]\nport = 8008\n").contains("port"));
+        assert!(err("[callbacks]\non_stop = \"  \"\n").contains("callbacks.on_stop is empty"));
+        let e = err("[callbacks]\non_start = \"notify.sh start\"\n");
+        assert!(e.contains("callbacks.on_start = \"notify.sh start\": notify.sh is not an absolute path"), "{e}");
+        assert!(err("[callbacks]\ntimeout_ms = 0\n").contains("callbacks.timeout_ms must be between 100 and 600000"));
+        assert!(err("[callbacks]\non_promote = \"/bin/true\"\n").contains("on_promote"));
     }
 
     #[test]

@@ -2,9 +2,11 @@
 //! reconciler, carries out one action at a time, and keeps the fence file in
 //! step with the lease.
 
+use crate::callbacks;
 use crate::config::PgSettings;
 use crate::fence::{self, FenceState};
 use crate::shared::Shared;
+use haraft_core::health;
 use haraft_core::reconcile::{Action, MyLease, Reason, ReconcileInput, Rejoin, reconcile};
 use haraft_core::{BootTime, ClusterState, Command, DbPosition, DbStatus, Lsn, NodeEvent, NodeId, Outcome};
 use haraft_db::postgres::{PgConfig, Postgres};
@@ -165,6 +167,19 @@ impl DbSide {
                             self.last_lsn = status.lsn;
                         }
                         *shared.db_status.lock().expect("never poisoned") = Some(status.clone());
+                        let before = self.observation.as_ref().map(|o| (o.running, o.role));
+                        if let Some(event) = health::callback_for(before, (status.running, status.role)) {
+                            let role = health::role_word(status.role, status.running);
+                            let c = &shared.config;
+                            callbacks::spawn(
+                                &c.callbacks,
+                                &c.node_name,
+                                &c.cluster,
+                                event,
+                                role,
+                                shared.state().epoch.0,
+                            );
+                        }
                         self.observation = Some(status);
                         self.fresh = true;
                     }
@@ -263,8 +278,7 @@ impl DbSide {
             (true, since) => since,
             (false, _) => None,
         };
-        let primary_address = state.lease.and_then(|l| state.db_members.get(&l.holder)).map(|m| m.address.as_str());
-        let streaming = db.streaming_from.is_some() && db.streaming_from.as_deref() == primary_address;
+        let streaming = haraft_core::health::streams_from_primary(state, &db);
         self.not_streaming_since = match (db.is_running_standby() && !streaming, self.not_streaming_since) {
             (true, None) => Some(now),
             (true, since) => since,
@@ -287,6 +301,7 @@ impl DbSide {
         // reason is not logged again as its numbers change.
         let key = format!("{action} {:?}", std::mem::discriminant(&reason));
         if key != self.last_key {
+            *shared.last_decision.lock().expect("never poisoned") = Some((action.to_string(), reason.to_string()));
             match action {
                 Action::Idle => tracing::info!(node = %shared.config.node_name, "database: idle because {reason}"),
                 _ => tracing::info!(node = %shared.config.node_name, "database: {action} because {reason}"),

@@ -128,7 +128,9 @@ pub async fn run(
         if matches!(event, Event::Shutdown) {
             break;
         }
+        let started = std::time::Instant::now();
         driver.handle(event);
+        driver.shared.loop_stats.record(boottime(), started.elapsed());
     }
 }
 
@@ -205,6 +207,7 @@ impl Driver {
         // fire before `t_send + ttl` of a renewal it has seen.
         let now = boottime();
         let ttl = self.timing().lease_ttl_ms;
+        self.shared.transitions.lock().expect("never poisoned").update(&state.history);
 
         if metrics.current_term > self.last_term {
             if self.last_term != 0 {

@@ -11,6 +11,7 @@
 
 pub mod admin;
 pub mod agent;
+pub mod callbacks;
 pub mod clock;
 pub mod config;
 pub mod database;
@@ -18,6 +19,7 @@ pub mod driver;
 pub mod failpoint;
 pub mod fence;
 pub mod operate;
+pub mod rest;
 pub mod shared;
 
 pub use agent::{AgentHandle, start};

@@ -17,6 +17,7 @@ use haraft_raft::types::RaftMetrics;
 use openraft::ServerState;
 use openraft::error::{ClientWriteError, RaftError};
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
@@ -74,6 +75,57 @@ pub struct Shared {
     /// The database action in progress, in words.
     pub db_action: Mutex<Option<String>>,
     pub db_needs_rewind: std::sync::atomic::AtomicBool,
+    /// The database decision last taken (action, reason), for /metrics.
+    pub last_decision: Mutex<Option<(String, String)>>,
+    /// Primary changes counted from the history this agent applied.
+    pub transitions: Mutex<haraft_core::health::Transitions>,
+    pub loop_stats: LoopStats,
+}
+
+/// How the agent's loop runs: when it last ran (liveness) and how long its
+/// passes take (a histogram for /metrics). Atomics: read by the REST
+/// server without waiting on the loop.
+#[derive(Default)]
+pub struct LoopStats {
+    /// CLOCK_BOOTTIME (ms) at the end of the last pass; 0 before the first.
+    last_ms: AtomicU64,
+    buckets: [AtomicU64; haraft_core::health::LOOP_BUCKETS_SECONDS.len()],
+    count: AtomicU64,
+    sum_us: AtomicU64,
+}
+
+impl LoopStats {
+    pub fn record(&self, ended: BootTime, took: Duration) {
+        let seconds = took.as_secs_f64();
+        for (bucket, bound) in self.buckets.iter().zip(haraft_core::health::LOOP_BUCKETS_SECONDS) {
+            if seconds <= bound {
+                bucket.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_us.fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+        self.last_ms.store(ended.0, Ordering::Relaxed);
+    }
+
+    /// Milliseconds since the last pass ended; `None` before the first.
+    pub fn age_ms(&self, now: BootTime) -> Option<u64> {
+        match self.last_ms.load(Ordering::Relaxed) {
+            0 => None,
+            last => Some(now.0.saturating_sub(last)),
+        }
+    }
+
+    /// Cumulative bucket counts (the last bound +Inf), sum in seconds, count.
+    pub fn histogram(&self) -> (Vec<(f64, u64)>, f64, u64) {
+        let count = self.count.load(Ordering::Relaxed);
+        let mut buckets: Vec<(f64, u64)> = haraft_core::health::LOOP_BUCKETS_SECONDS
+            .iter()
+            .zip(&self.buckets)
+            .map(|(bound, b)| (*bound, b.load(Ordering::Relaxed)))
+            .collect();
+        buckets.push((f64::INFINITY, count));
+        (buckets, self.sum_us.load(Ordering::Relaxed) as f64 / 1e6, count)
+    }
 }
 
 pub fn role_of(state: ServerState) -> RaftRole {
@@ -129,6 +181,9 @@ impl Shared {
             db_status: Mutex::new(None),
             db_action: Mutex::new(None),
             db_needs_rewind: std::sync::atomic::AtomicBool::new(false),
+            last_decision: Mutex::new(None),
+            transitions: Mutex::new(haraft_core::health::Transitions::default()),
+            loop_stats: LoopStats::default(),
         }
     }
 

@@ -20,6 +20,7 @@ fn node_files_parse_and_form_one_cluster() {
         assert!(c.data_dir.is_relative(), "relative data dirs make the example runnable from any directory");
         let pg = c.postgres.as_ref().expect("the example manages PostgreSQL");
         assert_eq!(pg.listen.to_string(), format!("127.0.0.1:{}", 5441 + i));
+        assert_eq!(c.rest_listen.map(|a| a.to_string()), Some(format!("127.0.0.1:{}", 8001 + i)));
     }
 }
 
@@ -38,6 +39,8 @@ fn reference_parses_and_matches_the_defaults() {
     );
     assert!(!pg.nofailover);
     assert_eq!(pg.priority, 1);
+    assert_eq!(c.rest_listen, Some("127.0.0.1:8001".parse().unwrap()));
+    assert_eq!(c.callbacks, haraft_agent::config::Callbacks { timeout_ms: 10_000, ..Default::default() });
     let node1 = load(&config_dir().join("node1.toml")).unwrap();
     assert_eq!(c.members, node1.members);
 }

@@ -11,9 +11,11 @@
 pub mod chaos;
 pub mod check;
 pub mod disk;
+pub mod http;
 pub mod inproc;
 pub mod nemesis;
 pub mod procs;
+pub mod prom;
 pub mod writer;
 
 use std::time::{Duration, Instant};

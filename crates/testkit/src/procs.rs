@@ -58,6 +58,8 @@ impl Node {
 pub struct ProcCluster {
     pub dir: tempfile::TempDir,
     pub addresses: Vec<String>,
+    /// Each node's REST API address (nodes with PostgreSQL only).
+    pub rest: Vec<String>,
     pub nodes: Vec<Node>,
     /// Set when the nodes manage PostgreSQL.
     pub pg: Option<PgNodes>,
@@ -71,10 +73,11 @@ pub struct PgNodes {
     pub run_as: Option<(u32, u32)>,
 }
 
-/// A test node's `[postgresql]` section: loopback port, the shared secrets.
-fn pg_section(port: u16) -> String {
+/// A test node's `[postgresql]` section (loopback port, the shared
+/// secrets) and its REST API's `[rest]` section.
+fn pg_section(port: u16, rest: &str) -> String {
     format!(
-        "[postgresql]\nlisten = \"127.0.0.1:{port}\"\nsuperuser_password_file = \"secrets/superuser\"\nreplication_password_file = \"secrets/replication\"\n\n"
+        "[postgresql]\nlisten = \"127.0.0.1:{port}\"\nsuperuser_password_file = \"secrets/superuser\"\nreplication_password_file = \"secrets/replication\"\n\n[rest]\nlisten = \"{rest}\"\n\n"
     )
 }
 
@@ -92,7 +95,7 @@ impl ProcCluster {
                 Node { id, config, log: dir.path().join(format!("node{id}.log")), child: None, groups: Vec::new() }
             })
             .collect();
-        ProcCluster { dir, addresses, nodes, pg: None }
+        ProcCluster { dir, addresses, rest: Vec::new(), nodes, pg: None }
     }
 
     /// Writes configs for `n` nodes that each manage a PostgreSQL server
@@ -102,9 +105,10 @@ impl ProcCluster {
     pub fn with_postgres(n: usize, extra: &str) -> ProcCluster {
         let mut c = ProcCluster::new(0, "");
         let dir = c.dir.path().to_path_buf();
-        let ports = free_ports(2 * n);
+        let ports = free_ports(3 * n);
         let addresses: Vec<String> = ports[..n].iter().map(|p| format!("127.0.0.1:{p}")).collect();
-        let pg_ports = ports[n..].to_vec();
+        let pg_ports = ports[n..2 * n].to_vec();
+        let rest: Vec<String> = ports[2 * n..].iter().map(|p| format!("127.0.0.1:{p}")).collect();
         std::fs::create_dir_all(dir.join("secrets")).expect("secrets dir");
         for (file, secret) in [("superuser", SUPERUSER_PASSWORD), ("replication", "test-replication-secret")] {
             std::fs::write(dir.join("secrets").join(file), format!("{secret}\n")).expect("write password file");
@@ -112,7 +116,7 @@ impl ProcCluster {
         c.nodes = (1..=n as u64)
             .map(|id| {
                 let config = dir.join(format!("node{id}.toml"));
-                let pg = pg_section(pg_ports[id as usize - 1]);
+                let pg = pg_section(pg_ports[id as usize - 1], &rest[id as usize - 1]);
                 let text =
                     node_config("test", id, Path::new(&format!("data/node{id}")), &addresses, &format!("{pg}{extra}"));
                 std::fs::write(&config, text).expect("write config");
@@ -120,6 +124,7 @@ impl ProcCluster {
             })
             .collect();
         c.addresses = addresses;
+        c.rest = rest;
         c.hand_to_database_user(pg_ports);
         c
     }
@@ -129,8 +134,10 @@ impl ProcCluster {
     /// its own PostgreSQL; returns its id (named `node{id}`). Not started.
     pub fn add_joining_node(&mut self, extra: &str) -> u64 {
         let id = self.nodes.len() as u64 + 1;
-        let ports = free_ports(2);
+        let ports = free_ports(3);
         self.addresses.push(format!("127.0.0.1:{}", ports[0]));
+        self.rest.push(format!("127.0.0.1:{}", ports[2]));
+        let rest = self.rest.last().expect("just pushed").clone();
         let pg = self.pg.as_mut().expect("a postgres cluster");
         pg.ports.push(ports[1]);
         let text = node_config(
@@ -138,7 +145,7 @@ impl ProcCluster {
             id,
             Path::new(&format!("data/node{id}")),
             &self.addresses,
-            &format!("{}{extra}", pg_section(ports[1])),
+            &format!("{}{extra}", pg_section(ports[1], &rest)),
         )
         .replacen("[node]\n", "[node]\njoin = true\n", 1);
         let config = self.dir.path().join(format!("node{id}.toml"));
@@ -162,7 +169,7 @@ impl ProcCluster {
         // A proxy must not take a port chosen for an agent or a PostgreSQL
         // server that has not bound it yet.
         let mut reserved = pg_ports.clone();
-        reserved.extend(c.addresses.iter().filter_map(|a| a.rsplit(':').next()?.parse::<u16>().ok()));
+        reserved.extend(c.addresses.iter().chain(&c.rest).filter_map(|a| a.rsplit(':').next()?.parse::<u16>().ok()));
         let mut links = std::collections::BTreeMap::new();
         for from in 1..=n as u64 {
             let mut dial = String::new();
@@ -215,14 +222,16 @@ impl ProcCluster {
     }
 
     /// A cluster from existing config files (the shipped config/): each
-    /// `127.0.0.1:700N` (Raft) and `127.0.0.1:544N` (PostgreSQL) becomes a
-    /// free port, and a `secrets/` directory beside the files is copied.
+    /// `127.0.0.1:700N` (Raft), `127.0.0.1:544N` (PostgreSQL) and
+    /// `127.0.0.1:800N` (REST) becomes a free port, and a `secrets/`
+    /// directory beside the files is copied.
     pub fn from_files(files: &[PathBuf]) -> ProcCluster {
         let dir = tempfile::tempdir().expect("temp dir");
         let n = files.len();
-        let ports = free_ports(2 * n);
+        let ports = free_ports(3 * n);
         let addresses: Vec<String> = ports[..n].iter().map(|p| format!("127.0.0.1:{p}")).collect();
-        let pg_ports = ports[n..].to_vec();
+        let pg_ports = ports[n..2 * n].to_vec();
+        let rest: Vec<String> = ports[2 * n..].iter().map(|p| format!("127.0.0.1:{p}")).collect();
         let mut has_pg = false;
         let nodes = files
             .iter()
@@ -232,6 +241,7 @@ impl ProcCluster {
                 for j in 0..n {
                     text = text.replace(&format!("127.0.0.1:{}", 7001 + j), &addresses[j]);
                     text = text.replace(&format!("127.0.0.1:{}", 5441 + j), &format!("127.0.0.1:{}", pg_ports[j]));
+                    text = text.replace(&format!("127.0.0.1:{}", 8001 + j), &rest[j]);
                 }
                 has_pg |= text.contains("[postgresql]");
                 let config = dir.path().join(format!("node{}.toml", i + 1));
@@ -247,7 +257,7 @@ impl ProcCluster {
                 std::fs::copy(entry.path(), dir.path().join("secrets").join(entry.file_name())).expect("copy secret");
             }
         }
-        let mut c = ProcCluster { dir, addresses, nodes, pg: None };
+        let mut c = ProcCluster { dir, addresses, rest, nodes, pg: None };
         if has_pg {
             c.hand_to_database_user(pg_ports);
         }
