@@ -205,3 +205,44 @@ async fn kill_9_of_the_raft_leader_process_elects_another_and_keeps_a_primary() 
         assert!(!c.log(id).contains("panicked"), "node{id}: {}", c.log(id));
     }
 }
+
+/// deploy/gen-tls.sh: a CA, per-host certificates with the host's name and
+/// IP, an operator certificate; all verify against the CA; a second run
+/// refuses to replace the CA; bad arguments exit 2.
+#[test]
+fn deploy_gen_tls_issues_certificates_the_ca_verifies() {
+    let script = repo_file("deploy/gen-tls.sh");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("tls");
+    let run = |args: &[&str]| Command::new(&script).args(args).output().expect("run gen-tls.sh");
+    let first = run(&[out.to_str().unwrap(), "db1=10.0.0.11", "db2=10.0.0.12"]);
+    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    for name in ["db1", "db2", "operator"] {
+        let cert = out.join(format!("{name}.crt"));
+        let verify = Command::new("openssl")
+            .args(["verify", "-CAfile"])
+            .arg(out.join("ca.crt"))
+            .arg(&cert)
+            .output()
+            .expect("openssl");
+        assert!(verify.status.success(), "{name}: {}", String::from_utf8_lossy(&verify.stdout));
+        let key = std::fs::metadata(out.join(format!("{name}.key"))).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(key.permissions().mode() & 0o777, 0o600, "{name}.key is readable by others");
+    }
+    let san = Command::new("openssl")
+        .args(["x509", "-noout", "-ext", "subjectAltName", "-in"])
+        .arg(out.join("db2.crt"))
+        .output()
+        .unwrap();
+    let san = String::from_utf8_lossy(&san.stdout);
+    assert!(san.contains("DNS:db2") && san.contains("IP Address:10.0.0.12"), "{san}");
+    let ca = std::fs::read(out.join("ca.crt")).unwrap();
+    let again = run(&[out.to_str().unwrap(), "db3=10.0.0.13"]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("refusing to replace the cluster CA"));
+    assert_eq!(std::fs::read(out.join("ca.crt")).unwrap(), ca, "the CA changed");
+    let bad = run(&[dir.path().join("other").to_str().unwrap(), "db1"]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("bad host db1: write NAME=IP"));
+}

@@ -44,3 +44,29 @@ fn reference_parses_and_matches_the_defaults() {
     let node1 = load(&config_dir().join("node1.toml")).unwrap();
     assert_eq!(c.members, node1.members);
 }
+
+/// deploy/hosts/: three hosts' files, valid once their password files
+/// exist, forming one cluster with the REST API on every interface.
+#[test]
+fn deploy_host_files_parse_and_form_one_cluster() {
+    let dir = tempfile::tempdir().unwrap();
+    for f in ["superuser.password", "replication.password"] {
+        std::fs::write(dir.path().join(f), "secret\n").unwrap();
+    }
+    let configs: Vec<_> = (1..=3)
+        .map(|i| {
+            let path = config_dir().join(format!("../deploy/hosts/db{i}.toml"));
+            let text = std::fs::read_to_string(&path).expect("read deploy host file");
+            let text = text.replace("/etc/haraft/", &format!("{}/", dir.path().display()));
+            haraft_agent::config::parse(&path.display().to_string(), &text).expect("valid")
+        })
+        .collect();
+    for (i, c) in configs.iter().enumerate() {
+        assert_eq!(c.node, NodeId(i as u64 + 1));
+        assert_eq!(c.members, configs[0].members);
+        assert_eq!(c.rest_listen, Some("0.0.0.0:8008".parse().unwrap()));
+        assert!(c.policy.synchronous_mode);
+        let pg = c.postgres.as_ref().unwrap();
+        assert_eq!(pg.connect_address, format!("10.0.0.1{}:5432", i + 1));
+    }
+}

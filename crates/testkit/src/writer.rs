@@ -4,7 +4,7 @@
 //! checkers that read those records.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 #[derive(Clone, Debug)]
@@ -20,6 +20,10 @@ pub struct Ack {
 
 pub struct Writer {
     stop: Arc<AtomicBool>,
+    /// Writes a server refused as read-only: a write that reached a
+    /// standby (only possible through a proxy, which may route anywhere).
+    refused_read_only: Arc<AtomicUsize>,
+    last_port: Arc<AtomicU16>,
     task: tokio::task::JoinHandle<Vec<Ack>>,
 }
 
@@ -46,14 +50,31 @@ impl Writer {
     /// Creates the table (through whichever server is writable) and starts
     /// writing one row every `every` until stopped, for at most `limit`.
     pub async fn start(ports: &[u16], password: &str, every: Duration, limit: Duration) -> Writer {
-        let c = config(ports, password, true);
-        let client = connect(&c).await.expect("a writable server for the writer's table");
+        Writer::start_with(config(ports, password, true), every, limit)
+            .await
+            .expect("a writable server for the writer's table")
+    }
+
+    /// Like `start`, through one address (a proxy such as HAProxy) that
+    /// decides where writes go: no `target_session_attrs`, so a write the
+    /// proxy sends to a standby is refused there and counted. `None` while
+    /// the proxy reaches no primary to create the table on.
+    pub async fn through(port: u16, password: &str, every: Duration, limit: Duration) -> Option<Writer> {
+        Writer::start_with(config(&[port], password, false), every, limit).await
+    }
+
+    async fn start_with(c: tokio_postgres::Config, every: Duration, limit: Duration) -> Option<Writer> {
+        let client = connect(&c).await?;
         client
             .batch_execute("CREATE TABLE IF NOT EXISTS writes (id bigint PRIMARY KEY, at timestamptz DEFAULT now())")
             .await
-            .expect("create the writer's table");
+            .ok()?;
         let stop = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&stop);
+        let refused_read_only = Arc::new(AtomicUsize::new(0));
+        let refused = Arc::clone(&refused_read_only);
+        let last_port = Arc::new(AtomicU16::new(0));
+        let last = Arc::clone(&last_port);
         let task = tokio::spawn(async move {
             let started = Instant::now();
             let mut acks = Vec::new();
@@ -80,7 +101,12 @@ impl Writer {
                         let port: i32 = row.get(0);
                         let timeline = u32::from_str_radix(row.get::<_, &str>(1), 16).expect("a WAL file name");
                         acks.push(Ack { id, port: port as u16, timeline, at: Instant::now() });
+                        last.store(port as u16, Ordering::Relaxed);
                         tokio::time::sleep(every).await;
+                    }
+                    Ok(Err(e)) if e.code() == Some(&tokio_postgres::error::SqlState::READ_ONLY_SQL_TRANSACTION) => {
+                        refused.fetch_add(1, Ordering::Relaxed);
+                        client = None;
                     }
                     // Unacknowledged: it may or may not have committed;
                     // only acknowledged ids are checked.
@@ -89,7 +115,16 @@ impl Writer {
             }
             acks
         });
-        Writer { stop, task }
+        Some(Writer { stop, refused_read_only, last_port, task })
+    }
+
+    /// The port of the server that acknowledged the latest write.
+    pub fn last_port(&self) -> Option<u16> {
+        Some(self.last_port.load(Ordering::Relaxed)).filter(|p| *p != 0)
+    }
+
+    pub fn refused_read_only(&self) -> usize {
+        self.refused_read_only.load(Ordering::Relaxed)
     }
 
     pub async fn stop(self) -> Vec<Ack> {
