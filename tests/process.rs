@@ -165,8 +165,42 @@ fn haraftctl_refuses_bad_endpoints_and_reports_unreachable_ones() {
     assert_eq!(code, 2, "{err}");
     let (code, help, _) = run("haraftctl", &["--help"]);
     assert_eq!(code, 0);
-    for word in ["status", "--endpoints", "HARAFTCTL_ENDPOINTS", "Exit codes"] {
+    for word in ["status", "--endpoints", "HARAFTCTL_ENDPOINTS", "Exit codes", "demo", "dsn", "completions"] {
         assert!(help.contains(word), "--help lacks {word}: {help}");
+    }
+    // Argument errors are clap's: the first line says what is wrong.
+    for (args, text) in [
+        (&["status", "--watch", "0"][..], "\"0\" is not a refresh interval"),
+        (&["dsn", "--role", "leader"][..], "invalid value 'leader'"),
+        (&["completions", "tcsh"][..], "invalid value 'tcsh'"),
+    ] {
+        let (code, _, err) = run("haraftctl", args);
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(err.lines().next().unwrap_or("").contains(text), "{args:?}: {err}");
+    }
+    assert_refused(run("haraftctl", &["demo", "--nodes", "0"]), 1, "--nodes 0 is out of range");
+}
+
+/// `haraftctl completions bash`, loaded into bash, completes subcommands
+/// and each subcommand's flags from the CLI's own definition.
+#[test]
+fn haraftctl_completions_complete_subcommands_and_flags() {
+    let (code, script, err) = run("haraftctl", &["completions", "bash"]);
+    assert_eq!(code, 0, "{err}");
+    let complete = |words: &str| {
+        let cword = words.split(' ').count() - 1;
+        let program =
+            format!("{script}\nCOMP_WORDS=({words}); COMP_CWORD={cword}; _haraftctl; echo \"${{COMPREPLY[@]}}\"");
+        let out = Command::new("bash").arg("-c").arg(program).output().expect("bash");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    assert_eq!(complete("haraftctl member ''"), "add remove");
+    assert_eq!(complete("haraftctl member add db4 --a"), "--address");
+    assert_eq!(complete("haraftctl switchover --to node2 --f"), "--from --force");
+    assert!(complete("haraftctl ''").split(' ').any(|w| w == "demo"));
+    for shell in ["zsh", "fish"] {
+        let (code, text, _) = run("haraftctl", &["completions", shell]);
+        assert!(code == 0 && text.contains("switchover"), "{shell}: {text}");
     }
 }
 

@@ -101,6 +101,14 @@ async fn health_endpoints_documents_and_metrics_by_role() {
         assert!(history.as_array().unwrap().iter().any(|h| h["event"] == "bootstrapped"), "{history}");
     }
 
+    // haraftctl dsn: every member, the primary first.
+    let (code, dsn, err) = c.ctl(&["dsn"]);
+    assert_eq!(code, 0, "{err}");
+    let pg = c.pg.as_ref().unwrap();
+    let primary_host = format!("postgresql://postgres@127.0.0.1:{},", pg.ports[primary as usize - 1]);
+    assert!(dsn.trim().starts_with(&primary_host), "{dsn}");
+    assert!(dsn.trim().ends_with("/postgres?target_session_attrs=read-write"), "{dsn}");
+
     // Metrics parse as Prometheus text and say the same as the checks.
     let epoch = status["epoch"].as_u64().unwrap() as f64;
     for id in 1..=3 {

@@ -1,8 +1,11 @@
 //! `haraftctl`: the admin CLI. Reads the cluster's state from any agent.
 
+mod completions;
+mod demo;
+mod dsn;
 mod operate;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use haraft_core::ops::Request;
 use haraft_core::status::{ClusterHealth, ClusterStatus, HistoryItem, MemberRole, MemberState, RaftRole};
 use haraft_proto::admin::admin_client::AdminClient;
@@ -23,7 +26,7 @@ use std::time::Duration;
 /// the operation failed, 2 bad arguments, 3 the operation is still in
 /// progress (its outcome is not known yet: follow it).
 #[derive(Parser)]
-#[command(version, about, long_about, verbatim_doc_comment)]
+#[command(name = "haraftctl", version, about, long_about, verbatim_doc_comment)]
 struct Args {
     /// Agents to ask, HOST:PORT[,HOST:PORT...]: their node.listen
     /// addresses. Tried in order until one answers.
@@ -54,6 +57,10 @@ enum Command {
         /// added). See the README for every field.
         #[arg(long)]
         json: bool,
+        /// Show it again every SECONDS (default 2) until Ctrl-C; with
+        /// --json, one document per line.
+        #[arg(long, value_name = "SECONDS", num_args = 0..=1, default_missing_value = "2", value_parser = watch_seconds)]
+        watch: Option<f64>,
     },
     /// List what happened to the cluster: epochs granted (with who was
     /// eligible and why not), lapses, releases, rewinds and rebuilds, and
@@ -63,6 +70,45 @@ enum Command {
         /// added). See the README for every field.
         #[arg(long)]
         json: bool,
+        /// Show it again every SECONDS (default 2) until Ctrl-C.
+        #[arg(long, value_name = "SECONDS", num_args = 0..=1, default_missing_value = "2", value_parser = watch_seconds)]
+        watch: Option<f64>,
+    },
+    /// Print a libpq multi-host connection string (postgresql://...) that
+    /// finds the primary (or a replica) by itself after a failover.
+    Dsn {
+        #[arg(long, value_enum, default_value = "primary")]
+        role: dsn::Role,
+        #[arg(long, default_value = "postgres")]
+        user: String,
+        #[arg(long, default_value = "postgres")]
+        dbname: String,
+        /// Print {"dsn": ..., "role": ...} instead.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Start a local demo cluster: agents and real PostgreSQL servers on
+    /// 127.0.0.1 in a temporary directory; Ctrl-C stops all of it. Uses
+    /// ports 7001-7003, 5441-5443 and 8001-8003 when free (haraftctl's
+    /// default endpoints), other free ports otherwise. As root, PostgreSQL
+    /// runs as the postgres OS user.
+    Demo {
+        /// Keep the cluster's data here (it stays after Ctrl-C) instead of
+        /// a temporary directory.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<std::path::PathBuf>,
+        #[arg(long, default_value_t = 3)]
+        nodes: u64,
+        /// Keep the temporary directory after Ctrl-C.
+        #[arg(long)]
+        keep: bool,
+    },
+    /// Print a shell completion script: bash, zsh or fish, e.g.
+    ///   source <(haraftctl completions bash)
+    #[command(verbatim_doc_comment)]
+    Completions {
+        #[arg(value_enum)]
+        shell: completions::Shell,
     },
     /// Planned switchover: the primary stops cleanly, the target gets the
     /// next epoch once it has all of the primary's WAL, promotes, and the
@@ -224,12 +270,25 @@ fn main() -> ExitCode {
     };
     let timeout = Duration::from_millis(args.timeout_ms);
     let endpoints = &args.endpoints;
-    let now_unix_ms =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+    let now_unix_ms = now_unix_ms();
     let secs = Duration::from_secs;
     let operation = match args.command {
-        Command::Status { json } => return exit(runtime.block_on(status(endpoints, timeout, json))),
-        Command::History { json } => return exit(runtime.block_on(history(endpoints, timeout, json))),
+        Command::Status { json, watch } => {
+            return exit(runtime.block_on(watching(watch, || status(endpoints, timeout, json, watch.is_some()))));
+        }
+        Command::History { json, watch } => {
+            return exit(runtime.block_on(watching(watch, || history(endpoints, timeout, json))));
+        }
+        Command::Dsn { role, user, dbname, json } => {
+            return exit(runtime.block_on(print_dsn(endpoints, timeout, role, &user, &dbname, json)));
+        }
+        Command::Demo { dir, nodes, keep } => {
+            return exit(runtime.block_on(demo::run(demo::Options { dir, nodes, keep })));
+        }
+        Command::Completions { shell } => {
+            print!("{}", completions::script(&Args::command(), shell));
+            return ExitCode::SUCCESS;
+        }
         Command::Config { command: ConfigCommand::Show { json } } => {
             return exit(runtime.block_on(config_show(endpoints, timeout, json)));
         }
@@ -373,15 +432,73 @@ pub(crate) async fn fetch(endpoints: &[String], timeout: Duration, ask: Ask) -> 
     ))
 }
 
-async fn status(endpoints: &[String], timeout: Duration, json: bool) -> Result<(), String> {
+/// Runs `show` once, or every `watch` seconds (clearing the screen) until
+/// Ctrl-C, which ends it with success; a failed look is shown and retried.
+async fn watching<F: Future<Output = Result<(), String>>>(
+    watch: Option<f64>,
+    mut show: impl FnMut() -> F,
+) -> Result<(), String> {
+    let Some(seconds) = watch else { return show().await };
+    let every = Duration::from_secs_f64(seconds);
+    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .map_err(|e| format!("listening for Ctrl-C: {e}"))?;
+    loop {
+        if let Err(e) = show().await {
+            println!("{}  haraftctl: {e}", utc(now_unix_ms()));
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = interrupt.recv() => return Ok(()),
+        }
+    }
+}
+
+fn watch_seconds(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(s) if s.is_finite() && (0.1..=3600.0).contains(&s) => Ok(s),
+        _ => Err(format!("{text:?} is not a refresh interval: give seconds between 0.1 and 3600, e.g. 2")),
+    }
+}
+
+fn now_unix_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+async fn print_dsn(
+    endpoints: &[String],
+    timeout: Duration,
+    role: dsn::Role,
+    user: &str,
+    dbname: &str,
+    json: bool,
+) -> Result<(), String> {
+    let document = fetch(endpoints, timeout, Ask::Status).await?;
+    let status: ClusterStatus =
+        serde_json::from_str(&document).map_err(|e| format!("agent sent unreadable status: {e}"))?;
+    let dsn = dsn::dsn(&status, role, user, dbname)?;
+    if json {
+        let role = format!("{role:?}").to_lowercase();
+        println!("{}", serde_json::json!({ "dsn": dsn, "role": role }));
+    } else {
+        println!("{dsn}");
+    }
+    Ok(())
+}
+
+async fn status(endpoints: &[String], timeout: Duration, json: bool, watch: bool) -> Result<(), String> {
     let document = fetch(endpoints, timeout, Ask::Status).await?;
     if json {
-        // Print what the agent sent (pretty), so fields added by a newer
-        // agent pass through.
+        // Print what the agent sent (pretty, or one line a document when
+        // watching), so fields added by a newer agent pass through.
         let value: serde_json::Value =
             serde_json::from_str(&document).map_err(|e| format!("agent sent unreadable status: {e}"))?;
-        println!("{}", serde_json::to_string_pretty(&value).expect("a JSON value always prints"));
+        let text = if watch { value.to_string() } else { serde_json::to_string_pretty(&value).expect("prints") };
+        println!("{text}");
         return Ok(());
+    }
+    if watch {
+        // Clear the screen and show when this was taken.
+        println!("\x1b[2J\x1b[H{}  (Ctrl-C ends the watch)", utc(now_unix_ms()));
     }
     let status: ClusterStatus =
         serde_json::from_str(&document).map_err(|e| format!("agent sent unreadable status: {e}"))?;
@@ -469,7 +586,7 @@ fn bytes(b: u64) -> String {
 
 /// The human table: a header of cluster facts, one row per member, then
 /// warnings in plain words.
-fn render(s: &ClusterStatus) -> String {
+pub(crate) fn render(s: &ClusterStatus) -> String {
     let mut out = String::new();
     let leader = match &s.leader {
         Some(l) => format!("{l} (term {})", s.term),
