@@ -118,7 +118,8 @@ pub fn check(check: Check, facts: &LocalFacts) -> Answer {
     match check {
         Check::Primary => primary(facts),
         Check::Replica { max_lag_bytes } => replica(facts, max_lag_bytes),
-        Check::ReadOnly { max_lag_bytes } => {
+        // Patroni's /read-only and /readiness ask the same of a member.
+        Check::ReadOnly { max_lag_bytes } | Check::Readiness { max_lag_bytes } => {
             let p = primary(facts);
             if p.ok { p } else { replica(facts, max_lag_bytes) }
         }
@@ -139,10 +140,6 @@ pub fn check(check: Check, facts: &LocalFacts) -> Answer {
             }
             None => Answer::no("agent loop has not run yet"),
         },
-        Check::Readiness { max_lag_bytes } => {
-            let p = primary(facts);
-            if p.ok { p } else { replica(facts, max_lag_bytes) }
-        }
     }
 }
 
