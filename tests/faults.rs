@@ -605,3 +605,54 @@ async fn nemesis_short_run_breaks_no_invariant() {
     assert!(report.passed(), "nemesis seed {seed} broke: {:?}\n{}", report.violations, report.logs);
     haraft_testkit::check::report("nemesis-40s", None, report.lost, report.promotions);
 }
+
+/// The Raft leader, not the primary, freezes (its agent stopped with
+/// SIGSTOP; its PostgreSQL, a replica, runs on). The primary's renewals are
+/// forwarded to it and hang; each is given up after half the holder's
+/// validity, or at once when another leader is known, and the next reaches
+/// the new leader. No failover, no new epoch, nothing lost. Whether the
+/// primary also stayed writable throughout is a race of the election
+/// (0.9-1.2 s with the default Raft timing, openraft 0.9 waiting out its
+/// leader lease first) against the holder's validity (1.975 s after its
+/// last renewal was sent): usually it does; if not it fences itself and
+/// restarts in place at the same epoch. The report's gap is the longest
+/// pause between two acknowledged writes, and the line says which happened.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_raft_leader_that_is_not_the_primary_leaves_the_primary_writable() {
+    let mut c = ProcCluster::with_postgres(3, SYNC);
+    c.start_all();
+    let mut status = converged(&mut c, "bootstrap").await;
+    // openraft 0.9 cannot move leadership: move the primary instead.
+    if status["leader_id"] == status["lease"]["holder_id"] {
+        let leader = status["leader_id"].as_u64().unwrap();
+        let target = others(3, leader)[0];
+        let (code, out, err) = c.ctl(&["switchover", "--to", &format!("node{target}"), "--force"]);
+        assert_eq!(code, 0, "{out}{err}");
+        status = converged(&mut c, "the primary moved off the Raft leader").await;
+    }
+    let (leader, primary) = (status["leader_id"].as_u64().unwrap(), primary_id(&status).unwrap());
+    assert_ne!(leader, primary, "{status}");
+    let epoch = status["epoch"].as_u64().unwrap();
+    let log_before = c.log(primary).len();
+    let w = writer(&c).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    c.freeze_agent(leader, true);
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let during =
+        wait_via(&c, &others(3, leader), "a new Raft leader", |s| s["leader_id"].as_u64().is_some_and(|l| l != leader))
+            .await;
+    c.freeze_agent(leader, false);
+    let healed = converged(&mut c, "the frozen agent back").await;
+    let out = finish(&c, w).await;
+    assert!(out.lost.is_empty(), "lost {} acknowledged writes: {:?}", out.lost.len(), out.lost);
+    assert_eq!((primary_id(&during), during["epoch"].as_u64()), (Some(primary), Some(epoch)), "{during}");
+    assert_eq!((primary_id(&healed), healed["epoch"].as_u64()), (Some(primary), Some(epoch)), "{healed}");
+    let fenced = c.log(primary)[log_before..].contains("lease no longer valid");
+    let gap = out.acks.windows(2).map(|w| w[1].at - w[0].at).max();
+    eprintln!(
+        "frozen Raft leader (not the primary): {} acks, none lost, longest pause {gap:?}, primary kept epoch {epoch}; it {}",
+        out.acks.len(),
+        if fenced { "fenced itself until the new leader renewed its lease" } else { "stayed writable throughout" }
+    );
+    report("frozen-raft-leader", gap, out.lost.len(), 0);
+}

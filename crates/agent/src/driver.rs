@@ -285,12 +285,13 @@ impl Driver {
             if let Some(command) = command {
                 let shared = Arc::clone(&self.shared);
                 let tx = self.tx.clone();
+                let attempt = std::time::Duration::from_millis(self.timing().renewal_attempt_ms());
                 tokio::spawn(async move {
                     // t_send is read before proposing: the lease is measured
                     // from here, never from when the answer arrived.
                     let t_send = boottime();
                     let started = std::time::Instant::now();
-                    let answer = shared.propose(command).await;
+                    let answer = shared.renew(command, attempt).await;
                     let latency_us = started.elapsed().as_micros() as u64;
                     let _ = tx.send(Event::RenewAnswered { t_send, latency_us, answer });
                 });

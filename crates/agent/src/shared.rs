@@ -59,6 +59,8 @@ pub enum ProposeError {
     Isolated,
     #[error("node {node} is not the Raft leader (leader: {leader:?}): ask again")]
     NotLeader { node: NodeId, leader: Option<NodeId> },
+    #[error("the Raft leader changed from {from:?} to {to:?} while waiting: asking the new one")]
+    LeaderChanged { from: Option<u64>, to: Option<u64> },
 }
 
 pub struct Shared {
@@ -235,10 +237,15 @@ impl Shared {
     /// Commits `command` through Raft: locally when this node leads,
     /// otherwise forwarded once to the leader. Bounded by the write timeout.
     pub async fn propose(&self, command: Command) -> Result<Outcome, ProposeError> {
-        let ms = self.config.raft.write_timeout_ms;
-        match tokio::time::timeout(self.write_timeout(), self.propose_unbounded(command)).await {
+        self.propose_within(command, self.write_timeout()).await
+    }
+
+    /// `propose` bounded by `limit` (never more than the write timeout).
+    pub async fn propose_within(&self, command: Command, limit: Duration) -> Result<Outcome, ProposeError> {
+        let limit = limit.min(self.write_timeout());
+        match tokio::time::timeout(limit, self.propose_unbounded(command)).await {
             Ok(result) => result,
-            Err(_) => Err(ProposeError::Timeout { ms }),
+            Err(_) => Err(ProposeError::Timeout { ms: limit.as_millis() as u64 }),
         }
     }
 
@@ -260,6 +267,32 @@ impl Shared {
                 self.forward(NodeId(leader), &node.address, command).await
             }
             Err(e) => Err(ProposeError::Raft(e.to_string())),
+        }
+    }
+
+    /// A lease renewal: `propose_within(attempt)`, given up as soon as
+    /// another Raft leader is known than the one it went to. A renewal
+    /// forwarded to a leader that hangs would otherwise wait out its whole
+    /// attempt while the new leader could commit it at once; every moment
+    /// counts against the holder's deadline.
+    pub async fn renew(&self, command: Command, attempt: Duration) -> Result<Outcome, ProposeError> {
+        let mut metrics = self.raft.metrics();
+        let from = metrics.borrow().current_leader;
+        let leader_changed = async {
+            loop {
+                if metrics.changed().await.is_err() {
+                    // Raft stopped: the attempt's own bound ends it.
+                    std::future::pending::<()>().await;
+                }
+                let to = metrics.borrow().current_leader;
+                if to.is_some() && to != from {
+                    return to;
+                }
+            }
+        };
+        tokio::select! {
+            answer = self.propose_within(command, attempt) => answer,
+            to = leader_changed => Err(ProposeError::LeaderChanged { from, to }),
         }
     }
 

@@ -22,7 +22,7 @@ pub struct Timing {
 
 impl Default for Timing {
     /// ttl 2.5 s: a failover waits up to one ttl after the last renewal,
-    /// plus an election (0.5-1 s) when the Raft leader died with the
+    /// plus an election (0.9-1.2 s) when the Raft leader died with the
     /// primary, whose successor then waits a full ttl; 2.5 s keeps that
     /// worst case near 4 s, under the 5 s goal (measured by haraft-bench
     /// failover). Renewal every 500 ms: the holder's 1.975 s validity
@@ -149,6 +149,16 @@ impl Timing {
         BootTime(t_send.0 + self.holder_validity_ms().saturating_sub(self.demote_budget_ms))
     }
 
+    /// How long the holder waits for one renewal before giving it up: half
+    /// its validity (ttl(1-ρ) - demote_budget). A renewal forwarded to a
+    /// Raft leader that hangs (frozen, cut off, its disk full) is then
+    /// abandoned in time for another attempt, to the leader elected
+    /// meanwhile, before the holder's deadline. The validity rule
+    /// (validity >= 2 renewal intervals) keeps this at least one interval.
+    pub fn renewal_attempt_ms(&self) -> u64 {
+        (self.holder_validity_ms().saturating_sub(self.demote_budget_ms) / 2).max(1)
+    }
+
     /// When the holder tries again after a renewal failed: soon, but not in a
     /// tight loop (a quarter interval gives three retries before the next
     /// regular renewal).
@@ -171,6 +181,35 @@ mod tests {
         let t = Timing::default();
         // 2500 * 0.99 - 500 = 1975
         assert_eq!(t.holder_deadline(BootTime(10_000)), BootTime(11_975));
+    }
+
+    #[test]
+    fn a_renewal_attempt_leaves_room_for_another_before_the_deadline() {
+        let t = Timing::default();
+        // (2500 * 0.99 - 500) / 2
+        assert_eq!(t.renewal_attempt_ms(), 987);
+        for ttl in [2500u64, 3000, 10_000, 60_000] {
+            for renew in [100u64, 500, 1000] {
+                for budget in [0u64, 500] {
+                    let Ok(t) = (Timing {
+                        lease_ttl_ms: ttl,
+                        renew_interval_ms: renew,
+                        clock_drift_ppm: 10_000,
+                        demote_budget_ms: budget,
+                    })
+                    .validate() else {
+                        continue;
+                    };
+                    let window = t.holder_deadline(BootTime(0)).0;
+                    // Two attempts (and the retry pause between them) fit.
+                    assert!(
+                        2 * t.renewal_attempt_ms() + t.retry_interval_ms() <= window + t.retry_interval_ms(),
+                        "{t:?}"
+                    );
+                    assert!(t.renewal_attempt_ms() >= t.renew_interval_ms / 2, "{t:?}");
+                }
+            }
+        }
     }
 
     #[test]
