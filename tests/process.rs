@@ -280,3 +280,21 @@ fn deploy_gen_tls_issues_certificates_the_ca_verifies() {
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("bad host db1: write NAME=IP"));
 }
+
+/// A REST port in use stops the agent at start with a last line naming
+/// the key (it is bound before the database side and the fence guards
+/// start, so nothing is left behind).
+#[test]
+fn a_rest_port_in_use_is_refused_at_start() {
+    let c = ProcCluster::new(3, "");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = taken.local_addr().unwrap();
+    let config = std::fs::read_to_string(&c.nodes[0].config).unwrap() + &format!("\n[rest]\nlisten = \"{address}\"\n");
+    let path = c.dir.path().join("rest-taken.toml");
+    std::fs::write(&path, config).unwrap();
+    let out = Command::new(binary("haraft")).arg("--config").arg(&path).current_dir(c.dir.path()).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    let last = err.trim_end().lines().last().unwrap_or("");
+    assert!(last.contains(&format!("binding rest.listen {address}")), "{err}");
+}

@@ -171,6 +171,16 @@ pub async fn start(config: Config, listener: Option<tokio::net::TcpListener>) ->
             .with_context(|| format!("binding node.listen {}", config.listen))?,
     };
     let local_addr = listener.local_addr()?;
+    // Bound before anything else starts (the database side, the fence
+    // guards): a port in use stops the agent with nothing left behind.
+    let rest_listener = match config.rest_listen {
+        Some(address) => Some(
+            tokio::net::TcpListener::bind(address)
+                .await
+                .with_context(|| format!("binding rest.listen {address}: is another agent or service using it?"))?,
+        ),
+        None => None,
+    };
 
     let (lease_tx, lease_rx) = watch::channel(LeaseView::default());
     let shared = Arc::new(Shared::new(config.clone(), raft.clone(), applied, committed, lease_rx, faults.clone()));
@@ -240,13 +250,9 @@ pub async fn start(config: Config, listener: Option<tokio::net::TcpListener>) ->
         }
         None => (None, None),
     };
-    let rest = match config.rest_listen {
-        Some(address) => {
-            let listener = tokio::net::TcpListener::bind(address)
-                .await
-                .with_context(|| format!("binding rest.listen {address}: is another agent or service using it?"))?;
-            let rest_addr = listener.local_addr()?;
-            tracing::info!(node = %config.node_name, listen = %rest_addr, "rest api started");
+    let rest = match rest_listener {
+        Some(listener) => {
+            tracing::info!(node = %config.node_name, listen = %listener.local_addr()?, "rest api started");
             Some(tokio::spawn(crate::rest::serve(listener, Arc::clone(&shared), shutdown_rx.clone())))
         }
         None => None,
