@@ -13,7 +13,7 @@ use haraft_proto::admin::{
     RenewalLatency, StatusReply, StatusRequest,
 };
 use haraft_raft::codec;
-use haraft_raft::server::admit;
+use haraft_raft::server::{admit, check_speaker};
 use openraft::ServerState;
 use std::sync::Arc;
 use tonic::transport::Channel;
@@ -46,6 +46,9 @@ impl admin_server::Admin for AdminService {
     }
 
     async fn propose(&self, request: Request<ProposeRequest>) -> Result<Response<ProposeReply>, Status> {
+        let from = request.get_ref().from;
+        let tls = self.shared.config.tls.is_some();
+        check_speaker(&request, tls, from, |id| self.shared.member(NodeId(id)).map(|m| m.name))?;
         let req = request.into_inner();
         self.admit(&req.cluster, req.target)?;
         let command: Command =

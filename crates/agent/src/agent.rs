@@ -159,7 +159,8 @@ pub async fn start(config: Config, listener: Option<tokio::net::TcpListener>) ->
     let committed = log_store.committed();
     let faults = NetworkFaults::default();
     let dial = config.dial.raft.iter().map(|(id, a)| (id.0, a.clone())).collect();
-    let network = NetworkFactory::new(&config.cluster, config.node.0, faults.clone(), dial);
+    let tls = config.tls.as_ref().map(|t| Arc::clone(&t.loaded));
+    let network = NetworkFactory::new(&config.cluster, config.node.0, faults.clone(), dial, tls.clone());
     let raft = Raft::new(config.node.0, Arc::new(raft_config(&config)?), network, log_store, sm_store)
         .await
         .context("starting raft")?;
@@ -189,8 +190,19 @@ pub async fn start(config: Config, listener: Option<tokio::net::TcpListener>) ->
 
     let server = {
         let mut stop = shutdown_rx.clone();
-        let router = tonic::transport::Server::builder()
-            .add_service(RaftService::new(raft.clone(), &config.cluster, config.node.0, faults))
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(tls) = &tls {
+            builder = builder.tls_config(tls.server()).context("tls: the certificate or key file is not usable")?;
+        }
+        let router = builder
+            .add_service(RaftService::new(
+                raft.clone(),
+                &config.cluster,
+                config.node.0,
+                faults,
+                tls.is_some(),
+                config.members.iter().map(|m| (m.id.0, m.name.clone())).collect(),
+            ))
             .add_service(AdminService::new(Arc::clone(&shared)));
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
         tokio::spawn(async move {

@@ -30,6 +30,15 @@ struct RawConfig {
     rest: RawRest,
     #[serde(default)]
     callbacks: RawCallbacks,
+    tls: Option<RawTls>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    ca_file: PathBuf,
+    cert_file: PathBuf,
+    key_file: PathBuf,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -282,8 +291,25 @@ pub struct Config {
     pub dial: Dial,
     /// Where the REST health API listens; `None`: no REST API.
     pub rest_listen: Option<SocketAddr>,
+    /// Mutual TLS for every gRPC connection; `None`: plaintext.
+    pub tls: Option<TlsSetting>,
     pub callbacks: Callbacks,
 }
+
+/// `[tls]`: the files (what configs compare by) and what was read from them.
+#[derive(Clone, Debug)]
+pub struct TlsSetting {
+    pub files: haraft_raft::tls::TlsFiles,
+    pub loaded: std::sync::Arc<haraft_raft::tls::Tls>,
+}
+
+impl PartialEq for TlsSetting {
+    fn eq(&self, other: &Self) -> bool {
+        self.files == other.files
+    }
+}
+
+impl Eq for TlsSetting {}
 
 /// Commands run when the local PostgreSQL starts, stops or changes role.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -440,6 +466,8 @@ pub enum ConfigError {
     CallbackNotAbsolute { key: &'static str, value: String, program: String },
     #[error("callbacks.timeout_ms must be between 100 and 600000, got {value}")]
     CallbackTimeout { value: u64 },
+    #[error("tls: {0}")]
+    Tls(haraft_raft::tls::TlsError),
 }
 
 use haraft_core::ids::{is_host_port as host_port, valid_name};
@@ -665,6 +693,16 @@ fn validate(raw: RawConfig, base: &Path, getenv: &dyn Fn(&str) -> Option<String>
         None => None,
     };
     let callbacks = validate_callbacks(&raw.callbacks)?;
+    let tls = match &raw.tls {
+        Some(t) => {
+            // Relative to the config file's directory, like password files.
+            let at = |p: &PathBuf| if p.is_absolute() { p.clone() } else { base.join(p) };
+            let files = haraft_raft::tls::TlsFiles { ca: at(&t.ca_file), cert: at(&t.cert_file), key: at(&t.key_file) };
+            let loaded = std::sync::Arc::new(haraft_raft::tls::Tls::load(&files).map_err(ConfigError::Tls)?);
+            Some(TlsSetting { files, loaded })
+        }
+        None => None,
+    };
     let policy = Policy {
         maximum_lag_on_failover_bytes: raw.failover.maximum_lag_on_failover_bytes,
         primary_start_timeout_ms: raw.failover.primary_start_timeout_ms,
@@ -696,6 +734,7 @@ fn validate(raw: RawConfig, base: &Path, getenv: &dyn Fn(&str) -> Option<String>
         dial,
         rest_listen,
         callbacks,
+        tls,
     })
 }
 

@@ -217,18 +217,17 @@ impl Shared {
     }
 
     /// An admin client for member `id` (advertised at `address`), through
-    /// this node's dial override for it if it has one.
+    /// this node's dial override for it if it has one. With TLS, its
+    /// certificate must name the member.
     pub fn client_for(&self, id: NodeId, address: &str) -> Result<AdminClient<Channel>, String> {
-        self.client(self.config.dial.raft.get(&id).map_or(address, String::as_str))
-    }
-
-    /// An admin client for `address`; channels connect lazily and are reused.
-    pub fn client(&self, address: &str) -> Result<AdminClient<Channel>, String> {
+        let address = self.config.dial.raft.get(&id).map_or(address, String::as_str);
+        let name = self.member(id).map(|m| m.name).unwrap_or_else(|| format!("node-id-{id}"));
         let mut clients = self.clients.lock().expect("client cache lock is never poisoned: no panics while held");
         if let Some(c) = clients.get(address) {
             return Ok(c.clone());
         }
-        let channel = lazy_channel(address).map_err(|e| format!("bad address {address:?}: {e}"))?;
+        let tls = self.config.tls.as_ref().map(|t| (&*t.loaded, name.as_str()));
+        let channel = lazy_channel(address, tls).map_err(|e| format!("bad address {address:?}: {e}"))?;
         let client = AdminClient::new(channel);
         clients.insert(address.to_string(), client.clone());
         Ok(client)

@@ -43,6 +43,18 @@ struct Args {
     #[arg(long, default_value_t = 5000, global = true, value_name = "MS")]
     timeout_ms: u64,
 
+    /// The cluster CA (PEM), for a cluster with [tls]: connect over TLS
+    /// and check each agent's certificate against it and the endpoint's
+    /// host. Needs --cert-file and --key-file (the operator's certificate).
+    #[arg(long, env = "HARAFTCTL_CA_FILE", global = true, value_name = "FILE", requires_all = ["cert_file", "key_file"])]
+    ca_file: Option<std::path::PathBuf>,
+    /// This operator's certificate (PEM), signed by the cluster CA.
+    #[arg(long, env = "HARAFTCTL_CERT_FILE", global = true, value_name = "FILE", requires = "ca_file")]
+    cert_file: Option<std::path::PathBuf>,
+    /// Its private key (PEM, not readable by others).
+    #[arg(long, env = "HARAFTCTL_KEY_FILE", global = true, value_name = "FILE", requires = "ca_file")]
+    key_file: Option<std::path::PathBuf>,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -261,6 +273,18 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     }
+    if let (Some(ca), Some(cert), Some(key)) = (&args.ca_file, &args.cert_file, &args.key_file) {
+        let files = haraft_raft::tls::TlsFiles { ca: ca.clone(), cert: cert.clone(), key: key.clone() };
+        match haraft_raft::tls::Tls::load(&files) {
+            Ok(tls) => {
+                let _ = TLS.set(tls);
+            }
+            Err(e) => {
+                eprintln!("haraftctl: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
@@ -399,14 +423,49 @@ pub(crate) async fn connect(
     endpoint: &str,
     timeout: Duration,
 ) -> Result<AdminClient<tonic::transport::Channel>, String> {
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{endpoint}"))
+    let scheme = if TLS.get().is_some() { "https" } else { "http" };
+    let mut target = tonic::transport::Endpoint::from_shared(format!("{scheme}://{endpoint}"))
         .map_err(|e| e.to_string())?
-        .connect_timeout(timeout)
-        .connect()
-        .await
-        .map_err(|_| "connection refused or unreachable".to_string())?;
+        .connect_timeout(timeout);
+    if let Some(tls) = TLS.get() {
+        // The agent's certificate must be valid for the host as typed.
+        let host = endpoint.rsplit_once(':').map_or(endpoint, |(h, _)| h).trim_matches(['[', ']']);
+        target = target.tls_config(tls.client(host)).map_err(|e| format!("tls: {e}"))?;
+    }
+    let channel = target.connect().await.map_err(|e| {
+        // The innermost cause says what went wrong (refused, a certificate
+        // from another CA, a plaintext agent...).
+        let mut cause: &dyn std::error::Error = &e;
+        while let Some(inner) = cause.source() {
+            cause = inner;
+        }
+        format!("cannot connect: {cause}")
+    })?;
     Ok(AdminClient::new(channel))
 }
+
+/// What a failed call says, with what to do when the agent speaks TLS and
+/// haraftctl was not given the cluster's certificates (tonic reports that
+/// as an HTTP/2 protocol error).
+pub(crate) fn call_error(status: &tonic::Status) -> String {
+    let message = status.message();
+    if TLS.get().is_none() && is_transport_failure(status) {
+        return format!(
+            "the agent accepted the connection but not plaintext gRPC ({message}): a cluster with [tls] needs --ca-file, --cert-file and --key-file"
+        );
+    }
+    message.to_string()
+}
+
+/// A failure of the connection itself (tonic's words), not an answer the
+/// agent gave: a TLS agent drops a plaintext client this way.
+pub(crate) fn is_transport_failure(status: &tonic::Status) -> bool {
+    let m = status.message();
+    m.contains("h2 protocol error") || m.contains("transport error")
+}
+
+/// The TLS material from --ca-file/--cert-file/--key-file, set once at start.
+static TLS: std::sync::OnceLock<haraft_raft::tls::Tls> = std::sync::OnceLock::new();
 
 /// A document from the first endpoint that answers.
 pub(crate) async fn fetch(endpoints: &[String], timeout: Duration, ask: Ask) -> Result<String, String> {
@@ -418,7 +477,7 @@ pub(crate) async fn fetch(endpoints: &[String], timeout: Duration, ask: Ask) -> 
                 Ask::Status => client.status(StatusRequest { local_only: false }).await.map(|r| r.into_inner().json),
                 Ask::History => client.history(HistoryRequest { local_only: false }).await.map(|r| r.into_inner().json),
             };
-            json.map_err(|s| s.message().to_string())
+            json.map_err(|s| call_error(&s))
         };
         match tokio::time::timeout(timeout, attempt).await {
             Ok(Ok(json)) => return Ok(json),

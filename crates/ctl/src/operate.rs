@@ -57,8 +57,10 @@ pub async fn send(endpoints: &[String], timeout: Duration, request: &OperateRequ
                     client.operate(OperateProto { json: json.clone(), forwarded: false }).await.map_err(|s| match s
                         .code()
                     {
-                        tonic::Code::Unavailable => Failure::NoLeader(s.message().to_string()),
-                        _ => Failure::Other(s.message().to_string()),
+                        tonic::Code::Unavailable if !crate::is_transport_failure(&s) => {
+                            Failure::NoLeader(s.message().to_string())
+                        }
+                        _ => Failure::Other(crate::call_error(&s)),
                     })?;
                 serde_json::from_str::<OperateReply>(&reply.into_inner().json)
                     .map_err(|e| Failure::Other(format!("agent sent an unreadable reply: {e}")))

@@ -15,6 +15,7 @@ pub mod codec;
 pub mod network;
 pub mod server;
 pub mod store;
+pub mod tls;
 pub mod types;
 
 pub use types::{Raft, RaftNode, TypeConfig};

@@ -4,6 +4,7 @@
 //! `Network`, as openraft's `RaftNetwork` docs ask.
 
 use crate::codec;
+use crate::tls::Tls;
 use crate::types::{RaftNode, TypeConfig};
 use haraft_proto::raft::RaftRequest;
 use haraft_proto::raft::raft_client::RaftClient;
@@ -44,13 +45,19 @@ impl NetworkFaults {
 pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// A channel that connects on first use (and reconnects after failures).
-pub fn lazy_channel(address: &str) -> Result<Channel, tonic::transport::Error> {
-    Ok(Endpoint::from_shared(format!("http://{address}"))?
+/// A channel to `address`, connecting on first use; over TLS when `tls`
+/// is given, expecting the server's certificate to name `server_name`.
+pub fn lazy_channel(address: &str, tls: Option<(&Tls, &str)>) -> Result<Channel, tonic::transport::Error> {
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let mut endpoint = Endpoint::from_shared(format!("{scheme}://{address}"))?
         .connect_timeout(CONNECT_TIMEOUT)
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(5))
-        .keep_alive_timeout(Duration::from_secs(5))
-        .connect_lazy())
+        .keep_alive_timeout(Duration::from_secs(5));
+    if let Some((tls, server_name)) = tls {
+        endpoint = endpoint.tls_config(tls.client(server_name))?;
+    }
+    Ok(endpoint.connect_lazy())
 }
 
 #[derive(Clone)]
@@ -60,11 +67,18 @@ pub struct NetworkFactory {
     faults: NetworkFaults,
     /// Where to connect to a peer instead of its advertised address.
     dial: Arc<std::collections::BTreeMap<u64, String>>,
+    tls: Option<Arc<Tls>>,
 }
 
 impl NetworkFactory {
-    pub fn new(cluster: &str, me: u64, faults: NetworkFaults, dial: std::collections::BTreeMap<u64, String>) -> Self {
-        NetworkFactory { cluster: cluster.into(), me, faults, dial: Arc::new(dial) }
+    pub fn new(
+        cluster: &str,
+        me: u64,
+        faults: NetworkFaults,
+        dial: std::collections::BTreeMap<u64, String>,
+        tls: Option<Arc<Tls>>,
+    ) -> Self {
+        NetworkFactory { cluster: cluster.into(), me, faults, dial: Arc::new(dial), tls }
     }
 }
 
@@ -73,7 +87,9 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
 
     async fn new_client(&mut self, target: u64, node: &RaftNode) -> PeerClient {
         let address = self.dial.get(&target).unwrap_or(&node.address);
-        let client = lazy_channel(address).map(RaftClient::new).map_err(|e| format!("bad address {address:?}: {e}"));
+        let tls = self.tls.as_deref().map(|t| (t, node.name.as_str()));
+        let client =
+            lazy_channel(address, tls).map(RaftClient::new).map_err(|e| format!("bad address {address:?}: {e}"));
         PeerClient { cluster: Arc::clone(&self.cluster), me: self.me, target, client, faults: self.faults.clone() }
     }
 }

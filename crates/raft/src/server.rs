@@ -34,11 +34,51 @@ pub struct RaftService {
     cluster: String,
     me: u64,
     faults: NetworkFaults,
+    /// Whether peers present certificates (TLS configured): then a message
+    /// from member N must come with a certificate naming N.
+    tls: bool,
+    /// Member names from the config file, for senders the Raft membership
+    /// does not hold yet (a joining node hears from the leader first).
+    configured: std::collections::BTreeMap<u64, String>,
+}
+
+/// With TLS, the member a request speaks for (`from`) must be the one its
+/// certificate names. `name_of` gives a member id's name.
+pub fn check_speaker<T>(
+    request: &Request<T>,
+    tls: bool,
+    from: u64,
+    name_of: impl FnOnce(u64) -> Option<String>,
+) -> Result<(), Status> {
+    if !tls {
+        return Ok(());
+    }
+    let Some(name) = name_of(from) else {
+        return Err(Status::permission_denied(format!(
+            "a request speaks for node id {from}, which is not a member: refused"
+        )));
+    };
+    let certs = request.peer_certs();
+    if crate::tls::certificate_names(certs.as_ref(), &name) {
+        Ok(())
+    } else {
+        tracing::warn!(from, member = %name, "refused a request whose certificate does not name the member it speaks for");
+        Err(Status::permission_denied(format!(
+            "a request speaks for member {name} (node id {from}) but its certificate does not name {name}: each member must use its own certificate"
+        )))
+    }
 }
 
 impl RaftService {
-    pub fn new(raft: Raft, cluster: &str, me: u64, faults: NetworkFaults) -> raft_server::RaftServer<RaftService> {
-        raft_server::RaftServer::new(RaftService { raft, cluster: cluster.to_string(), me, faults })
+    pub fn new(
+        raft: Raft,
+        cluster: &str,
+        me: u64,
+        faults: NetworkFaults,
+        tls: bool,
+        configured: std::collections::BTreeMap<u64, String>,
+    ) -> raft_server::RaftServer<RaftService> {
+        raft_server::RaftServer::new(RaftService { raft, cluster: cluster.to_string(), me, faults, tls, configured })
     }
 
     fn open<T: serde::de::DeserializeOwned>(
@@ -46,6 +86,12 @@ impl RaftService {
         what: &'static str,
         request: Request<RaftRequest>,
     ) -> Result<T, Status> {
+        let from = request.get_ref().from;
+        check_speaker(&request, self.tls, from, |id| {
+            let known =
+                self.raft.metrics().borrow().membership_config.membership().get_node(&id).map(|n| n.name.clone());
+            known.or_else(|| self.configured.get(&id).cloned())
+        })?;
         let req = request.into_inner();
         admit(&req.cluster, req.target, &self.cluster, self.me, &self.faults)?;
         codec::decode(what, &req.payload).map_err(|e| {

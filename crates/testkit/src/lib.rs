@@ -16,6 +16,7 @@ pub mod inproc;
 pub mod nemesis;
 pub mod procs;
 pub mod prom;
+pub mod tls;
 pub mod writer;
 
 use std::time::{Duration, Instant};

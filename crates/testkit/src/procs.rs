@@ -60,6 +60,8 @@ pub struct ProcCluster {
     pub addresses: Vec<String>,
     /// Each node's REST API address (nodes with PostgreSQL only).
     pub rest: Vec<String>,
+    /// haraftctl's TLS flags for a cluster with `[tls]` (empty otherwise).
+    pub ctl_tls: Vec<String>,
     pub nodes: Vec<Node>,
     /// Set when the nodes manage PostgreSQL.
     pub pg: Option<PgNodes>,
@@ -95,7 +97,23 @@ impl ProcCluster {
                 Node { id, config, log: dir.path().join(format!("node{id}.log")), child: None, groups: Vec::new() }
             })
             .collect();
-        ProcCluster { dir, addresses, rest: Vec::new(), nodes, pg: None }
+        ProcCluster { dir, addresses, rest: Vec::new(), ctl_tls: Vec::new(), nodes, pg: None }
+    }
+
+    /// `new` with mutual TLS: a test CA in the cluster directory, a
+    /// certificate per member (`nodeN`) in its `[tls]` section, and an
+    /// `operator` certificate for haraftctl. Returns the CA to issue more.
+    pub fn new_tls(n: usize, extra: &str) -> (ProcCluster, crate::tls::TestCa) {
+        let mut c = ProcCluster::new(n, extra);
+        let ca = crate::tls::TestCa::new(c.dir.path(), "cluster");
+        for node in &c.nodes {
+            let files = ca.issue(&format!("node{}", node.id));
+            let mut text = std::fs::read_to_string(&node.config).expect("read config");
+            text.push_str(&format!("\n{}", files.section()));
+            std::fs::write(&node.config, text).expect("write config");
+        }
+        c.ctl_tls = ca.issue("operator").ctl_args();
+        (c, ca)
     }
 
     /// Writes configs for `n` nodes that each manage a PostgreSQL server
@@ -257,7 +275,7 @@ impl ProcCluster {
                 std::fs::copy(entry.path(), dir.path().join("secrets").join(entry.file_name())).expect("copy secret");
             }
         }
-        let mut c = ProcCluster { dir, addresses, rest, nodes, pg: None };
+        let mut c = ProcCluster { dir, addresses, rest, ctl_tls: Vec::new(), nodes, pg: None };
         if has_pg {
             c.hand_to_database_user(pg_ports);
         }
@@ -416,7 +434,7 @@ impl ProcCluster {
     /// `haraftctl --endpoints <all> ARGS`, not started yet.
     pub fn ctl_command(&self, args: &[&str]) -> Command {
         let mut command = Command::new(binary("haraftctl"));
-        command.arg("--endpoints").arg(self.endpoints()).args(args);
+        command.args(&self.ctl_tls).arg("--endpoints").arg(self.endpoints()).args(args);
         command
     }
 
@@ -435,6 +453,7 @@ impl ProcCluster {
     pub fn status_via(&self, ids: &[u64]) -> Option<serde_json::Value> {
         let endpoints: Vec<&str> = ids.iter().map(|i| self.addresses[*i as usize - 1].as_str()).collect();
         let out = Command::new(binary("haraftctl"))
+            .args(&self.ctl_tls)
             .args(["--endpoints", &endpoints.join(","), "--timeout-ms", "3000", "status", "--json"])
             .output()
             .ok()?;
