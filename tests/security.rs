@@ -112,3 +112,113 @@ async fn a_member_using_another_members_certificate_is_refused() {
         "no refusal logged:\n{logs}"
     );
 }
+
+fn secret_file(c: &ProcCluster, name: &str, text: &str) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = c.dir.path().join(name);
+    std::fs::write(&path, format!("{text}\n")).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    path
+}
+
+fn operations_in_history(c: &ProcCluster, tls: &[String], token: Option<&std::path::Path>) -> Vec<Value> {
+    let mut args: Vec<String> = tls.to_vec();
+    if let Some(t) = token {
+        args.extend(["--token-file".to_string(), t.display().to_string()]);
+    }
+    let (code, out, err) = ctl_with(c, &args, &["history", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let history: Vec<Value> = serde_json::from_str(&out).unwrap();
+    history.into_iter().filter(|h| h["event"] == "operation-requested").collect()
+}
+
+const ADMIN_TOKEN: &str = "admin-token-0123456789abcdef";
+const READ_TOKEN: &str = "read-token-0123456789abcdef";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn roles_decide_who_may_change_the_cluster_and_the_history_names_them() {
+    let (mut c, ca) = ProcCluster::new_tls(
+        3,
+        "[auth]\nadmin_names = [\"admin\"]\nadmin_token_file = \"admin.token\"\nread_token_file = \"read.token\"\n",
+    );
+    let admin_token = secret_file(&c, "admin.token", ADMIN_TOKEN);
+    let read_token = secret_file(&c, "read.token", READ_TOKEN);
+    let wrong_token = secret_file(&c, "wrong.token", "not-a-token-of-this-cluster");
+    c.start_all();
+    wait_for("a healthy TLS cluster", LIMIT, || c.status().filter(healthy)).await;
+    let operator = c.ctl_tls.clone(); // a certificate without the admin role
+    let admin = ca.issue("admin").ctl_args();
+    let with_token = |tls: &[String], token: &std::path::Path| {
+        let mut a = tls.to_vec();
+        a.extend(["--token-file".to_string(), token.display().to_string()]);
+        a
+    };
+
+    // Read role: reads, but changes nothing.
+    assert_eq!(ctl_with(&c, &operator, &["status"]).0, 0);
+    let (code, _, err) = ctl_with(&c, &operator, &["pause"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("a certificate without the admin role may read but not change the cluster"), "{err}");
+    let (code, _, err) = ctl_with(&c, &with_token(&operator, &read_token), &["pause"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("the read token may read but not change the cluster"), "{err}");
+    let (code, _, err) = ctl_with(&c, &with_token(&operator, &wrong_token), &["status"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("the token given matches no token of this cluster"), "{err}");
+    assert!(!err.contains("not-a-token"), "the token was echoed: {err}");
+    assert!(operations_in_history(&c, &operator, None).is_empty(), "a refused request changed the history");
+
+    // Admin role, by certificate and by token; the history says who.
+    let (code, out, err) = ctl_with(&c, &admin, &["pause"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, err) = ctl_with(&c, &with_token(&operator, &admin_token), &["resume"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let ops = operations_in_history(&c, &operator, None);
+    assert_eq!(ops.len(), 2, "{ops:?}");
+    assert!(ops[0]["by"].as_str().unwrap().starts_with("certificate admin ("), "{ops:?}");
+    assert!(ops[1]["by"].as_str().unwrap().starts_with("the admin token ("), "{ops:?}");
+    // No secret in any log.
+    let logs: String = (1..=3).map(|i| c.log(i)).collect();
+    for secret in [ADMIN_TOKEN, READ_TOKEN, "not-a-token-of-this-cluster"] {
+        assert!(!logs.contains(secret), "a token reached an agent log");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_alone_protect_a_plaintext_cluster() {
+    let mut c = ProcCluster::new(3, "[auth]\nadmin_token_file = \"admin.token\"\nread_token_file = \"read.token\"\n");
+    let admin_token = secret_file(&c, "admin.token", ADMIN_TOKEN);
+    let read_token = secret_file(&c, "read.token", READ_TOKEN);
+    c.start_all();
+    let token_args = |t: &std::path::Path| vec!["--token-file".to_string(), t.display().to_string()];
+    wait_for("the cluster serving", LIMIT, || {
+        let (code, out, _) = ctl_with(&c, &token_args(&read_token), &["status", "--json"]);
+        (code == 0).then(|| serde_json::from_str::<Value>(&out).ok()).flatten().filter(healthy)
+    })
+    .await;
+    let (code, _, err) = ctl_with(&c, &[], &["status"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("no credential: this cluster requires"), "{err}");
+    let (code, _, err) = ctl_with(&c, &token_args(&read_token), &["pause"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("may read but not change the cluster"), "{err}");
+    let (code, out, err) = ctl_with(&c, &token_args(&admin_token), &["pause"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let ops = operations_in_history(&c, &[], Some(&admin_token));
+    assert_eq!(ops.len(), 1, "{ops:?}");
+    assert!(ops[0]["by"].as_str().unwrap().starts_with("the admin token ("), "{ops:?}");
+    // A token file others may read is refused by haraftctl and the agents.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&admin_token, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (code, _, err) = ctl_with(&c, &token_args(&admin_token), &["status"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("is readable by other users (mode 644): chmod 600 it"), "{err}");
+    let out = std::process::Command::new(haraft_testkit::procs::binary("haraft"))
+        .arg("--check-config")
+        .arg(&c.nodes[0].config)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("auth.admin_token_file") && err.contains("readable by other users"), "{err}");
+}

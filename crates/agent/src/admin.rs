@@ -1,8 +1,10 @@
 //! The admin gRPC service: status for haraftctl, and the two peer calls
 //! (forwarded renewals, probes).
 
+use crate::auth;
 use crate::shared::ProposeError;
 use crate::shared::{Shared, role_name};
+use haraft_core::auth::Access;
 use haraft_core::ops::OperateRequest as OperateRequestJson;
 use haraft_core::status::{LocalRaft, Probes, build_status};
 use haraft_core::{Command, NodeId};
@@ -36,12 +38,16 @@ impl AdminService {
 #[tonic::async_trait]
 impl admin_server::Admin for AdminService {
     async fn status(&self, request: Request<StatusRequest>) -> Result<Response<StatusReply>, Status> {
-        let json = status_document(&self.shared, request.into_inner().local_only).await?;
+        auth::require(&self.shared, &request, Access::Read)?;
+        let token = request.metadata().get(auth::AUTHORIZATION).cloned();
+        let json = status_document(&self.shared, request.into_inner().local_only, token).await?;
         Ok(Response::new(StatusReply { json }))
     }
 
     async fn history(&self, request: Request<HistoryRequest>) -> Result<Response<HistoryReply>, Status> {
-        let json = history_document(&self.shared, request.into_inner().local_only).await?;
+        auth::require(&self.shared, &request, Access::Read)?;
+        let token = request.metadata().get(auth::AUTHORIZATION).cloned();
+        let json = history_document(&self.shared, request.into_inner().local_only, token).await?;
         Ok(Response::new(HistoryReply { json }))
     }
 
@@ -104,9 +110,20 @@ impl admin_server::Admin for AdminService {
         if self.shared.faults.isolated() {
             return Err(Status::unavailable("node isolated by fault injection"));
         }
-        let req = request.into_inner();
-        let parsed: OperateRequestJson = serde_json::from_str(&req.json)
+        let access = if request.get_ref().forwarded { Access::ForwardedOperate } else { Access::Operate };
+        let caller = auth::require(&self.shared, &request, access)?;
+        let token = request.metadata().get(auth::AUTHORIZATION).cloned();
+        let mut req = request.into_inner();
+        let mut parsed: OperateRequestJson = serde_json::from_str(&req.json)
             .map_err(|e| Status::invalid_argument(format!("unreadable operator request: {e}")))?;
+        // The history names who asked by the verified credential; what the
+        // client said about itself (user@host) follows in brackets. A
+        // forwarded request was named by the member that checked it.
+        if access == Access::Operate && auth::active(&self.shared) {
+            parsed.by = format!("{} ({})", caller.identity, parsed.by);
+            req.json =
+                serde_json::to_string(&parsed).map_err(|e| Status::internal(format!("encoding request: {e}")))?;
+        }
         let metrics = self.shared.metrics();
         if metrics.state != ServerState::Leader {
             if req.forwarded {
@@ -120,7 +137,7 @@ impl admin_server::Admin for AdminService {
             })?;
             let mut client = self.shared.client_for(leader.id, &leader.address).map_err(Status::unavailable)?;
             // Probing every member and committing: a few write timeouts at most.
-            let call = client.operate(OperateRequest { json: req.json, forwarded: true });
+            let call = client.operate(with_token(OperateRequest { json: req.json, forwarded: true }, token));
             return match tokio::time::timeout(self.shared.write_timeout() * 3, call).await {
                 // The leader this node knows cannot be reached (dead, cut
                 // off): an election is probably under way.
@@ -141,6 +158,8 @@ impl admin_server::Admin for AdminService {
         Ok(Response::new(OperateReply { json }))
     }
 
+    /// A peer call (the leader's probes): like Raft traffic, authenticated
+    /// by TLS when the cluster has it, and carrying no token.
     async fn probe(&self, request: Request<ProbeRequest>) -> Result<Response<ProbeReply>, Status> {
         let req = request.into_inner();
         self.admit(&req.cluster, req.target)?;
@@ -169,13 +188,13 @@ impl admin_server::Admin for AdminService {
 /// The status document (`haraftctl status --json`, REST `/cluster`): the
 /// Raft leader's view, or this node's own when `local_only` or when the
 /// leader cannot be reached in time.
-pub async fn status_document(shared: &Arc<Shared>, local_only: bool) -> Result<String, Status> {
+pub async fn status_document(shared: &Arc<Shared>, local_only: bool, token: Option<Token>) -> Result<String, Status> {
     if shared.faults.isolated() {
         return Err(Status::unavailable("node isolated by fault injection"));
     }
     if !local_only
         && let Some(json) = from_leader(shared, async |mut c| {
-            c.status(StatusRequest { local_only: true }).await.map(|r| r.into_inner().json)
+            c.status(with_token(StatusRequest { local_only: true }, token)).await.map(|r| r.into_inner().json)
         })
         .await
     {
@@ -202,13 +221,13 @@ pub async fn status_document(shared: &Arc<Shared>, local_only: bool) -> Result<S
 
 /// The history document (`haraftctl history --json`, REST `/history`): the
 /// Raft leader's copy, or this node's own when out of reach.
-pub async fn history_document(shared: &Arc<Shared>, local_only: bool) -> Result<String, Status> {
+pub async fn history_document(shared: &Arc<Shared>, local_only: bool, token: Option<Token>) -> Result<String, Status> {
     if shared.faults.isolated() {
         return Err(Status::unavailable("node isolated by fault injection"));
     }
     if !local_only
         && let Some(json) = from_leader(shared, async |mut c| {
-            c.history(HistoryRequest { local_only: true }).await.map(|r| r.into_inner().json)
+            c.history(with_token(HistoryRequest { local_only: true }, token)).await.map(|r| r.into_inner().json)
         })
         .await
     {
@@ -216,6 +235,19 @@ pub async fn history_document(shared: &Arc<Shared>, local_only: bool) -> Result<
     }
     let items = haraft_core::status::history_view(&shared.state());
     serde_json::to_string(&items).map_err(|e| Status::internal(format!("encoding history: {e}")))
+}
+
+/// A caller's bearer token, as it came.
+pub type Token = tonic::metadata::MetadataValue<tonic::metadata::Ascii>;
+
+/// `message` as a request carrying `token`, for forwarding a caller's
+/// request to the Raft leader under the caller's own credential.
+fn with_token<T>(message: T, token: Option<Token>) -> Request<T> {
+    let mut request = Request::new(message);
+    if let Some(t) = token {
+        request.metadata_mut().insert(auth::AUTHORIZATION, t);
+    }
+    request
 }
 
 /// Asks the Raft leader (when it is another member) with `call`, bounded by

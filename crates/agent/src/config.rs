@@ -31,6 +31,17 @@ struct RawConfig {
     #[serde(default)]
     callbacks: RawCallbacks,
     tls: Option<RawTls>,
+    #[serde(default)]
+    auth: RawAuth,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawAuth {
+    #[serde(default)]
+    admin_names: Vec<String>,
+    admin_token_file: Option<PathBuf>,
+    read_token_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -293,7 +304,18 @@ pub struct Config {
     pub rest_listen: Option<SocketAddr>,
     /// Mutual TLS for every gRPC connection; `None`: plaintext.
     pub tls: Option<TlsSetting>,
+    pub auth: Auth,
     pub callbacks: Callbacks,
+}
+
+/// `[auth]`: who has which role. Authorization is on when TLS or a token
+/// is configured.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Auth {
+    /// Certificate names (DNS subject alternative names) with the admin role.
+    pub admin_names: Vec<String>,
+    pub admin_token: Option<Secret>,
+    pub read_token: Option<Secret>,
 }
 
 /// `[tls]`: the files (what configs compare by) and what was read from them.
@@ -468,6 +490,10 @@ pub enum ConfigError {
     CallbackTimeout { value: u64 },
     #[error("tls: {0}")]
     Tls(haraft_raft::tls::TlsError),
+    #[error("auth.admin_names needs [tls]: certificate names mean nothing without client certificates")]
+    AdminNamesWithoutTls,
+    #[error("auth.{key} {path}: {message}")]
+    TokenFile { key: &'static str, path: String, message: String },
 }
 
 use haraft_core::ids::{is_host_port as host_port, valid_name};
@@ -703,6 +729,7 @@ fn validate(raw: RawConfig, base: &Path, getenv: &dyn Fn(&str) -> Option<String>
         }
         None => None,
     };
+    let auth = validate_auth(&raw.auth, base, tls.is_some())?;
     let policy = Policy {
         maximum_lag_on_failover_bytes: raw.failover.maximum_lag_on_failover_bytes,
         primary_start_timeout_ms: raw.failover.primary_start_timeout_ms,
@@ -735,6 +762,35 @@ fn validate(raw: RawConfig, base: &Path, getenv: &dyn Fn(&str) -> Option<String>
         rest_listen,
         callbacks,
         tls,
+        auth,
+    })
+}
+
+fn validate_auth(raw: &RawAuth, base: &Path, tls: bool) -> Result<Auth, ConfigError> {
+    use std::os::unix::fs::PermissionsExt;
+    if !raw.admin_names.is_empty() && !tls {
+        return Err(ConfigError::AdminNamesWithoutTls);
+    }
+    let token = |key: &'static str, file: &Option<PathBuf>| -> Result<Option<Secret>, ConfigError> {
+        let Some(f) = file else { return Ok(None) };
+        let path = if f.is_absolute() { f.clone() } else { base.join(f) };
+        let shown = path.display().to_string();
+        let fail = |message: String| ConfigError::TokenFile { key, path: shown.clone(), message };
+        let text = std::fs::read_to_string(&path).map_err(|e| fail(e.to_string()))?;
+        let mode = std::fs::metadata(&path).map(|m| m.permissions().mode()).unwrap_or(0);
+        if mode & 0o077 != 0 {
+            return Err(fail(format!("readable by other users (mode {:o}): chmod 600 it", mode & 0o777)));
+        }
+        let first = text.lines().next().unwrap_or("").trim().to_string();
+        if first.len() < 16 {
+            return Err(fail("the token (first line) is shorter than 16 characters: use a long random one".into()));
+        }
+        Ok(Some(Secret(first)))
+    };
+    Ok(Auth {
+        admin_names: raw.admin_names.clone(),
+        admin_token: token("admin_token_file", &raw.admin_token_file)?,
+        read_token: token("read_token_file", &raw.read_token_file)?,
     })
 }
 

@@ -11,6 +11,7 @@
 
 pub mod admin;
 pub mod agent;
+pub mod auth;
 pub mod callbacks;
 pub mod clock;
 pub mod config;

@@ -149,14 +149,14 @@ async fn health_check(State(shared): State<Arc<Shared>>, RawQuery(query): RawQue
 }
 
 async fn cluster(State(shared): State<Arc<Shared>>) -> Response {
-    match crate::admin::status_document(&shared, false).await {
+    match crate::admin::status_document(&shared, false, None).await {
         Ok(doc) => json(StatusCode::OK, doc),
         Err(s) => error(StatusCode::SERVICE_UNAVAILABLE, s.message()),
     }
 }
 
 async fn history(State(shared): State<Arc<Shared>>) -> Response {
-    match crate::admin::history_document(&shared, false).await {
+    match crate::admin::history_document(&shared, false, None).await {
         Ok(doc) => json(StatusCode::OK, doc),
         Err(s) => error(StatusCode::SERVICE_UNAVAILABLE, s.message()),
     }

@@ -8,6 +8,7 @@
 //! What it must never do: I/O, clock reads, tokio, openraft, sled or tonic.
 //! Time comes in as an argument ([`BootTime`]); rejections are values.
 
+pub mod auth;
 pub mod db;
 pub mod health;
 pub mod ids;

@@ -55,6 +55,11 @@ struct Args {
     #[arg(long, env = "HARAFTCTL_KEY_FILE", global = true, value_name = "FILE", requires = "ca_file")]
     key_file: Option<std::path::PathBuf>,
 
+    /// A file whose first line is a token of the cluster (auth.admin_token_file
+    /// or auth.read_token_file on the agents); not readable by others.
+    #[arg(long, env = "HARAFTCTL_TOKEN_FILE", global = true, value_name = "FILE")]
+    token_file: Option<std::path::PathBuf>,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -285,6 +290,17 @@ fn main() -> ExitCode {
             }
         }
     }
+    if let Some(path) = &args.token_file {
+        match read_token(path) {
+            Ok(token) => {
+                let _ = TOKEN.set(token);
+            }
+            Err(e) => {
+                eprintln!("haraftctl: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
@@ -464,6 +480,35 @@ pub(crate) fn is_transport_failure(status: &tonic::Status) -> bool {
     m.contains("h2 protocol error") || m.contains("transport error")
 }
 
+/// The bearer token from --token-file, set once at start.
+static TOKEN: std::sync::OnceLock<tonic::metadata::MetadataValue<tonic::metadata::Ascii>> = std::sync::OnceLock::new();
+
+fn read_token(path: &std::path::Path) -> Result<tonic::metadata::MetadataValue<tonic::metadata::Ascii>, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let shown = path.display();
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read --token-file {shown}: {e}"))?;
+    let mode = std::fs::metadata(path).map(|m| m.permissions().mode()).unwrap_or(0);
+    if mode & 0o077 != 0 {
+        return Err(format!("--token-file {shown} is readable by other users (mode {:o}): chmod 600 it", mode & 0o777));
+    }
+    let token = text.lines().next().unwrap_or("").trim();
+    if token.is_empty() {
+        return Err(format!("--token-file {shown} is empty: its first line is the token"));
+    }
+    format!("Bearer {token}")
+        .parse()
+        .map_err(|_| format!("--token-file {shown}: the token has characters a header cannot carry"))
+}
+
+/// `message` as a request carrying the token, when one was given.
+pub(crate) fn request<T>(message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    if let Some(token) = TOKEN.get() {
+        request.metadata_mut().insert("authorization", token.clone());
+    }
+    request
+}
+
 /// The TLS material from --ca-file/--cert-file/--key-file, set once at start.
 static TLS: std::sync::OnceLock<haraft_raft::tls::Tls> = std::sync::OnceLock::new();
 
@@ -474,8 +519,12 @@ pub(crate) async fn fetch(endpoints: &[String], timeout: Duration, ask: Ask) -> 
         let attempt = async {
             let mut client = connect(endpoint, timeout).await?;
             let json = match ask {
-                Ask::Status => client.status(StatusRequest { local_only: false }).await.map(|r| r.into_inner().json),
-                Ask::History => client.history(HistoryRequest { local_only: false }).await.map(|r| r.into_inner().json),
+                Ask::Status => {
+                    client.status(request(StatusRequest { local_only: false })).await.map(|r| r.into_inner().json)
+                }
+                Ask::History => {
+                    client.history(request(HistoryRequest { local_only: false })).await.map(|r| r.into_inner().json)
+                }
             };
             json.map_err(|s| call_error(&s))
         };

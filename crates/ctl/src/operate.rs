@@ -53,10 +53,10 @@ pub async fn send(endpoints: &[String], timeout: Duration, request: &OperateRequ
         for endpoint in endpoints {
             let attempt = async {
                 let mut client = crate::connect(endpoint, timeout).await.map_err(Failure::Other)?;
-                let reply =
-                    client.operate(OperateProto { json: json.clone(), forwarded: false }).await.map_err(|s| match s
-                        .code()
-                    {
+                let reply = client
+                    .operate(crate::request(OperateProto { json: json.clone(), forwarded: false }))
+                    .await
+                    .map_err(|s| match s.code() {
                         tonic::Code::Unavailable if !crate::is_transport_failure(&s) => {
                             Failure::NoLeader(s.message().to_string())
                         }
