@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Generates TLS material for a haraft cluster: a cluster CA, and for each
 # host a key and a certificate signed by it (server and client use, the
-# host's name and IP as subject alternative names), plus a client
-# certificate for operators (haraftctl).
+# host's name and IP as subject alternative names), plus client
+# certificates for operators (haraftctl): `admin` (give it the admin role
+# with [auth] admin_names = ["admin"]) and `reader` (reads only).
 #
 #   deploy/gen-tls.sh OUT_DIR NAME=IP [NAME=IP ...]
 #   deploy/gen-tls.sh /etc/haraft/tls db1=10.0.0.11 db2=10.0.0.12 db3=10.0.0.13
 #
 # Writes OUT_DIR/ca.crt, ca.key (keep it offline), NAME.crt, NAME.key per
-# host and operator.crt, operator.key. Keys are mode 600. Refuses to
+# host, admin.crt/.key and reader.crt/.key. Keys are mode 600. Refuses to
 # overwrite an existing CA. Needs openssl.
 set -euo pipefail
 if [ $# -lt 2 ]; then
@@ -48,7 +49,8 @@ for pair in "$@"; do
     issue "$name" "DNS:$name,IP:$ip"
     echo "$out/$name.crt  $out/$name.key  (host $name, $ip)"
 done
-issue operator "DNS:operator"
+issue admin "DNS:admin"
+issue reader "DNS:reader"
 rm -f "$out/ca.srl"
 chmod 644 "$out"/*.crt
-echo "$out/ca.crt (give to every host and operator); $out/ca.key (keep offline); $out/operator.crt, operator.key (haraftctl)"
+echo "$out/ca.crt (give to every host and operator); $out/ca.key (keep offline); admin.crt/.key and reader.crt/.key (haraftctl)"

@@ -104,11 +104,18 @@ fn assert_refused((code, _, err): (i32, String, String), expected_code: i32, tex
 
 #[test]
 fn shipped_configs_pass_check_config() {
-    for i in 1..=3 {
-        let path = repo_file(&format!("config/node{i}.toml"));
-        let (code, out, err) = run("haraft", &["--check-config", path.to_str().unwrap()]);
+    // A copy, with the example password files made private as the README
+    // says (git checks them out readable by all, which the agent refuses).
+    let files: Vec<PathBuf> = (1..=3).map(|i| repo_file(&format!("config/node{i}.toml"))).collect();
+    let c = ProcCluster::from_files(&files);
+    for (i, node) in c.nodes.iter().enumerate() {
+        let (code, out, err) = run("haraft", &["--check-config", node.config.to_str().unwrap()]);
         assert_eq!(code, 0, "{err}");
-        assert!(out.contains(&format!("node node{i} id {i}")), "{out}");
+        assert!(out.contains(&format!("node node{} id {}", i + 1, i + 1)), "{out}");
+    }
+    let (code, _, err) = run("haraft", &["--check-config", files[0].to_str().unwrap()]);
+    if code != 0 {
+        assert!(err.contains("is readable by other users") && err.contains("chmod 600"), "{err}");
     }
 }
 
@@ -251,7 +258,7 @@ fn deploy_gen_tls_issues_certificates_the_ca_verifies() {
     let run = |args: &[&str]| Command::new(&script).args(args).output().expect("run gen-tls.sh");
     let first = run(&[out.to_str().unwrap(), "db1=10.0.0.11", "db2=10.0.0.12"]);
     assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
-    for name in ["db1", "db2", "operator"] {
+    for name in ["db1", "db2", "admin", "reader"] {
         let cert = out.join(format!("{name}.crt"));
         let verify = Command::new("openssl")
             .args(["verify", "-CAfile"])

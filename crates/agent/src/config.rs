@@ -470,6 +470,8 @@ pub enum ConfigError {
     MissingPassword { what: &'static str, key: &'static str, env: &'static str },
     #[error("cannot read postgresql.{key} {path}: {message}")]
     PasswordFile { key: &'static str, path: String, message: String },
+    #[error("postgresql.{key} {path} is readable by other users (mode {mode:o}): chmod 600 it, a password file must stay private")]
+    PasswordFileReadable { key: &'static str, path: String, mode: u32 },
     #[error("postgresql.{key} {path} is empty")]
     EmptyPassword { key: &'static str, path: String },
     #[error(
@@ -539,6 +541,11 @@ fn password(
                 path: shown.clone(),
                 message: e.to_string(),
             })?;
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).map(|m| m.permissions().mode()).unwrap_or(0);
+            if mode & 0o077 != 0 {
+                return Err(ConfigError::PasswordFileReadable { key, path: shown, mode: mode & 0o777 });
+            }
             let first = text.lines().next().unwrap_or("").to_string();
             if first.is_empty() {
                 return Err(ConfigError::EmptyPassword { key, path: shown });
