@@ -222,3 +222,37 @@ async fn tokens_alone_protect_a_plaintext_cluster() {
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("auth.admin_token_file") && err.contains("readable by other users"), "{err}");
 }
+
+/// config/tls/: the shipped example with mutual TLS and roles (real
+/// PostgreSQL): it forms a cluster; the reader certificate reads but may
+/// not change it, the admin certificate may; no password reaches a log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shipped_tls_configs_form_a_cluster_only_the_admin_certificate_may_change() {
+    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../config");
+    let files: Vec<std::path::PathBuf> = (1..=3).map(|i| format!("tls/node{i}.toml").into()).collect();
+    let mut c = ProcCluster::from_tree(&root, &files);
+    let certs = c.dir.path().join("config/tls/certs");
+    let as_who = |who: &str| -> Vec<String> {
+        ["ca.crt", &format!("{who}.crt"), &format!("{who}.key")]
+            .iter()
+            .zip(["--ca-file", "--cert-file", "--key-file"])
+            .flat_map(|(file, flag)| [flag.to_string(), certs.join(file).display().to_string()])
+            .collect()
+    };
+    c.ctl_tls = as_who("admin");
+    c.start_all();
+    haraft_testkit::check::wait_normal(&c, "the TLS example cluster bootstrapped").await;
+    let (code, _, err) = ctl_with(&c, &as_who("reader"), &["status"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = ctl_with(&c, &as_who("reader"), &["pause"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("may read but not change the cluster"), "{err}");
+    for request in ["pause", "resume"] {
+        let (code, out, err) = ctl_with(&c, &c.ctl_tls, &[request]);
+        assert_eq!(code, 0, "{request}: {out}{err}");
+    }
+    let logs: String = (1..=3).map(|i| c.log(i)).collect();
+    for password in ["demo-superuser-password", "demo-replication-password"] {
+        assert!(!logs.contains(password), "a password reached an agent log");
+    }
+}

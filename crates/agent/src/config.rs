@@ -470,7 +470,9 @@ pub enum ConfigError {
     MissingPassword { what: &'static str, key: &'static str, env: &'static str },
     #[error("cannot read postgresql.{key} {path}: {message}")]
     PasswordFile { key: &'static str, path: String, message: String },
-    #[error("postgresql.{key} {path} is readable by other users (mode {mode:o}): chmod 600 it, a password file must stay private")]
+    #[error(
+        "postgresql.{key} {path} is readable by other users (mode {mode:o}): chmod 600 it, a password file must stay private"
+    )]
     PasswordFileReadable { key: &'static str, path: String, mode: u32 },
     #[error("postgresql.{key} {path} is empty")]
     EmptyPassword { key: &'static str, path: String },

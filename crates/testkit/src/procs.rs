@@ -75,6 +75,35 @@ pub struct PgNodes {
     pub run_as: Option<(u32, u32)>,
 }
 
+/// Copies `from` into `to` recursively; private files (`*.key`, anything
+/// under a `secrets` directory) become mode 600.
+fn copy_tree(from: &Path, to: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(to).expect("create copy dir");
+    for entry in std::fs::read_dir(from).expect("read dir").flatten() {
+        let (src, dst) = (entry.path(), to.join(entry.file_name()));
+        if src.is_dir() {
+            copy_tree(&src, &dst);
+        } else {
+            std::fs::copy(&src, &dst).expect("copy file");
+            let private = dst.extension().is_some_and(|e| e == "key")
+                || dst.parent().and_then(|p| p.file_name()).is_some_and(|d| d == "secrets");
+            if private {
+                std::fs::set_permissions(&dst, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+            }
+        }
+    }
+}
+
+fn chown_tree(path: &Path, uid: u32, gid: u32) {
+    std::os::unix::fs::chown(path, Some(uid), Some(gid)).expect("chown");
+    if path.is_dir() {
+        for entry in std::fs::read_dir(path).expect("read dir").flatten() {
+            chown_tree(&entry.path(), uid, gid);
+        }
+    }
+}
+
 /// A test node's `[postgresql]` section (loopback port, the shared
 /// secrets) and its REST API's `[rest]` section.
 fn pg_section(port: u16, rest: &str) -> String {
@@ -241,43 +270,52 @@ impl ProcCluster {
 
     /// A cluster from existing config files (the shipped config/): each
     /// `127.0.0.1:700N` (Raft), `127.0.0.1:544N` (PostgreSQL) and
-    /// `127.0.0.1:800N` (REST) becomes a free port, and a `secrets/`
-    /// directory beside the files is copied.
+    /// `127.0.0.1:800N` (REST) becomes a free port. The files' directory is
+    /// copied whole (secrets, certificates) into the cluster directory.
     pub fn from_files(files: &[PathBuf]) -> ProcCluster {
+        let root = files.first().and_then(|f| f.parent()).expect("config files in a directory");
+        let rel: Vec<PathBuf> =
+            files.iter().map(|f| f.strip_prefix(root).expect("files in one directory").to_path_buf()).collect();
+        ProcCluster::from_tree(root, &rel)
+    }
+
+    /// `from_files` for files at `rel` paths below `root` (e.g. `tls/node1.toml`
+    /// below `config/`), copying `root` whole so that paths between its
+    /// files (`../secrets/superuser`) hold. Key (`*.key`) and `secrets/`
+    /// files become mode 600 (git checks them out 644, which agents refuse).
+    pub fn from_tree(root: &Path, rel: &[PathBuf]) -> ProcCluster {
         let dir = tempfile::tempdir().expect("temp dir");
-        let n = files.len();
+        let copy = dir.path().join("config");
+        copy_tree(root, &copy);
+        let n = rel.len();
         let ports = free_ports(3 * n);
         let addresses: Vec<String> = ports[..n].iter().map(|p| format!("127.0.0.1:{p}")).collect();
         let pg_ports = ports[n..2 * n].to_vec();
         let rest: Vec<String> = ports[2 * n..].iter().map(|p| format!("127.0.0.1:{p}")).collect();
         let mut has_pg = false;
-        let nodes = files
+        let nodes = rel
             .iter()
             .enumerate()
             .map(|(i, file)| {
-                let mut text = std::fs::read_to_string(file).expect("read config");
+                let config = copy.join(file);
+                let mut text = std::fs::read_to_string(&config).expect("read config");
                 for j in 0..n {
                     text = text.replace(&format!("127.0.0.1:{}", 7001 + j), &addresses[j]);
                     text = text.replace(&format!("127.0.0.1:{}", 5441 + j), &format!("127.0.0.1:{}", pg_ports[j]));
                     text = text.replace(&format!("127.0.0.1:{}", 8001 + j), &rest[j]);
                 }
                 has_pg |= text.contains("[postgresql]");
-                let config = dir.path().join(format!("node{}.toml", i + 1));
                 std::fs::write(&config, text).expect("write config");
                 let log = dir.path().join(format!("node{}.log", i + 1));
                 Node { id: i as u64 + 1, config, log, child: None, groups: Vec::new() }
             })
             .collect();
-        if let Some(secrets) = files.first().and_then(|f| f.parent()).map(|d| d.join("secrets")).filter(|d| d.is_dir())
-        {
-            std::fs::create_dir_all(dir.path().join("secrets")).expect("secrets dir");
-            for entry in std::fs::read_dir(secrets).expect("list secrets").flatten() {
-                std::fs::copy(entry.path(), dir.path().join("secrets").join(entry.file_name())).expect("copy secret");
-            }
-        }
         let mut c = ProcCluster { dir, addresses, rest, ctl_tls: Vec::new(), nodes, pg: None };
         if has_pg {
             c.hand_to_database_user(pg_ports);
+            if let Some((uid, gid)) = c.pg.as_ref().and_then(|p| p.run_as) {
+                chown_tree(&copy, uid, gid);
+            }
         }
         c
     }
