@@ -62,11 +62,3 @@ pub fn require<T>(shared: &Shared, request: &Request<T>, access: Access) -> Resu
         }
     }
 }
-
-/// Copies the caller's token onto a request this agent forwards, so that
-/// the Raft leader judges the same credential.
-pub fn forward_token<T, U>(from: &Request<T>, to: &mut Request<U>) {
-    if let Some(value) = from.metadata().get(AUTHORIZATION) {
-        to.metadata_mut().insert(AUTHORIZATION, value.clone());
-    }
-}
