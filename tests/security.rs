@@ -251,6 +251,21 @@ async fn shipped_tls_configs_form_a_cluster_only_the_admin_certificate_may_chang
         let (code, out, err) = ctl_with(&c, &c.ctl_tls, &[request]);
         assert_eq!(code, 0, "{request}: {out}{err}");
     }
+    // The REST API serves HTTPS with the node's certificate (rest.tls).
+    let primary = haraft_testkit::check::primary_id(&c.status().expect("status")).expect("a primary");
+    let rest = &c.rest[primary as usize - 1];
+    let curl = |scheme: &str| {
+        std::process::Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "5", "--cacert"])
+            .arg(certs.join("ca.crt"))
+            .arg(format!("{scheme}://{rest}/primary"))
+            .output()
+            .expect("curl (apt-get install curl)")
+    };
+    let https = curl("https");
+    assert_eq!(String::from_utf8_lossy(&https.stdout), "200", "{https:?}");
+    let plain = curl("http");
+    assert_ne!(String::from_utf8_lossy(&plain.stdout), "200", "plain HTTP answered: {plain:?}");
     let logs: String = (1..=3).map(|i| c.log(i)).collect();
     for password in ["demo-superuser-password", "demo-replication-password"] {
         assert!(!logs.contains(password), "a password reached an agent log");

@@ -265,7 +265,11 @@ pub async fn start(config: Config, listener: Option<tokio::net::TcpListener>) ->
     let rest = match rest_listener {
         Some(listener) => {
             tracing::info!(node = %config.node_name, listen = %listener.local_addr()?, "rest api started");
-            Some(tokio::spawn(crate::rest::serve(listener, Arc::clone(&shared), shutdown_rx.clone())))
+            let https = match (config.rest_tls, &config.tls) {
+                (true, Some(t)) => Some(t.loaded.https_server().map_err(|e| anyhow::anyhow!("rest.tls: {e}"))?),
+                _ => None,
+            };
+            Some(tokio::spawn(crate::rest::serve(listener, Arc::clone(&shared), shutdown_rx.clone(), https)))
         }
         None => None,
     };

@@ -56,6 +56,8 @@ struct RawTls {
 #[serde(deny_unknown_fields)]
 struct RawRest {
     listen: Option<String>,
+    #[serde(default)]
+    tls: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -302,6 +304,8 @@ pub struct Config {
     pub dial: Dial,
     /// Where the REST health API listens; `None`: no REST API.
     pub rest_listen: Option<SocketAddr>,
+    /// The REST API serves HTTPS with the `[tls]` certificate.
+    pub rest_tls: bool,
     /// Mutual TLS for every gRPC connection; `None`: plaintext.
     pub tls: Option<TlsSetting>,
     pub auth: Auth,
@@ -494,6 +498,8 @@ pub enum ConfigError {
     CallbackTimeout { value: u64 },
     #[error("tls: {0}")]
     Tls(haraft_raft::tls::TlsError),
+    #[error("rest.tls = true needs a [tls] section: the REST API serves the node's certificate")]
+    RestTlsWithoutTls,
     #[error("auth.admin_names needs [tls]: certificate names mean nothing without client certificates")]
     AdminNamesWithoutTls,
     #[error("auth.{key} {path}: {message}")]
@@ -739,6 +745,9 @@ fn validate(raw: RawConfig, base: &Path, getenv: &dyn Fn(&str) -> Option<String>
         None => None,
     };
     let auth = validate_auth(&raw.auth, base, tls.is_some())?;
+    if raw.rest.tls && tls.is_none() {
+        return Err(ConfigError::RestTlsWithoutTls);
+    }
     let policy = Policy {
         maximum_lag_on_failover_bytes: raw.failover.maximum_lag_on_failover_bytes,
         primary_start_timeout_ms: raw.failover.primary_start_timeout_ms,
@@ -769,6 +778,7 @@ fn validate(raw: RawConfig, base: &Path, getenv: &dyn Fn(&str) -> Option<String>
         postgres,
         dial,
         rest_listen,
+        rest_tls: raw.rest.tls,
         callbacks,
         tls,
         auth,
@@ -968,6 +978,7 @@ address = "127.0.0.1:7003"
         assert_eq!(c.callbacks.timeout_ms, 500);
         assert!(err("[rest]\nlisten = \"8008\"\n").contains("rest.listen = \"8008\" is not an ip:port"));
         assert!(err("[rest]\nport = 8008\n").contains("port"));
+        assert!(err("[rest]\nlisten = \"127.0.0.1:8008\"\ntls = true\n").contains("rest.tls = true needs a [tls] section"));
         assert!(err("[callbacks]\non_stop = \"  \"\n").contains("callbacks.on_stop is empty"));
         let e = err("[callbacks]\non_start = \"notify.sh start\"\n");
         assert!(e.contains("callbacks.on_start = \"notify.sh start\": notify.sh is not an absolute path"), "{e}");

@@ -57,19 +57,56 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .with_state(shared)
 }
 
-/// Serves the API on `listener` until `stop` changes.
+/// Serves the API on `listener` until `stop` changes: HTTPS when `tls` is
+/// given (rest.tls), plain HTTP otherwise.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     shared: Arc<Shared>,
     mut stop: tokio::sync::watch::Receiver<bool>,
+    tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
 ) {
-    let stopped = async move {
-        let _ = stop.changed().await;
+    let app = router(shared);
+    let Some(tls) = tls else {
+        let stopped = async move {
+            let _ = stop.changed().await;
+        };
+        if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(stopped).await {
+            tracing::error!(error = %e, "rest server stopped");
+        }
+        return;
     };
-    if let Err(e) = axum::serve(listener, router(shared)).with_graceful_shutdown(stopped).await {
-        tracing::error!(error = %e, "rest server stopped");
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            _ = stop.changed() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "rest: accept failed");
+                    continue;
+                }
+            },
+        };
+        let (acceptor, app) = (acceptor.clone(), app.clone());
+        tokio::spawn(async move {
+            // A handshake that does not finish in time is dropped.
+            let tls = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "rest: tls handshake refused");
+                    return;
+                }
+                Err(_) => return,
+            };
+            let service = hyper_util::service::TowerToHyperService::new(app);
+            let builder = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+            let _ = builder.serve_connection(hyper_util::rt::TokioIo::new(tls), service).await;
+        });
     }
 }
+
+/// How long a client may take to finish the TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// This member's facts at this moment.
 pub fn local_facts(shared: &Shared) -> LocalFacts {

@@ -41,6 +41,8 @@ pub enum TlsError {
 pub struct Tls {
     ca: Certificate,
     identity: Identity,
+    cert_pem: Vec<u8>,
+    key_pem: Vec<u8>,
 }
 
 impl std::fmt::Debug for Tls {
@@ -70,7 +72,12 @@ impl Tls {
         if mode & 0o077 != 0 {
             return Err(TlsError::KeyReadableByOthers { path: files.key.display().to_string(), mode: mode & 0o777 });
         }
-        Ok(Tls { ca: Certificate::from_pem(ca), identity: Identity::from_pem(cert, key) })
+        Ok(Tls {
+            ca: Certificate::from_pem(ca),
+            identity: Identity::from_pem(&cert, &key),
+            cert_pem: cert,
+            key_pem: key,
+        })
     }
 
     /// For this node's server: its certificate; clients must present one
@@ -86,6 +93,29 @@ impl Tls {
             .ca_certificate(self.ca.clone())
             .identity(self.identity.clone())
             .domain_name(server_name.to_string())
+    }
+}
+
+impl Tls {
+    /// A rustls server configuration with this certificate and no client
+    /// authentication: for the REST API, whose clients are load balancers
+    /// and monitoring (it serves only reads).
+    pub fn https_server(&self) -> Result<Arc<rustls::ServerConfig>, String> {
+        use rustls_pki_types::PrivateKeyDer;
+        use rustls_pki_types::pem::PemObject;
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&self.cert_pem)
+            .collect::<Result<_, _>>()
+            .map_err(|e| format!("tls certificate file: {e}"))?;
+        let key = PrivateKeyDer::from_pem_slice(&self.key_pem).map_err(|e| format!("tls key file: {e}"))?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .map_err(|e| format!("tls certificate and key: {e}"))?;
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(Arc::new(config))
     }
 }
 
