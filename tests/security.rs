@@ -159,6 +159,9 @@ async fn roles_decide_who_may_change_the_cluster_and_the_history_names_them() {
     let (code, _, err) = ctl_with(&c, &operator, &["pause"]);
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("a certificate without the admin role may read but not change the cluster"), "{err}");
+    let (code, _, err) = ctl_with(&c, &operator, &["switchover", "--force"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("may read but not change the cluster"), "{err}");
     let (code, _, err) = ctl_with(&c, &with_token(&operator, &read_token), &["pause"]);
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("the read token may read but not change the cluster"), "{err}");
