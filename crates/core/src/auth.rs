@@ -3,8 +3,8 @@
 //! Authorization is on when the cluster has mutual TLS or a token: then a
 //! caller needs a credential for everything, the admin role for every
 //! operation that changes the cluster, and a member's own certificate to
-//! speak as a member. Without either, the API is open (a trusted network),
-//! as before; `haraftctl` says so in no way, the configuration does.
+//! speak as a member. Without either, the API is open, for a trusted
+//! network: the switch is the configuration, as with Patroni and etcd.
 
 /// What the caller proved, in order of what it may do.
 #[derive(Clone, Debug, PartialEq, Eq)]

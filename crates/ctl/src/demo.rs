@@ -112,13 +112,9 @@ impl Demo {
             }
             // The fence guard ignores SIGTERM by design; it has nothing
             // left to guard.
-            let guard = self.dir.join(format!("data/node{id}/guard.pid"));
-            if let Some(pid) = std::fs::read_to_string(guard).ok().and_then(|t| t.trim().parse::<i32>().ok()) {
-                let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-                if String::from_utf8_lossy(&cmdline).contains("--fence-guard") {
-                    // SAFETY: the guard PID its agent wrote, checked to be a guard.
-                    unsafe { libc::kill(pid, libc::SIGKILL) };
-                }
+            if let Some(pid) = haraft_db::procs::fence_guard_pid(&self.dir.join(format!("data/node{id}"))) {
+                // SAFETY: the guard PID its agent wrote, checked to be a guard.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
             }
         }
         if self.remove_dir {
@@ -216,7 +212,7 @@ pub async fn run(options: Options) -> Result<(), String> {
             .map_err(|e| format!("writing node{id}.toml: {e}"))?;
     }
     if let Some(r) = &run_as {
-        chown_tree(&dir, r)?;
+        r.chown_tree(&dir).map_err(|e| format!("giving {} to the postgres user: {e}", dir.display()))?;
     }
     let mut demo = Demo { dir: dir.clone(), remove_dir, nodes: Vec::new() };
     for id in 1..=options.nodes {
@@ -338,17 +334,4 @@ fn write_private(path: &Path, text: &str) -> Result<(), String> {
         .open(path)
         .map_err(|e| format!("writing {}: {e}", path.display()))?;
     f.write_all(text.as_bytes()).map_err(|e| format!("writing {}: {e}", path.display()))
-}
-
-fn chown_tree(dir: &Path, r: &haraft_db::RunAs) -> Result<(), String> {
-    let fail = |p: &Path, e: std::io::Error| format!("giving {} to the postgres user: {e}", p.display());
-    r.chown(dir).map_err(|e| fail(dir, e))?;
-    for entry in std::fs::read_dir(dir).map_err(|e| fail(dir, e))?.flatten() {
-        let path = entry.path();
-        r.chown(&path).map_err(|e| fail(&path, e))?;
-        if path.is_dir() {
-            chown_tree(&path, r)?;
-        }
-    }
-    Ok(())
 }

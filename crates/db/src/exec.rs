@@ -35,6 +35,17 @@ impl RunAs {
     pub fn chown(&self, path: &Path) -> std::io::Result<()> {
         std::os::unix::fs::chown(path, Some(self.uid), Some(self.gid))
     }
+
+    /// `chown` of `path` and everything below it.
+    pub fn chown_tree(&self, path: &Path) -> std::io::Result<()> {
+        self.chown(path)?;
+        if path.is_dir() {
+            for entry in std::fs::read_dir(path)? {
+                self.chown_tree(&entry?.path())?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// How many lines of a failing tool's stderr an error carries.

@@ -45,6 +45,15 @@ pub fn server_pids(data_dir: &Path) -> Vec<i32> {
     pids
 }
 
+/// The fence guard process of the agent whose data directory is
+/// `node_dir`: the PID in its `guard.pid`, if that PID still runs a fence
+/// guard (a PID from a stale file may belong to anything now).
+pub fn fence_guard_pid(node_dir: &Path) -> Option<i32> {
+    let pid: i32 = std::fs::read_to_string(node_dir.join("guard.pid")).ok()?.trim().parse().ok()?;
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    String::from_utf8_lossy(&cmdline).contains("--fence-guard").then_some(pid)
+}
+
 /// Sends `signal` to the postmaster and its children. Returns how many.
 pub fn signal_server(data_dir: &Path, signal: i32) -> usize {
     let pids = server_pids(data_dir);
