@@ -978,7 +978,9 @@ address = "127.0.0.1:7003"
         assert_eq!(c.callbacks.timeout_ms, 500);
         assert!(err("[rest]\nlisten = \"8008\"\n").contains("rest.listen = \"8008\" is not an ip:port"));
         assert!(err("[rest]\nport = 8008\n").contains("port"));
-        assert!(err("[rest]\nlisten = \"127.0.0.1:8008\"\ntls = true\n").contains("rest.tls = true needs a [tls] section"));
+        assert!(
+            err("[rest]\nlisten = \"127.0.0.1:8008\"\ntls = true\n").contains("rest.tls = true needs a [tls] section")
+        );
         assert!(err("[callbacks]\non_stop = \"  \"\n").contains("callbacks.on_stop is empty"));
         let e = err("[callbacks]\non_start = \"notify.sh start\"\n");
         assert!(e.contains("callbacks.on_start = \"notify.sh start\": notify.sh is not an absolute path"), "{e}");

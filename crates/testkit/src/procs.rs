@@ -42,6 +42,9 @@ pub fn free_ports(n: usize) -> Vec<u16> {
 
 pub struct Node {
     pub id: u64,
+    /// Its `node.data_dir`, relative to the cluster directory (the agents'
+    /// working directory): where its PostgreSQL and fence guard are found.
+    pub data: PathBuf,
     pub config: PathBuf,
     pub log: PathBuf,
     child: Option<Child>,
@@ -95,15 +98,6 @@ fn copy_tree(from: &Path, to: &Path) {
     }
 }
 
-fn chown_tree(path: &Path, uid: u32, gid: u32) {
-    std::os::unix::fs::chown(path, Some(uid), Some(gid)).expect("chown");
-    if path.is_dir() {
-        for entry in std::fs::read_dir(path).expect("read dir").flatten() {
-            chown_tree(&entry.path(), uid, gid);
-        }
-    }
-}
-
 /// A test node's `[postgresql]` section (loopback port, the shared
 /// secrets) and its REST API's `[rest]` section.
 fn pg_section(port: u16, rest: &str) -> String {
@@ -123,7 +117,15 @@ impl ProcCluster {
                 let config = dir.path().join(format!("node{id}.toml"));
                 let text = node_config("test", id, Path::new(&format!("data/node{id}")), &addresses, extra);
                 std::fs::write(&config, text).expect("write config");
-                Node { id, config, log: dir.path().join(format!("node{id}.log")), child: None, groups: Vec::new() }
+                let data = PathBuf::from(format!("data/node{id}"));
+                Node {
+                    id,
+                    config,
+                    data,
+                    log: dir.path().join(format!("node{id}.log")),
+                    child: None,
+                    groups: Vec::new(),
+                }
             })
             .collect();
         ProcCluster { dir, addresses, rest: Vec::new(), ctl_tls: Vec::new(), nodes, pg: None }
@@ -167,7 +169,8 @@ impl ProcCluster {
                 let text =
                     node_config("test", id, Path::new(&format!("data/node{id}")), &addresses, &format!("{pg}{extra}"));
                 std::fs::write(&config, text).expect("write config");
-                Node { id, config, log: dir.join(format!("node{id}.log")), child: None, groups: Vec::new() }
+                let data = PathBuf::from(format!("data/node{id}"));
+                Node { id, config, data, log: dir.join(format!("node{id}.log")), child: None, groups: Vec::new() }
             })
             .collect();
         c.addresses = addresses;
@@ -201,7 +204,8 @@ impl ProcCluster {
             std::os::unix::fs::chown(&config, Some(uid), Some(gid)).expect("chown config");
         }
         let log = self.dir.path().join(format!("node{id}.log"));
-        self.nodes.push(Node { id, config, log, child: None, groups: Vec::new() });
+        let data = PathBuf::from(format!("data/node{id}"));
+        self.nodes.push(Node { id, config, data, log, child: None, groups: Vec::new() });
         id
     }
 
@@ -305,16 +309,21 @@ impl ProcCluster {
                     text = text.replace(&format!("127.0.0.1:{}", 8001 + j), &rest[j]);
                 }
                 has_pg |= text.contains("[postgresql]");
-                std::fs::write(&config, text).expect("write config");
+                std::fs::write(&config, &text).expect("write config");
                 let log = dir.path().join(format!("node{}.log", i + 1));
-                Node { id: i as u64 + 1, config, log, child: None, groups: Vec::new() }
+                // Cleanup finds the node's PostgreSQL and guard by it.
+                let data = text
+                    .lines()
+                    .find_map(|l| l.trim().strip_prefix("data_dir = \"")?.strip_suffix('"').map(PathBuf::from))
+                    .expect("the config names node.data_dir");
+                Node { id: i as u64 + 1, config, data, log, child: None, groups: Vec::new() }
             })
             .collect();
         let mut c = ProcCluster { dir, addresses, rest, ctl_tls: Vec::new(), nodes, pg: None };
         if has_pg {
             c.hand_to_database_user(pg_ports);
             if let Some((uid, gid)) = c.pg.as_ref().and_then(|p| p.run_as) {
-                chown_tree(&copy, uid, gid);
+                haraft_db::RunAs { uid, gid }.chown_tree(&copy).expect("chown the config copy");
             }
         }
         c
@@ -388,7 +397,7 @@ impl ProcCluster {
 
     /// The node's PostgreSQL data directory.
     pub fn pgdata(&self, id: u64) -> PathBuf {
-        self.dir.path().join(format!("data/node{id}/pgdata"))
+        self.dir.path().join(&self.nodes[id as usize - 1].data).join("pgdata")
     }
 
     /// kill -9 of the whole host: the agent's process group (agent and
@@ -412,14 +421,10 @@ impl ProcCluster {
     /// kill -9 of the node's fence guard process (its own process group;
     /// its PID is in guard.pid beside the fence file).
     pub fn kill_guard(&self, id: u64) {
-        let file = self.dir.path().join(format!("data/node{id}/guard.pid"));
-        if let Some(pid) = std::fs::read_to_string(file).ok().and_then(|t| t.trim().parse::<i32>().ok()) {
-            // Only if that PID is still a fence guard (not a reused PID).
-            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            if String::from_utf8_lossy(&cmdline).contains("--fence-guard") {
-                // SAFETY: the guard's own PID, written by the agent this cluster started.
-                unsafe { libc::kill(pid, libc::SIGKILL) };
-            }
+        if let Some(pid) = haraft_db::procs::fence_guard_pid(&self.dir.path().join(&self.nodes[id as usize - 1].data)) {
+            // SAFETY: the guard's own PID, written by the agent this cluster
+            // started and checked to be a guard.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
         }
     }
 
