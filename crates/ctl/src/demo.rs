@@ -108,6 +108,7 @@ impl Demo {
                 }
                 if haraft_db::procs::signal_server(&pgdata, libc::SIGKILL) > 0 {
                     notes.push(format!("node{id} PostgreSQL killed after {STOP_LIMIT:?}"));
+                    haraft_db::procs::release_stale_shmem(&pgdata, STOP_LIMIT);
                 }
             }
             // The fence guard ignores SIGTERM by design; it has nothing

@@ -17,6 +17,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
+/// How long the adapter waits for a killed server's last processes to let
+/// go of its shared memory segment before it forgets the segment.
+const SHMEM_RELEASE_WAIT: Duration = Duration::from_secs(2);
+
 /// Where Debian and most packages put PostgreSQL 15's server binaries.
 pub const DEFAULT_BIN_DIR: &str = "/usr/lib/postgresql/15/bin";
 
@@ -302,6 +306,8 @@ impl Postgres {
             // a crash it may belong to another process. Such a stale file
             // would also stop PostgreSQL from starting: remove it.
             Ok(_) if crate::procs::postmaster_pid(&self.cfg.data_dir).is_none() => {
+                // The file is the only record of the dead server's segment.
+                self.release_dead_servers_shmem().await;
                 let pidfile = self.cfg.data_dir.join("postmaster.pid");
                 tracing::warn!(path = %pidfile.display(), "stale postmaster.pid (its PID is another process now): removed");
                 match std::fs::remove_file(&pidfile) {
@@ -314,6 +320,14 @@ impl Postgres {
             Err(DbError::CommandFailed { code: Some(3 | 4), .. }) => Ok(false),
             Err(e) => Err(e),
         }
+    }
+
+    /// Removes the System V segment a killed server left (see
+    /// [`crate::procs::release_stale_shmem`]), waiting a moment for its
+    /// orphaned backends to let go, off the async worker threads.
+    async fn release_dead_servers_shmem(&self) {
+        let dir = self.cfg.data_dir.clone();
+        let _ = tokio::task::spawn_blocking(move || crate::procs::release_stale_shmem(&dir, SHMEM_RELEASE_WAIT)).await;
     }
 
     async fn pg_ctl_start(&self, timeout: Duration) -> Result<(), DbError> {
@@ -760,6 +774,9 @@ impl Database for Postgres {
         if self.is_running(timeout).await? {
             self.stop(StopMode::Immediate, epoch, timeout).await?;
         }
+        // A postmaster killed -9 left its shared memory segment, which only
+        // a start in this same directory would have removed.
+        self.release_dead_servers_shmem().await;
         if let Some(aside) = self.set_aside(epoch)? {
             tracing::info!(aside = %aside.display(), "old data directory kept aside");
         }

@@ -3,6 +3,7 @@
 //! backend calls setsid, so signalling a process group would miss them.
 
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 /// The postmaster's PID, if `postmaster.pid` names a live process that
 /// runs in this data directory (a postmaster's working directory is its
@@ -52,6 +53,47 @@ pub fn fence_guard_pid(node_dir: &Path) -> Option<i32> {
     let pid: i32 = std::fs::read_to_string(node_dir.join("guard.pid")).ok()?.trim().parse().ok()?;
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
     String::from_utf8_lossy(&cmdline).contains("--fence-guard").then_some(pid)
+}
+
+/// Removes the System V shared memory segment that a dead postmaster of
+/// `data_dir` left behind, as named on line 7 of `postmaster.pid`
+/// ("key id"). PostgreSQL removes it itself at its next start in the same
+/// directory; a directory that is set aside or deleted after a kill -9
+/// would otherwise leak it for good, and the host runs out of segments
+/// (SHMMNI, 4096 by default: "could not create shared memory segment: No
+/// space left on device"). Nothing is removed while the postmaster runs or
+/// any process is still attached (it waits up to `wait` for a just-killed
+/// server's processes to go), or when the segment's key differs from the
+/// file's (the id was reused). Returns whether one was removed.
+pub fn release_stale_shmem(data_dir: &Path, wait: Duration) -> bool {
+    let deadline = Instant::now() + wait;
+    loop {
+        match try_release_shmem(data_dir) {
+            Some(true) => return true,
+            Some(false) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            _ => return false,
+        }
+    }
+}
+
+/// One attempt: `None` when there is no such segment (or no file naming
+/// one), `Some(false)` while it is still in use, `Some(true)` once removed.
+fn try_release_shmem(data_dir: &Path) -> Option<bool> {
+    let text = std::fs::read_to_string(data_dir.join("postmaster.pid")).ok()?;
+    let mut fields = text.lines().nth(6)?.split_whitespace();
+    let key: i64 = fields.next()?.parse().ok()?;
+    let id: i32 = fields.next()?.parse().ok()?;
+    // SAFETY: shmid_ds is plain data; IPC_STAT fills it or fails.
+    let mut ds: libc::shmid_ds = unsafe { std::mem::zeroed() };
+    if unsafe { libc::shmctl(id, libc::IPC_STAT, &mut ds) } != 0 || i64::from(ds.shm_perm.__key) != key {
+        return None;
+    }
+    if postmaster_pid(data_dir).is_some() || ds.shm_nattch != 0 {
+        return Some(false);
+    }
+    // SAFETY: removes the segment just checked to be this directory's and
+    // unattached.
+    Some(unsafe { libc::shmctl(id, libc::IPC_RMID, std::ptr::null_mut()) } == 0)
 }
 
 /// Sends `signal` to the postmaster and its children. Returns how many.

@@ -223,3 +223,49 @@ async fn bootstrap_stream_promote_rewind_rebuild() {
     let o = n2.observe(T).await.unwrap();
     assert_eq!((o.running, o.clean_shutdown), (false, Some(true)));
 }
+
+/// The System V segment named on line 7 of `postmaster.pid`, if it exists.
+fn shmem_segment(data_dir: &Path) -> Option<i32> {
+    let text = std::fs::read_to_string(data_dir.join("postmaster.pid")).ok()?;
+    let id: i32 = text.lines().nth(6)?.split_whitespace().nth(1)?.parse().ok()?;
+    // SAFETY: IPC_STAT into a zeroed plain-data struct.
+    let mut ds: libc::shmid_ds = unsafe { std::mem::zeroed() };
+    (unsafe { libc::shmctl(id, libc::IPC_STAT, &mut ds) } == 0).then_some(id)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuild_after_kill_9_releases_the_dead_servers_shared_memory() {
+    let root = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(root.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let n1 = node(root.path(), "node1");
+    let n2 = node(root.path(), "node2");
+    let _cleanup = Cleanup(vec![n1.config().data_dir.clone(), n2.config().data_dir.clone()]);
+    let sysid = n1.bootstrap(Epoch(1), T).await.unwrap();
+    n1.set_replication_slots(&["haraft_node2".into()], Epoch(1), T).await.unwrap();
+    n2.expect_system_identifier(sysid);
+    n2.rebuild(&upstream(&n1), Epoch(1), T).await.unwrap();
+    n2.start_standby(Some(&upstream(&n1)), Epoch(1), T).await.unwrap();
+
+    let data1 = &n1.config().data_dir;
+    let data2 = &n2.config().data_dir;
+    assert!(shmem_segment(data1).is_some(), "a running server has its segment");
+    assert!(!haraft_db::procs::release_stale_shmem(data1, Duration::ZERO), "a running server's segment was removed");
+    assert!(shmem_segment(data1).is_some());
+
+    let segment = shmem_segment(data2).expect("the standby's segment");
+    let postmaster = haraft_db::procs::postmaster_pid(data2).expect("the standby's postmaster");
+    assert!(haraft_db::procs::signal_server(data2, libc::SIGKILL) > 0);
+    // Until init reaps it, the killed postmaster's PID still exists and
+    // PostgreSQL's socket lock file would refuse the next start.
+    // SAFETY: signal 0 only checks that the PID exists.
+    wait("the killed standby's postmaster to be gone", || async { (unsafe { libc::kill(postmaster, 0) }) != 0 }).await;
+    assert_eq!(shmem_segment(data2), Some(segment), "kill -9 leaves the segment behind");
+
+    // The rebuild sets the directory aside and must not leak the segment.
+    n2.rebuild(&upstream(&n1), Epoch(1), T).await.unwrap();
+    // SAFETY: IPC_STAT into a zeroed plain-data struct.
+    let mut ds: libc::shmid_ds = unsafe { std::mem::zeroed() };
+    assert_ne!(unsafe { libc::shmctl(segment, libc::IPC_STAT, &mut ds) }, 0, "segment {segment} leaked by the rebuild");
+    n2.start_standby(Some(&upstream(&n1)), Epoch(1), T).await.unwrap();
+    caught_up(&n1, &n2).await;
+}

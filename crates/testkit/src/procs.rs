@@ -527,5 +527,10 @@ impl Drop for ProcCluster {
                 unsafe { libc::kill(-group, libc::SIGKILL) };
             }
         }
+        // The killed servers' shared memory segments outlive them, and the
+        // temporary directory that names them is deleted next.
+        for id in 1..=self.nodes.len() as u64 {
+            haraft_db::procs::release_stale_shmem(&self.pgdata(id), std::time::Duration::from_secs(5));
+        }
     }
 }
