@@ -536,6 +536,18 @@ async fn a_member_added_and_the_dead_primary_removed_during_a_failover() {
             && h["detail"].as_str().is_some_and(|d| d.contains(&format!("remove node{gone} from the cluster")))
     });
     assert!(removal.is_some_and(|h| h["by"].is_string()), "the removal is not in the history with who asked");
+    // Adding a member is no operation: an audit entry says who added it;
+    // the refused requests are audited as well.
+    let history = haraft_testkit::check::history(&c);
+    let audited = |event: &str, what: &str| {
+        history.iter().any(|h| {
+            h["event"] == event
+                && h["by"].is_string()
+                && h["detail"].as_str().is_some_and(|d| d.contains(&format!(": {what}")))
+        })
+    };
+    assert!(audited("request-done", &format!("add member {name} (id {new}) at {address};")), "member add not audited");
+    assert!(audited("request-refused", "remove member node9;"), "a refused member remove not audited");
 
     let out = finish(&c, w).await;
     assert!(out.lost.is_empty(), "lost {} acknowledged writes in synchronous mode: {:?}", out.lost.len(), out.lost);

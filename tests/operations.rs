@@ -106,7 +106,33 @@ async fn refused_operations_say_why_and_change_nothing() {
     assert_eq!(code, 2, "{err}");
     // Without --force and without a terminal: nothing can be confirmed.
     refused(&["switchover", "--to", &name(other)], "not a terminal");
-    assert_eq!(history(&c).len(), before, "refusals changed the history");
+    // Each request that reached the leader and was refused is audited with
+    // its reason; nothing else entered the history. (The dry run shown
+    // before a confirmation asks for nothing and is not audited; the bad
+    // --at never left haraftctl.)
+    let reasons = [
+        "unknown member \"node9\"",
+        "is the primary itself",
+        "is not the primary",
+        "healthy primary holding the lease",
+        "is the primary",
+        "raise lease.ttl_ms to at least",
+        "runs a shell command",
+        "unknown setting",
+        "no switchover is running or scheduled",
+    ];
+    let after = haraft_testkit::wait_for("every refusal audited", Duration::from_secs(10), || {
+        let h = history(&c);
+        (h.len() >= before + reasons.len()).then_some(h)
+    })
+    .await;
+    let (audits, rest): (Vec<Value>, Vec<Value>) = after.into_iter().partition(|h| h["event"] == "request-refused");
+    assert_eq!(rest.len(), before, "refusals changed the history: {rest:?}");
+    assert_eq!(audits.len(), reasons.len(), "{audits:?}");
+    for (audit, reason) in audits.iter().zip(reasons) {
+        assert!(audit["result"].as_str().unwrap().contains(reason), "expected {reason:?}: {audit}");
+        assert!(audit["by"].as_str().is_some_and(|b| !b.is_empty()), "{audit}");
+    }
 
     // Paused: switchover refused without --force; status says so.
     assert_eq!(c.ctl(&["pause"]).0, 0);

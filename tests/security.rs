@@ -132,6 +132,14 @@ fn operations_in_history(c: &ProcCluster, tls: &[String], token: Option<&std::pa
     history.into_iter().filter(|h| h["event"] == "operation-requested").collect()
 }
 
+/// The history's audit entries (requests that became no operation).
+fn requests_in_history(c: &ProcCluster, tls: &[String]) -> Vec<Value> {
+    let (code, out, err) = ctl_with(c, tls, &["history", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let history: Vec<Value> = serde_json::from_str(&out).unwrap();
+    history.into_iter().filter(|h| h["event"].as_str().is_some_and(|e| e.starts_with("request-"))).collect()
+}
+
 const ADMIN_TOKEN: &str = "admin-token-0123456789abcdef";
 const READ_TOKEN: &str = "read-token-0123456789abcdef";
 
@@ -169,7 +177,26 @@ async fn roles_decide_who_may_change_the_cluster_and_the_history_names_them() {
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("the token given matches no token of this cluster"), "{err}");
     assert!(!err.contains("not-a-token"), "the token was echoed: {err}");
-    assert!(operations_in_history(&c, &operator, None).is_empty(), "a refused request changed the history");
+    assert!(operations_in_history(&c, &operator, None).is_empty(), "a refused request started an operation");
+    // Each refusal of an authenticated caller is audited: who, what, why.
+    // (The wrong token authenticates no one and is only logged.)
+    let refused = wait_for("three audited refusals", LIMIT, || {
+        Some(requests_in_history(&c, &operator)).filter(|r| r.len() >= 3)
+    })
+    .await;
+    assert_eq!(refused.len(), 3, "{refused:?}");
+    let expect = [
+        ("a certificate without the admin role (", "pause"),
+        ("a certificate without the admin role (", "switchover (force)"),
+        ("the read token (", "pause"),
+    ];
+    for (entry, (by, what)) in refused.iter().zip(expect) {
+        assert_eq!(entry["event"], "request-refused", "{entry}");
+        assert!(entry["by"].as_str().unwrap().starts_with(by), "{entry}");
+        assert!(entry["detail"].as_str().unwrap().contains(&format!(": {what};")), "{entry}");
+        assert!(entry["result"].as_str().unwrap().contains("may read but not change the cluster"), "{entry}");
+        assert!(entry["at_unix_ms"].as_u64().is_some(), "{entry}");
+    }
 
     // Admin role, by certificate and by token; the history says who.
     let (code, out, err) = ctl_with(&c, &admin, &["pause"]);
@@ -180,6 +207,23 @@ async fn roles_decide_who_may_change_the_cluster_and_the_history_names_them() {
     assert_eq!(ops.len(), 2, "{ops:?}");
     assert!(ops[0]["by"].as_str().unwrap().starts_with("certificate admin ("), "{ops:?}");
     assert!(ops[1]["by"].as_str().unwrap().starts_with("the admin token ("), "{ops:?}");
+    // An admin's request that its checks refuse is audited too; the plan
+    // shown before a confirmation (a dry run) is not: it asks for nothing.
+    let (code, _, err) = ctl_with(&c, &admin, &["switchover", "--to", "node9", "--force"]);
+    assert_eq!(code, 1, "{err}");
+    // (Here the dry run itself is refused: these agents run no PostgreSQL.)
+    let (code, out, err) = ctl_with(&c, &admin, &["switchover", "--to", "node2"]);
+    assert_eq!(code, 1, "{out}{err}");
+    let refused = wait_for("the admin's refused switchover audited", LIMIT, || {
+        Some(requests_in_history(&c, &operator)).filter(|r| r.len() >= 4)
+    })
+    .await;
+    let last = &refused[3];
+    assert!(last["by"].as_str().unwrap().starts_with("certificate admin ("), "{last}");
+    assert!(last["detail"].as_str().unwrap().contains(": switchover to node9 (force);"), "{last}");
+    assert!(last["result"].as_str().unwrap().contains("unknown member \"node9\""), "{last}");
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    assert_eq!(requests_in_history(&c, &operator).len(), 4, "a dry run was audited");
     // No secret in any log.
     let logs: String = (1..=3).map(|i| c.log(i)).collect();
     for secret in [ADMIN_TOKEN, READ_TOKEN, "not-a-token-of-this-cluster"] {

@@ -4,7 +4,7 @@
 use crate::auth;
 use crate::shared::ProposeError;
 use crate::shared::{Shared, role_name};
-use haraft_core::auth::Access;
+use haraft_core::auth::{Access, Role};
 use haraft_core::ops::OperateRequest as OperateRequestJson;
 use haraft_core::status::{LocalRaft, Probes, build_status};
 use haraft_core::{Command, NodeId};
@@ -73,7 +73,8 @@ impl admin_server::Admin for AdminService {
             Command::Register { node, .. }
             | Command::Report { node, .. }
             | Command::SwitchoverRejoined { node, .. }
-            | Command::TaskDone { node, .. } => Some(*node),
+            | Command::TaskDone { node, .. }
+            | Command::Audit { node, .. } => Some(*node),
             // Operator requests are checked on the leader (Operate), and
             // ending or starting operations is the leader's own decision.
             Command::Initialize { .. }
@@ -111,7 +112,19 @@ impl admin_server::Admin for AdminService {
             return Err(Status::unavailable("node isolated by fault injection"));
         }
         let access = if request.get_ref().forwarded { Access::ForwardedOperate } else { Access::Operate };
-        let caller = auth::require(&self.shared, &request, access)?;
+        let caller = auth::caller(&self.shared, &request)?;
+        if let Err(status) = auth::check(&self.shared, &caller, access) {
+            // An authenticated caller without the admin role is audited; an
+            // anonymous one is only logged (it could flood the history).
+            if access == Access::Operate && caller.role != Role::Anonymous {
+                let asked = serde_json::from_str::<OperateRequestJson>(&request.get_ref().json).ok();
+                if let Some(asked) = asked.filter(|a| !a.dry_run) {
+                    let by = format!("{} ({})", caller.identity, asked.by);
+                    crate::operate::audit(&self.shared, asked.request.to_string(), by, true, status.message().into());
+                }
+            }
+            return Err(status);
+        }
         let token = request.metadata().get(auth::AUTHORIZATION).cloned();
         let mut req = request.into_inner();
         let mut parsed: OperateRequestJson = serde_json::from_str(&req.json)

@@ -53,8 +53,14 @@ pub fn caller<T>(shared: &Shared, request: &Request<T>) -> Result<Caller, Status
 /// `unauthenticated`) status saying what to do otherwise.
 pub fn require<T>(shared: &Shared, request: &Request<T>, access: Access) -> Result<Caller, Status> {
     let caller = caller(shared, request)?;
-    match allows(active(shared), &caller, access) {
-        Ok(()) => Ok(caller),
+    check(shared, &caller, access).map(|()| caller)
+}
+
+/// Whether `caller` may have `access`: `unauthenticated` for a caller
+/// without credentials, `permission_denied` for one without the role.
+pub fn check(shared: &Shared, caller: &Caller, access: Access) -> Result<(), Status> {
+    match allows(active(shared), caller, access) {
+        Ok(()) => Ok(()),
         Err(why) if caller.role == Role::Anonymous => Err(Status::unauthenticated(why)),
         Err(why) => {
             tracing::warn!(caller = %caller.identity, ?access, "refused: {why}");

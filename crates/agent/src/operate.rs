@@ -31,8 +31,34 @@ fn resolve(state: &ClusterState, name: &str) -> Result<NodeId, String> {
     })
 }
 
-/// Checks `request` and, unless it is a dry run, commits it.
+/// Checks `request` and, unless it is a dry run, commits it. A request
+/// that does not become an operation (refused, or a member added) is
+/// recorded in the history as an audit entry; an operation records itself.
 pub async fn operate(shared: &Arc<Shared>, request: OperateRequest) -> OperateReply {
+    let reply = check_and_commit(shared, &request).await;
+    let added = matches!(request.request, Request::AddMember { .. }) && reply.accepted;
+    if !request.dry_run && (reply.refused || added) {
+        audit(shared, request.request.to_string(), request.by.clone(), reply.refused, reply.message.clone());
+    }
+    reply
+}
+
+/// Records an operator's request in the history (`Command::Audit`), in the
+/// background: the answer never waits for it, and a cluster without a
+/// quorum only loses the record (logged).
+pub fn audit(shared: &Arc<Shared>, what: String, by: String, refused: bool, result: String) {
+    let shared = shared.clone();
+    tokio::spawn(async move {
+        let command = Command::Audit { node: shared.me(), what, by, refused, result, at_unix_ms: now_unix_ms() };
+        match shared.propose(command).await {
+            Ok(Outcome::Applied(_)) => {}
+            Ok(Outcome::Rejected(r)) => tracing::warn!("audit record refused: {r}"),
+            Err(e) => tracing::warn!("audit record not committed: {e}"),
+        }
+    });
+}
+
+async fn check_and_commit(shared: &Arc<Shared>, request: &OperateRequest) -> OperateReply {
     let seen: SeenAll = shared
         .probe_all()
         .await
@@ -44,7 +70,7 @@ pub async fn operate(shared: &Arc<Shared>, request: OperateRequest) -> OperateRe
         return add_member(shared, &state, *id, name, address, request.dry_run).await.unwrap_or_else(refuse);
     }
     if let Request::RemoveMember { node } = &request.request {
-        return remove_member(shared, &state, &seen, node, &request).await.unwrap_or_else(refuse);
+        return remove_member(shared, &state, &seen, node, request).await.unwrap_or_else(refuse);
     }
     let mut reply = OperateReply::default();
     let order = match decide(&state, &seen, &request.request, &mut reply) {

@@ -242,7 +242,8 @@ impl Transitions {
                 | HistoryEvent::Initialized { .. }
                 | HistoryEvent::MembersChanged { .. }
                 | HistoryEvent::Bootstrapped { .. }
-                | HistoryEvent::Operation { .. } => {}
+                | HistoryEvent::Operation { .. }
+                | HistoryEvent::Audit { .. } => {}
             }
         }
         self.seen_index = newest;

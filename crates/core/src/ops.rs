@@ -84,6 +84,53 @@ pub enum Request {
     },
 }
 
+impl fmt::Display for Request {
+    /// The request as the operator gave it (member names, not ids), with
+    /// its arguments: what the history's audit entries say was asked.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Request::Switchover { from, to, at_unix_ms, force } => {
+                write!(f, "switchover")?;
+                if let Some(from) = from {
+                    write!(f, " from {from}")?;
+                }
+                if let Some(to) = to {
+                    write!(f, " to {to}")?;
+                }
+                if let Some(t) = at_unix_ms {
+                    write!(f, " at {} UTC", crate::status::utc(*t))?;
+                }
+                if *force {
+                    write!(f, " (force)")?;
+                }
+                Ok(())
+            }
+            Request::CancelSwitchover => write!(f, "cancel the switchover"),
+            Request::Failover { to, allow_data_loss, force } => {
+                write!(f, "failover to {to}")?;
+                if *allow_data_loss {
+                    write!(f, ", data loss allowed")?;
+                }
+                if *force {
+                    write!(f, " (force)")?;
+                }
+                Ok(())
+            }
+            Request::Rebuild { node, full: false } => write!(f, "rebuild {node}"),
+            Request::Rebuild { node, full: true } => write!(f, "rebuild {node} from a fresh base backup"),
+            Request::Restart { node } => write!(f, "restart PostgreSQL on {node}"),
+            Request::Pause => write!(f, "pause"),
+            Request::Resume => write!(f, "resume"),
+            Request::SetConfig { changes } => {
+                let pairs: Vec<String> = changes.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                write!(f, "config set {}", pairs.join(" "))
+            }
+            Request::AddMember { id, name, address } => write!(f, "add member {name} (id {id}) at {address}"),
+            Request::RemoveMember { node } => write!(f, "remove member {node}"),
+        }
+    }
+}
+
 /// The admin API's request envelope.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OperateRequest {

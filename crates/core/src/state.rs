@@ -15,6 +15,9 @@ use std::fmt;
 /// 200 covers weeks of failovers on a healthy cluster and keeps snapshots small.
 pub const HISTORY_LIMIT: usize = 200;
 
+/// The longest text an audit record keeps of a request, caller or result.
+pub const AUDIT_FIELD_LIMIT: usize = 512;
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Member {
     pub id: NodeId,
@@ -85,14 +88,56 @@ pub enum NodeEvent {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum HistoryEvent {
-    Node { node: NodeId, event: NodeEvent },
-    Initialized { cluster: String },
-    MembersChanged { members: Vec<NodeId> },
-    Granted { holder: NodeId, epoch: Epoch, verdicts: Vec<Verdict>, after: Option<DbPosition> },
-    Lapsed { holder: NodeId, epoch: Epoch, renewals: RenewalSeq, last_position: Option<DbPosition> },
-    Released { holder: NodeId, epoch: Epoch, why: String },
-    Bootstrapped { holder: NodeId, epoch: Epoch, system_identifier: u64 },
-    Operation { id: OpId, event: OpEvent },
+    Node {
+        node: NodeId,
+        event: NodeEvent,
+    },
+    Initialized {
+        cluster: String,
+    },
+    MembersChanged {
+        members: Vec<NodeId>,
+    },
+    Granted {
+        holder: NodeId,
+        epoch: Epoch,
+        verdicts: Vec<Verdict>,
+        after: Option<DbPosition>,
+    },
+    Lapsed {
+        holder: NodeId,
+        epoch: Epoch,
+        renewals: RenewalSeq,
+        last_position: Option<DbPosition>,
+    },
+    Released {
+        holder: NodeId,
+        epoch: Epoch,
+        why: String,
+    },
+    Bootstrapped {
+        holder: NodeId,
+        epoch: Epoch,
+        system_identifier: u64,
+    },
+    Operation {
+        id: OpId,
+        event: OpEvent,
+    },
+    /// An operator's request that did not become an operation (refused by
+    /// a permission or a check), or one carried out outside the operation
+    /// machinery (adding a member): who asked, what, and what came of it.
+    /// `node` is the member that answered; `times` counts identical
+    /// requests in a row (one entry, so a repeated refusal cannot flush
+    /// the history).
+    Audit {
+        node: NodeId,
+        what: String,
+        by: String,
+        refused: bool,
+        result: String,
+        times: u32,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -199,6 +244,9 @@ pub enum Command {
     SwitchoverPromoted { holder: NodeId, epoch: Epoch, id: OpId, at_unix_ms: u64 },
     /// Switchover: the old primary streams from the new one; done.
     SwitchoverRejoined { node: NodeId, id: OpId, at_unix_ms: u64 },
+    /// A member records an operator's request it answered without an
+    /// operation: refused, or done outside one (see `HistoryEvent::Audit`).
+    Audit { node: NodeId, what: String, by: String, refused: bool, result: String, at_unix_ms: u64 },
     /// A member finished (or failed) an operator task on its database.
     TaskDone { node: NodeId, id: OpId, error: Option<String>, at_unix_ms: u64 },
     /// The Raft leader ends operation `id` (a step took too long, a
@@ -323,7 +371,7 @@ impl ClusterState {
                 }
                 Ok(())
             }
-            Command::Register { node, .. } | Command::Report { node, .. } => {
+            Command::Register { node, .. } | Command::Report { node, .. } | Command::Audit { node, .. } => {
                 if !self.members.contains_key(node) {
                     return Err(Rejected::UnknownMember { node: *node });
                 }
@@ -575,6 +623,28 @@ impl ClusterState {
             }
             Command::Report { node, event, at_unix_ms } => {
                 self.record(log_index, *at_unix_ms, HistoryEvent::Node { node: *node, event: event.clone() });
+                Effect::Reported
+            }
+            Command::Audit { node, what, by, refused, result, at_unix_ms } => {
+                let event = HistoryEvent::Audit {
+                    node: *node,
+                    what: clip(what),
+                    by: clip(by),
+                    refused: *refused,
+                    result: clip(result),
+                    times: 1,
+                };
+                let repeated = self.history.back_mut().and_then(|last| match (&mut last.event, &event) {
+                    (
+                        HistoryEvent::Audit { node: n, what: w, by: b, refused: f, result: r, times },
+                        HistoryEvent::Audit { what, by, refused, result, .. },
+                    ) if n == node && w == what && b == by && f == refused && r == result => Some(times),
+                    _ => None,
+                });
+                match repeated {
+                    Some(times) => *times = times.saturating_add(1),
+                    None => self.record(log_index, *at_unix_ms, event),
+                }
                 Effect::Reported
             }
             Command::Grant { holder, epoch, verdicts, at_unix_ms } => {
@@ -906,6 +976,20 @@ impl ClusterState {
     }
 }
 
+/// What an audit record keeps of one text field: at most
+/// `AUDIT_FIELD_LIMIT` bytes (cut at a character boundary), so that no
+/// request can bloat the replicated state.
+fn clip(text: &str) -> String {
+    if text.len() <= AUDIT_FIELD_LIMIT {
+        return text.to_string();
+    }
+    let mut end = AUDIT_FIELD_LIMIT;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &text[..end])
+}
+
 impl fmt::Display for Command {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -919,6 +1003,9 @@ impl fmt::Display for Command {
             }
             Command::Register { node, db } => write!(f, "register node={node} db={}", db.address),
             Command::Report { node, event, .. } => write!(f, "report node={node} {event:?}"),
+            Command::Audit { node, what, by, refused, result, .. } => {
+                write!(f, "audit node={node} by={by:?} what={what:?} refused={refused} result={result:?}")
+            }
             Command::SetForks { holder, epoch, forks } => {
                 write!(f, "set-timeline-history holder={holder} epoch={epoch} forks={}", forks.len())
             }

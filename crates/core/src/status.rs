@@ -583,7 +583,9 @@ pub struct HistoryItem {
     /// null when not recorded.
     pub at_unix_ms: Option<u64>,
     /// initialized, members-changed, granted, lapsed, released,
-    /// bootstrapped, rewound, rebuilt.
+    /// bootstrapped, rewound, rebuilt, operation-requested,
+    /// operation-step, operation-done (and the other outcomes),
+    /// request-refused, request-done.
     pub event: String,
     /// The member it concerns.
     pub node: Option<String>,
@@ -597,9 +599,12 @@ pub struct HistoryItem {
     /// The operator operation this entry belongs to.
     #[serde(default)]
     pub operation: Option<u64>,
-    /// Who asked, for an operation-requested entry.
+    /// Who asked, for an operation-requested or request entry.
     #[serde(default)]
     pub by: Option<String>,
+    /// What came of a request that did not become an operation.
+    #[serde(default)]
+    pub result: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -628,6 +633,7 @@ pub fn history_view(state: &ClusterState) -> Vec<HistoryItem> {
                 verdicts: Vec::new(),
                 operation: None,
                 by: None,
+                result: None,
             };
             match &h.event {
                 HistoryEvent::Initialized { cluster } => {
@@ -716,6 +722,14 @@ pub fn history_view(state: &ClusterState) -> Vec<HistoryItem> {
                             item.detail = format!("operation {id}: {outcome}");
                         }
                     }
+                }
+                HistoryEvent::Audit { node, what, by, refused, result, times } => {
+                    item.event = if *refused { "request-refused" } else { "request-done" }.into();
+                    item.node = Some(name_of(state, *node));
+                    item.by = Some(by.clone());
+                    item.result = Some(result.clone());
+                    let repeated = if *times > 1 { format!(" ({times} times in a row)") } else { String::new() };
+                    item.detail = format!("{by} asked {}: {what}; {result}{repeated}", name_of(state, *node));
                 }
                 HistoryEvent::Node { node, event: NodeEvent::Rebuilt { from } } => {
                     item.event = "rebuilt".into();

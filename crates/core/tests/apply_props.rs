@@ -43,7 +43,16 @@ fn arb_operation() -> impl Strategy<Value = Command> {
             at_unix_ms: 0
         }),
         (node.clone(), id.clone()).prop_map(|(node, id)| Command::SwitchoverRejoined { node, id, at_unix_ms: 0 }),
-        (node, id.clone()).prop_map(|(node, id)| Command::TaskDone { node, id, error: None, at_unix_ms: 0 }),
+        (node.clone(), id.clone()).prop_map(|(node, id)| Command::TaskDone { node, id, error: None, at_unix_ms: 0 }),
+        // Audit entries must never touch the lease or an operation.
+        (node, any::<bool>(), 0u8..3).prop_map(|(node, refused, what)| Command::Audit {
+            node,
+            what: format!("request {what}"),
+            by: "prop".into(),
+            refused,
+            result: "prop".into(),
+            at_unix_ms: 0
+        }),
         (id.clone(), epoch).prop_map(|(id, epoch)| Command::StartScheduled { id, epoch, at_unix_ms: 0 }),
         id.prop_map(|id| Command::EndOperation {
             id,

@@ -378,3 +378,76 @@ fn member_changes_are_checked_and_a_removed_holder_renews_no_more() {
     assert!(e.contains("never reused"), "{e}");
     assert!(check_remove_member(&s, &SeenAll::new(), n(1)).unwrap_err().contains("not a member"));
 }
+
+#[test]
+fn audit_entries_record_who_asked_what_and_the_result_and_repeats_are_counted() {
+    use haraft_core::ops::Request;
+    use haraft_core::state::HistoryEvent;
+    let mut s = cluster(Policy::default());
+    let asked = Request::Switchover { from: None, to: Some("node3".into()), at_unix_ms: None, force: false };
+    assert_eq!(asked.to_string(), "switchover to node3");
+    let audit = |node: u64, by: &str, result: &str| Command::Audit {
+        node: n(node),
+        what: asked.to_string(),
+        by: by.into(),
+        refused: true,
+        result: result.into(),
+        at_unix_ms: 1_700_000_000_000,
+    };
+    let before = s.history.len();
+    applied(&mut s, 10, audit(2, "the read token (ops@db1)", "the read role cannot switch over"));
+    assert_eq!(s.history.len(), before + 1);
+    let view = status::history_view(&s);
+    let item = view.last().unwrap();
+    assert_eq!(item.event, "request-refused");
+    assert_eq!(item.by.as_deref(), Some("the read token (ops@db1)"));
+    assert_eq!(item.node.as_deref(), Some("node2"));
+    assert_eq!(item.result.as_deref(), Some("the read role cannot switch over"));
+    assert_eq!(item.at_unix_ms, Some(1_700_000_000_000));
+    assert!(item.detail.contains("asked node2: switchover to node3"), "{}", item.detail);
+
+    // The same request again is counted on the same entry: a caller who
+    // keeps asking cannot push the rest of the history out.
+    for i in 0..300 {
+        applied(&mut s, 11 + i, audit(2, "the read token (ops@db1)", "the read role cannot switch over"));
+    }
+    assert_eq!(s.history.len(), before + 1);
+    assert!(matches!(s.history.back().unwrap().event, HistoryEvent::Audit { times: 301, .. }));
+    assert!(status::history_view(&s).last().unwrap().detail.ends_with("(301 times in a row)"));
+    // Anything different is an entry of its own.
+    applied(&mut s, 400, audit(2, "certificate admin (ops@db1)", "node3 lags 48 MiB (limit 16 MiB)"));
+    applied(&mut s, 401, audit(3, "certificate admin (ops@db1)", "node3 lags 48 MiB (limit 16 MiB)"));
+    assert_eq!(s.history.len(), before + 3);
+
+    // A huge field is clipped; an unknown member cannot record.
+    applied(&mut s, 402, audit(1, &"é".repeat(2000), "x"));
+    let HistoryEvent::Audit { by, .. } = &s.history.back().unwrap().event else { panic!() };
+    assert!(by.len() <= haraft_core::state::AUDIT_FIELD_LIMIT + 3 && by.ends_with("..."), "{}", by.len());
+    assert_eq!(rejected(&mut s, audit(9, "x", "y")), Rejected::UnknownMember { node: n(9) });
+}
+
+#[test]
+fn requests_read_as_the_operator_gave_them() {
+    use haraft_core::ops::Request;
+    let cases = [
+        (
+            Request::Switchover { from: Some("node1".into()), to: None, at_unix_ms: None, force: true },
+            "switchover from node1 (force)",
+        ),
+        (
+            Request::Failover { to: "node2".into(), allow_data_loss: true, force: false },
+            "failover to node2, data loss allowed",
+        ),
+        (Request::Rebuild { node: "node3".into(), full: true }, "rebuild node3 from a fresh base backup"),
+        (Request::SetConfig { changes: vec![("ttl_ms".into(), "5000".into())] }, "config set ttl_ms=5000"),
+        (
+            Request::AddMember { id: 4, name: "node4".into(), address: "db4:7000".into() },
+            "add member node4 (id 4) at db4:7000",
+        ),
+        (Request::RemoveMember { node: "node2".into() }, "remove member node2"),
+        (Request::Pause, "pause"),
+    ];
+    for (request, text) in cases {
+        assert_eq!(request.to_string(), text);
+    }
+}

@@ -39,6 +39,9 @@ enum Failure {
     /// Anything else (unreachable agent, a refusal, no answer in time:
     /// the request may have been delivered).
     Other(String),
+    /// Refused for the caller's credentials or a malformed request: every
+    /// member would answer the same.
+    Final(String),
 }
 
 /// Sends a request to the first endpoint that answers. While the agents
@@ -60,6 +63,10 @@ pub async fn send(endpoints: &[String], timeout: Duration, request: &OperateRequ
                         tonic::Code::Unavailable if !crate::is_transport_failure(&s) => {
                             Failure::NoLeader(s.message().to_string())
                         }
+                        // Every member would answer the same: ask no other.
+                        tonic::Code::PermissionDenied
+                        | tonic::Code::Unauthenticated
+                        | tonic::Code::InvalidArgument => Failure::Final(crate::call_error(&s)),
                         _ => Failure::Other(crate::call_error(&s)),
                     })?;
                 serde_json::from_str::<OperateReply>(&reply.into_inner().json)
@@ -72,6 +79,7 @@ pub async fn send(endpoints: &[String], timeout: Duration, request: &OperateRequ
                     leaderless = true;
                     failures.push(format!("{endpoint}: {e}"));
                 }
+                Ok(Err(Failure::Final(e))) => return Err(format!("{endpoint}: {e}")),
                 Ok(Err(Failure::Other(e))) => failures.push(format!("{endpoint}: {e}")),
                 Err(_) => failures.push(format!("{endpoint}: no answer within {} ms", (timeout * 3).as_millis())),
             }

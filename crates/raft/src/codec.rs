@@ -7,7 +7,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 /// Bump when any stored or transported type changes its encoding.
-pub const FORMAT_VERSION: u8 = 3;
+pub const FORMAT_VERSION: u8 = 4;
 
 /// No single record or message legitimately comes near this; it bounds what
 /// a garbled length prefix can make the decoder allocate.
@@ -61,6 +61,15 @@ mod tests {
     #[test]
     fn round_trip() {
         let c = Command::Renew { holder: NodeId(2), epoch: Epoch(7), renewal: RenewalSeq(9), position: None };
+        assert_eq!(decode::<Command>("command", &encode(&c)), Ok(c));
+        let c = Command::Audit {
+            node: NodeId(3),
+            what: "switchover to node2".into(),
+            by: "certificate reader (ops@db1)".into(),
+            refused: true,
+            result: "the read role cannot switch over".into(),
+            at_unix_ms: 1_700_000_000_000,
+        };
         assert_eq!(decode::<Command>("command", &encode(&c)), Ok(c));
     }
 

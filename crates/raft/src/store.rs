@@ -113,17 +113,34 @@ struct StoredSnapshot {
     data: Vec<u8>,
 }
 
+/// How long `open` waits for sled's lock on a store just closed in this
+/// process.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Opens (or creates) the store under `dir`.
 pub fn open(dir: &Path) -> Result<(LogStore, StateMachineStore, watch::Receiver<Applied>), OpenError> {
     let sled_err = |source| OpenError::Sled { path: dir.to_path_buf(), source };
-    let db = sled::Config::new()
+    let config = sled::Config::new()
         .path(dir)
         .cache_capacity(CACHE_CAPACITY_BYTES)
         // We flush (and fdatasync) ourselves where Raft needs it; the
         // background flush only bounds what an unsynced apply may lose.
-        .flush_every_ms(Some(1000))
-        .open()
-        .map_err(sled_err)?;
+        .flush_every_ms(Some(1000));
+    // sled's file lock outlives the last handle of a store closed in this
+    // process by a moment (its background threads let go of it last), so
+    // a reopen right after a close (a node restarted in-process) waits for
+    // it; another process holding it is still refused, after the wait.
+    let started = std::time::Instant::now();
+    let db = loop {
+        match config.open() {
+            Err(sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock") && started.elapsed() < LOCK_WAIT =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => break other.map_err(sled_err)?,
+        }
+    };
     let log = db.open_tree("log").map_err(sled_err)?;
     let meta = db.open_tree("meta").map_err(sled_err)?;
     let sm = db.open_tree("sm").map_err(sled_err)?;
