@@ -201,9 +201,14 @@ fn haraftctl_completions_complete_subcommands_and_flags() {
         let out = Command::new("bash").arg("-c").arg(program).output().expect("bash");
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     };
-    assert_eq!(complete("haraftctl member ''"), "add remove");
+    let words = complete("haraftctl member ''");
+    let subcommands: Vec<&str> = words.split(' ').filter(|w| !w.starts_with('-')).collect();
+    assert_eq!(subcommands, ["add", "remove"], "{words}");
     assert_eq!(complete("haraftctl member add db4 --a"), "--address");
     assert_eq!(complete("haraftctl switchover --to node2 --f"), "--from --force");
+    // Global flags after a subcommand, too.
+    assert_eq!(complete("haraftctl history --end"), "--endpoints");
+    assert_eq!(complete("haraftctl member add db4 --tok"), "--token-file");
     assert!(complete("haraftctl ''").split(' ').any(|w| w == "demo"));
     for shell in ["zsh", "fish"] {
         let (code, text, _) = run("haraftctl", &["completions", shell]);

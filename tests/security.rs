@@ -180,10 +180,9 @@ async fn roles_decide_who_may_change_the_cluster_and_the_history_names_them() {
     assert!(operations_in_history(&c, &operator, None).is_empty(), "a refused request started an operation");
     // Each refusal of an authenticated caller is audited: who, what, why.
     // (The wrong token authenticates no one and is only logged.)
-    let refused = wait_for("three audited refusals", LIMIT, || {
-        Some(requests_in_history(&c, &operator)).filter(|r| r.len() >= 3)
-    })
-    .await;
+    let refused =
+        wait_for("three audited refusals", LIMIT, || Some(requests_in_history(&c, &operator)).filter(|r| r.len() >= 3))
+            .await;
     assert_eq!(refused.len(), 3, "{refused:?}");
     let expect = [
         ("a certificate without the admin role (", "pause"),

@@ -13,17 +13,17 @@ pub enum Shell {
 fn walk(cmd: &clap::Command, path: Vec<String>, out: &mut Vec<(Vec<String>, Vec<String>, Vec<String>)>) {
     let flags: Vec<String> = cmd
         .get_arguments()
-        .filter(|a| !a.is_hide_set())
+        .filter(|a| !a.is_hide_set() && a.get_id() != "help")
         .filter_map(|a| a.get_long())
         .map(|l| format!("--{l}"))
         .collect();
     let subs: Vec<String> = cmd
         .get_subcommands()
-        .filter(|s| !s.is_hide_set())
+        .filter(|s| !s.is_hide_set() && s.get_name() != "help")
         .flat_map(|s| std::iter::once(s.get_name().to_string()).chain(s.get_visible_aliases().map(str::to_string)))
         .collect();
     out.push((path.clone(), flags, subs));
-    for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+    for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set() && s.get_name() != "help") {
         let mut p = path.clone();
         p.push(sub.get_name().to_string());
         walk(sub, p, out);
@@ -37,8 +37,13 @@ fn walk(cmd: &clap::Command, path: Vec<String>, out: &mut Vec<(Vec<String>, Vec<
 
 pub fn script(cmd: &clap::Command, shell: Shell) -> String {
     let name = cmd.get_name().to_string();
+    // Building propagates the global flags (--endpoints, the TLS and token
+    // files) to every subcommand, where they are accepted too; it also adds
+    // clap's help subcommand and --help, which are left out as before.
+    let mut cmd = cmd.clone();
+    cmd.build();
     let mut entries = Vec::new();
-    walk(cmd, Vec::new(), &mut entries);
+    walk(&cmd, Vec::new(), &mut entries);
     match shell {
         Shell::Bash | Shell::Zsh => {
             let mut cases = String::new();

@@ -64,9 +64,9 @@ pub async fn send(endpoints: &[String], timeout: Duration, request: &OperateRequ
                             Failure::NoLeader(s.message().to_string())
                         }
                         // Every member would answer the same: ask no other.
-                        tonic::Code::PermissionDenied
-                        | tonic::Code::Unauthenticated
-                        | tonic::Code::InvalidArgument => Failure::Final(crate::call_error(&s)),
+                        tonic::Code::PermissionDenied | tonic::Code::Unauthenticated | tonic::Code::InvalidArgument => {
+                            Failure::Final(crate::call_error(&s))
+                        }
                         _ => Failure::Other(crate::call_error(&s)),
                     })?;
                 serde_json::from_str::<OperateReply>(&reply.into_inner().json)
