@@ -35,6 +35,9 @@ struct Args {
     seconds: u64,
     renew_interval_ms: u64,
     idle_seconds: u64,
+    /// failover: switch over to the Raft leader first, so that every kill
+    /// takes the primary and the leader at once.
+    primary_is_leader: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -46,6 +49,7 @@ fn parse_args() -> Result<Args, String> {
         seconds: 30,
         renew_interval_ms: 100,
         idle_seconds: 20,
+        primary_is_leader: false,
     };
     let mut it = std::env::args().skip(1).peekable();
     match it.peek().map(String::as_str) {
@@ -73,11 +77,12 @@ fn parse_args() -> Result<Args, String> {
             "--idle-seconds" => args.idle_seconds = value("--idle-seconds")?,
             "--iterations" => args.iterations = value("--iterations")?.max(1),
             "--synchronous" => args.synchronous = true,
+            "--primary-is-leader" => args.primary_is_leader = true,
             "--help" | "-h" => {
                 println!(
                     "haraft-bench [lease] [--seconds N (30)] [--renew-interval-ms N (100)] [--idle-seconds N (20)]"
                 );
-                println!("haraft-bench failover [--iterations N (5)] [--synchronous]");
+                println!("haraft-bench failover [--iterations N (5)] [--synchronous] [--primary-is-leader]");
                 println!("haraft-bench switchover [--iterations N (5)] [--synchronous]");
                 std::process::exit(0);
             }
@@ -255,11 +260,20 @@ fn failover_iterations(args: &Args, c: &mut ProcCluster, runtime: &tokio::runtim
     let rss: Vec<u64> = (1..=3).map(|id| rss_kib(c.nodes[id - 1].pid().expect("running"))).collect::<Result<_, _>>()?;
     let pg = c.pg.as_ref().expect("postgres cluster");
     let (ports, password) = (pg.ports.clone(), pg.superuser_password.clone());
+    let mut was_leader = Vec::new();
     for i in 0..args.iterations {
         wait_ready(c, args, limit)?;
-        let old = c.status().and_then(|s| primary_of(&s)).ok_or("no primary")?;
+        if args.primary_is_leader {
+            primary_to_leader(c, args, limit)?;
+        }
+        let status = c.status().ok_or("no status")?;
+        let old = primary_of(&status).ok_or("no primary")?;
         let w = runtime.block_on(Writer::start(&ports, &password, Duration::from_millis(10), Duration::from_secs(300)));
         std::thread::sleep(Duration::from_secs(2));
+        // Whether the kill takes the Raft leader too (then an election
+        // comes first), as the cluster says just before it.
+        let leader = c.status().and_then(|s| s["leader"].as_str().map(str::to_string));
+        was_leader.push(leader.as_deref() == Some(format!("node{old}").as_str()));
         let killed_at = Instant::now();
         c.kill_host(old);
         let old_port = ports[old as usize - 1];
@@ -283,8 +297,9 @@ fn failover_iterations(args: &Args, c: &mut ProcCluster, runtime: &tokio::runtim
         let resume = (first_new - killed_at).as_secs_f64();
         let lost = writer::lost(&acks, &committed).len();
         eprintln!(
-            "iteration {}: writes resumed after {resume:.2} s, lost {lost}, old node streaming {rejoin:.2} s after restart",
-            i + 1
+            "iteration {}: writes resumed after {resume:.2} s, lost {lost}, old node streaming {rejoin:.2} s after restart{}",
+            i + 1,
+            if was_leader[i as usize] { " (the primary was also the Raft leader)" } else { "" }
         );
         resumed.push(resume);
         rejoined.push(rejoin);
@@ -304,10 +319,12 @@ fn failover_iterations(args: &Args, c: &mut ProcCluster, runtime: &tokio::runtim
         "lost_acknowledged_writes": lost_total,
         "acknowledged_writes": acked_total,
         "agent_rss_kib_managing_postgres": rss,
+        "primary_was_raft_leader": was_leader,
     });
     println!("{report}");
+    let leader_kills = was_leader.iter().filter(|l| **l).count();
     println!(
-        "failover (kill -9 of the primary host, {} iterations{}): writes resumed after min {min:.2} s, median {:.2} s, max {max:.2} s; lost {lost_total} of {acked_total} acknowledged writes; old node streaming again after a median {:.2} s; agent RSS {} kB",
+        "failover (kill -9 of the primary host, {} iterations{}, the primary also the Raft leader in {leader_kills}): writes resumed after min {min:.2} s, median {:.2} s, max {max:.2} s; lost {lost_total} of {acked_total} acknowledged writes; old node streaming again after a median {:.2} s; agent RSS {} kB",
         args.iterations,
         if args.synchronous { ", synchronous mode" } else { "" },
         report["writes_resumed_s"]["median"].as_f64().unwrap_or(0.0),
@@ -315,6 +332,23 @@ fn failover_iterations(args: &Args, c: &mut ProcCluster, runtime: &tokio::runtim
         rss.iter().map(u64::to_string).collect::<Vec<_>>().join("/"),
     );
     Ok(())
+}
+
+/// Switches over to the Raft leader when the primary is another member.
+fn primary_to_leader(c: &ProcCluster, args: &Args, limit: Duration) -> Result<(), String> {
+    let status = c.status().ok_or("no status")?;
+    let leader = status["leader"].as_str().ok_or("no Raft leader")?.to_string();
+    if primary_of(&status).map(|p| format!("node{p}")) == Some(leader.clone()) {
+        return Ok(());
+    }
+    let out = c
+        .ctl_command(&["switchover", "--to", &leader, "--force"])
+        .output()
+        .map_err(|e| format!("running haraftctl: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("switchover to the Raft leader {leader} failed: {}", String::from_utf8_lossy(&out.stderr)));
+    }
+    wait_ready(c, args, limit)
 }
 
 fn switchover_iterations(args: &Args, c: &mut ProcCluster, runtime: &tokio::runtime::Runtime) -> Result<(), String> {
