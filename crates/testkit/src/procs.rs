@@ -31,12 +31,41 @@ pub fn binary(name: &str) -> PathBuf {
 /// the shipped example).
 const SUPERUSER_PASSWORD: &str = "demo-superuser-password";
 
-/// Ports for a cluster: bound to port 0 and released, so the agents can
-/// bind them (a race with another process is possible but not on a test
-/// machine's loopback in practice).
+/// Ports for a cluster: bound, then released when this returns, so the
+/// agents can bind them. They are drawn at random below the kernel's
+/// ephemeral range when it leaves room (from 10000 up to it): a port that
+/// port 0 hands out is in that range, and any outgoing connection on the
+/// host (a writer, a gRPC client) may take it between this call and the
+/// agent's bind. The fault matrix once lost a run to that ("binding
+/// rest.listen ...: Address already in use").
 pub fn free_ports(n: usize) -> Vec<u16> {
-    let listeners: Vec<std::net::TcpListener> =
-        (0..n).map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind port 0")).collect();
+    const LOW: u32 = 10_000;
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|t| t.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32_768);
+    let mut listeners = Vec::new();
+    if ephemeral_low > LOW + 1000 {
+        let span = ephemeral_low - LOW;
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        let mut x = (nanos as u64) ^ (u64::from(std::process::id()) << 32) | 1;
+        // Bounded: after this many taken ports, fall back to port 0.
+        for _ in 0..(n * 50) {
+            if listeners.len() == n {
+                break;
+            }
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let port = (LOW + (x % u64::from(span)) as u32) as u16;
+            if let Ok(l) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+                listeners.push(l);
+            }
+        }
+    }
+    while listeners.len() < n {
+        listeners.push(std::net::TcpListener::bind("127.0.0.1:0").expect("bind port 0"));
+    }
     listeners.iter().map(|l| l.local_addr().expect("bound").port()).collect()
 }
 
