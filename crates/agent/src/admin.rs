@@ -4,8 +4,8 @@
 use crate::auth;
 use crate::shared::ProposeError;
 use crate::shared::{Shared, role_name};
-use haraft_core::auth::{Access, Role};
-use haraft_core::ops::OperateRequest as OperateRequestJson;
+use haraft_core::auth::{Access, refusal_audited};
+use haraft_core::ops::{OperateReply as OperateReplyJson, OperateRequest as OperateRequestJson, audit_entry};
 use haraft_core::status::{LocalRaft, Probes, build_status};
 use haraft_core::{Command, NodeId};
 use haraft_proto::admin::admin_client::AdminClient;
@@ -114,13 +114,14 @@ impl admin_server::Admin for AdminService {
         let access = if request.get_ref().forwarded { Access::ForwardedOperate } else { Access::Operate };
         let caller = auth::caller(&self.shared, &request)?;
         if let Err(status) = auth::check(&self.shared, &caller, access) {
-            // An authenticated caller without the admin role is audited; an
-            // anonymous one is only logged (it could flood the history).
-            if access == Access::Operate && caller.role != Role::Anonymous {
-                let asked = serde_json::from_str::<OperateRequestJson>(&request.get_ref().json).ok();
-                if let Some(asked) = asked.filter(|a| !a.dry_run) {
+            if refusal_audited(&caller, access) {
+                let refusal =
+                    OperateReplyJson { refused: true, message: status.message().into(), ..Default::default() };
+                if let Ok(asked) = serde_json::from_str::<OperateRequestJson>(&request.get_ref().json)
+                    && let Some((what, refused)) = audit_entry(&asked, &refusal)
+                {
                     let by = format!("{} ({})", caller.identity, asked.by);
-                    crate::operate::audit(&self.shared, asked.request.to_string(), by, true, status.message().into());
+                    crate::operate::audit(&self.shared, what, by, refused, refusal.message);
                 }
             }
             return Err(status);

@@ -549,10 +549,8 @@ fn password(
                 path: shown.clone(),
                 message: e.to_string(),
             })?;
-            use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(&path).map(|m| m.permissions().mode()).unwrap_or(0);
-            if mode & 0o077 != 0 {
-                return Err(ConfigError::PasswordFileReadable { key, path: shown, mode: mode & 0o777 });
+            if let Some(mode) = haraft_raft::tls::open_to_others(&path) {
+                return Err(ConfigError::PasswordFileReadable { key, path: shown, mode });
             }
             let first = text.lines().next().unwrap_or("").to_string();
             if first.is_empty() {
@@ -786,7 +784,6 @@ fn validate(raw: RawConfig, base: &Path, getenv: &dyn Fn(&str) -> Option<String>
 }
 
 fn validate_auth(raw: &RawAuth, base: &Path, tls: bool) -> Result<Auth, ConfigError> {
-    use std::os::unix::fs::PermissionsExt;
     if !raw.admin_names.is_empty() && !tls {
         return Err(ConfigError::AdminNamesWithoutTls);
     }
@@ -796,9 +793,8 @@ fn validate_auth(raw: &RawAuth, base: &Path, tls: bool) -> Result<Auth, ConfigEr
         let shown = path.display().to_string();
         let fail = |message: String| ConfigError::TokenFile { key, path: shown.clone(), message };
         let text = std::fs::read_to_string(&path).map_err(|e| fail(e.to_string()))?;
-        let mode = std::fs::metadata(&path).map(|m| m.permissions().mode()).unwrap_or(0);
-        if mode & 0o077 != 0 {
-            return Err(fail(format!("readable by other users (mode {:o}): chmod 600 it", mode & 0o777)));
+        if let Some(mode) = haraft_raft::tls::open_to_others(&path) {
+            return Err(fail(format!("readable by other users (mode {mode:o}): chmod 600 it")));
         }
         let first = text.lines().next().unwrap_or("").trim().to_string();
         if first.len() < 16 {

@@ -6,7 +6,7 @@
 use crate::shared::{ProposeError, Shared};
 use haraft_core::ops::{
     AddStep, CandidateCheck, OperateReply, OperateRequest, Order, Request, Seen, SeenAll, apply_config_changes,
-    check_add_member, check_remove_member, check_switchover,
+    audit_entry, check_add_member, check_remove_member, check_switchover,
 };
 use haraft_core::plan::check_failover;
 use haraft_core::{ClusterState, Command, Effect, NodeId, Outcome};
@@ -36,9 +36,8 @@ fn resolve(state: &ClusterState, name: &str) -> Result<NodeId, String> {
 /// recorded in the history as an audit entry; an operation records itself.
 pub async fn operate(shared: &Arc<Shared>, request: OperateRequest) -> OperateReply {
     let reply = check_and_commit(shared, &request).await;
-    let added = matches!(request.request, Request::AddMember { .. }) && reply.accepted;
-    if !request.dry_run && (reply.refused || added) {
-        audit(shared, request.request.to_string(), request.by.clone(), reply.refused, reply.message.clone());
+    if let Some((what, refused)) = audit_entry(&request, &reply) {
+        audit(shared, what, request.by.clone(), refused, reply.message.clone());
     }
     reply
 }

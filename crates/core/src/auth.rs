@@ -61,6 +61,15 @@ pub fn allows(active: bool, caller: &Caller, access: Access) -> Result<(), Strin
     }
 }
 
+/// Whether refusing `caller` the `access` it asked for goes into the
+/// history as an audit entry: an operator's request by someone who proved
+/// who they are. An anonymous caller's refusal is only logged (without a
+/// credential anyone could flood the history); a forged forwarding is no
+/// operator's request.
+pub fn refusal_audited(caller: &Caller, access: Access) -> bool {
+    access == Access::Operate && caller.role != Role::Anonymous
+}
+
 /// Compares a presented token with the configured one in time that does
 /// not depend on where they differ.
 pub fn token_matches(presented: &str, configured: &str) -> bool {
@@ -99,6 +108,15 @@ mod tests {
         let e = allows(true, &caller(Role::Read), Operate).unwrap_err();
         assert!(e.starts_with("certificate x may read but not change the cluster"), "{e}");
         assert!(allows(true, &caller(Role::Anonymous), Read).unwrap_err().starts_with("no credential"));
+    }
+
+    #[test]
+    fn which_refusals_are_audited() {
+        assert!(refusal_audited(&caller(Role::Read), Access::Operate));
+        assert!(refusal_audited(&caller(Role::Member), Access::Operate));
+        assert!(!refusal_audited(&caller(Role::Anonymous), Access::Operate));
+        assert!(!refusal_audited(&caller(Role::Read), Access::ForwardedOperate));
+        assert!(!refusal_audited(&caller(Role::Anonymous), Access::Read));
     }
 
     #[test]

@@ -141,6 +141,15 @@ pub struct OperateRequest {
     pub dry_run: bool,
 }
 
+/// The audit entry an answered request leaves in the history, as
+/// (what was asked, refused): a request that became no operation — refused,
+/// or a member added (done outside the operation machinery). An operation
+/// records itself; a dry run asks for nothing.
+pub fn audit_entry(request: &OperateRequest, reply: &OperateReply) -> Option<(String, bool)> {
+    let added = matches!(request.request, Request::AddMember { .. }) && reply.accepted;
+    (!request.dry_run && (reply.refused || added)).then(|| (request.request.to_string(), reply.refused))
+}
+
 /// The admin API's answer.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct OperateReply {

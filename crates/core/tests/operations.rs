@@ -451,3 +451,20 @@ fn requests_read_as_the_operator_gave_them() {
         assert_eq!(request.to_string(), text);
     }
 }
+
+#[test]
+fn which_answered_requests_leave_an_audit_entry() {
+    use haraft_core::ops::{OperateReply, OperateRequest, Request, audit_entry};
+    let ask = |request: Request, dry_run: bool| OperateRequest { request, by: "ops@db1".into(), dry_run };
+    let refused = OperateReply { refused: true, message: "no".into(), ..OperateReply::default() };
+    let accepted = OperateReply { accepted: true, id: Some(7), ..OperateReply::default() };
+    let add = Request::AddMember { id: 4, name: "node4".into(), address: "db4:7000".into() };
+    assert_eq!(audit_entry(&ask(Request::Pause, false), &refused), Some(("pause".into(), true)));
+    assert_eq!(audit_entry(&ask(Request::Pause, true), &refused), None, "a dry run asks for nothing");
+    assert_eq!(audit_entry(&ask(Request::Pause, false), &accepted), None, "an operation records itself");
+    assert_eq!(
+        audit_entry(&ask(add.clone(), false), &accepted),
+        Some(("add member node4 (id 4) at db4:7000".into(), false))
+    );
+    assert_eq!(audit_entry(&ask(add, true), &OperateReply::default()), None);
+}

@@ -484,12 +484,10 @@ pub(crate) fn is_transport_failure(status: &tonic::Status) -> bool {
 static TOKEN: std::sync::OnceLock<tonic::metadata::MetadataValue<tonic::metadata::Ascii>> = std::sync::OnceLock::new();
 
 fn read_token(path: &std::path::Path) -> Result<tonic::metadata::MetadataValue<tonic::metadata::Ascii>, String> {
-    use std::os::unix::fs::PermissionsExt;
     let shown = path.display();
     let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read --token-file {shown}: {e}"))?;
-    let mode = std::fs::metadata(path).map(|m| m.permissions().mode()).unwrap_or(0);
-    if mode & 0o077 != 0 {
-        return Err(format!("--token-file {shown} is readable by other users (mode {:o}): chmod 600 it", mode & 0o777));
+    if let Some(mode) = haraft_raft::tls::open_to_others(path) {
+        return Err(format!("--token-file {shown} is readable by other users (mode {mode:o}): chmod 600 it"));
     }
     let token = text.lines().next().unwrap_or("").trim();
     if token.is_empty() {

@@ -61,16 +61,24 @@ fn read_pem(what: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
     Ok(bytes)
 }
 
+/// The permission bits (e.g. 0o644) of a secret file (a key, a token, a
+/// password) that its group or other users may read or write; `None` when
+/// only its owner may (or it cannot be read at all: that error is the
+/// reader's). Shared by every place that loads a secret from a file.
+pub fn open_to_others(path: &Path) -> Option<u32> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path).ok()?.permissions().mode();
+    (mode & 0o077 != 0).then_some(mode & 0o777)
+}
+
 impl Tls {
     /// Reads the files; refuses a key file that others may read.
     pub fn load(files: &TlsFiles) -> Result<Tls, TlsError> {
-        use std::os::unix::fs::PermissionsExt;
         let ca = read_pem("tls CA file", &files.ca)?;
         let cert = read_pem("tls certificate file", &files.cert)?;
         let key = read_pem("tls key file", &files.key)?;
-        let mode = std::fs::metadata(&files.key).map(|m| m.permissions().mode()).unwrap_or(0);
-        if mode & 0o077 != 0 {
-            return Err(TlsError::KeyReadableByOthers { path: files.key.display().to_string(), mode: mode & 0o777 });
+        if let Some(mode) = open_to_others(&files.key) {
+            return Err(TlsError::KeyReadableByOthers { path: files.key.display().to_string(), mode });
         }
         Ok(Tls {
             ca: Certificate::from_pem(ca),

@@ -82,6 +82,17 @@ pub struct Node {
 }
 
 impl Node {
+    /// Node `id` of the cluster in `dir`, not started; its log is
+    /// `dir/nodeID.log`.
+    fn new(dir: &Path, id: u64, config: PathBuf, data: PathBuf) -> Node {
+        Node { id, config, data, log: dir.join(format!("node{id}.log")), child: None, groups: Vec::new() }
+    }
+
+    /// The `node.data_dir` the testkit's own configs give node `id`.
+    fn default_data(id: u64) -> PathBuf {
+        PathBuf::from(format!("data/node{id}"))
+    }
+
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
     }
@@ -144,17 +155,9 @@ impl ProcCluster {
         let nodes = (1..=n as u64)
             .map(|id| {
                 let config = dir.path().join(format!("node{id}.toml"));
-                let text = node_config("test", id, Path::new(&format!("data/node{id}")), &addresses, extra);
-                std::fs::write(&config, text).expect("write config");
-                let data = PathBuf::from(format!("data/node{id}"));
-                Node {
-                    id,
-                    config,
-                    data,
-                    log: dir.path().join(format!("node{id}.log")),
-                    child: None,
-                    groups: Vec::new(),
-                }
+                let data = Node::default_data(id);
+                std::fs::write(&config, node_config("test", id, &data, &addresses, extra)).expect("write config");
+                Node::new(dir.path(), id, config, data)
             })
             .collect();
         ProcCluster { dir, addresses, rest: Vec::new(), ctl_tls: Vec::new(), nodes, pg: None }
@@ -195,11 +198,10 @@ impl ProcCluster {
             .map(|id| {
                 let config = dir.join(format!("node{id}.toml"));
                 let pg = pg_section(pg_ports[id as usize - 1], &rest[id as usize - 1]);
-                let text =
-                    node_config("test", id, Path::new(&format!("data/node{id}")), &addresses, &format!("{pg}{extra}"));
+                let data = Node::default_data(id);
+                let text = node_config("test", id, &data, &addresses, &format!("{pg}{extra}"));
                 std::fs::write(&config, text).expect("write config");
-                let data = PathBuf::from(format!("data/node{id}"));
-                Node { id, config, data, log: dir.join(format!("node{id}.log")), child: None, groups: Vec::new() }
+                Node::new(&dir, id, config, data)
             })
             .collect();
         c.addresses = addresses;
@@ -222,7 +224,7 @@ impl ProcCluster {
         let text = node_config(
             "test",
             id,
-            Path::new(&format!("data/node{id}")),
+            &Node::default_data(id),
             &self.addresses,
             &format!("{}{extra}", pg_section(ports[1], &rest)),
         )
@@ -232,9 +234,7 @@ impl ProcCluster {
         if let Some((uid, gid)) = pg.run_as {
             std::os::unix::fs::chown(&config, Some(uid), Some(gid)).expect("chown config");
         }
-        let log = self.dir.path().join(format!("node{id}.log"));
-        let data = PathBuf::from(format!("data/node{id}"));
-        self.nodes.push(Node { id, config, data, log, child: None, groups: Vec::new() });
+        self.nodes.push(Node::new(self.dir.path(), id, config, Node::default_data(id)));
         id
     }
 
@@ -339,13 +339,12 @@ impl ProcCluster {
                 }
                 has_pg |= text.contains("[postgresql]");
                 std::fs::write(&config, &text).expect("write config");
-                let log = dir.path().join(format!("node{}.log", i + 1));
                 // Cleanup finds the node's PostgreSQL and guard by it.
                 let data = text
                     .lines()
                     .find_map(|l| l.trim().strip_prefix("data_dir = \"")?.strip_suffix('"').map(PathBuf::from))
                     .expect("the config names node.data_dir");
-                Node { id: i as u64 + 1, config, data, log, child: None, groups: Vec::new() }
+                Node::new(dir.path(), i as u64 + 1, config, data)
             })
             .collect();
         let mut c = ProcCluster { dir, addresses, rest, ctl_tls: Vec::new(), nodes, pg: None };
