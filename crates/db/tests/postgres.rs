@@ -60,6 +60,18 @@ impl Drop for Cleanup {
     }
 }
 
+/// Two nodes (no database yet) in a temporary directory, and the cleanup
+/// that stops whatever servers they start.
+fn two_nodes() -> (tempfile::TempDir, Postgres, Postgres, Cleanup) {
+    let root = tempfile::tempdir().unwrap();
+    // The database user must be able to reach its directories.
+    std::fs::set_permissions(root.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let n1 = node(root.path(), "node1");
+    let n2 = node(root.path(), "node2");
+    let cleanup = Cleanup(vec![n1.config().data_dir.clone(), n2.config().data_dir.clone()]);
+    (root, n1, n2, cleanup)
+}
+
 async fn connect(pg: &Postgres) -> tokio_postgres::Client {
     let c = pg.config();
     let (client, conn) = tokio_postgres::Config::new()
@@ -107,12 +119,7 @@ async fn caught_up(primary: &Postgres, standby: &Postgres) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bootstrap_stream_promote_rewind_rebuild() {
-    let root = tempfile::tempdir().unwrap();
-    // The database user must be able to reach its directories.
-    std::fs::set_permissions(root.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let n1 = node(root.path(), "node1");
-    let n2 = node(root.path(), "node2");
-    let _cleanup = Cleanup(vec![n1.config().data_dir.clone(), n2.config().data_dir.clone()]);
+    let (_root, n1, n2, _cleanup) = two_nodes();
 
     // Nothing yet.
     let o = n1.observe(T).await.unwrap();
@@ -235,11 +242,7 @@ fn shmem_segment(data_dir: &Path) -> Option<i32> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rebuild_after_kill_9_releases_the_dead_servers_shared_memory() {
-    let root = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(root.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let n1 = node(root.path(), "node1");
-    let n2 = node(root.path(), "node2");
-    let _cleanup = Cleanup(vec![n1.config().data_dir.clone(), n2.config().data_dir.clone()]);
+    let (_root, n1, n2, _cleanup) = two_nodes();
     let sysid = n1.bootstrap(Epoch(1), T).await.unwrap();
     n1.set_replication_slots(&["haraft_node2".into()], Epoch(1), T).await.unwrap();
     n2.expect_system_identifier(sysid);
