@@ -4,16 +4,23 @@
 //! Durability: sled's `flush` ends in `sync_file_range` on Linux, which
 //! survives a process crash but not a power loss, so every flush that Raft
 //! relies on (log append, truncate, purge, vote, snapshot) is followed by an
-//! `fdatasync` of sled's data file.
+//! `fdatasync` of sled's data file, and then by a durable write of the
+//! acknowledged mark ([`crate::acked`]) outside sled.
 //!
-//! Layout (one sled database under `<data_dir>/raft`):
-//! - tree `log`: big-endian log index -> Entry
-//! - tree `meta`: `vote`, `committed`, `last_purged`
-//! - tree `sm`: `state` (applied log id, membership, ClusterState), `snapshot`
+//! Layout ([`Layout`], under the node's `data_dir`):
+//! - `haraft.identity`: which member and store this is ([`crate::identity`])
+//! - `haraft.acked`: the acknowledged mark ([`crate::acked`])
+//! - `raft/`: one sled database
+//!   - tree `log`: big-endian log index -> Entry
+//!   - tree `meta`: `identity`, `vote`, `committed`, `last_purged`
+//!   - tree `sm`: `state` (applied log id, membership, ClusterState), `snapshot`
 //!
-//! Every value is a `codec` record with a format-version byte.
+//! Every value is a `codec` record with a format-version byte and a
+//! checksum, verified on every read.
 
+use crate::acked::{Mark, MarkFile};
 use crate::codec::{self, CodecError};
+use crate::identity::{Identity, StoreId};
 use crate::types::{Entry, LogId, RaftNode, SnapshotMeta, StorageError, StoredMembership, TypeConfig, Vote};
 use haraft_core::{ClusterState, Command, Member, NodeId};
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage, RaftStateMachine, Snapshot};
@@ -23,12 +30,34 @@ use std::fs::File;
 use std::io::Cursor;
 use std::ops::{Bound, RangeBounds};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
 
 /// sled's default cache is 1 GiB; the whole Raft state of a cluster is a
 /// few megabytes, and the agent's idle RSS goal is 20 MB.
 const CACHE_CAPACITY_BYTES: u64 = 4 * 1024 * 1024;
+
+/// Where a member keeps its Raft state under its `node.data_dir`.
+#[derive(Clone, Debug)]
+pub struct Layout {
+    pub data_dir: PathBuf,
+}
+
+impl Layout {
+    pub fn new(data_dir: &Path) -> Layout {
+        Layout { data_dir: data_dir.to_path_buf() }
+    }
+    /// The sled store's directory.
+    pub fn raft_dir(&self) -> PathBuf {
+        self.data_dir.join("raft")
+    }
+    pub fn identity(&self) -> PathBuf {
+        self.data_dir.join("haraft.identity")
+    }
+    pub fn acked(&self) -> PathBuf {
+        self.data_dir.join("haraft.acked")
+    }
+}
 
 /// What the state machine publishes after every applied batch.
 #[derive(Clone, Debug, Default)]
@@ -41,10 +70,27 @@ pub struct Applied {
 pub enum OpenError {
     #[error("cannot open the raft store at {path}: {source} (is another haraft running with this data_dir?)")]
     Sled { path: PathBuf, source: sled::Error },
-    #[error("cannot open the raft store's data file {path}: {source}")]
-    DataFile { path: PathBuf, source: std::io::Error },
-    #[error("raft store at {path}: {source}; move the data_dir aside to start this node afresh")]
+    #[error("cannot open {path}: {source}")]
+    File { path: PathBuf, source: std::io::Error },
+    #[error("raft store at {path}: {source}; see README \"A member's Raft store was damaged\"")]
     Record { path: PathBuf, source: CodecError },
+    #[error("{path}: {message}; see README \"A member's Raft store was damaged\"")]
+    Mark { path: PathBuf, message: String },
+}
+
+/// The store's own copy of its identity (the identity file's fields that
+/// matter), so that a store copied from another member is recognised.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoreIdentity {
+    pub cluster: String,
+    pub node: u64,
+    pub store: StoreId,
+}
+
+impl From<&Identity> for StoreIdentity {
+    fn from(i: &Identity) -> StoreIdentity {
+        StoreIdentity { cluster: i.cluster.clone(), node: i.node, store: i.store }
+    }
 }
 
 struct Inner {
@@ -53,18 +99,31 @@ struct Inner {
     meta: sled::Tree,
     sm: sled::Tree,
     data_file: File,
+    mark: Mutex<MarkFile>,
 }
 
 impl Inner {
-    /// Flush sled and fdatasync its data file, off the async threads.
-    async fn sync(self: &Arc<Self>) -> std::io::Result<()> {
+    /// Flush sled, fdatasync its data file, then record `change` in the
+    /// acknowledged mark, durably, off the async threads. The store goes
+    /// first, so the mark never claims more than the store holds.
+    async fn sync(self: &Arc<Self>, change: impl FnOnce(&mut Mark) + Send + 'static) -> std::io::Result<()> {
         let inner = Arc::clone(self);
         tokio::task::spawn_blocking(move || {
             inner.db.flush().map_err(std::io::Error::other)?;
-            inner.data_file.sync_data()
+            inner.data_file.sync_data()?;
+            inner.mark.lock().expect("never poisoned").update(change)
         })
         .await
         .map_err(std::io::Error::other)?
+    }
+
+    /// Records `change` in the acknowledged mark alone, durably: for a mark
+    /// that must go down before the store changes.
+    async fn mark(self: &Arc<Self>, change: impl FnOnce(&mut Mark) + Send + 'static) -> std::io::Result<()> {
+        let inner = Arc::clone(self);
+        tokio::task::spawn_blocking(move || inner.mark.lock().expect("never poisoned").update(change))
+            .await
+            .map_err(std::io::Error::other)?
     }
 
     fn get<T: serde::de::DeserializeOwned>(tree: &sled::Tree, key: &'static str) -> Result<Option<T>, ReadError> {
@@ -117,9 +176,7 @@ struct StoredSnapshot {
 /// process.
 const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// Opens (or creates) the store under `dir`.
-pub fn open(dir: &Path) -> Result<(LogStore, StateMachineStore, watch::Receiver<Applied>), OpenError> {
-    let sled_err = |source| OpenError::Sled { path: dir.to_path_buf(), source };
+fn open_sled(dir: &Path) -> Result<sled::Db, OpenError> {
     let config = sled::Config::new()
         .path(dir)
         .cache_capacity(CACHE_CAPACITY_BYTES)
@@ -131,36 +188,71 @@ pub fn open(dir: &Path) -> Result<(LogStore, StateMachineStore, watch::Receiver<
     // a reopen right after a close (a node restarted in-process) waits for
     // it; another process holding it is still refused, after the wait.
     let started = std::time::Instant::now();
-    let db = loop {
+    loop {
         match config.open() {
             Err(sled::Error::Io(e))
                 if e.to_string().contains("could not acquire lock") && started.elapsed() < LOCK_WAIT =>
             {
                 std::thread::sleep(std::time::Duration::from_millis(20));
             }
-            other => break other.map_err(sled_err)?,
+            other => return other.map_err(|source| OpenError::Sled { path: dir.to_path_buf(), source }),
         }
-    };
+    }
+}
+
+/// Creates a new member's store: the acknowledged mark first, then the
+/// identity file, then the store's own identity record, each durable
+/// before the next. A crash in between leaves an identity whose mark says
+/// nothing was acknowledged and an empty store, which [`crate::integrity`]
+/// lets the next start finish.
+pub fn create(layout: &Layout, identity: &Identity) -> Result<Opened, OpenError> {
+    let file_err = |path: PathBuf| move |source| OpenError::File { path, source };
+    std::fs::create_dir_all(&layout.data_dir).map_err(file_err(layout.data_dir.clone()))?;
+    let acked = layout.acked();
+    // A mark of an earlier creation attempt that acknowledged nothing
+    // (integrity allows only that here) is replaced if it names another store.
+    if MarkFile::open(&acked).is_ok_and(|m| m.current().store != Some(identity.store)) {
+        std::fs::remove_file(&acked).map_err(file_err(acked.clone()))?;
+    }
+    if !acked.exists() {
+        MarkFile::create(&acked, Mark::new(identity.store)).map_err(file_err(acked.clone()))?;
+    }
+    if !layout.identity().exists() {
+        identity.write(&layout.identity()).map_err(file_err(layout.identity()))?;
+    }
+    std::fs::create_dir_all(layout.raft_dir()).map_err(file_err(layout.raft_dir()))?;
+    let db = open_sled(&layout.raft_dir())?;
+    let meta = db.open_tree("meta").map_err(|source| OpenError::Sled { path: layout.raft_dir(), source })?;
+    meta.insert("identity", codec::encode(&StoreIdentity::from(identity)))
+        .and_then(|_| db.flush())
+        .map_err(|source| OpenError::Sled { path: layout.raft_dir(), source })?;
+    let data_path = layout.raft_dir().join("db");
+    File::open(&data_path).and_then(|f| f.sync_data()).map_err(file_err(data_path))?;
+    drop((meta, db));
+    open(layout)
+}
+
+/// The two halves of an open store and the state machine's published state.
+pub type Opened = (LogStore, StateMachineStore, watch::Receiver<Applied>);
+
+/// Opens the store of `layout`. [`crate::integrity`] decides first whether
+/// it may be opened at all; this only reads what it needs.
+pub fn open(layout: &Layout) -> Result<Opened, OpenError> {
+    let dir = &layout.raft_dir();
+    let sled_err = |source| OpenError::Sled { path: dir.to_path_buf(), source };
+    let db = open_sled(dir)?;
     let log = db.open_tree("log").map_err(sled_err)?;
     let meta = db.open_tree("meta").map_err(sled_err)?;
     let sm = db.open_tree("sm").map_err(sled_err)?;
     let data_path = dir.join("db");
-    let data_file = File::open(&data_path).map_err(|source| OpenError::DataFile { path: data_path, source })?;
-    let inner = Arc::new(Inner { db, log, meta, sm, data_file });
+    let data_file = File::open(&data_path).map_err(|source| OpenError::File { path: data_path, source })?;
+    let mark = MarkFile::open(&layout.acked()).map_err(|message| OpenError::Mark { path: layout.acked(), message })?;
+    let inner = Arc::new(Inner { db, log, meta, sm, data_file, mark: Mutex::new(mark) });
 
     let record_err = |e: ReadError| match e {
         ReadError::Sled(source) => OpenError::Sled { path: dir.to_path_buf(), source },
         ReadError::Record(source) => OpenError::Record { path: dir.to_path_buf(), source },
     };
-    // Validate every metadata record now, so a foreign or corrupt store is
-    // refused at start with its path, not later inside Raft.
-    Inner::get::<Vote>(&inner.meta, "vote").map_err(record_err)?;
-    Inner::get::<Option<LogId>>(&inner.meta, "committed").map_err(record_err)?;
-    Inner::get::<LogId>(&inner.meta, "last_purged").map_err(record_err)?;
-    if let Some((_, bytes)) = inner.log.last().map_err(sled_err)? {
-        codec::decode::<Entry>("log entry", &bytes)
-            .map_err(|source| OpenError::Record { path: dir.to_path_buf(), source })?;
-    }
     let mut data = Inner::get::<SmData>(&inner.sm, "state").map_err(record_err)?.unwrap_or_default();
     let snapshot = Inner::get::<StoredSnapshot>(&inner.sm, "snapshot").map_err(record_err)?;
     if let Some(snap) = &snapshot {
@@ -197,11 +289,14 @@ impl LogStore {
     /// (flushed and fdatasync'ed). `append` is this plus openraft's callback.
     pub async fn append_synced<I: IntoIterator<Item = Entry>>(&self, entries: I) -> Result<(), StorageError> {
         let mut batch = sled::Batch::default();
+        let mut last = None;
         for entry in entries {
             batch.insert(&index_key(entry.log_id.index), codec::encode(&entry));
+            last = Some(entry.log_id);
         }
         self.inner.log.apply_batch(batch).map_err(write_logs_err)?;
-        self.inner.sync().await.map_err(write_logs_err)
+        let Some(last) = last else { return Ok(()) };
+        self.inner.sync(move |m| m.last_log = Some(last)).await.map_err(write_logs_err)
     }
 
     fn last_purged(&self) -> Result<Option<LogId>, StorageError> {
@@ -256,7 +351,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
         let err = |e: String| io_err(ErrorSubject::Vote, ErrorVerb::Write, e);
         self.inner.meta.insert("vote", codec::encode(vote)).map_err(|e| err(e.to_string()))?;
-        self.inner.sync().await.map_err(|e| err(e.to_string()))
+        let vote = *vote;
+        self.inner.sync(move |m| m.vote = Some(vote)).await.map_err(|e| err(e.to_string()))
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {
@@ -293,13 +389,26 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        // What the log ends with afterwards: the entry before the cut, or
+        // the purge point when the cut is right after it.
+        let before = match log_id.index.checked_sub(1) {
+            None => None,
+            Some(i) => match self.inner.log.get(index_key(i)).map_err(write_logs_err)? {
+                Some(bytes) => Some(codec::decode::<Entry>("log entry", &bytes).map_err(write_logs_err)?.log_id),
+                None => self.last_purged()?,
+            },
+        };
+        // Truncated entries were never committed (Raft only overwrites
+        // what the leader does not have), so the mark may go down: first,
+        // so that it never claims an entry the store no longer holds.
+        self.inner.mark(move |m| m.last_log = before).await.map_err(write_logs_err)?;
         let mut batch = sled::Batch::default();
         for item in self.inner.log.range(index_key(log_id.index)..) {
             let (key, _) = item.map_err(write_logs_err)?;
             batch.remove(key);
         }
         self.inner.log.apply_batch(batch).map_err(write_logs_err)?;
-        self.inner.sync().await.map_err(write_logs_err)
+        self.inner.sync(|_| {}).await.map_err(write_logs_err)
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
@@ -312,7 +421,16 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             batch.remove(key);
         }
         self.inner.log.apply_batch(batch).map_err(write_logs_err)?;
-        self.inner.sync().await.map_err(write_logs_err)
+        // Entries up to the purge point are kept by the snapshot now; when
+        // a snapshot from the leader replaced the whole log, it is also the
+        // new end of the log.
+        self.inner
+            .sync(move |m| {
+                m.purged = Some(log_id);
+                m.last_log = m.last_log.max(Some(log_id));
+            })
+            .await
+            .map_err(write_logs_err)
     }
 }
 
@@ -400,7 +518,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         self.persist_state()?;
         let stored = StoredSnapshot { meta: meta.clone(), data: bytes };
         self.inner.sm.insert("snapshot", codec::encode(&stored)).map_err(|e| sm_err(ErrorVerb::Write, e))?;
-        self.inner.sync().await.map_err(|e| sm_err(ErrorVerb::Write, e))?;
+        self.inner.sync(|_| {}).await.map_err(|e| sm_err(ErrorVerb::Write, e))?;
         self.publish();
         Ok(())
     }
@@ -429,7 +547,133 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             SnapshotMeta { last_log_id: self.data.applied, last_membership: self.data.membership.clone(), snapshot_id };
         let stored = StoredSnapshot { meta: meta.clone(), data: data.clone() };
         self.inner.sm.insert("snapshot", codec::encode(&stored)).map_err(|e| sm_err(ErrorVerb::Write, e))?;
-        self.inner.sync().await.map_err(|e| sm_err(ErrorVerb::Write, e))?;
+        self.inner.sync(|_| {}).await.map_err(|e| sm_err(ErrorVerb::Write, e))?;
         Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) })
     }
+}
+
+/// What a store holds, read record by record with every checksum verified
+/// (see [`scan`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StoreReport {
+    pub identity: Option<StoreIdentity>,
+    pub vote: Option<Vote>,
+    pub purged: Option<LogId>,
+    /// Every entry's log id, in order (a few thousand at most: the log is
+    /// purged after each snapshot).
+    pub entries: Vec<LogId>,
+    /// The state machine's applied log id (its own record or the snapshot,
+    /// whichever is newer).
+    pub applied: Option<LogId>,
+    /// Records of any kind; 0 for a store that holds nothing yet.
+    pub records: usize,
+}
+
+impl StoreReport {
+    /// The last log id the store can vouch for: its last entry, else its
+    /// purge point.
+    pub fn last_log(&self) -> Option<LogId> {
+        self.entries.last().copied().or(self.purged)
+    }
+
+    /// Whether the store still keeps `id`: as an entry with exactly that
+    /// log id, or inside what it purged into its snapshot.
+    pub fn keeps(&self, id: LogId) -> bool {
+        self.purged.is_some_and(|p| p.index >= id.index)
+            || self.entries.binary_search_by_key(&id.index, |l| l.index).is_ok_and(|i| self.entries[i] == id)
+    }
+}
+
+/// Describes a record that fails to decode: "log entry 812 fails its
+/// checksum", "the vote record is garbled: ...".
+fn bad_record(what: String, e: CodecError) -> String {
+    match e {
+        CodecError::Checksum { .. } => format!("{what} fails its checksum: its bytes changed after it was written"),
+        CodecError::Empty { .. } => format!("{what} is empty"),
+        CodecError::Version { found, .. } => format!(
+            "{what} has format version {found}, this haraft reads version {}: written by an incompatible haraft version",
+            codec::FORMAT_VERSION
+        ),
+        CodecError::Garbled { detail, .. } => format!("{what} is garbled: {detail}"),
+    }
+}
+
+/// Reads every record of the sled store in `dir` and checks the log is
+/// whole: each entry under its own index, contiguous from the purge point
+/// to the last, the state machine not behind the purge point. Opening a
+/// sled store may rewrite its files (its recovery truncates a damaged
+/// tail), so [`crate::integrity`] calls this on a copy.
+pub fn scan(dir: &Path) -> Result<StoreReport, String> {
+    let config = sled::Config::new().path(dir).cache_capacity(CACHE_CAPACITY_BYTES).flush_every_ms(None);
+    let db = config.open().map_err(|e| format!("sled cannot read it: {}", sled_text(&e)))?;
+    let tree =
+        |name: &str| db.open_tree(name).map_err(|e| format!("sled cannot read its {name} tree: {}", sled_text(&e)));
+    let (log, meta, sm) = (tree("log")?, tree("meta")?, tree("sm")?);
+    let sled_err = |e: sled::Error| format!("sled cannot read it: {}", sled_text(&e));
+    let mut report = StoreReport {
+        identity: read_record(&meta, "identity", "the identity record")?,
+        vote: read_record(&meta, "vote", "the vote record")?,
+        purged: read_record(&meta, "last_purged", "the purge point record")?,
+        records: meta.len() + sm.len() + log.len(),
+        ..StoreReport::default()
+    };
+    let _: Option<Option<LogId>> = read_record(&meta, "committed", "the commit index record")?;
+    for item in log.iter() {
+        let (key, bytes) = item.map_err(sled_err)?;
+        let Ok(key) = <[u8; 8]>::try_from(key.as_ref()) else {
+            return Err(format!("the log holds a key of {} bytes, not an index", key.len()));
+        };
+        let index = u64::from_be_bytes(key);
+        let what = format!("log entry {index}");
+        let entry: Entry = codec::decode("log entry", &bytes).map_err(|e| bad_record(what.clone(), e))?;
+        if entry.log_id.index != index {
+            return Err(format!("{what} holds entry {} instead", entry.log_id.index));
+        }
+        let expected = match report.entries.last() {
+            Some(prev) => prev.index + 1,
+            None => report.purged.map_or(index, |p| p.index + 1),
+        };
+        // Entries at or below the purge point may remain after a crash
+        // inside a purge; they are ignored, never a gap.
+        if report.purged.is_some_and(|p| index <= p.index) {
+            continue;
+        }
+        if index != expected {
+            return Err(format!("the log has a gap: entry {expected} is missing before entry {index}"));
+        }
+        report.entries.push(entry.log_id);
+    }
+    let state: Option<SmData> = read_record(&sm, "state", "the state machine record")?;
+    let snapshot: Option<StoredSnapshot> = read_record(&sm, "snapshot", "the snapshot record")?;
+    report.applied = state.and_then(|s| s.applied);
+    if let Some(snap) = snapshot {
+        let _: SmData =
+            codec::decode("snapshot data", &snap.data).map_err(|e| bad_record("the snapshot's data".into(), e))?;
+        report.applied = report.applied.max(snap.meta.last_log_id);
+    }
+    if let Some(purged) = report.purged
+        && report.applied < Some(purged)
+    {
+        return Err(format!(
+            "the state machine is at {} but the log was purged up to entry {}: entries it needs are gone",
+            report.applied.map_or("nothing".into(), |l| l.index.to_string()),
+            purged.index
+        ));
+    }
+    Ok(report)
+}
+
+/// One record of `tree` for [`scan`], its error a sentence about `what`.
+fn read_record<T: serde::de::DeserializeOwned>(
+    tree: &sled::Tree,
+    key: &'static str,
+    what: &str,
+) -> Result<Option<T>, String> {
+    let bytes = tree.get(key).map_err(|e| format!("sled cannot read {what}: {}", sled_text(&e)))?;
+    bytes.map(|b| codec::decode(key, &b).map_err(|e| bad_record(what.to_string(), e))).transpose()
+}
+
+/// sled's error text without the empty backtrace it appends.
+fn sled_text(e: &sled::Error) -> String {
+    e.to_string().trim_end_matches(" backtrace ()").to_string()
 }
