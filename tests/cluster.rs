@@ -314,3 +314,51 @@ mod garbled {
         c.shutdown().await;
     }
 }
+
+/// The danger a lost store is: node C acknowledged entries that node B
+/// never saw; if C forgot them and voted, B and C could elect B and commit
+/// over them. C must refuse to start, so the cluster waits for A, which
+/// has them, and nothing committed is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_amnesiac_member_is_never_counted_and_nothing_committed_is_lost() {
+    let mut c = started().await;
+    let leader = wait_for("a leader", LIMIT, || c.leader()).await.0;
+    let others: Vec<u64> = (1..=3).filter(|&i| i != leader).collect();
+    let (b, amnesiac) = (others[0], others[1]);
+    c.stop(b).await;
+    // Renewals go on with the leader and the amnesiac-to-be: entries only
+    // those two hold.
+    let seen = c.agent(leader).raft_metrics().last_applied.map_or(0, |l| l.index);
+    wait_for("entries committed without node B", LIMIT, || {
+        (c.agent(amnesiac).raft_metrics().last_applied.map_or(0, |l| l.index) > seen + 3).then_some(())
+    })
+    .await;
+    let before = c.state();
+    let committed = c.agent(leader).raft_metrics().last_applied.map_or(0, |l| l.index);
+    c.stop(leader).await;
+    c.stop(amnesiac).await;
+    std::fs::remove_dir_all(c.data_dir(amnesiac).join("raft")).expect("delete the store");
+
+    c.restart(b).await;
+    let refused = c.try_restart(amnesiac).await.expect_err("a member that lost its store started");
+    assert!(refused.contains("it lost its Raft state") && refused.contains("member replace"), "{refused}");
+    // B alone has no quorum: nobody leads, nothing is decided.
+    tokio::time::sleep(Duration::from_millis(3 * TTL_MS)).await;
+    assert_eq!(c.agent(b).raft_metrics().current_leader.filter(|&l| l == b), None, "node B led alone");
+
+    c.restart(leader).await;
+    wait_for("a leader again, past every entry committed before", LIMIT, || {
+        let applied = c.agent(b).raft_metrics().last_applied.map_or(0, |l| l.index);
+        (c.leader().is_some() && applied >= committed).then_some(())
+    })
+    .await;
+    let after = c.state();
+    assert!(after.epoch >= before.epoch, "epoch went back from {} to {}", before.epoch, after.epoch);
+    assert_eq!(
+        after.history.iter().take(before.history.len()).collect::<Vec<_>>(),
+        before.history.iter().collect::<Vec<_>>(),
+        "history committed before the loss changed"
+    );
+    assert!(after.lease.map(|l| l.renewal) >= before.lease.map(|l| l.renewal), "renewals went back");
+    c.shutdown().await;
+}

@@ -203,7 +203,7 @@ fn haraftctl_completions_complete_subcommands_and_flags() {
     };
     let words = complete("haraftctl member ''");
     let subcommands: Vec<&str> = words.split(' ').filter(|w| !w.starts_with('-')).collect();
-    assert_eq!(subcommands, ["add", "remove"], "{words}");
+    assert_eq!(subcommands, ["add", "remove", "replace"], "{words}");
     assert_eq!(complete("haraftctl member add db4 --a"), "--address");
     assert_eq!(complete("haraftctl switchover --to node2 --f"), "--from --force");
     // Global flags after a subcommand, too.

@@ -8,7 +8,9 @@ use anyhow::{Context, bail};
 use haraft_core::{ClusterState, NodeId};
 use haraft_raft::network::{NetworkFactory, NetworkFaults};
 use haraft_raft::server::RaftService;
-use haraft_raft::store::{self};
+use haraft_raft::identity::{Identity, StoreId};
+use haraft_raft::integrity::{self, Expect, Verdict};
+use haraft_raft::store::{self, Layout};
 use haraft_raft::types::RaftMetrics;
 use haraft_raft::{Raft, RaftNode};
 use std::collections::BTreeMap;
@@ -139,12 +141,46 @@ fn raft_config(config: &Config) -> anyhow::Result<openraft::Config> {
     c.validate().context("raft settings")
 }
 
+/// Opens this member's Raft store if [`integrity`] finds it whole and its
+/// own, creates a new member's, or refuses (before anything joins Raft or
+/// any file changes) with the one line that says what is wrong and what to do.
+fn open_store(config: &Config) -> anyhow::Result<store::Opened> {
+    let layout = Layout::new(&config.data_dir);
+    let expect = Expect {
+        cluster: config.cluster.clone(),
+        node: config.node.0,
+        join: config.join,
+        managed_db: crate::database::managed_database(config),
+    };
+    let opened = match integrity::judge(&integrity::inspect(&layout), &expect) {
+        Verdict::Refuse(reason) => bail!("refusing to start: {reason}"),
+        Verdict::Open => store::open(&layout)?,
+        Verdict::Finish(identity) => store::create(&layout, &identity)?,
+        Verdict::Create => {
+            let identity = Identity {
+                cluster: config.cluster.clone(),
+                node: config.node.0,
+                store: StoreId(random_u128().context("drawing a random store id")?),
+                created_unix_ms: crate::clock::now_unix_ms(),
+            };
+            tracing::info!(node = %config.node_name, store = %identity.store, data_dir = %config.data_dir.display(), "new member: created its identity and raft store");
+            store::create(&layout, &identity)?
+        }
+    };
+    Ok(opened)
+}
+
+fn random_u128() -> std::io::Result<u128> {
+    use std::io::Read;
+    let mut bytes = [0u8; 16];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    Ok(u128::from_le_bytes(bytes))
+}
+
 /// Starts an agent bound to `config.listen`. With `listener` the caller
 /// passes an already bound socket (tests bind port 0 first).
 pub async fn start(config: Config, listener: Option<tokio::net::TcpListener>) -> anyhow::Result<AgentHandle> {
-    let raft_dir = config.raft_dir();
-    std::fs::create_dir_all(&raft_dir).with_context(|| format!("creating data directory {}", raft_dir.display()))?;
-    let (log_store, sm_store, applied) = store::open(&raft_dir)?;
+    let (log_store, sm_store, applied) = open_store(&config)?;
     {
         let state = applied.borrow();
         if !state.state.cluster.is_empty() && state.state.cluster != config.cluster {

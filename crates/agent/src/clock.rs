@@ -11,3 +11,9 @@ pub fn boottime() -> BootTime {
     assert_eq!(rc, 0, "CLOCK_BOOTTIME exists on every Linux since 2.6.39");
     BootTime(ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000)
 }
+
+/// Wall-clock time for records an operator reads (history, identity);
+/// never used for the lease.
+pub fn now_unix_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}

@@ -405,11 +405,6 @@ impl Config {
     pub fn member(&self, id: NodeId) -> Option<&Member> {
         self.members.iter().find(|m| m.id == id)
     }
-
-    /// Where the Raft store lives.
-    pub fn raft_dir(&self) -> PathBuf {
-        self.data_dir.join("raft")
-    }
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -889,7 +884,6 @@ address = "127.0.0.1:7003"
         assert_eq!(c.timing, Timing::default());
         assert_eq!(c.raft, RaftTiming::default());
         assert_eq!(c.members.len(), 3);
-        assert_eq!(c.raft_dir(), PathBuf::from("data/node2/raft"));
         assert!(!c.join);
         let joining = parse("test.toml", &BASE.replacen("[node]\n", "[node]\njoin = true\n", 1)).unwrap();
         assert!(joining.join);

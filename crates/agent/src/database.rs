@@ -2,6 +2,7 @@
 //! reconciler, carries out one action at a time, and keeps the fence file in
 //! step with the lease.
 
+use crate::clock::now_unix_ms;
 use crate::callbacks;
 use crate::config::PgSettings;
 use crate::fence::{self, FenceState};
@@ -51,8 +52,29 @@ fn absolute(path: &std::path::Path) -> PathBuf {
     std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
 }
 
+/// haraft's own files about the database, beside the Raft store.
+fn state_dir(config: &crate::config::Config) -> PathBuf {
+    absolute(&config.data_dir.join("pgstate"))
+}
+
+/// What says that haraft managed a database for this member before: the
+/// epoch guard it writes before every action, or the settings file it
+/// writes into the data directory. `None` for a host haraft never ran on.
+pub fn managed_database(config: &crate::config::Config) -> Option<String> {
+    let pg = config.postgres.as_ref()?;
+    let guard = haraft_db::epoch_guard::EpochGuard::new(&state_dir(config));
+    let settings = absolute(&pg.data_dir).join("haraft.conf");
+    if guard.path().exists() {
+        Some(format!("its epoch guard {}", guard.path().display()))
+    } else if settings.exists() {
+        Some(format!("its settings file {}", settings.display()))
+    } else {
+        None
+    }
+}
+
 pub fn postgres_for(config: &crate::config::Config, pg: &PgSettings) -> Postgres {
-    let state_dir = absolute(&config.data_dir.join("pgstate"));
+    let state_dir = state_dir(config);
     Postgres::new(PgConfig {
         bin_dir: absolute(&pg.bin_dir),
         data_dir: absolute(&pg.data_dir),
@@ -336,9 +358,6 @@ fn upstream_of(shared: &Shared, state: &ClusterState, node: NodeId) -> Result<Up
     Upstream::parse(name, address).ok_or_else(|| format!("node {node}'s database address {address:?} is not host:port"))
 }
 
-fn now_unix_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
-}
 
 async fn propose(shared: &Shared, command: Command) -> Result<(), String> {
     match shared.propose(command).await {

@@ -17,14 +17,28 @@ struct Args {
     #[arg(
         long,
         value_name = "FILE",
-        required_unless_present_any = ["check_config", "fence_guard"],
-        conflicts_with = "check_config"
+        required_unless_present_any = ["check_config", "fence_guard", "check_store"],
+        conflicts_with_all = ["check_config", "check_store"]
     )]
     config: Option<PathBuf>,
 
     /// Validate a configuration file, print a summary and exit.
     #[arg(long, value_name = "FILE")]
     check_config: Option<PathBuf>,
+
+    /// Check a stopped member's Raft state offline: DIR is its
+    /// node.data_dir. Prints its identity, acknowledged mark and store
+    /// (last log id, vote, any record failing its checksum); exit 0 when
+    /// the agent would start on it, 1 when it would refuse.
+    #[arg(long, value_name = "DIR")]
+    check_store: Option<PathBuf>,
+
+    /// With --config: set this stopped member's Raft state aside (into
+    /// node.data_dir/retired-TIME/) so that it can be replaced by a new
+    /// member with a new node.id that keeps its database. README: "A
+    /// member's Raft store was damaged".
+    #[arg(long, requires = "config")]
+    retire_store: bool,
 
     /// Internal: run as the fence guard process on this fence file.
     #[arg(long, value_name = "FILE", hide = true, requires = "agent_pid")]
@@ -69,6 +83,9 @@ fn main() -> ExitCode {
             }
         };
     }
+    if let Some(dir) = args.check_store {
+        return check_store(&dir);
+    }
     let path = args.config.expect("clap requires --config without --check-config");
     let config = match haraft_agent::config::load(&path) {
         Ok(c) => c,
@@ -77,6 +94,28 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if args.retire_store {
+        let layout = haraft_raft::store::Layout::new(&config.data_dir);
+        let now = haraft_agent::clock::now_unix_ms();
+        return match haraft_raft::integrity::retire(&layout, &config.cluster, config.node.0, now) {
+            Ok(to) => {
+                println!(
+                    "{}'s Raft state (node {}) is set aside in {}; its database stays.\nNext: give {} a new node.id that no member ever had and join = true in {}, start its agent, then run: haraftctl member replace {} --id NEW_ID",
+                    config.node_name,
+                    config.node,
+                    to.display(),
+                    config.node_name,
+                    path.display(),
+                    config.node_name
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("haraft: --retire-store: {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
     let filter = tracing_subscriber::EnvFilter::try_from_env("HARAFT_LOG")
         // openraft logs every failed connection to an absent peer as an
         // error, twice a second: noise at 3 a.m. Its fatal errors stop Raft,
@@ -107,6 +146,45 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("haraft: {e:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// `haraft --check-store DIR`.
+fn check_store(dir: &std::path::Path) -> ExitCode {
+    use haraft_raft::integrity::{self, Expect, Found, Verdict};
+    // DIR may also be the store directory itself (data_dir/raft).
+    let data_dir = if dir.join("conf").is_file() && dir.file_name().is_some_and(|n| n == "raft") {
+        dir.parent().unwrap_or(dir)
+    } else {
+        dir
+    };
+    let findings = integrity::inspect(&haraft_raft::store::Layout::new(data_dir));
+    for line in integrity::describe(&findings) {
+        println!("{line}");
+    }
+    // Judged as the member its identity names (no config here: the ids
+    // are checked against each other, not against a config).
+    let expect = match &findings.identity {
+        Found::Present(i) => Expect { cluster: i.cluster.clone(), node: i.node, join: false, managed_db: None },
+        _ => Expect { cluster: String::new(), node: 0, join: false, managed_db: None },
+    };
+    match integrity::judge(&findings, &expect) {
+        Verdict::Open => {
+            println!("verdict: whole: the agent would start on it");
+            ExitCode::SUCCESS
+        }
+        Verdict::Finish(_) => {
+            println!("verdict: created but never took part in Raft: the agent would finish creating it");
+            ExitCode::SUCCESS
+        }
+        Verdict::Create => {
+            println!("verdict: no Raft state here: an agent would start as a new member");
+            ExitCode::from(1)
+        }
+        Verdict::Refuse(reason) => {
+            println!("verdict: REFUSED: {reason}");
+            ExitCode::from(1)
         }
     }
 }

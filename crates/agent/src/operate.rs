@@ -3,6 +3,7 @@
 //! member, then one `Command::Operator` committed (which `apply` checks
 //! again against the state it lands on).
 
+use crate::clock::now_unix_ms;
 use crate::shared::{ProposeError, Shared};
 use haraft_core::ops::{
     AddStep, CandidateCheck, OperateReply, OperateRequest, Order, Request, Seen, SeenAll, apply_config_changes,
@@ -16,9 +17,6 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-fn now_unix_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
-}
 
 fn refuse(message: String) -> OperateReply {
     OperateReply { message, refused: true, ..OperateReply::default() }

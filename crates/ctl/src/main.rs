@@ -261,6 +261,26 @@ enum MemberCommand {
         #[arg(long)]
         force: bool,
     },
+    /// Replace a member whose Raft store was damaged or lost: its old id
+    /// leaves the cluster (remove) and the same name and address come back
+    /// under a new id (add), as a learner until caught up, then a voter. On
+    /// its host first: haraft --retire-store, then node.id = NEW_ID and
+    /// join = true in its config, then start its agent. Its database is
+    /// kept if it is the cluster's. Run again to finish a replace that
+    /// stopped half-way.
+    Replace {
+        name: String,
+        /// Its new id: one no member of this cluster ever had.
+        #[arg(long)]
+        id: u64,
+        /// host:port of its agent's gRPC listener (default: the address
+        /// the member has now; needed when the old id is already removed).
+        #[arg(long, value_name = "HOST:PORT")]
+        address: Option<String>,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 /// Which document to ask an agent for.
@@ -365,6 +385,9 @@ fn main() -> ExitCode {
         Command::Member { command: MemberCommand::Remove { name, force } } => {
             let request = Request::RemoveMember { node: name };
             runtime.block_on(operate::run(endpoints, timeout, request, !force, secs(0)))
+        }
+        Command::Member { command: MemberCommand::Replace { name, id, address, force } } => {
+            runtime.block_on(operate::replace(endpoints, timeout, name, id, address, force))
         }
         Command::Pause => runtime.block_on(operate::run(endpoints, timeout, Request::Pause, false, secs(30))),
         Command::Resume => runtime.block_on(operate::run(endpoints, timeout, Request::Resume, false, secs(30))),

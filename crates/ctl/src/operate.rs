@@ -169,6 +169,45 @@ pub async fn run(
     follow(endpoints, timeout, id, follow_for).await
 }
 
+/// `member replace`: the old id out (`member remove`, with its checks),
+/// then the same name and address in under `id` (`member add`). A member
+/// that lost its Raft state comes back only as a new member: never under
+/// the id whose votes and acknowledgements it forgot.
+pub async fn replace(
+    endpoints: &[String],
+    timeout: Duration,
+    name: String,
+    id: u64,
+    address: Option<String>,
+    force: bool,
+) -> Result<Ended, String> {
+    let status = crate::fetch(endpoints, timeout, crate::Ask::Status).await?;
+    let status: serde_json::Value = serde_json::from_str(&status).map_err(|e| format!("reading status: {e}"))?;
+    let current = status["members"].as_array().and_then(|ms| ms.iter().find(|m| m["name"] == name.as_str()));
+    let old_id = current.and_then(|m| m["id"].as_u64());
+    let address = match (address, current.and_then(|m| m["address"].as_str())) {
+        (Some(a), _) => a,
+        (None, Some(a)) => a.to_string(),
+        (None, None) => {
+            return Err(format!(
+                "{name} is not a member now: give the address of its new agent with --address HOST:PORT"
+            ));
+        }
+    };
+    if old_id == Some(id) {
+        return Err(format!("{name} has id {id} already: a replacement needs an id no member ever had"));
+    }
+    if let Some(old) = old_id {
+        println!("Replacing {name}: id {old} leaves the cluster, then {name} at {address} joins as id {id}");
+        match run(endpoints, timeout, Request::RemoveMember { node: name.clone() }, !force, Duration::ZERO).await? {
+            Ended::Done => {}
+            other => return Ok(other),
+        }
+    }
+    // The removal is committed; the add is asked without a second question.
+    run(endpoints, timeout, Request::AddMember { id, name, address }, false, Duration::ZERO).await
+}
+
 /// Follows operation `id` in the history until it ends, `limit` passes,
 /// the agents stop answering for that long, or Ctrl-C.
 pub async fn follow(endpoints: &[String], timeout: Duration, id: u64, limit: Duration) -> Result<Ended, String> {

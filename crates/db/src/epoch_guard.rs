@@ -17,6 +17,11 @@ impl EpochGuard {
         EpochGuard { path: dir.join("db-epoch") }
     }
 
+    /// The file it keeps the highest epoch in.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     fn io(&self, e: std::io::Error) -> DbError {
         DbError::Io { path: self.path.display().to_string(), message: e.to_string() }
     }

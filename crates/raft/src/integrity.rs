@@ -146,13 +146,16 @@ fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-/// The node ids of identities in `data_dir/retired-*/`.
+/// The note `haraft --retire-store` leaves beside what it set aside.
+const RETIRED_NOTE: &str = "retired.identity";
+
+/// The node ids of members retired into `data_dir/retired-*/`.
 fn retired_nodes(data_dir: &Path) -> Vec<u64> {
     let Ok(entries) = std::fs::read_dir(data_dir) else { return Vec::new() };
     let mut nodes: Vec<u64> = entries
         .flatten()
         .filter(|e| e.file_name().to_string_lossy().starts_with("retired-"))
-        .filter_map(|e| std::fs::read_to_string(e.path().join("haraft.identity")).ok())
+        .filter_map(|e| std::fs::read_to_string(e.path().join(RETIRED_NOTE)).ok())
         .filter_map(|text| Identity::parse(&text).ok().map(|i| i.node))
         .collect();
     nodes.sort_unstable();
@@ -160,9 +163,78 @@ fn retired_nodes(data_dir: &Path) -> Vec<u64> {
     nodes
 }
 
-/// Where `haraft --retire-store` puts a store it sets aside.
-pub fn retire_dir(layout: &Layout, now_unix_ms: u64) -> PathBuf {
-    layout.data_dir.join(format!("retired-{now_unix_ms}"))
+/// `haraft --retire-store`: moves this member's Raft state (store, identity,
+/// mark) into `data_dir/retired-<now>/` with a note naming the member, so
+/// that a replacement with a new id may start here and keep the database.
+/// The agent must be stopped: a store whose lock is held is left alone.
+pub fn retire(layout: &Layout, cluster: &str, node: u64, now_unix_ms: u64) -> Result<PathBuf, String> {
+    let parts = [layout.raft_dir(), layout.identity(), layout.acked()];
+    if !parts.iter().any(|p| p.exists()) {
+        return Err(format!("{} holds no Raft state to retire", show(&layout.data_dir)));
+    }
+    if store::in_use(&layout.raft_dir()) {
+        return Err(format!("the Raft store {} is in use: stop this member's agent first", show(&layout.raft_dir())));
+    }
+    let to = layout.data_dir.join(format!("retired-{now_unix_ms}"));
+    std::fs::create_dir(&to).map_err(|e| format!("creating {}: {e}", show(&to)))?;
+    let store = match &inspect(layout).identity {
+        Found::Present(i) => i.store,
+        _ => crate::identity::StoreId(0),
+    };
+    let note = Identity { cluster: cluster.to_string(), node, store, created_unix_ms: now_unix_ms };
+    note.write(&to.join(RETIRED_NOTE)).map_err(|e| format!("writing {}: {e}", show(&to.join(RETIRED_NOTE))))?;
+    for part in parts.iter().filter(|p| p.exists()) {
+        let dest = to.join(part.file_name().expect("layout paths have file names"));
+        std::fs::rename(part, &dest).map_err(|e| format!("moving {} to {}: {e}", show(part), show(&dest)))?;
+    }
+    Ok(to)
+}
+
+/// What [`inspect`] found, as lines for `haraft --check-store`.
+pub fn describe(f: &Findings) -> Vec<String> {
+    let mut lines = Vec::new();
+    lines.push(match &f.identity {
+        Found::Absent => format!("identity {}: none", show(&f.layout.identity())),
+        Found::Damaged(why) => format!("identity {}: DAMAGED: {why}", show(&f.layout.identity())),
+        Found::Present(i) => format!(
+            "identity {}: cluster {}, node {}, store {}, created {} UTC",
+            show(&f.layout.identity()),
+            i.cluster,
+            i.node,
+            i.store,
+            haraft_core::status::utc(i.created_unix_ms)
+        ),
+    });
+    let log = |l: Option<crate::types::LogId>| l.map_or("none".into(), |l| format!("entry {} (term {})", l.index, l.leader_id.term));
+    let vote = |v: Option<crate::types::Vote>| v.map_or("none".into(), |v| show_vote(&v));
+    lines.push(match &f.mark {
+        Found::Absent => format!("acknowledged mark {}: none", show(&f.layout.acked())),
+        Found::Damaged(why) => format!("acknowledged mark {}: DAMAGED: {why}", show(&f.layout.acked())),
+        Found::Present(m) => format!(
+            "acknowledged mark {}: last {}, vote {}, purged up to {}",
+            show(&f.layout.acked()),
+            log(m.last_log),
+            vote(m.vote),
+            log(m.purged)
+        ),
+    });
+    lines.push(match &f.store {
+        Found::Absent => format!("raft store {}: none", show(&f.layout.raft_dir())),
+        Found::Damaged(why) => format!("raft store {}: DAMAGED: {why}", show(&f.layout.raft_dir())),
+        Found::Present(r) => format!(
+            "raft store {}: {} entries, last {}, vote {}, purged up to {}, applied {}; every record passes its checksum",
+            show(&f.layout.raft_dir()),
+            r.entries.len(),
+            log(r.last_log()),
+            vote(r.vote),
+            log(r.purged),
+            log(r.applied)
+        ),
+    });
+    if !f.retired.is_empty() {
+        lines.push(format!("retired here: node {}", f.retired.iter().map(u64::to_string).collect::<Vec<_>>().join(", ")));
+    }
+    lines
 }
 
 fn show(path: &Path) -> String {
@@ -209,14 +281,14 @@ pub fn judge(f: &Findings, expect: &Expect) -> Verdict {
         }
     };
     if identity.cluster != expect.cluster {
-        return refuse(format!(
-            "{id_path} belongs to cluster {:?}, the config names cluster {:?}: point node.data_dir at this cluster's data or fix cluster.name",
+        return Verdict::Refuse(format!(
+            "{id_path} belongs to cluster {:?} but the config names cluster {:?}: point node.data_dir at this cluster's data or fix cluster.name; nothing was changed",
             identity.cluster, expect.cluster
         ));
     }
     if identity.node != expect.node {
-        return refuse(format!(
-            "{id_path} belongs to node {} (store {}), the config says this is node {}: the data of another member",
+        return Verdict::Refuse(format!(
+            "{id_path} belongs to node {} (store {}) but the config says this is node {}: point node.data_dir at this member's data or fix node.id; nothing was changed",
             identity.node, identity.store, expect.node
         ));
     }

@@ -200,6 +200,21 @@ fn open_sled(dir: &Path) -> Result<sled::Db, OpenError> {
     }
 }
 
+/// Whether another process (or this one) holds sled's lock on the store
+/// in `dir` (sled takes an exclusive `flock` on its data file).
+pub fn in_use(dir: &Path) -> bool {
+    use std::os::fd::AsRawFd;
+    let Ok(file) = File::open(dir.join("db")) else { return false };
+    // SAFETY: flock on a descriptor we own; the lock, if taken, is
+    // released at once and in any case when `file` is closed.
+    let taken = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0;
+    if taken {
+        // SAFETY: as above.
+        unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_UN) };
+    }
+    !taken
+}
+
 /// Creates a new member's store: the acknowledged mark first, then the
 /// identity file, then the store's own identity record, each durable
 /// before the next. A crash in between leaves an identity whose mark says

@@ -62,9 +62,20 @@ impl Cluster {
 
     /// Starts a stopped agent again on its old address and data dir.
     pub async fn restart(&mut self, id: u64) {
+        self.try_restart(id).await.expect("agent restarts");
+    }
+
+    /// `restart`, returning the agent's refusal instead of panicking.
+    pub async fn try_restart(&mut self, id: u64) -> Result<(), String> {
         let config = self.configs[id as usize - 1].clone();
         let listener = TcpListener::bind(config.listen).await.expect("rebind the node's port");
-        self.agents[id as usize - 1] = Some(start(config, Some(listener)).await.expect("agent restarts"));
+        self.agents[id as usize - 1] = Some(start(config, Some(listener)).await.map_err(|e| format!("{e:#}"))?);
+        Ok(())
+    }
+
+    /// Node `id`'s `node.data_dir`.
+    pub fn data_dir(&self, id: u64) -> std::path::PathBuf {
+        self.configs[id as usize - 1].data_dir.clone()
     }
 
     /// The Raft leader that the running agents agree on.

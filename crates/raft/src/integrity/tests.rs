@@ -55,7 +55,7 @@ fn check(f: Findings, e: Expect, want: &str) {
     match (&verdict, want) {
         (Verdict::Open, "open") | (Verdict::Create, "create") | (Verdict::Finish(_), "finish") => {}
         (Verdict::Refuse(text), _) if text.contains(want) => {
-            assert!(text.contains("haraftctl member replace") || text.contains("member replace"), "{text}");
+            assert!(text.contains("member replace") || text.contains("nothing was changed"), "{text}");
         }
         _ => panic!("expected {want:?}, got {verdict:?}"),
     }
