@@ -178,6 +178,13 @@ async fn a_damaged_store_stops_its_member_and_the_documented_recovery_brings_it_
     // The other two kept one primary and took writes throughout.
     let two = wait_status(&c, "one primary among the other two", |s| primary_id(s).is_some_and(|p| p != victim)).await;
     assert!(two["cluster_state"] != "Unavailable", "{two}");
+    // Status says why the member is unreachable: its agent told the others.
+    let member = two["members"].as_array().unwrap().iter().find(|m| m["id"] == victim).cloned().unwrap();
+    let error = member["error"].as_str().unwrap_or_default();
+    assert!(member["reachable"] == false && error.contains("its agent refused to start"), "{member}");
+    assert!(error.contains(&format!("belongs to node {other}")), "not the last refusal: {error}");
+    let (_, text, _) = c.ctl(&["status"]);
+    assert!(text.contains("refused to start"), "{text}");
 
     // The documented recovery, from the last damage (a foreign store).
     let (code, out) = run_agent(&c, victim, &["--retire-store"]);

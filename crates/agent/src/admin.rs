@@ -12,7 +12,7 @@ use haraft_proto::admin::admin_client::AdminClient;
 use haraft_proto::admin::admin_server::{self, AdminServer};
 use haraft_proto::admin::{
     HistoryReply, HistoryRequest, OperateReply, OperateRequest, ProbeReply, ProbeRequest, ProposeReply, ProposeRequest,
-    RenewalLatency, StatusReply, StatusRequest,
+    RefusalAck, RefusalNotice, RenewalLatency, StatusReply, StatusRequest,
 };
 use haraft_raft::codec;
 use haraft_raft::server::{admit, check_speaker};
@@ -20,6 +20,9 @@ use openraft::ServerState;
 use std::sync::Arc;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
+
+/// A refusal line is a few hundred characters; more is not a reason.
+const MAX_REFUSAL_CHARS: usize = 1000;
 
 pub struct AdminService {
     shared: Arc<Shared>,
@@ -172,6 +175,25 @@ impl admin_server::Admin for AdminService {
         Ok(Response::new(OperateReply { json }))
     }
 
+    /// A member whose agent refused to start says why. Authenticated like
+    /// a peer call (with TLS, only a certificate naming that member may
+    /// speak for it); the reason is clipped and only ever shown.
+    async fn refused(&self, request: Request<RefusalNotice>) -> Result<Response<RefusalAck>, Status> {
+        let from = request.get_ref().from;
+        let tls = self.shared.config.tls.is_some();
+        check_speaker(&request, tls, from, |id| self.shared.member(NodeId(id)).map(|m| m.name))?;
+        let notice = request.into_inner();
+        self.admit(&notice.cluster, notice.target)?;
+        if self.shared.member(NodeId(from)).is_none() {
+            return Err(Status::permission_denied(format!("node {from} is not a member")));
+        }
+        let reason: String = notice.reason.chars().take(MAX_REFUSAL_CHARS).collect();
+        tracing::warn!(member = from, %reason, "a member's agent refused to start");
+        let now = crate::clock::boottime();
+        self.shared.refusals.lock().expect("never poisoned").insert(NodeId(from), (reason, now));
+        Ok(Response::new(RefusalAck {}))
+    }
+
     /// A peer call (the leader's probes): like Raft traffic, authenticated
     /// by TLS when the cluster has it, and carrying no token.
     async fn probe(&self, request: Request<ProbeRequest>) -> Result<Response<ProbeReply>, Status> {
@@ -220,7 +242,7 @@ pub async fn status_document(shared: &Arc<Shared>, local_only: bool, token: Opti
     // leader alone proves nothing (openraft 0.9 has no check-quorum).
     let consistent = is_leader
         && matches!(tokio::time::timeout(shared.write_timeout(), shared.raft.ensure_linearizable()).await, Ok(Ok(_)));
-    let probes: Probes = shared.probe_all().await.into_iter().collect();
+    let probes: Probes = with_refusals(shared, shared.probe_all().await).into_iter().collect();
     let local = LocalRaft {
         node: shared.me(),
         term: metrics.current_term,
@@ -231,6 +253,32 @@ pub async fn status_document(shared: &Arc<Shared>, local_only: bool, token: Opti
     };
     let status = build_status(&shared.state(), &local, &probes);
     serde_json::to_string(&status).map_err(|e| Status::internal(format!("encoding status: {e}")))
+}
+
+/// A member that does not answer, and whose agent said it refused to
+/// start, is shown with the reason; one that answers again is forgotten.
+fn with_refusals(
+    shared: &Shared,
+    probes: Vec<(NodeId, Result<haraft_core::status::ProbeInfo, String>)>,
+) -> Vec<(NodeId, Result<haraft_core::status::ProbeInfo, String>)> {
+    let mut refusals = shared.refusals.lock().expect("never poisoned");
+    let now = crate::clock::boottime();
+    probes
+        .into_iter()
+        .map(|(id, probe)| match probe {
+            Ok(info) => {
+                refusals.remove(&id);
+                (id, Ok(info))
+            }
+            Err(e) => match refusals.get(&id) {
+                Some((reason, at)) => {
+                    let ago = now.0.saturating_sub(at.0) / 1000;
+                    (id, Err(format!("{e}; its agent refused to start {ago} s ago: {reason}")))
+                }
+                None => (id, Err(e)),
+            },
+        })
+        .collect()
 }
 
 /// The history document (`haraftctl history --json`, REST `/history`): the

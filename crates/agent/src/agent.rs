@@ -6,10 +6,10 @@ use crate::driver::{self, AgentEvent};
 use crate::shared::{LeaseView, Shared};
 use anyhow::{Context, bail};
 use haraft_core::{ClusterState, NodeId};
-use haraft_raft::network::{NetworkFactory, NetworkFaults};
-use haraft_raft::server::RaftService;
 use haraft_raft::identity::{Identity, StoreId};
 use haraft_raft::integrity::{self, Expect, Verdict};
+use haraft_raft::network::{NetworkFactory, NetworkFaults};
+use haraft_raft::server::RaftService;
 use haraft_raft::store::{self, Layout};
 use haraft_raft::types::RaftMetrics;
 use haraft_raft::{Raft, RaftNode};
@@ -153,7 +153,10 @@ fn open_store(config: &Config) -> anyhow::Result<store::Opened> {
         managed_db: crate::database::managed_database(config),
     };
     let opened = match integrity::judge(&integrity::inspect(&layout), &expect) {
-        Verdict::Refuse(reason) => bail!("refusing to start: {reason}"),
+        Verdict::Refuse(reason) => {
+            tell_members_of_refusal(config, &reason);
+            bail!("refusing to start: {reason}")
+        }
         Verdict::Open => store::open(&layout)?,
         Verdict::Finish(identity) => store::create(&layout, &identity)?,
         Verdict::Create => {
@@ -168,6 +171,52 @@ fn open_store(config: &Config) -> anyhow::Result<store::Opened> {
         }
     };
     Ok(opened)
+}
+
+/// How long a refusing agent tries to tell the other members why.
+const REFUSAL_NOTICE_BOUND: Duration = Duration::from_secs(2);
+
+/// Tells every other member (best effort, bounded) why this agent refused
+/// to start, so that their status shows it; runs before Raft exists, on a
+/// runtime of its own so that it can be called from the synchronous check.
+fn tell_members_of_refusal(config: &Config, reason: &str) {
+    let notices: Vec<_> = config
+        .members
+        .iter()
+        .filter(|m| m.id != config.node)
+        .map(|m| {
+            let address = config.dial.raft.get(&m.id).cloned().unwrap_or_else(|| m.address.clone());
+            let notice = haraft_proto::admin::RefusalNotice {
+                cluster: config.cluster.clone(),
+                target: m.id.0,
+                from: config.node.0,
+                reason: reason.to_string(),
+            };
+            (address, m.name.clone(), notice)
+        })
+        .collect();
+    let tls = config.tls.as_ref().map(|t| Arc::clone(&t.loaded));
+    let send = async move {
+        let mut set = tokio::task::JoinSet::new();
+        for (address, name, notice) in notices {
+            let tls = tls.clone();
+            set.spawn(async move {
+                let channel = haraft_raft::network::lazy_channel(&address, tls.as_deref().map(|t| (t, name.as_str())))
+                    .map_err(|e| e.to_string())?;
+                let mut client = haraft_proto::admin::admin_client::AdminClient::new(channel);
+                client.refused(notice).await.map(|_| ()).map_err(|e| e.message().to_string())
+            });
+        }
+        let _ = tokio::time::timeout(REFUSAL_NOTICE_BOUND, async { while set.join_next().await.is_some() {} }).await;
+    };
+    // `start` runs inside the agent's runtime: a nested one must run on a
+    // thread of its own.
+    let _ = std::thread::spawn(move || {
+        if let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            rt.block_on(send);
+        }
+    })
+    .join();
 }
 
 fn random_u128() -> std::io::Result<u128> {

@@ -2,8 +2,8 @@
 //! reconciler, carries out one action at a time, and keeps the fence file in
 //! step with the lease.
 
-use crate::clock::now_unix_ms;
 use crate::callbacks;
+use crate::clock::now_unix_ms;
 use crate::config::PgSettings;
 use crate::fence::{self, FenceState};
 use crate::shared::Shared;
@@ -357,7 +357,6 @@ fn upstream_of(shared: &Shared, state: &ClusterState, node: NodeId) -> Result<Up
     let address = shared.config.dial.postgresql.get(&node).unwrap_or(&db.address);
     Upstream::parse(name, address).ok_or_else(|| format!("node {node}'s database address {address:?} is not host:port"))
 }
-
 
 async fn propose(shared: &Shared, command: Command) -> Result<(), String> {
     match shared.propose(command).await {

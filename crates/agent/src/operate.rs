@@ -17,7 +17,6 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-
 fn refuse(message: String) -> OperateReply {
     OperateReply { message, refused: true, ..OperateReply::default() }
 }

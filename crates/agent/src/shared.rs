@@ -82,6 +82,9 @@ pub struct Shared {
     /// Primary changes counted from the history this agent applied.
     pub transitions: Mutex<haraft_core::health::Transitions>,
     pub loop_stats: LoopStats,
+    /// Members whose agents said they refused to start, why, and when the
+    /// notice came; shown in status while the member is unreachable.
+    pub refusals: Mutex<std::collections::BTreeMap<NodeId, (String, BootTime)>>,
 }
 
 /// How the agent's loop runs: when it last ran (liveness) and how long its
@@ -186,6 +189,7 @@ impl Shared {
             last_decision: Mutex::new(None),
             transitions: Mutex::new(haraft_core::health::Transitions::default()),
             loop_stats: LoopStats::default(),
+            refusals: Mutex::new(std::collections::BTreeMap::new()),
         }
     }
 

@@ -118,7 +118,7 @@ impl MarkFile {
             return Ok(());
         }
         next.seq = self.current.seq + 1;
-        let offset = if next.seq % 2 == 0 { 0 } else { SLOT_BYTES as u64 };
+        let offset = if next.seq.is_multiple_of(2) { 0 } else { SLOT_BYTES as u64 };
         self.file.write_all_at(&slot_bytes(&next), offset)?;
         self.file.sync_data()?;
         self.current = next;
@@ -156,7 +156,7 @@ mod tests {
         assert_eq!(MarkFile::open(&path).unwrap().current(), f.current());
         // Tear the newer slot: the older one, one write behind, is read.
         let mut bytes = std::fs::read(&path).unwrap();
-        let newer = if seq % 2 == 0 { 0 } else { SLOT_BYTES };
+        let newer = if seq.is_multiple_of(2) { 0 } else { SLOT_BYTES };
         bytes[newer + 10] ^= 0xff;
         let older = parse(&bytes).unwrap();
         assert_eq!((older.seq, older.last_log), (seq - 1, None));

@@ -205,7 +205,9 @@ pub fn describe(f: &Findings) -> Vec<String> {
             haraft_core::status::utc(i.created_unix_ms)
         ),
     });
-    let log = |l: Option<crate::types::LogId>| l.map_or("none".into(), |l| format!("entry {} (term {})", l.index, l.leader_id.term));
+    let log = |l: Option<crate::types::LogId>| {
+        l.map_or("none".into(), |l| format!("entry {} (term {})", l.index, l.leader_id.term))
+    };
     let vote = |v: Option<crate::types::Vote>| v.map_or("none".into(), |v| show_vote(&v));
     lines.push(match &f.mark {
         Found::Absent => format!("acknowledged mark {}: none", show(&f.layout.acked())),
@@ -232,7 +234,10 @@ pub fn describe(f: &Findings) -> Vec<String> {
         ),
     });
     if !f.retired.is_empty() {
-        lines.push(format!("retired here: node {}", f.retired.iter().map(u64::to_string).collect::<Vec<_>>().join(", ")));
+        lines.push(format!(
+            "retired here: node {}",
+            f.retired.iter().map(u64::to_string).collect::<Vec<_>>().join(", ")
+        ));
     }
     lines
 }
