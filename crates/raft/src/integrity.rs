@@ -24,8 +24,11 @@ pub const RECOVERY: &str = "replace the member: haraft --retire-store, then a ne
 pub enum Found<T> {
     Absent,
     Present(T),
-    /// It exists but cannot be read or believed; the reason.
+    /// It exists but cannot be believed; the reason.
     Damaged(String),
+    /// It could not be read at all (permissions, I/O): not evidence of
+    /// damage, and not of anything else.
+    Unreadable(String),
 }
 
 #[derive(Clone, Debug)]
@@ -68,7 +71,7 @@ pub enum Verdict {
 pub fn inspect(layout: &Layout) -> Findings {
     let identity = match std::fs::read(layout.identity()) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Found::Absent,
-        Err(e) => Found::Damaged(format!("cannot read it: {e}")),
+        Err(e) => Found::Unreadable(e.to_string()),
         Ok(bytes) => match std::str::from_utf8(&bytes) {
             Err(_) => Found::Damaged("it is not text: it was damaged".into()),
             Ok(text) => Identity::parse(text).map_or_else(Found::Damaged, Found::Present),
@@ -76,7 +79,7 @@ pub fn inspect(layout: &Layout) -> Findings {
     };
     let mark = match std::fs::read(layout.acked()) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Found::Absent,
-        Err(e) => Found::Damaged(format!("cannot read it: {e}")),
+        Err(e) => Found::Unreadable(e.to_string()),
         Ok(bytes) => acked::parse(&bytes).map_or_else(Found::Damaged, Found::Present),
     };
     let store = inspect_store(&layout.raft_dir());
@@ -87,16 +90,18 @@ pub fn inspect(layout: &Layout) -> Findings {
 fn inspect_store(dir: &Path) -> Found<StoreReport> {
     match std::fs::read_dir(dir).map(|mut entries| entries.next().is_none()) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Found::Absent,
-        Err(e) => return Found::Damaged(format!("cannot read it: {e}")),
+        Err(e) => return Found::Unreadable(e.to_string()),
         Ok(true) => return Found::Absent,
         Ok(false) => {}
     }
-    let copy = match tempfile::Builder::new().prefix("haraft-check-store").tempdir() {
+    // Beside the store, on the same file system, where a copy fits.
+    let parent = dir.parent().unwrap_or(Path::new("."));
+    let copy = match tempfile::Builder::new().prefix(".haraft-check-store").tempdir_in(parent) {
         Ok(d) => d,
-        Err(e) => return Found::Damaged(format!("cannot make a temporary copy to check it: {e}")),
+        Err(e) => return Found::Unreadable(format!("cannot make a temporary copy in {} to check it: {e}", show(parent))),
     };
     if let Err(e) = copy_tree(dir, copy.path()) {
-        return Found::Damaged(format!("cannot copy it to check it: {e}"));
+        return Found::Unreadable(format!("cannot copy it to check it: {e}"));
     }
     // sled asserts on some damage instead of returning an error; a panic
     // here is a verdict about the files, not a bug to report.
@@ -196,6 +201,7 @@ pub fn describe(f: &Findings) -> Vec<String> {
     lines.push(match &f.identity {
         Found::Absent => format!("identity {}: none", show(&f.layout.identity())),
         Found::Damaged(why) => format!("identity {}: DAMAGED: {why}", show(&f.layout.identity())),
+        Found::Unreadable(why) => format!("identity {}: UNREADABLE: {why}", show(&f.layout.identity())),
         Found::Present(i) => format!(
             "identity {}: cluster {}, node {}, store {}, created {} UTC",
             show(&f.layout.identity()),
@@ -212,6 +218,7 @@ pub fn describe(f: &Findings) -> Vec<String> {
     lines.push(match &f.mark {
         Found::Absent => format!("acknowledged mark {}: none", show(&f.layout.acked())),
         Found::Damaged(why) => format!("acknowledged mark {}: DAMAGED: {why}", show(&f.layout.acked())),
+        Found::Unreadable(why) => format!("acknowledged mark {}: UNREADABLE: {why}", show(&f.layout.acked())),
         Found::Present(m) => format!(
             "acknowledged mark {}: last {}, vote {}, purged up to {}",
             show(&f.layout.acked()),
@@ -223,6 +230,7 @@ pub fn describe(f: &Findings) -> Vec<String> {
     lines.push(match &f.store {
         Found::Absent => format!("raft store {}: none", show(&f.layout.raft_dir())),
         Found::Damaged(why) => format!("raft store {}: DAMAGED: {why}", show(&f.layout.raft_dir())),
+        Found::Unreadable(why) => format!("raft store {}: UNREADABLE: {why}", show(&f.layout.raft_dir())),
         Found::Present(r) => format!(
             "raft store {}: {} entries, last {}, vote {}, purged up to {}, applied {}; every record passes its checksum",
             show(&f.layout.raft_dir()),
@@ -242,6 +250,13 @@ pub fn describe(f: &Findings) -> Vec<String> {
     lines
 }
 
+fn unreadable<T>(found: &Found<T>) -> Option<&str> {
+    match found {
+        Found::Unreadable(why) => Some(why),
+        _ => None,
+    }
+}
+
 fn show(path: &Path) -> String {
     path.display().to_string()
 }
@@ -251,6 +266,17 @@ pub fn judge(f: &Findings, expect: &Expect) -> Verdict {
     let refuse = |text: String| Verdict::Refuse(format!("{text}: {RECOVERY}"));
     let (id_path, mark_path, raft_dir) =
         (show(&f.layout.identity()), show(&f.layout.acked()), show(&f.layout.raft_dir()));
+    for (path, found) in [
+        (&id_path, unreadable(&f.identity)),
+        (&mark_path, unreadable(&f.mark)),
+        (&raft_dir, unreadable(&f.store)),
+    ] {
+        if let Some(why) = found {
+            return Verdict::Refuse(format!(
+                "cannot read {path}: {why}: check its owner and permissions (the agent runs as the database OS user) and the disk; nothing was changed"
+            ));
+        }
+    }
     if let Found::Damaged(why) = &f.identity {
         return refuse(format!("{id_path}: {why}"));
     }

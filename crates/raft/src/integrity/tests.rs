@@ -149,6 +149,10 @@ fn foreign_and_damaged_files_are_refused() {
     let mut f = whole();
     f.mark = Found::Damaged("neither of its two copies".into());
     check(f, expect(), "neither");
+    // Unreadable is not damage: fix the permissions, not the member.
+    let mut f = whole();
+    f.store = Found::Unreadable("Permission denied (os error 13)".into());
+    check(f, expect(), "check its owner and permissions");
 }
 
 #[test]
