@@ -98,7 +98,9 @@ fn inspect_store(dir: &Path) -> Found<StoreReport> {
     let parent = dir.parent().unwrap_or(Path::new("."));
     let copy = match tempfile::Builder::new().prefix(".haraft-check-store").tempdir_in(parent) {
         Ok(d) => d,
-        Err(e) => return Found::Unreadable(format!("cannot make a temporary copy in {} to check it: {e}", show(parent))),
+        Err(e) => {
+            return Found::Unreadable(format!("cannot make a temporary copy in {} to check it: {e}", show(parent)));
+        }
     };
     if let Err(e) = copy_tree(dir, copy.path()) {
         return Found::Unreadable(format!("cannot copy it to check it: {e}"));
@@ -266,11 +268,9 @@ pub fn judge(f: &Findings, expect: &Expect) -> Verdict {
     let refuse = |text: String| Verdict::Refuse(format!("{text}: {RECOVERY}"));
     let (id_path, mark_path, raft_dir) =
         (show(&f.layout.identity()), show(&f.layout.acked()), show(&f.layout.raft_dir()));
-    for (path, found) in [
-        (&id_path, unreadable(&f.identity)),
-        (&mark_path, unreadable(&f.mark)),
-        (&raft_dir, unreadable(&f.store)),
-    ] {
+    for (path, found) in
+        [(&id_path, unreadable(&f.identity)), (&mark_path, unreadable(&f.mark)), (&raft_dir, unreadable(&f.store))]
+    {
         if let Some(why) = found {
             return Verdict::Refuse(format!(
                 "cannot read {path}: {why}: check its owner and permissions (the agent runs as the database OS user) and the disk; nothing was changed"
