@@ -106,6 +106,10 @@ async fn a_damaged_store_stops_its_member_and_the_documented_recovery_brings_it_
     let layout = Layout::new(&c.dir.path().join(&c.nodes[victim as usize - 1].data));
     let whole = raft_bytes(&layout);
     let mark = haraft_raft::acked::parse(&whole[&layout.acked()]).expect("a readable mark");
+    let check = Command::new(binary("haraft")).arg("--check-store").arg(&layout.data_dir).output().unwrap();
+    let said = String::from_utf8_lossy(&check.stdout);
+    assert_eq!(check.status.code(), Some(0), "--check-store refused a whole store: {said}");
+    assert!(said.contains("verdict: whole") && said.contains("passes its checksum"), "{said}");
     let db = layout.raft_dir().join("db");
 
     let db = &db;

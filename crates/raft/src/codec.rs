@@ -134,6 +134,25 @@ mod tests {
         assert!(decode::<Vec<u64>>("list", &bytes).is_err());
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(3000))]
+        /// Arbitrary bytes, and arbitrary bodies under a valid version and
+        /// checksum (so that bincode itself is fed garbage), never panic
+        /// the decoder of any stored or transported type.
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300)) {
+            let _ = decode::<Command>("command", &bytes);
+            let _ = decode::<crate::types::Entry>("entry", &bytes);
+            let _ = decode::<crate::types::Vote>("vote", &bytes);
+            let _ = decode::<haraft_core::ClusterState>("state", &bytes);
+            let body = signed(&bytes);
+            let _ = decode::<Command>("command", &body);
+            let _ = decode::<crate::types::Entry>("entry", &body);
+            let _ = decode::<Option<crate::types::LogId>>("log id", &body);
+            let _ = decode::<haraft_core::ClusterState>("state", &body);
+        }
+    }
+
     #[test]
     fn every_single_flipped_bit_is_detected() {
         let c = Command::Renew { holder: NodeId(2), epoch: Epoch(7), renewal: RenewalSeq(9), position: None };
