@@ -327,3 +327,35 @@ async fn tokio_postgres_connect(port: u16, password: &str) -> (tokio_postgres::C
     });
     (client, task)
 }
+
+/// libpq's variables as an operator's shell might export them, all wrong
+/// for haraft: the agents must bootstrap, base-back up, fail over and
+/// rewind exactly as without them (a `PGPASSWORD` used to beat the
+/// replication password and no replica ever copied its data).
+const WRONG_PG_ENVIRONMENT: &[(&str, &str)] = &[
+    ("PGPASSWORD", "not-the-password"),
+    ("PGUSER", "nobody"),
+    ("PGHOST", "192.0.2.1"),
+    ("PGPORT", "1"),
+    ("PGSSLMODE", "require"),
+    ("PGDATABASE", "nowhere"),
+    ("PGPASSFILE", "/nonexistent/pgpass"),
+    ("PGCONNECT_TIMEOUT", "1"),
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operators_libpq_environment_changes_nothing() {
+    let mut c = ProcCluster::with_postgres(3, "");
+    for id in 1..=3 {
+        c.start_with_env(id, WRONG_PG_ENVIRONMENT);
+    }
+    let first =
+        primary_id(&wait_normal(&c, "bootstrap and two base backups under a wrong PG* environment").await).unwrap();
+    c.kill_host(first);
+    wait_for("a new primary", LIMIT, || c.status().filter(|s| primary_id(s).is_some_and(|p| p != first))).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    c.start_with_env(first, WRONG_PG_ENVIRONMENT);
+    let healed = wait_normal(&c, "the old primary rewound and streaming").await;
+    assert_ne!(primary_id(&healed), Some(first));
+    assert!(!logs(&c).contains("password authentication failed"), "{}", logs(&c));
+}

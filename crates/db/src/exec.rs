@@ -61,8 +61,22 @@ fn tail(text: &str) -> String {
     lines[lines.len().saturating_sub(STDERR_TAIL_LINES)..].join(" | ")
 }
 
+/// Whether `name` is a variable of libpq's (`PGPASSWORD`, `PGHOST`,
+/// `PGSSLMODE`, ...) or of PostgreSQL's own tools (`PGDATA`, `PGPORT`,
+/// `PGCTLTIMEOUT`, ...): all of them start with `PG`.
+pub fn is_postgres_variable(name: &OsStr) -> bool {
+    name.as_encoded_bytes().starts_with(b"PG")
+}
+
 /// Runs `program args` with `env` added, as `run_as` when set, killing it
 /// if it outlives `timeout`. stdin is /dev/null.
+///
+/// None of the agent's own `PG*` variables reach the tool: a `PGPASSWORD`
+/// exported in the operator's shell would beat the replication password
+/// haraft means (measured: every base backup failed with "password
+/// authentication failed"), and `PGHOST`, `PGPORT`, `PGUSER`, `PGSSLMODE`
+/// would change where and as whom it connects. What haraft means is given
+/// explicitly (arguments, `env`, the private passfile).
 pub async fn run<I, S>(
     program: &Path,
     args: I,
@@ -77,6 +91,9 @@ where
     let name = program.file_name().map_or_else(|| program.display().to_string(), |n| n.to_string_lossy().into_owned());
     let mut command = tokio::process::Command::new(program);
     command.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
+    for (k, _) in std::env::vars_os().filter(|(k, _)| is_postgres_variable(k)) {
+        command.env_remove(k);
+    }
     for (k, v) in env {
         command.env(k, v);
     }
@@ -116,6 +133,16 @@ mod tests {
                 assert_eq!(stderr_tail, "one | two");
             }
             other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn postgres_variables_are_recognised() {
+        for name in ["PGPASSWORD", "PGHOST", "PGSSLMODE", "PGDATA", "PGCTLTIMEOUT"] {
+            assert!(is_postgres_variable(OsStr::new(name)), "{name}");
+        }
+        for name in ["PATH", "LANG", "HOME", "XPGX"] {
+            assert!(!is_postgres_variable(OsStr::new(name)), "{name}");
         }
     }
 
