@@ -310,3 +310,39 @@ fn a_rest_port_in_use_is_refused_at_start() {
     let last = err.trim_end().lines().last().unwrap_or("");
     assert!(last.contains(&format!("binding rest.listen {address}")), "{err}");
 }
+
+/// A hung member (its agent SIGSTOPped) first or last in the endpoint
+/// list: status still answers from the others, the hung member marked
+/// unreachable, without waiting out the per-endpoint timeout (20 s here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn haraftctl_status_answers_when_a_member_hangs_whatever_the_endpoint_order() {
+    let mut c = ProcCluster::new(3, "");
+    c.start_all();
+    let status = wait_for("a healthy cluster", LIMIT, || c.status().filter(|s| s["leader"].is_string())).await;
+    let leader = status["leader"].as_str().unwrap().to_string();
+    let hung = (1..=3).find(|i| format!("node{i}") != leader).unwrap();
+    c.freeze_agent(hung, true);
+    let mut orders = vec![c.addresses.clone()];
+    let mut first = c.addresses.clone();
+    first.retain(|a| a != &c.addresses[hung as usize - 1]);
+    first.insert(0, c.addresses[hung as usize - 1].clone());
+    orders.push(first.clone());
+    first.rotate_left(1);
+    orders.push(first);
+    for endpoints in orders {
+        let started = std::time::Instant::now();
+        let out = Command::new(binary("haraftctl"))
+            .args(["--endpoints", &endpoints.join(","), "--timeout-ms", "20000", "status", "--json"])
+            .output()
+            .unwrap();
+        let took = started.elapsed();
+        assert_eq!(out.status.code(), Some(0), "{endpoints:?}: {}", String::from_utf8_lossy(&out.stderr));
+        let s: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let m = s["members"].as_array().unwrap().iter().find(|m| m["id"] == hung).cloned().unwrap();
+        assert_eq!(m["reachable"], false, "{m}");
+        // Asked one after another, the hung first endpoint would cost 20 s.
+        assert!(took < Duration::from_secs(10), "{endpoints:?}: status took {took:?}");
+        eprintln!("status with node{hung} hung, endpoints {endpoints:?}: {took:?}");
+    }
+    c.freeze_agent(hung, false);
+}
