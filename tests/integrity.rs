@@ -86,12 +86,6 @@ fn records_end(data: &[u8]) -> usize {
     data.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1)
 }
 
-fn chown_like(c: &ProcCluster, path: &Path) {
-    if let Some((uid, gid)) = c.pg.as_ref().and_then(|p| p.run_as) {
-        std::os::unix::fs::chown(path, Some(uid), Some(gid)).unwrap();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_damaged_store_stops_its_member_and_the_documented_recovery_brings_it_back() {
     let mut c = ProcCluster::with_postgres(3, "");
@@ -100,6 +94,7 @@ async fn a_damaged_store_stops_its_member_and_the_documented_recovery_brings_it_
     let victim = (1..=3).find(|&i| i != first).unwrap();
     let other = (1..=3).find(|&i| i != first && i != victim).unwrap();
     let pg = c.pg.as_ref().unwrap();
+    let run_as = pg.run_as;
     let w = Writer::start(&pg.ports, &pg.superuser_password, Duration::from_millis(20), Duration::from_secs(300)).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     c.terminate(victim);
@@ -164,9 +159,13 @@ async fn a_damaged_store_stops_its_member_and_the_documented_recovery_brings_it_
     for (what, damage, expected) in &cases {
         restore(&layout, &whole);
         damage();
-        chown_tree(&c, &layout.raft_dir());
-        for path in raft_bytes(&layout).keys() {
-            chown_like(&c, path);
+        // What this root test wrote becomes the database user's, as the agent's own files are.
+        if let Some((uid, gid)) = run_as {
+            let owner = haraft_db::RunAs { uid, gid };
+            owner.chown_tree(&layout.raft_dir()).unwrap();
+            for path in [layout.identity(), layout.acked()].iter().filter(|p| p.exists()) {
+                owner.chown(path).unwrap();
+            }
         }
         let before = raft_bytes(&layout);
         let (code, out) = run_agent(&c, victim, &[]);
@@ -219,19 +218,6 @@ async fn a_damaged_store_stops_its_member_and_the_documented_recovery_brings_it_
     let lost = writer::lost(&acks, &committed);
     assert!(lost.is_empty(), "{} acknowledged writes lost: {lost:?}", lost.len());
     assert!(!logs(&c).contains("panicked"), "a panic in an agent log:\n{}", logs(&c));
-}
-
-/// Files a root test wrote become the database user's, as the agent's own are.
-fn chown_tree(c: &ProcCluster, dir: &Path) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
-    chown_like(c, dir);
-    for e in entries.flatten() {
-        if e.file_type().unwrap().is_dir() {
-            chown_tree(c, &e.path());
-        } else {
-            chown_like(c, &e.path());
-        }
-    }
 }
 
 fn copy_tree(from: &Path, to: &Path) {

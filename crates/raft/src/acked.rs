@@ -176,6 +176,26 @@ mod tests {
         assert_eq!(f.current().seq, seq);
     }
 
+    /// The cost of one mark update (one pwrite + fdatasync of a block),
+    /// printed; a measurement, not a check:
+    /// `cargo test --release -p haraft-raft --lib acked::tests::update_cost -- --ignored --nocapture`
+    #[test]
+    #[ignore = "a measurement: run by hand on the disk of interest"]
+    fn update_cost() {
+        let dir = tempfile::tempdir_in(std::env::var("HARAFT_BENCH_DIR").unwrap_or_else(|_| ".".into())).unwrap();
+        let mut f = MarkFile::create(&dir.path().join("haraft.acked"), Mark::new(StoreId(1))).unwrap();
+        const UPDATES: u64 = 500;
+        let started = std::time::Instant::now();
+        for i in 1..=UPDATES {
+            f.update(|m| m.last_log = Some(log_id(1, i))).unwrap();
+        }
+        let each = started.elapsed() / UPDATES as u32;
+        println!(
+            "{{\"mark_update_us\": {}}}\nmark update (pwrite + fdatasync): {each:?} each over {UPDATES}",
+            each.as_micros()
+        );
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(2000))]
         #[test]

@@ -199,50 +199,34 @@ pub fn retire(layout: &Layout, cluster: &str, node: u64, now_unix_ms: u64) -> Re
 
 /// What [`inspect`] found, as lines for `haraft --check-store`.
 pub fn describe(f: &Findings) -> Vec<String> {
-    let mut lines = Vec::new();
-    lines.push(match &f.identity {
-        Found::Absent => format!("identity {}: none", show(&f.layout.identity())),
-        Found::Damaged(why) => format!("identity {}: DAMAGED: {why}", show(&f.layout.identity())),
-        Found::Unreadable(why) => format!("identity {}: UNREADABLE: {why}", show(&f.layout.identity())),
-        Found::Present(i) => format!(
-            "identity {}: cluster {}, node {}, store {}, created {} UTC",
-            show(&f.layout.identity()),
-            i.cluster,
-            i.node,
-            i.store,
-            haraft_core::status::utc(i.created_unix_ms)
-        ),
-    });
     let log = |l: Option<crate::types::LogId>| {
         l.map_or("none".into(), |l| format!("entry {} (term {})", l.index, l.leader_id.term))
     };
     let vote = |v: Option<crate::types::Vote>| v.map_or("none".into(), |v| show_vote(&v));
-    lines.push(match &f.mark {
-        Found::Absent => format!("acknowledged mark {}: none", show(&f.layout.acked())),
-        Found::Damaged(why) => format!("acknowledged mark {}: DAMAGED: {why}", show(&f.layout.acked())),
-        Found::Unreadable(why) => format!("acknowledged mark {}: UNREADABLE: {why}", show(&f.layout.acked())),
-        Found::Present(m) => format!(
-            "acknowledged mark {}: last {}, vote {}, purged up to {}",
-            show(&f.layout.acked()),
-            log(m.last_log),
-            vote(m.vote),
-            log(m.purged)
-        ),
-    });
-    lines.push(match &f.store {
-        Found::Absent => format!("raft store {}: none", show(&f.layout.raft_dir())),
-        Found::Damaged(why) => format!("raft store {}: DAMAGED: {why}", show(&f.layout.raft_dir())),
-        Found::Unreadable(why) => format!("raft store {}: UNREADABLE: {why}", show(&f.layout.raft_dir())),
-        Found::Present(r) => format!(
-            "raft store {}: {} entries, last {}, vote {}, purged up to {}, applied {}; every record passes its checksum",
-            show(&f.layout.raft_dir()),
-            r.entries.len(),
-            log(r.last_log()),
-            vote(r.vote),
-            log(r.purged),
-            log(r.applied)
-        ),
-    });
+    let mut lines = vec![
+        found_line("identity", &f.layout.identity(), &f.identity, |i| {
+            format!(
+                "cluster {}, node {}, store {}, created {} UTC",
+                i.cluster,
+                i.node,
+                i.store,
+                haraft_core::status::utc(i.created_unix_ms)
+            )
+        }),
+        found_line("acknowledged mark", &f.layout.acked(), &f.mark, |m| {
+            format!("last {}, vote {}, purged up to {}", log(m.last_log), vote(m.vote), log(m.purged))
+        }),
+        found_line("raft store", &f.layout.raft_dir(), &f.store, |r| {
+            format!(
+                "{} entries, last {}, vote {}, purged up to {}, applied {}; every record passes its checksum",
+                r.entries.len(),
+                log(r.last_log()),
+                vote(r.vote),
+                log(r.purged),
+                log(r.applied)
+            )
+        }),
+    ];
     if !f.retired.is_empty() {
         lines.push(format!(
             "retired here: node {}",
@@ -250,6 +234,17 @@ pub fn describe(f: &Findings) -> Vec<String> {
         ));
     }
     lines
+}
+
+/// "WHAT PATH: ..." for one file as found.
+fn found_line<T>(what: &str, path: &Path, found: &Found<T>, present: impl Fn(&T) -> String) -> String {
+    let state = match found {
+        Found::Absent => "none".to_string(),
+        Found::Damaged(why) => format!("DAMAGED: {why}"),
+        Found::Unreadable(why) => format!("UNREADABLE: {why}"),
+        Found::Present(t) => present(t),
+    };
+    format!("{what} {}: {state}", show(path))
 }
 
 fn unreadable<T>(found: &Found<T>) -> Option<&str> {

@@ -99,6 +99,21 @@ fn a_whole_store_opens() {
     assert_eq!(report.entries.len() as u64, ENTRIES);
 }
 
+/// A copy of member `whole` under `base/name` whose sled data file holds `data`.
+fn with_data_file(base: &Path, whole: &Layout, name: &str, data: &[u8]) -> Layout {
+    let dir = base.join(name);
+    copy_dir(&whole.data_dir, &dir);
+    let layout = Layout::new(&dir);
+    std::fs::write(layout.raft_dir().join("db"), data).unwrap();
+    layout
+}
+
+fn flipped(data: &[u8], offset: usize, mask: u8) -> Vec<u8> {
+    let mut bytes = data.to_vec();
+    bytes[offset] ^= mask;
+    bytes
+}
+
 #[test]
 fn a_changed_byte_in_any_stored_record_is_refused() {
     let base = tempfile::tempdir().unwrap();
@@ -113,12 +128,7 @@ fn a_changed_byte_in_any_stored_record_is_refused() {
         let at = data.windows(record.len()).rposition(|w| w == record.as_slice());
         let at = at.unwrap_or_else(|| panic!("{what} is not stored verbatim in sled's data file"));
         for offset in [at, at + record.len() / 2, at + record.len() - 1] {
-            let dir = base.path().join(format!("flip{offset}"));
-            copy_dir(&whole.data_dir, &dir);
-            let layout = Layout::new(&dir);
-            let mut bytes = data.clone();
-            bytes[offset] ^= 0x01;
-            std::fs::write(layout.raft_dir().join("db"), &bytes).unwrap();
+            let layout = with_data_file(base.path(), &whole, &format!("flip{offset}"), &flipped(&data, offset, 0x01));
             match verdict(&layout, 1) {
                 Verdict::Refuse(text) => eprintln!("{what}, byte {offset}: {text}"),
                 other => panic!("{what}: one bit changed at byte {offset} went unnoticed: {other:?}"),
@@ -134,12 +144,7 @@ fn changed_bytes_elsewhere_in_the_data_file_are_refused_or_change_nothing() {
     let Found::Present(intact) = inspect(&whole).store else { panic!("no report") };
     let data = std::fs::read(whole.raft_dir().join("db")).unwrap();
     for offset in (0..data.len()).step_by(data.len() / 40) {
-        let dir = base.path().join(format!("flip{offset}"));
-        copy_dir(&whole.data_dir, &dir);
-        let layout = Layout::new(&dir);
-        let mut bytes = data.clone();
-        bytes[offset] ^= 0x5a;
-        std::fs::write(layout.raft_dir().join("db"), &bytes).unwrap();
+        let layout = with_data_file(base.path(), &whole, &format!("flip{offset}"), &flipped(&data, offset, 0x5a));
         match verdict(&layout, 1) {
             Verdict::Refuse(text) => assert!(text.contains("raft"), "{text}"),
             // A byte sled never reads (padding after a flushed segment's
@@ -163,11 +168,7 @@ fn the_data_file_cut_anywhere_in_its_records_is_refused() {
     let end = data.iter().rposition(|&b| b != 0).unwrap() as u64 + 1;
     let len = data.len() as u64;
     for cut in [0, 1000, end / 4, end / 2, end - 5000, end - 100, end - 1, end, (end + len) / 2] {
-        let dir = base.path().join(format!("cut{cut}"));
-        copy_dir(&whole.data_dir, &dir);
-        let layout = Layout::new(&dir);
-        let f = std::fs::OpenOptions::new().write(true).open(layout.raft_dir().join("db")).unwrap();
-        f.set_len(cut).unwrap();
+        let layout = with_data_file(base.path(), &whole, &format!("cut{cut}"), &data[..cut as usize]);
         match verdict(&layout, 1) {
             Verdict::Refuse(text) => {
                 assert!(cut < end, "cut at {cut}, after the records (end {end}): {text}");
