@@ -112,8 +112,14 @@ async fn a_damaged_store_stops_its_member_and_the_documented_recovery_brings_it_
     let flip_vote: Damage = Box::new(|| {
         let mut data = std::fs::read(db).unwrap();
         let vote = haraft_raft::codec::encode(&mark.vote.expect("the member voted"));
-        let at = data.windows(vote.len()).rposition(|w| w == vote.as_slice()).expect("the vote in sled's file");
-        data[at + vote.len() / 2] ^= 0x10;
+        // sled may keep older, dead copies of a record: change a byte of
+        // every copy, so that the one it reads is changed too.
+        let copies: Vec<usize> =
+            (0..data.len().saturating_sub(vote.len())).filter(|&i| data[i..i + vote.len()] == vote[..]).collect();
+        assert!(!copies.is_empty(), "the vote is not in sled's file");
+        for at in copies {
+            data[at + vote.len() / 2] ^= 0x10;
+        }
         std::fs::write(db, data).unwrap();
     });
     let cut = |fraction: f64| -> Damage {
@@ -162,7 +168,9 @@ async fn a_damaged_store_stops_its_member_and_the_documented_recovery_brings_it_
         // What this root test wrote becomes the database user's, as the agent's own files are.
         if let Some((uid, gid)) = run_as {
             let owner = haraft_db::RunAs { uid, gid };
-            owner.chown_tree(&layout.raft_dir()).unwrap();
+            if layout.raft_dir().exists() {
+                owner.chown_tree(&layout.raft_dir()).unwrap();
+            }
             for path in [layout.identity(), layout.acked()].iter().filter(|p| p.exists()) {
                 owner.chown(path).unwrap();
             }
