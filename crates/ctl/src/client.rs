@@ -99,7 +99,8 @@ const HEAD_START: Duration = Duration::from_millis(250);
 
 /// A document from the first endpoint that answers. Endpoints are asked
 /// in order, each with a head start of [`HEAD_START`] over the next, and
-/// concurrently once asked; the first good answer wins.
+/// concurrently once asked; the first answer that speaks for the Raft
+/// leader wins (a leaderless status only if none does).
 pub(crate) async fn fetch(endpoints: &[String], timeout: Duration, ask: Ask) -> Result<String, String> {
     let mut set = tokio::task::JoinSet::new();
     for (i, endpoint) in endpoints.iter().cloned().enumerate() {
@@ -126,16 +127,29 @@ pub(crate) async fn fetch(endpoints: &[String], timeout: Duration, ask: Ask) -> 
         });
     }
     let mut failures = Vec::new();
+    // A status from an agent that knows no Raft leader (one waiting to be
+    // added, or cut off) is its own partial view: kept, but any agent that
+    // speaks for the leader wins over it.
+    let mut partial = None;
     while let Some(joined) = set.join_next().await {
         match joined {
-            Ok((_, Ok(json))) => return Ok(json),
+            Ok((_, Ok(json))) if matches!(ask, Ask::History) || knows_leader(&json) => return Ok(json),
+            Ok((_, Ok(json))) => partial = partial.or(Some(json)),
             Ok((i, Err(e))) => failures.push((i, e)),
             Err(e) => failures.push((usize::MAX, format!("a request task failed: {e}"))),
         }
+    }
+    if let Some(json) = partial {
+        return Ok(json);
     }
     failures.sort();
     Err(format!(
         "no endpoint answered ({}): check that the agents run and that --endpoints (or HARAFTCTL_ENDPOINTS) lists their node.listen addresses",
         failures.into_iter().map(|(_, e)| e).collect::<Vec<_>>().join("; ")
     ))
+}
+
+/// Whether a status document names a Raft leader.
+fn knows_leader(json: &str) -> bool {
+    serde_json::from_str::<serde_json::Value>(json).is_ok_and(|v| v["leader"].is_string())
 }

@@ -389,7 +389,8 @@ pub fn judge(f: &Findings, expect: &Expect) -> Verdict {
 }
 
 fn show_vote(v: &crate::types::Vote) -> String {
-    format!("a vote for node {} in term {}", v.leader_id.node_id, v.leader_id.term)
+    let kind = if v.committed { "a committed vote" } else { "an uncommitted vote" };
+    format!("{kind} for node {} in term {}", v.leader_id.node_id, v.leader_id.term)
 }
 
 fn describe_acknowledged(mark: &Mark) -> String {

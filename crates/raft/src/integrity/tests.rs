@@ -94,7 +94,7 @@ fn lost_entries_a_lost_vote_and_a_purge_gone_back_are_refused() {
     check(f, expect(), "acknowledged entry 10 (term 4)");
     let mut f = whole();
     f.mark = Found::Present(Mark { vote: Some(Vote::new(5, 3)), ..mark(10) });
-    check(f, expect(), "cast a vote for node 3 in term 5: it lost its vote");
+    check(f, expect(), "cast an uncommitted vote for node 3 in term 5: it lost its vote");
     let mut f = whole();
     if let Found::Present(r) = &mut f.store {
         r.vote = None;
