@@ -126,6 +126,8 @@ fn to_status(o: haraft_db::Observation, has_data: bool) -> DbStatus {
         synchronous_names: o.synchronous_names,
         slots: o.slots,
         forks: o.forks,
+        read_only_default: o.read_only_default,
+        promotion_signalled: o.promotion_signalled,
     }
 }
 
@@ -277,6 +279,15 @@ impl DbSide {
             self.pg.expect_system_identifier(id);
         }
         self.sync_fence(valid_until);
+        // A standby someone else asked to promote is looked at now, not at
+        // its next observation: a look costs a few stat() calls a tick.
+        if !self.action_in_flight
+            && now < self.next_observe_at
+            && self.observation.as_ref().is_some_and(DbStatus::is_running_standby)
+            && self.pg.promotion_signalled()
+        {
+            self.next_observe_at = now;
+        }
         if !self.observe_in_flight && now >= self.next_observe_at && !self.action_in_flight {
             self.observe_in_flight = true;
             let pg = Arc::clone(&self.pg);
@@ -342,8 +353,12 @@ impl DbSide {
         let settings = self.settings.clone();
         let state = state.clone();
         let last_lsn = self.last_lsn;
+        let seen = (db.timeline, db.lsn);
         spawn(Box::pin(async move {
             let result = execute(&shared, &pg, &settings, &state, &action, last_lsn).await;
+            if result.is_ok() && reason == Reason::PromotedOutsideHaraft {
+                fenced_outside_promotion(&shared, seen).await;
+            }
             DbEvent::ActionDone { action, reason, result }
         }));
     }
@@ -429,17 +444,19 @@ async fn execute(
         }
         Action::Rewind { source, epoch } => {
             crate::failpoint::hit("before-rewind");
+            let discarded_to = wal_end(pg, last_lsn, t).await;
             let report = pg.rewind(&upstream_of(shared, state, *source)?, *epoch, t).await.map_err(e)?;
             let event = NodeEvent::Rewound {
                 diverged_at: report.diverged_at,
                 timeline: report.diverged_timeline,
-                discarded_to: last_lsn,
+                discarded_to,
             };
             record(shared, Command::Report { node: me, event, at_unix_ms: now_unix_ms() }).await;
             Ok(())
         }
         Action::SetSynchronous { names, epoch } => pg.set_synchronous_standbys(names, *epoch, t).await.map_err(e),
         Action::SetSlots { slots, epoch } => pg.set_replication_slots(slots, *epoch, t).await.map_err(e),
+        Action::SetReadOnly { read_only, epoch } => pg.set_read_only(*read_only, *epoch, t).await.map_err(e),
         Action::Rebuild { source, epoch } => rebuild(shared, pg, settings, state, *source, *epoch).await,
         Action::Restart { id, epoch, as_primary, upstream } => {
             let result = async {
@@ -458,12 +475,13 @@ async fn execute(
             let result = async {
                 pg.stop(StopMode::Fast, *epoch, t).await.map_err(e)?;
                 if !*full {
+                    let discarded_to = wal_end(pg, last_lsn, t).await;
                     match pg.rewind(&upstream_of(shared, state, *source)?, *epoch, t).await {
                         Ok(report) => {
                             let event = NodeEvent::Rewound {
                                 diverged_at: report.diverged_at,
                                 timeline: report.diverged_timeline,
-                                discarded_to: last_lsn,
+                                discarded_to,
                             };
                             record(shared, Command::Report { node: me, event, at_unix_ms: now_unix_ms() }).await;
                             return Ok(());
@@ -477,6 +495,22 @@ async fn execute(
             task_done(shared, *id, result).await
         }
     }
+}
+
+/// How far the stopped server's WAL reaches, for what a rewind discards:
+/// the end pg_waldump finds, or the last observed position when it finds
+/// none (or less: the observation saw WAL that was never flushed).
+async fn wal_end(pg: &Postgres, observed: Option<Lsn>, timeout: Duration) -> Option<Lsn> {
+    let end = match pg.end_of_wal(timeout).await {
+        Ok(end) => end,
+        Err(err) => {
+            tracing::warn!(
+                "cannot read where the local WAL ends ({err}): the history names the last observed position"
+            );
+            None
+        }
+    };
+    end.max(observed)
 }
 
 async fn rebuild(
@@ -493,6 +527,20 @@ async fn rebuild(
     let event = NodeEvent::Rebuilt { from: source };
     record(shared, Command::Report { node: shared.me(), event, at_unix_ms: now_unix_ms() }).await;
     Ok(())
+}
+
+/// After a server promoted outside haraft was stopped: counted, logged
+/// and recorded in the history (its rewind, when it rejoins, names what
+/// it wrote).
+async fn fenced_outside_promotion(shared: &Shared, (timeline, lsn): (Option<haraft_core::TimelineId>, Option<Lsn>)) {
+    shared.outside_promotions.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    tracing::error!(
+        node = %shared.config.node_name, ?timeline, ?lsn,
+        "PostgreSQL was promoted outside haraft (pg_ctl promote, pg_promote() or a script?): stopped it; \
+         it rejoins as a standby and what it wrote is discarded. Ask haraft for a switchover instead"
+    );
+    let event = NodeEvent::PromotedOutside { timeline, lsn };
+    record(shared, Command::Report { node: shared.me(), event, at_unix_ms: now_unix_ms() }).await;
 }
 
 /// A history entry for people: failing to record it undoes nothing.

@@ -216,6 +216,7 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
         paused: state.paused,
         transitions: shared.transitions.lock().expect("never poisoned").clone(),
         last_decision: shared.last_decision.lock().expect("never poisoned").clone(),
+        outside_promotions: shared.outside_promotions.load(std::sync::atomic::Ordering::Relaxed),
         loop_buckets,
         loop_sum_seconds,
         loop_count,

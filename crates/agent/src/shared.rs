@@ -79,6 +79,9 @@ pub struct Shared {
     pub db_needs_rewind: std::sync::atomic::AtomicBool,
     /// The database decision last taken (action, reason), for /metrics.
     pub last_decision: Mutex<Option<(String, String)>>,
+    /// How many times this agent fenced its database after someone else
+    /// promoted it.
+    pub outside_promotions: std::sync::atomic::AtomicU64,
     /// Primary changes counted from the history this agent applied.
     pub transitions: Mutex<haraft_core::health::Transitions>,
     pub loop_stats: LoopStats,
@@ -187,6 +190,7 @@ impl Shared {
             db_action: Mutex::new(None),
             db_needs_rewind: std::sync::atomic::AtomicBool::new(false),
             last_decision: Mutex::new(None),
+            outside_promotions: Default::default(),
             transitions: Mutex::new(haraft_core::health::Transitions::default()),
             loop_stats: LoopStats::default(),
             refusals: Mutex::new(std::collections::BTreeMap::new()),

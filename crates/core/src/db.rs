@@ -55,6 +55,15 @@ pub struct DbStatus {
     /// Primary: its timeline history, where each earlier timeline ended;
     /// `None` when not observed.
     pub forks: Option<Vec<Fork>>,
+    /// New transactions are read-only by default there: haraft keeps
+    /// every server so unless its member holds the lease. `None` when
+    /// unknown (no data, or settings of a haraft that did not write it).
+    #[serde(default)]
+    pub read_only_default: Option<bool>,
+    /// Someone asked the server to leave recovery (a promote request, or
+    /// a running standby without its standby signal file).
+    #[serde(default)]
+    pub promotion_signalled: bool,
 }
 
 /// Timeline `timeline` ended at `switch_lsn`: WAL of that timeline past

@@ -268,6 +268,9 @@ pub struct MetricsFacts {
     pub transitions: Transitions,
     /// The agent's last database decision: action and reason.
     pub last_decision: Option<(String, String)>,
+    /// How many times this agent fenced its database after someone other
+    /// than haraft promoted it.
+    pub outside_promotions: u64,
     /// The agent loop's duration histogram: cumulative counts per upper
     /// bound in seconds (the last bound is +Inf), the sum and the count.
     pub loop_buckets: Vec<(f64, u64)>,
@@ -377,6 +380,12 @@ pub fn metrics_text(m: &MetricsFacts) -> String {
         "counter",
         "Primary changes by a planned switchover (from the history this agent has seen).",
         &one(m.transitions.switchovers as f64),
+    );
+    family(
+        "haraft_outside_promotions_fenced_total",
+        "counter",
+        "Times this agent stopped its database after someone other than haraft promoted it.",
+        &one(m.outside_promotions as f64),
     );
     let decision: Vec<_> = m
         .last_decision
@@ -672,6 +681,7 @@ mod tests {
             paused: false,
             transitions: t,
             last_decision: Some(("idle".into(), "primary with a valid lease".into())),
+            outside_promotions: 2,
             loop_buckets: vec![(0.001, 3), (f64::INFINITY, 4)],
             loop_sum_seconds: 0.25,
             loop_count: 4,
@@ -690,6 +700,7 @@ mod tests {
             "haraft_postgres_lsn_bytes 1000",
             "haraft_switchovers_total 1",
             "haraft_failovers_total 0",
+            "haraft_outside_promotions_fenced_total 2",
             "haraft_last_decision_info{action=\"idle\",reason=\"primary with a valid lease\"} 1",
             "haraft_loop_duration_seconds_bucket{le=\"0.001\"} 3",
             "haraft_loop_duration_seconds_bucket{le=\"+Inf\"} 4",

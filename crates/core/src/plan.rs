@@ -698,6 +698,7 @@ mod tests {
             synchronous_names: None,
             slots: None,
             forks: None,
+            ..DbStatus::default()
         })
     }
 

@@ -91,6 +91,12 @@ pub enum Action {
         names: Vec<String>,
         epoch: Epoch,
     },
+    /// New transactions read-only by default (`true`), or read-write for
+    /// the lease holder of `epoch`.
+    SetReadOnly {
+        read_only: bool,
+        epoch: Epoch,
+    },
     /// Make the primary's haraft slots exactly these (create missing, drop
     /// the others when inactive).
     SetSlots {
@@ -120,6 +126,15 @@ pub enum Reason {
     NotObservedYet,
     Unregistered,
     PrimaryWithoutLease,
+    /// Promoted (or asked to promote) by someone other than haraft: its
+    /// sessions are read-only by default, which haraft lifts only for the
+    /// lease holder, and this member holds no valid lease.
+    PromotedOutsideHaraft,
+    /// A stopped server whose settings would let it take writes, without
+    /// the lease: whoever starts it outside haraft must get a read-only one.
+    WritableWithoutLease,
+    /// The holder's running primary still refuses writes by default.
+    WritesNotYetAllowed,
     ForeignDataDir {
         found: u64,
         expected: u64,
@@ -199,11 +214,27 @@ pub fn reconcile(input: &ReconcileInput) -> (Action, Reason) {
     // agent whose fence guard still holds the old deadline may wait for its
     // first renewal; the guard stops PostgreSQL if that deadline passes.
     let holder_in_state = state.lease.map(|l| l.holder) == Some(me);
+    // A server promoted by anyone but haraft (`pg_ctl promote`,
+    // `pg_promote()`, a script): haraft makes a server read-write by
+    // default only under a valid lease and before it promotes it, so a
+    // read-only-by-default primary, or a standby asked to leave recovery,
+    // without this member's valid lease, is fenced at once.
+    let valid = matches!(input.lease, MyLease::Valid(_));
+    let promoted_outside = db.running
+        && !valid
+        && db.read_only_default == Some(true)
+        && (db.role == Some(DbRole::Primary) || (db.role == Some(DbRole::Standby) && db.promotion_signalled));
+    if promoted_outside {
+        return (Action::Stop { immediate: true }, Reason::PromotedOutsideHaraft);
+    }
     if db.is_running_primary() {
         let waiting = input.lease == MyLease::Pending && holder_in_state && input.guard_armed;
         if matches!(input.lease, MyLease::None) || (input.lease == MyLease::Pending && !waiting) {
             return (Action::Stop { immediate: true }, Reason::PrimaryWithoutLease);
         }
+    }
+    if !db.running && db.has_data && db.read_only_default == Some(false) && !valid {
+        return (Action::SetReadOnly { read_only: true, epoch: state.epoch }, Reason::WritableWithoutLease);
     }
 
     // Not a member (any more): a removed member stops its database and
@@ -256,6 +287,9 @@ pub fn reconcile(input: &ReconcileInput) -> (Action, Reason) {
             return (Action::Promote { epoch }, Reason::PromoteUnderLease);
         }
         if db.is_running_primary() {
+            if db.read_only_default == Some(true) {
+                return (Action::SetReadOnly { read_only: false, epoch }, Reason::WritesNotYetAllowed);
+            }
             if let Some(forks) = db.forks.as_ref().filter(|f| **f != state.forks) {
                 let command = Command::SetForks { holder: me, epoch, forks: forks.clone() };
                 return (Action::Propose(command), Reason::TimelineHistoryChanged);
@@ -566,6 +600,8 @@ impl fmt::Display for Action {
             Action::Rewind { source, epoch } => write!(f, "rewind source={source} epoch={epoch}"),
             Action::Rebuild { source, epoch } => write!(f, "rebuild source={source} epoch={epoch}"),
             Action::SetSlots { slots, epoch } => write!(f, "set-slots [{}] epoch={epoch}", slots.join(",")),
+            Action::SetReadOnly { read_only: true, .. } => write!(f, "set-read-only-by-default"),
+            Action::SetReadOnly { read_only: false, epoch } => write!(f, "set-read-write-by-default epoch={epoch}"),
             Action::SetSynchronous { names, epoch } => {
                 write!(f, "set-synchronous-standbys names=[{}] epoch={epoch}", names.join(","))
             }
@@ -589,6 +625,9 @@ impl fmt::Display for Reason {
             Reason::NotObservedYet => write!(f, "not-observed-yet"),
             Reason::Unregistered => write!(f, "unregistered"),
             Reason::PrimaryWithoutLease => write!(f, "primary-without-lease"),
+            Reason::PromotedOutsideHaraft => write!(f, "promoted-outside-haraft"),
+            Reason::WritableWithoutLease => write!(f, "read-write-settings-without-lease"),
+            Reason::WritesNotYetAllowed => write!(f, "holder-still-read-only-by-default"),
             Reason::ForeignDataDir { found, expected } => {
                 write!(f, "foreign-data-dir system_identifier={found} expected={expected}")
             }

@@ -84,6 +84,10 @@ pub enum NodeEvent {
     Rewound { diverged_at: Option<Lsn>, timeline: Option<crate::ids::TimelineId>, discarded_to: Option<Lsn> },
     /// A fresh base backup replaced the data directory (the old one kept aside).
     Rebuilt { from: NodeId },
+    /// The member's database was promoted by someone other than haraft
+    /// (seen at `timeline`, `lsn`) and fenced; a rewind discards what it
+    /// wrote when it rejoins.
+    PromotedOutside { timeline: Option<crate::ids::TimelineId>, lsn: Option<Lsn> },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -472,6 +472,7 @@ mod tests {
             synchronous_names: None,
             slots: None,
             forks: None,
+            ..DbStatus::default()
         };
         let local = LocalRaft {
             node: NodeId(1),
@@ -527,15 +528,22 @@ mod tests {
             discarded_to: Some(Lsn(0x180)),
         };
         s.apply(4, &Command::Report { node: NodeId(2), event, at_unix_ms: 5 });
+        let event = NodeEvent::PromotedOutside { timeline: Some(TimelineId(2)), lsn: Some(Lsn(0x5000)) };
+        s.apply(5, &Command::Report { node: NodeId(2), event, at_unix_ms: 6 });
         let h = history_view(&s);
         assert_eq!(
             h.iter().map(|i| i.event.as_str()).collect::<Vec<_>>(),
-            ["initialized", "members-changed", "granted", "rewound"]
+            ["initialized", "members-changed", "granted", "rewound", "promoted-outside-haraft"]
         );
         assert_eq!(h[2].node.as_deref(), Some("node1"));
         assert_eq!(h[2].at_unix_ms, Some(1_700_000_000_000));
         assert_eq!(h[2].verdicts[1].why, "tagged nofailover");
-        assert_eq!(h[3].detail, "node2 rewound: discarded WAL 0/100 to 0/180");
+        assert_eq!(h[3].detail, "node2 rewound: discarded WAL 0/100 to 0/180 (128 B)");
+        assert_eq!(
+            h[4].detail,
+            "node2 was promoted outside haraft (timeline 2, at 0/5000): fenced; what it wrote is discarded when it rejoins (its rewind names the range)"
+        );
+        assert_eq!((h[4].timeline, h[4].lsn.as_deref()), (Some(2), Some("0/5000")));
     }
 
     #[test]
@@ -559,6 +567,15 @@ mod tests {
 
 /// UTC "YYYY-MM-DD HH:MM:SS" from Unix milliseconds (civil-from-days,
 /// valid for every date after 1970).
+/// Bytes in the unit an operator reads fastest.
+pub fn bytes(b: u64) -> String {
+    match b {
+        0..1024 => format!("{b} B"),
+        1024..1_048_576 => format!("{:.1} KiB", b as f64 / 1024.0),
+        _ => format!("{:.1} MiB", b as f64 / 1_048_576.0),
+    }
+}
+
 pub fn utc(ms: u64) -> String {
     let secs = ms / 1000;
     let (days, rem) = (secs / 86_400, secs % 86_400);
@@ -699,7 +716,9 @@ pub fn history_view(state: &ClusterState) -> Vec<HistoryItem> {
                     item.timeline = timeline.map(|t| t.0);
                     item.lsn = diverged_at.map(|l| l.to_string());
                     let range = match (diverged_at, discarded_to) {
-                        (Some(from), Some(to)) if to > from => format!("discarded WAL {from} to {to}"),
+                        (Some(from), Some(to)) if to > from => {
+                            format!("discarded WAL {from} to {to} ({})", bytes(from.bytes_until(*to)))
+                        }
                         (Some(from), _) => format!("diverged at {from}, nothing known discarded"),
                         (None, _) => "no rewind was needed".to_string(),
                     };
@@ -730,6 +749,20 @@ pub fn history_view(state: &ClusterState) -> Vec<HistoryItem> {
                     item.result = Some(result.clone());
                     let repeated = if *times > 1 { format!(" ({times} times in a row)") } else { String::new() };
                     item.detail = format!("{by} asked {}: {what}; {result}{repeated}", name_of(state, *node));
+                }
+                HistoryEvent::Node { node, event: NodeEvent::PromotedOutside { timeline, lsn } } => {
+                    item.event = "promoted-outside-haraft".into();
+                    item.node = Some(name_of(state, *node));
+                    item.timeline = timeline.map(|t| t.0);
+                    item.lsn = lsn.map(|l| l.to_string());
+                    let at = match (timeline, lsn) {
+                        (Some(t), Some(l)) => format!(" (timeline {}, at {l})", t.0),
+                        _ => String::new(),
+                    };
+                    item.detail = format!(
+                        "{} was promoted outside haraft{at}: fenced; what it wrote is discarded when it rejoins (its rewind names the range)",
+                        name_of(state, *node)
+                    );
                 }
                 HistoryEvent::Node { node, event: NodeEvent::Rebuilt { from } } => {
                     item.event = "rebuilt".into();

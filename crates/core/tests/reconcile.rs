@@ -51,6 +51,8 @@ fn db(running: bool, role: Option<DbRole>, streaming_from: Option<&str>) -> DbSt
         synchronous_names: None,
         slots: None,
         forks: None,
+        read_only_default: None,
+        promotion_signalled: false,
     }
 }
 
@@ -221,7 +223,7 @@ fn rejoin_bookkeeping() {
 fn exhaustive_walk_keeps_the_safety_rules() {
     let leases = [MyLease::Valid(E1), MyLease::Pending, MyLease::None];
     let holders = [None, Some(1), Some(2)];
-    let dbs = [
+    let base = [
         DbStatus::default(),
         db(true, Some(DbRole::Primary), None),
         db(false, Some(DbRole::Primary), None),
@@ -229,6 +231,15 @@ fn exhaustive_walk_keeps_the_safety_rules() {
         db(true, Some(DbRole::Standby), None),
         db(false, Some(DbRole::Standby), None),
     ];
+    // Each with every read-only default and with a promotion asked for.
+    let mut dbs = Vec::new();
+    for d in base {
+        for read_only_default in [None, Some(true), Some(false)] {
+            for promotion_signalled in [false, true] {
+                dbs.push(DbStatus { read_only_default, promotion_signalled, ..d.clone() });
+            }
+        }
+    }
     let mut walked = 0;
     for &lease in &leases {
         for &holder in &holders {
@@ -259,6 +270,10 @@ fn exhaustive_walk_keeps_the_safety_rules() {
                                         assert!(valid, "writable without a valid lease: {ctx}");
                                         assert_eq!(*epoch, state.epoch, "{ctx}");
                                     }
+                                    Action::SetReadOnly { read_only: false, epoch } => {
+                                        assert!(valid, "read-write by default without a valid lease: {ctx}");
+                                        assert_eq!(*epoch, state.epoch, "{ctx}");
+                                    }
                                     Action::StartStandby { epoch, .. }
                                     | Action::Follow { epoch, .. }
                                     | Action::Rewind { epoch, .. }
@@ -269,8 +284,27 @@ fn exhaustive_walk_keeps_the_safety_rules() {
                                 if d.is_running_primary() && !valid && !may_wait {
                                     assert_eq!(action, Action::Stop { immediate: true }, "unfenced primary: {ctx}");
                                 }
+                                // Promoted by someone else: fenced, whatever the guard holds.
+                                let outside = d.read_only_default == Some(true)
+                                    && (d.is_running_primary() || (d.is_running_standby() && d.promotion_signalled));
+                                if outside && !valid {
+                                    assert_eq!(action, Action::Stop { immediate: true }, "unfenced rogue: {ctx}");
+                                    assert_eq!(reason, Reason::PromotedOutsideHaraft, "{ctx}");
+                                }
                                 if matches!(action, Action::Stop { immediate: true }) {
-                                    assert!(d.is_running_primary(), "fenced a non-primary: {ctx}");
+                                    assert!(d.is_running_primary() || outside, "fenced a non-primary: {ctx}");
+                                }
+                                // The holder's primary never stays read-only by default.
+                                if valid && d.is_running_primary() && d.read_only_default == Some(true) {
+                                    assert_ne!(action, Action::Idle, "{ctx}");
+                                }
+                                // A stopped server without the lease never keeps read-write settings.
+                                if !valid && !d.running && d.has_data && d.read_only_default == Some(false) {
+                                    assert_eq!(
+                                        action,
+                                        Action::SetReadOnly { read_only: true, epoch: state.epoch },
+                                        "{ctx}"
+                                    );
                                 }
                             }
                         }
@@ -279,7 +313,7 @@ fn exhaustive_walk_keeps_the_safety_rules() {
             }
         }
     }
-    assert!(walked > 200, "walked only {walked} cases");
+    assert!(walked > 1000, "walked only {walked} cases");
 }
 
 /// Synchronous mode, stepped to a fixed point: the set forms, moves when
@@ -443,4 +477,34 @@ fn the_old_primary_and_the_target_observe_closely_during_a_switchover() {
         Outcome::Applied(Effect::Accepted { .. })
     ));
     assert_eq!([1, 2, 3].map(|i| observe_every_ms(&state, NodeId(i))), [50, 50, 500]);
+}
+
+/// The seed's dual primary: a standby promoted by hand (`pg_ctl promote`,
+/// `pg_promote()`) is stopped at once, mid-promotion or after it, while
+/// the holder's own server is made read-write by default.
+#[test]
+fn a_server_promoted_outside_haraft_is_fenced_and_the_holders_is_made_writable() {
+    let read_only = |d: DbStatus| DbStatus { read_only_default: Some(true), ..d };
+    let rogue = read_only(db(true, Some(DbRole::Primary), None));
+    let (action, reason) = run(&case(cluster(Some(1), true), MyLease::None, rogue.clone()));
+    assert_eq!((action, reason), (Action::Stop { immediate: true }, Reason::PromotedOutsideHaraft));
+    // Asked to promote, still in recovery: stopped before it takes a write.
+    let asked =
+        DbStatus { promotion_signalled: true, ..read_only(db(true, Some(DbRole::Standby), Some(PRIMARY_ADDR))) };
+    let (action, reason) = run(&case(cluster(Some(1), true), MyLease::None, asked.clone()));
+    assert_eq!((action, reason), (Action::Stop { immediate: true }, Reason::PromotedOutsideHaraft));
+    // Even a restarted holder whose guard still holds a deadline.
+    let mut c = case(cluster(Some(2), true), MyLease::Pending, rogue.clone());
+    c.guard_armed = true;
+    assert_eq!(run(&c).1, Reason::PromotedOutsideHaraft);
+    // The holder promoted by hand before haraft did: made read-write.
+    check(case(cluster(Some(2), true), MyLease::Valid(E1), rogue), Action::SetReadOnly { read_only: false, epoch: E1 });
+    // The lease holder's standby asked to promote: haraft promotes it.
+    check(case(cluster(Some(2), true), MyLease::Valid(E1), asked), Action::Promote { epoch: E1 });
+    // A plain standby, read-only by default, is left streaming.
+    let streaming = read_only(db(true, Some(DbRole::Standby), Some(PRIMARY_ADDR)));
+    check(case(cluster(Some(1), true), MyLease::None, streaming), Action::Idle);
+    // A stopped former primary keeps no read-write settings.
+    let stopped = DbStatus { read_only_default: Some(false), ..db(false, Some(DbRole::Primary), None) };
+    check(case(cluster(Some(1), true), MyLease::None, stopped), Action::SetReadOnly { read_only: true, epoch: E1 });
 }

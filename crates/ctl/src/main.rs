@@ -10,7 +10,7 @@ pub(crate) use client::{Ask, TLS, TOKEN, call_error, connect, fetch, is_transpor
 
 use clap::{CommandFactory, Parser, Subcommand};
 use haraft_core::ops::Request;
-use haraft_core::status::{ClusterHealth, ClusterStatus, HistoryItem, MemberRole, MemberState, RaftRole};
+use haraft_core::status::{ClusterHealth, ClusterStatus, HistoryItem, MemberRole, MemberState, RaftRole, bytes};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -591,15 +591,6 @@ fn member_state(s: MemberState) -> &'static str {
         MemberState::Stopped => "stopped",
         MemberState::Unreachable => "unreachable",
         MemberState::NoDatabase => "no database",
-    }
-}
-
-/// Bytes in the unit an operator reads fastest.
-fn bytes(b: u64) -> String {
-    match b {
-        0..1024 => format!("{b} B"),
-        1024..1_048_576 => format!("{:.1} KiB", b as f64 / 1024.0),
-        _ => format!("{:.1} MiB", b as f64 / 1_048_576.0),
     }
 }
 

@@ -11,6 +11,7 @@ pub mod epoch_guard;
 pub mod exec;
 pub mod postgres;
 pub mod procs;
+pub mod wal;
 
 use haraft_core::{Epoch, Lsn, TimelineId};
 use std::time::Duration;
@@ -43,6 +44,14 @@ pub struct Observation {
     pub slots: Option<Vec<String>>,
     /// Primary: its timeline history (where each earlier timeline ended).
     pub forks: Option<Vec<haraft_core::Fork>>,
+    /// Whether a new session's transactions are read-only by default
+    /// (`default_transaction_read_only`): the running server's value, or
+    /// what haraft's settings file gives a stopped one. `None` when unknown
+    /// (no data, or a settings file of a haraft that did not write it).
+    pub read_only_default: Option<bool>,
+    /// Someone asked this server to leave recovery: a promote request is
+    /// waiting, or a running standby's `standby.signal` is gone.
+    pub promotion_signalled: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -143,4 +152,15 @@ pub trait Database {
     /// ones, drops the others unless a standby is using them.
     async fn set_replication_slots(&self, slots: &[String], epoch: Epoch, timeout: Duration) -> Result<(), DbError>;
     async fn reload(&self, timeout: Duration) -> Result<(), DbError>;
+    /// Makes new transactions read-only by default (`true`), or read-write
+    /// for the lease holder of `epoch` (`false`, refused on a stale
+    /// epoch); a running server reloads. Read-only is never refused: like
+    /// stop, it is part of fencing.
+    async fn set_read_only(&self, read_only: bool, epoch: Epoch, timeout: Duration) -> Result<(), DbError>;
+    /// The end of the WAL a stopped server holds on its newest timeline
+    /// (where its last valid record ends); `None` when none is readable.
+    async fn end_of_wal(&self, timeout: Duration) -> Result<Option<Lsn>, DbError>;
+    /// A cheap look (no query, no process) for a request to leave
+    /// recovery that haraft did not make: see `promotion_signalled`.
+    fn promotion_signalled(&self) -> bool;
 }

@@ -3,9 +3,10 @@
 //! modes and timeouts; tokio-postgres for observations.
 //!
 //! haraft owns, inside the data directory: `haraft.conf` (included from
-//! postgresql.conf; every setting replication and rewind need, and
-//! `primary_conninfo` on a standby), `standby.signal`, and `pg_hba.conf`
-//! (written at bootstrap). Passwords go to a 0600 passfile in the state
+//! postgresql.conf; every setting replication and rewind need,
+//! `primary_conninfo` on a standby, and `default_transaction_read_only`,
+//! off only while this member holds the lease), `standby.signal`, and
+//! `pg_hba.conf` (written at bootstrap). Passwords go to a 0600 passfile in the state
 //! directory, never into the data directory or a log line.
 
 use crate::controldata::{self, ControlData};
@@ -59,7 +60,16 @@ pub struct Postgres {
 struct Settings {
     upstream: Option<Upstream>,
     synchronous: Vec<String>,
+    /// New transactions are read-write by default: only while this member
+    /// holds the lease (see `set_read_only`).
+    writable: bool,
 }
+
+/// The promote request `pg_ctl promote` and `pg_promote()` leave for the
+/// startup process.
+const PROMOTE_SIGNAL: &str = "promote";
+
+const READ_ONLY_SETTING: &str = "default_transaction_read_only";
 
 /// Whole seconds for a tool's own `-t`, rounded up, at least 1.
 fn secs(timeout: Duration) -> String {
@@ -210,10 +220,13 @@ impl Postgres {
         self.write_file(&self.passfile(), &text)
     }
 
-    /// haraft.conf for the role the server is about to start in.
-    fn write_settings(&self, standby: bool) -> Result<(), DbError> {
+    /// haraft.conf for the role the server is about to start in; new
+    /// transactions read-write by default only when `writable` (the lease
+    /// holder's server, about to take or taking writes).
+    fn write_settings(&self, standby: bool, writable: bool) -> Result<(), DbError> {
         let settings = {
             let mut settings = self.settings.lock().expect("never poisoned");
+            settings.writable = writable;
             // A standby has no synchronous standbys; the list of its time as
             // primary would make its first commits after a promotion wait
             // for members that do not stream from it yet.
@@ -250,6 +263,9 @@ impl Postgres {
         set("recovery_target_timeline", quote("latest"));
         set("cluster_name", quote(&c.application_name));
         set("synchronous_standby_names", quote(&synchronous_standby_names(&settings.synchronous)));
+        // A server promoted by anyone but haraft refuses writes by default
+        // (and libpq's target_session_attrs=read-write passes it by).
+        set(READ_ONLY_SETTING, if settings.writable { "off" } else { "on" }.into());
         if let (true, Some(up)) = (standby, settings.upstream.as_ref()) {
             // The primary keeps this member's slot (see set_replication_slots).
             set("primary_slot_name", quote(&haraft_core::slot_name(&c.application_name)));
@@ -269,11 +285,36 @@ impl Postgres {
         self.write_file(&c.data_dir.join("haraft.conf"), &text)?;
         let signal = c.data_dir.join("standby.signal");
         if standby {
+            // A promote request left over from someone else's promotion
+            // must not promote the standby haraft starts.
+            let promote = c.data_dir.join(PROMOTE_SIGNAL);
+            if promote.exists() && !writable {
+                std::fs::remove_file(&promote).map_err(|e| io_err(&promote, e))?;
+            }
             self.write_file(&signal, "")?;
         } else if signal.exists() {
             std::fs::remove_file(&signal).map_err(|e| io_err(&signal, e))?;
         }
         Ok(())
+    }
+
+    /// What haraft's settings file gives new transactions: `None` without
+    /// the file or without the setting (written by an earlier haraft).
+    fn settings_file_read_only(&self) -> Option<bool> {
+        let text = std::fs::read_to_string(self.cfg.data_dir.join("haraft.conf")).ok()?;
+        text.lines().find_map(|l| {
+            let (key, value) = l.split_once('=')?;
+            (key.trim() == READ_ONLY_SETTING).then(|| value.trim() == "on")
+        })
+    }
+
+    /// A promote request is waiting, or (for a server in recovery) the
+    /// file that keeps it a standby is gone: someone asked it to leave
+    /// recovery. haraft's own promotion is told apart by the caller.
+    fn promotion_signalled_in(&self, in_recovery: bool) -> bool {
+        let d = &self.cfg.data_dir;
+        d.join(PROMOTE_SIGNAL).exists()
+            || (in_recovery && !d.join("standby.signal").exists() && !d.join("recovery.signal").exists())
     }
 
     async fn controldata(&self, timeout: Duration) -> Result<ControlData, DbError> {
@@ -386,7 +427,8 @@ impl Postgres {
                               WHERE status = 'streaming'),
                             current_setting('synchronous_standby_names'),
                             (SELECT max(('x' || substr(name, 1, 8))::bit(32)::int) FROM pg_ls_waldir()
-                              WHERE name ~ '^[0-9A-F]{8}[.]history$')",
+                              WHERE name ~ '^[0-9A-F]{8}[.]history$'),
+                            current_setting('default_transaction_read_only')",
                     &[],
                 )
                 .await
@@ -461,6 +503,8 @@ impl Postgres {
                 synchronous_names: parse_synchronous_standby_names(&row.get::<_, String>(9)),
                 slots,
                 forks,
+                read_only_default: Some(row.get::<_, String>(11) == "on"),
+                promotion_signalled: self.promotion_signalled_in(in_recovery),
             })
         };
         match tokio::time::timeout(timeout, work).await {
@@ -579,6 +623,8 @@ impl Database for Postgres {
                 synchronous_names: None,
                 slots: None,
                 forks: None,
+                read_only_default: None,
+                promotion_signalled: false,
             });
         }
         if self.is_running(timeout).await? {
@@ -600,6 +646,8 @@ impl Database for Postgres {
             synchronous_names: None,
             slots: None,
             forks: None,
+            read_only_default: self.settings_file_read_only(),
+            promotion_signalled: self.promotion_signalled_in(false),
         })
     }
 
@@ -665,7 +713,7 @@ impl Database for Postgres {
         self.prepare_state_dir()?;
         self.guard.authorise(epoch)?;
         self.check_identity(timeout).await?;
-        self.write_settings(false)?;
+        self.write_settings(false, true)?;
         self.pg_ctl_start(timeout).await
     }
 
@@ -674,20 +722,25 @@ impl Database for Postgres {
         self.guard.authorise(epoch)?;
         self.check_identity(timeout).await?;
         self.settings.lock().expect("never poisoned").upstream = upstream.cloned();
-        self.write_settings(true)?;
+        self.write_settings(true, false)?;
         self.pg_ctl_start(timeout).await
     }
 
     async fn follow(&self, upstream: &Upstream, epoch: Epoch, timeout: Duration) -> Result<(), DbError> {
         self.guard.authorise(epoch)?;
         self.settings.lock().expect("never poisoned").upstream = Some(upstream.clone());
-        self.write_settings(true)?;
+        self.write_settings(true, false)?;
         // primary_conninfo is reloadable since PostgreSQL 13.
         self.reload(timeout).await
     }
 
     async fn promote(&self, epoch: Epoch, timeout: Duration) -> Result<(), DbError> {
         self.guard.authorise(epoch)?;
+        // Read-write by default from the moment it leaves recovery (a
+        // standby is read-only whatever the setting says): the reload is
+        // taken before the promotion, not waited for after it.
+        self.write_settings(true, true)?;
+        self.reload(timeout).await?;
         let data = self.cfg.data_dir.display().to_string();
         exec::run(
             &self.bin("pg_ctl"),
@@ -704,7 +757,7 @@ impl Database for Postgres {
         let client = self.connect(timeout).await?;
         client.batch_execute("CHECKPOINT").await.map_err(|e| DbError::Query(e.to_string()))?;
         // Promoted: the next start must be as primary.
-        self.write_settings(false)
+        self.write_settings(false, true)
     }
 
     async fn stop(&self, mode: StopMode, epoch: Epoch, timeout: Duration) -> Result<(), DbError> {
@@ -712,6 +765,11 @@ impl Database for Postgres {
         tracing::info!(%epoch, ?mode, data_dir = %self.cfg.data_dir.display(), "stopping PostgreSQL");
         if !self.is_running(timeout).await? {
             return Ok(());
+        }
+        // Whoever starts it next, outside haraft, gets a read-only server.
+        // Best effort: a full disk must not keep fencing from stopping it.
+        if let Err(e) = self.write_settings(self.cfg.data_dir.join("standby.signal").exists(), false) {
+            tracing::warn!("stopping PostgreSQL without making its settings read-only first: {e}");
         }
         let data = self.cfg.data_dir.display().to_string();
         let m = match mode {
@@ -764,7 +822,7 @@ impl Database for Postgres {
         }
         self.settings.lock().expect("never poisoned").upstream = Some(source.clone());
         // pg_rewind copied the source's configuration: make it ours again.
-        self.write_settings(true)?;
+        self.write_settings(true, false)?;
         Ok(report)
     }
 
@@ -801,14 +859,16 @@ impl Database for Postgres {
         ];
         exec::run(&self.bin("pg_basebackup"), args, &[("PGPASSFILE", &passfile)], self.cfg.run_as, timeout).await?;
         self.settings.lock().expect("never poisoned").upstream = Some(source.clone());
-        self.write_settings(true)
+        self.write_settings(true, false)
     }
 
     async fn set_synchronous_standbys(&self, names: &[String], epoch: Epoch, timeout: Duration) -> Result<(), DbError> {
         self.guard.authorise(epoch)?;
         self.settings.lock().expect("never poisoned").synchronous = names.to_vec();
         let standby = self.cfg.data_dir.join("standby.signal").exists();
-        self.write_settings(standby)?;
+        // Only the lease holder of `epoch` sets them: its primary stays
+        // read-write.
+        self.write_settings(standby, !standby)?;
         if self.is_running(timeout).await? { self.reload(timeout).await } else { Ok(()) }
     }
 
@@ -847,6 +907,50 @@ impl Database for Postgres {
     async fn reload(&self, timeout: Duration) -> Result<(), DbError> {
         let data = self.cfg.data_dir.display().to_string();
         exec::run(&self.bin("pg_ctl"), ["reload", "-D", &data], &[], self.cfg.run_as, timeout).await.map(|_| ())
+    }
+
+    async fn set_read_only(&self, read_only: bool, epoch: Epoch, timeout: Duration) -> Result<(), DbError> {
+        if !read_only {
+            self.guard.authorise(epoch)?;
+        }
+        if !self.has_data() {
+            return Ok(());
+        }
+        let standby = self.cfg.data_dir.join("standby.signal").exists();
+        self.write_settings(standby, !read_only)?;
+        if self.is_running(timeout).await? { self.reload(timeout).await } else { Ok(()) }
+    }
+
+    async fn end_of_wal(&self, timeout: Duration) -> Result<Option<Lsn>, DbError> {
+        let pg_wal = self.cfg.data_dir.join("pg_wal");
+        let segments = crate::wal::segments_newest_first(&pg_wal).map_err(|e| io_err(&pg_wal, e))?;
+        let waldump = |args: Vec<std::ffi::OsString>| async move {
+            // pg_waldump stops with an error where the valid WAL ends.
+            match exec::run(&self.bin("pg_waldump"), args, &[("LC_ALL", "C")], self.cfg.run_as, timeout).await {
+                Ok(out) => Ok((out.stdout, out.stderr)),
+                Err(DbError::CommandFailed { stderr_tail, .. }) => Ok((String::new(), stderr_tail)),
+                Err(e) => Err(e),
+            }
+        };
+        for segment in segments {
+            let (_, stderr) = waldump(vec!["--quiet".into(), segment.clone().into()]).await?;
+            let Some((last, next)) = crate::wal::waldump_stop(&stderr) else { continue };
+            if next.is_some() {
+                return Ok(next);
+            }
+            // The reason names no position: the end of that last record.
+            let timeline = crate::wal::segment_timeline(&segment).unwrap_or(1).to_string();
+            let args = ["--path".into(), pg_wal.clone().into(), "--timeline".into(), timeline.into()];
+            let mut args: Vec<std::ffi::OsString> = args.into();
+            args.extend(["--start".into(), last.to_string().into(), "--limit".into(), "1".into()]);
+            let (stdout, _) = waldump(args).await?;
+            return Ok(Some(crate::wal::record_end(&stdout).unwrap_or(last)));
+        }
+        Ok(None)
+    }
+
+    fn promotion_signalled(&self) -> bool {
+        self.promotion_signalled_in(true)
     }
 }
 
