@@ -539,6 +539,7 @@ mod tests {
         assert_eq!(h[2].at_unix_ms, Some(1_700_000_000_000));
         assert_eq!(h[2].verdicts[1].why, "tagged nofailover");
         assert_eq!(h[3].detail, "node2 rewound: discarded WAL 0/100 to 0/180 (128 B)");
+        assert_eq!((h[3].discarded_to.as_deref(), h[3].discarded_bytes), (Some("0/180"), Some(128)));
         assert_eq!(
             h[4].detail,
             "node2 was promoted outside haraft (timeline 2, at 0/5000): fenced; what it wrote is discarded when it rejoins (its rewind names the range)"
@@ -600,9 +601,9 @@ pub struct HistoryItem {
     /// null when not recorded.
     pub at_unix_ms: Option<u64>,
     /// initialized, members-changed, granted, lapsed, released,
-    /// bootstrapped, rewound, rebuilt, operation-requested,
-    /// operation-step, operation-done (and the other outcomes),
-    /// request-refused, request-done.
+    /// bootstrapped, rewound, rebuilt, promoted-outside-haraft,
+    /// operation-requested, operation-step, operation-done (and the other
+    /// outcomes), request-refused, request-done.
     pub event: String,
     /// The member it concerns.
     pub node: Option<String>,
@@ -622,6 +623,12 @@ pub struct HistoryItem {
     /// What came of a request that did not become an operation.
     #[serde(default)]
     pub result: Option<String>,
+    /// For a rewind: where the WAL it discarded ends (`lsn` is where it
+    /// begins) and how many bytes that is.
+    #[serde(default)]
+    pub discarded_to: Option<String>,
+    #[serde(default)]
+    pub discarded_bytes: Option<u64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -651,6 +658,8 @@ pub fn history_view(state: &ClusterState) -> Vec<HistoryItem> {
                 operation: None,
                 by: None,
                 result: None,
+                discarded_to: None,
+                discarded_bytes: None,
             };
             match &h.event {
                 HistoryEvent::Initialized { cluster } => {
@@ -717,6 +726,8 @@ pub fn history_view(state: &ClusterState) -> Vec<HistoryItem> {
                     item.lsn = diverged_at.map(|l| l.to_string());
                     let range = match (diverged_at, discarded_to) {
                         (Some(from), Some(to)) if to > from => {
+                            item.discarded_to = Some(to.to_string());
+                            item.discarded_bytes = Some(from.bytes_until(*to));
                             format!("discarded WAL {from} to {to} ({})", bytes(from.bytes_until(*to)))
                         }
                         (Some(from), _) => format!("diverged at {from}, nothing known discarded"),

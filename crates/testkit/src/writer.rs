@@ -50,9 +50,9 @@ impl Writer {
     /// Creates the table (through whichever server is writable) and starts
     /// writing one row every `every` until stopped, for at most `limit`.
     pub async fn start(ports: &[u16], password: &str, every: Duration, limit: Duration) -> Writer {
-        Writer::start_with(config(ports, password, true), every, limit)
-            .await
-            .expect("a writable server for the writer's table")
+        let c = config(ports, password, true);
+        let client = Writer::create_table(&c).await.expect("a writable server for the writer's table");
+        Writer::start_with(c, Some(client), 1, every, limit, false)
     }
 
     /// Like `start`, through one address (a proxy such as HAProxy) that
@@ -60,15 +60,36 @@ impl Writer {
     /// proxy sends to a standby is refused there and counted. `None` while
     /// the proxy reaches no primary to create the table on.
     pub async fn through(port: u16, password: &str, every: Duration, limit: Duration) -> Option<Writer> {
-        Writer::start_with(config(&[port], password, false), every, limit).await
+        let c = config(&[port], password, false);
+        let client = Writer::create_table(&c).await?;
+        Some(Writer::start_with(c, Some(client), 1, every, limit, false))
     }
 
-    async fn start_with(c: tokio_postgres::Config, every: Duration, limit: Duration) -> Option<Writer> {
-        let client = connect(&c).await?;
+    /// A writer bound to one server, whatever its role, as a client that
+    /// ignores roles would be: ids from `first_id`, the table created
+    /// elsewhere first. Refused and failed writes are retried on a new
+    /// connection.
+    pub fn direct(port: u16, password: &str, first_id: i64, every: Duration, limit: Duration) -> Writer {
+        Writer::start_with(config(&[port], password, false), None, first_id, every, limit, true)
+    }
+
+    async fn create_table(c: &tokio_postgres::Config) -> Option<tokio_postgres::Client> {
+        let client = connect(c).await?;
         client
             .batch_execute("CREATE TABLE IF NOT EXISTS writes (id bigint PRIMARY KEY, at timestamptz DEFAULT now())")
             .await
             .ok()?;
+        Some(client)
+    }
+
+    fn start_with(
+        c: tokio_postgres::Config,
+        client: Option<tokio_postgres::Client>,
+        first_id: i64,
+        every: Duration,
+        limit: Duration,
+        direct: bool,
+    ) -> Writer {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&stop);
         let refused_read_only = Arc::new(AtomicUsize::new(0));
@@ -78,8 +99,8 @@ impl Writer {
         let task = tokio::spawn(async move {
             let started = Instant::now();
             let mut acks = Vec::new();
-            let mut next_id = 1i64;
-            let mut client = Some(client);
+            let mut next_id = first_id;
+            let mut client = client;
             while !flag.load(Ordering::Relaxed) && started.elapsed() < limit {
                 let Some(cl) = client.as_ref() else {
                     client = connect(&c).await;
@@ -106,7 +127,12 @@ impl Writer {
                     }
                     Ok(Err(e)) if e.code() == Some(&tokio_postgres::error::SqlState::READ_ONLY_SQL_TRANSACTION) => {
                         refused.fetch_add(1, Ordering::Relaxed);
-                        client = None;
+                        // Through a proxy the next connection may reach
+                        // another server; a direct one keeps its server.
+                        if !direct {
+                            client = None;
+                        }
+                        tokio::time::sleep(every).await;
                     }
                     // Unacknowledged: it may or may not have committed;
                     // only acknowledged ids are checked.
@@ -115,7 +141,7 @@ impl Writer {
             }
             acks
         });
-        Some(Writer { stop, refused_read_only, last_port, task })
+        Writer { stop, refused_read_only, last_port, task }
     }
 
     /// The port of the server that acknowledged the latest write.
