@@ -217,6 +217,12 @@ impl admin_server::Admin for AdminService {
             db: info.db.as_ref().map(codec::encode).unwrap_or_default(),
             action: info.action,
             needs_rewind: info.needs_rewind,
+            failing: info.failing.map(|f| haraft_proto::admin::FailingAction {
+                action: f.action,
+                error: f.error,
+                count: f.count,
+                next_try_unix_ms: f.next_try_unix_ms,
+            }),
         }))
     }
 }

@@ -387,6 +387,10 @@ pub struct PgSettings {
     pub superuser_password: Secret,
     pub replication_user: String,
     pub replication_password: Secret,
+    /// Where the replication password came from, when from a file: read
+    /// again before every base backup and standby start, so that a fixed
+    /// or rotated password needs no agent restart.
+    pub replication_password_file: Option<PathBuf>,
     pub nofailover: bool,
     pub priority: u32,
     pub stream_timeout_ms: u64,
@@ -628,6 +632,10 @@ fn validate_postgres(
             base,
             getenv,
         )?,
+        replication_password_file: raw
+            .replication_password_file
+            .as_ref()
+            .map(|f| if f.is_absolute() { f.clone() } else { base.join(f) }),
         nofailover: raw.nofailover,
         priority: raw.priority,
         stream_timeout_ms: raw.stream_timeout_ms,

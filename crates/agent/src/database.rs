@@ -7,6 +7,7 @@ use crate::clock::now_unix_ms;
 use crate::config::PgSettings;
 use crate::fence::{self, FenceState};
 use crate::shared::Shared;
+use haraft_core::backoff::Backoff;
 use haraft_core::health;
 use haraft_core::reconcile::{Action, MyLease, Reason, ReconcileInput, Rejoin, reconcile};
 use haraft_core::{BootTime, ClusterState, Command, DbPosition, DbStatus, Lsn, NodeEvent, NodeId, Outcome};
@@ -17,7 +18,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 const OBSERVE_TIMEOUT: Duration = Duration::from_secs(2);
-/// Pause after a failed action before the next one (no tight retry loops).
+/// Pause after a failed action before the next one of any kind (no tight
+/// loops of alternating actions); the same kind waits longer (`backoff`).
 const RETRY_AFTER_FAILURE_MS: u64 = 1000;
 
 pub enum DbEvent {
@@ -44,6 +46,16 @@ pub struct DbSide {
     last_key: String,
     /// The last position observed: what a rewind discards up to.
     last_lsn: Option<Lsn>,
+    /// Failures of each kind of action, and when each may be tried again.
+    backoff: Backoff,
+}
+
+/// A random number for back-off jitter (std's per-process random hash keys).
+fn jitter() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
+    h.finish()
 }
 
 /// `path` made absolute against the working directory: PostgreSQL runs in
@@ -87,6 +99,7 @@ pub fn postgres_for(config: &crate::config::Config, pg: &PgSettings) -> Postgres
         superuser_password: pg.superuser_password.0.clone(),
         replication_user: pg.replication_user.clone(),
         replication_password: pg.replication_password.0.clone(),
+        replication_password_file: pg.replication_password_file.as_ref().map(|f| absolute(f)),
         application_name: config.node_name.clone(),
         run_as: None,
         keep_aside: pg.keep_aside,
@@ -152,6 +165,7 @@ impl DbSide {
             not_streaming_since: None,
             last_key: String::new(),
             last_lsn: None,
+            backoff: Backoff::default(),
         }
     }
 
@@ -214,10 +228,22 @@ impl DbSide {
                 self.action_in_flight = false;
                 *shared.db_action.lock().expect("never poisoned") = None;
                 self.rejoin = self.rejoin.after(&action, &reason, result.is_ok());
+                let outcome = if result.is_ok() { "ok" } else { "failed" };
+                *shared.action_counts.lock().expect("never poisoned").entry((action.kind(), outcome)).or_default() += 1;
+                self.backoff.record(&action, result.as_ref().map(|_| ()).map_err(String::as_str), now, now_unix_ms(), jitter());
+                *shared.db_failing.lock().expect("never poisoned") = self.backoff.worst();
                 match &result {
                     Ok(()) => tracing::info!(node = %shared.config.node_name, "done: {action}"),
                     Err(e) => {
-                        tracing::warn!(node = %shared.config.node_name, "failed: {action}: {e}");
+                        let again = self.backoff.worst().filter(|f| f.action == action.kind());
+                        match again {
+                            Some(f) => tracing::warn!(
+                                node = %shared.config.node_name,
+                                "failed ({} in a row, next try in {} ms): {action}: {e}",
+                                f.count, f.next_try_unix_ms.saturating_sub(now_unix_ms())
+                            ),
+                            None => tracing::warn!(node = %shared.config.node_name, "failed: {action}: {e}"),
+                        }
                         self.next_action_at = now.plus_ms(RETRY_AFTER_FAILURE_MS);
                     }
                 }
@@ -344,6 +370,15 @@ impl DbSide {
         // Fencing does not wait out the pause after a failed action.
         let fencing = action == Action::Stop { immediate: true };
         if action == Action::Idle || self.action_in_flight || (now < self.next_action_at && !fencing) {
+            return;
+        }
+        // An operator's rebuild or restart is tried at once, and so is
+        // everything after it.
+        if matches!(action, Action::Restart { .. } | Action::Reinit { .. }) {
+            self.backoff.reset();
+            *shared.db_failing.lock().expect("never poisoned") = None;
+        }
+        if self.backoff.holds(&action, now) {
             return;
         }
         self.action_in_flight = true;

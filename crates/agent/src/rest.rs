@@ -217,6 +217,13 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
         transitions: shared.transitions.lock().expect("never poisoned").clone(),
         last_decision: shared.last_decision.lock().expect("never poisoned").clone(),
         outside_promotions: shared.outside_promotions.load(std::sync::atomic::Ordering::Relaxed),
+        actions: shared
+            .action_counts
+            .lock()
+            .expect("never poisoned")
+            .iter()
+            .map(|((kind, outcome), n)| (kind.to_string(), outcome.to_string(), *n))
+            .collect(),
         loop_buckets,
         loop_sum_seconds,
         loop_count,

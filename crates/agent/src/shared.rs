@@ -79,6 +79,11 @@ pub struct Shared {
     pub db_needs_rewind: std::sync::atomic::AtomicBool,
     /// The database decision last taken (action, reason), for /metrics.
     pub last_decision: Mutex<Option<(String, String)>>,
+    /// The kind of database action that keeps failing here (see
+    /// `haraft_core::backoff`).
+    pub db_failing: Mutex<Option<haraft_core::backoff::FailingAction>>,
+    /// Database actions carried out, by kind and outcome (`ok`, `failed`).
+    pub action_counts: Mutex<std::collections::BTreeMap<(&'static str, &'static str), u64>>,
     /// How many times this agent fenced its database after someone else
     /// promoted it.
     pub outside_promotions: std::sync::atomic::AtomicU64,
@@ -190,6 +195,8 @@ impl Shared {
             db_action: Mutex::new(None),
             db_needs_rewind: std::sync::atomic::AtomicBool::new(false),
             last_decision: Mutex::new(None),
+            db_failing: Mutex::new(None),
+            action_counts: Mutex::new(Default::default()),
             outside_promotions: Default::default(),
             transitions: Mutex::new(haraft_core::health::Transitions::default()),
             loop_stats: LoopStats::default(),
@@ -355,6 +362,7 @@ impl Shared {
             },
             db: self.db_status.lock().expect("never poisoned").clone(),
             action: self.db_action.lock().expect("never poisoned").clone(),
+            failing: self.db_failing.lock().expect("never poisoned").clone(),
             needs_rewind: self.db_needs_rewind.load(std::sync::atomic::Ordering::Relaxed),
         }
     }
@@ -401,6 +409,12 @@ impl Shared {
             },
             action: reply.action,
             needs_rewind: reply.needs_rewind,
+            failing: reply.failing.map(|f| haraft_core::backoff::FailingAction {
+                action: f.action,
+                error: f.error,
+                count: f.count,
+                next_try_unix_ms: f.next_try_unix_ms,
+            }),
         })
     }
 

@@ -271,6 +271,8 @@ pub struct MetricsFacts {
     /// How many times this agent fenced its database after someone other
     /// than haraft promoted it.
     pub outside_promotions: u64,
+    /// Database actions carried out: (kind, outcome `ok`/`failed`, count).
+    pub actions: Vec<(String, String, u64)>,
     /// The agent loop's duration histogram: cumulative counts per upper
     /// bound in seconds (the last bound is +Inf), the sum and the count.
     pub loop_buckets: Vec<(f64, u64)>,
@@ -386,6 +388,17 @@ pub fn metrics_text(m: &MetricsFacts) -> String {
         "counter",
         "Times this agent stopped its database after someone other than haraft promoted it.",
         &one(m.outside_promotions as f64),
+    );
+    let actions: Vec<_> = m
+        .actions
+        .iter()
+        .map(|(action, outcome, n)| (labels(&[("action", action), ("outcome", outcome)]), n.to_string()))
+        .collect();
+    family(
+        "haraft_database_actions_total",
+        "counter",
+        "Database actions this agent carried out, by kind and outcome (a repeating failure backs off: see the status).",
+        &actions,
     );
     let decision: Vec<_> = m
         .last_decision
@@ -682,6 +695,7 @@ mod tests {
             transitions: t,
             last_decision: Some(("idle".into(), "primary with a valid lease".into())),
             outside_promotions: 2,
+            actions: vec![("rebuild".into(), "failed".into(), 3)],
             loop_buckets: vec![(0.001, 3), (f64::INFINITY, 4)],
             loop_sum_seconds: 0.25,
             loop_count: 4,
@@ -701,6 +715,7 @@ mod tests {
             "haraft_switchovers_total 1",
             "haraft_failovers_total 0",
             "haraft_outside_promotions_fenced_total 2",
+            "haraft_database_actions_total{action=\"rebuild\",outcome=\"failed\"} 3",
             "haraft_last_decision_info{action=\"idle\",reason=\"primary with a valid lease\"} 1",
             "haraft_loop_duration_seconds_bucket{le=\"0.001\"} 3",
             "haraft_loop_duration_seconds_bucket{le=\"+Inf\"} 4",

@@ -9,6 +9,7 @@
 //! Time comes in as an argument ([`BootTime`]); rejections are values.
 
 pub mod auth;
+pub mod backoff;
 pub mod db;
 pub mod health;
 pub mod ids;

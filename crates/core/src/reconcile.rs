@@ -584,6 +584,31 @@ impl Rejoin {
     }
 }
 
+impl Action {
+    /// The action's kind, without its arguments: what failures are counted
+    /// by (see `backoff`) and metrics are labelled with.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Action::Idle => "idle",
+            Action::Propose(_) => "propose",
+            Action::Bootstrap { .. } => "bootstrap",
+            Action::StartPrimary { .. } => "start-primary",
+            Action::StartStandby { .. } => "start-standby",
+            Action::Follow { .. } => "follow",
+            Action::Promote { .. } => "promote",
+            Action::Stop { immediate: true } => "fence",
+            Action::Stop { immediate: false } => "stop",
+            Action::Rewind { .. } => "rewind",
+            Action::Rebuild { .. } => "rebuild",
+            Action::SetSynchronous { .. } => "set-synchronous-standbys",
+            Action::SetReadOnly { .. } => "set-read-only",
+            Action::SetSlots { .. } => "set-slots",
+            Action::Restart { .. } => "operator-restart",
+            Action::Reinit { .. } => "operator-rebuild",
+        }
+    }
+}
+
 impl fmt::Display for Action {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

@@ -140,6 +140,10 @@ pub struct MemberStatus {
     pub lag_bytes: Option<u64>,
     /// The database action the member is carrying out.
     pub action: Option<String>,
+    /// The kind of database action that keeps failing there: its last
+    /// error, how often in a row, and when it is tried next.
+    #[serde(default)]
+    pub failing: Option<crate::backoff::FailingAction>,
     /// A synchronous standby named in the replicated state.
     pub synchronous: bool,
 }
@@ -170,6 +174,8 @@ pub struct ProbeInfo {
     pub db: Option<crate::db::DbStatus>,
     /// The database action the member is carrying out, if any.
     pub action: Option<String>,
+    /// The kind of database action that keeps failing, if any.
+    pub failing: Option<crate::backoff::FailingAction>,
     /// The member needs a rewind before it can follow the primary.
     pub needs_rewind: bool,
 }
@@ -289,6 +295,7 @@ pub fn build_status(state: &ClusterState, local: &LocalRaft, probes: &Probes) ->
                     _ => None,
                 },
                 action: ok.and_then(|p| p.action.clone()),
+                failing: ok.and_then(|p| p.failing.clone()),
                 synchronous: state.synchronous.contains(&m.id),
             }
         })
@@ -394,6 +401,7 @@ mod tests {
                 renewal_latency: None,
                 db: None,
                 action: None,
+                failing: None,
                 needs_rewind: false,
             }),
         );
@@ -407,6 +415,7 @@ mod tests {
                 renewal_latency: None,
                 db: None,
                 action: None,
+                failing: None,
                 needs_rewind: false,
             }),
         );
@@ -437,6 +446,7 @@ mod tests {
             renewal_latency: None,
             db: Some(db),
             action: action.map(str::to_string),
+            failing: None,
             needs_rewind: false,
         })
     }

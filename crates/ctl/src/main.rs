@@ -714,6 +714,19 @@ pub(crate) fn render(s: &ClusterStatus) -> String {
     if s.paused {
         warnings.push("paused: a failed primary is not replaced until haraftctl resume".to_string());
     }
+    for m in &s.members {
+        if let Some(f) = &m.failing {
+            let times = if f.count == 1 { "once".to_string() } else { format!("{} times in a row", f.count) };
+            warnings.push(format!(
+                "{}: {} failed {times}: {}; next try at {} (haraftctl rebuild/restart {} tries at once)",
+                m.name,
+                f.action,
+                f.error,
+                utc(f.next_try_unix_ms),
+                m.name
+            ));
+        }
+    }
     for w in warnings {
         out.push_str(&format!("\nWARNING: {w}"));
     }

@@ -42,6 +42,10 @@ pub struct PgConfig {
     pub superuser_password: String,
     pub replication_user: String,
     pub replication_password: String,
+    /// The file `replication_password` was read from, read again (first
+    /// line) each time the passfile is written; `None` when it came from
+    /// the environment.
+    pub replication_password_file: Option<PathBuf>,
     /// This member's name: its `application_name` upstream, its slot name.
     pub application_name: String,
     pub run_as: Option<RunAs>,
@@ -205,6 +209,18 @@ impl Postgres {
         Ok(())
     }
 
+    /// The replication password now: its file's first line when it has
+    /// one that is readable and not empty, else the one configured.
+    fn replication_password(&self) -> String {
+        let from_file = self.cfg.replication_password_file.as_ref().and_then(|f| {
+            let text = std::fs::read_to_string(f)
+                .map_err(|e| tracing::warn!(path = %f.display(), "cannot read the replication password file again ({e}): using the one read at start"))
+                .ok()?;
+            text.lines().next().filter(|l| !l.is_empty()).map(str::to_string)
+        });
+        from_file.unwrap_or_else(|| self.cfg.replication_password.clone())
+    }
+
     fn prepare_state_dir(&self) -> Result<(), DbError> {
         self.make_dir(&self.cfg.state_dir)?;
         self.make_dir(&self.cfg.socket_dir)?;
@@ -213,7 +229,7 @@ impl Postgres {
         let text = format!(
             "*:*:*:{}:{}\n*:*:*:{}:{}\n",
             esc(&self.cfg.replication_user),
-            esc(&self.cfg.replication_password),
+            esc(&self.replication_password()),
             esc(&self.cfg.superuser),
             esc(&self.cfg.superuser_password)
         );
@@ -383,7 +399,14 @@ impl Postgres {
             "-l".into(),
             log.into(),
         ];
-        exec::run(&self.bin("pg_ctl"), args, &[], self.cfg.run_as, timeout + Duration::from_secs(2)).await.map(|_| ())
+        exec::run(&self.bin("pg_ctl"), args, &[], self.cfg.run_as, timeout + Duration::from_secs(2)).await?;
+        // A directory a server started from is no unfinished copy (if an
+        // operator put data there after a failed rebuild, it is theirs).
+        let marker = self.rebuild_marker();
+        if marker.exists() {
+            std::fs::remove_file(&marker).map_err(|e| io_err(&marker, e))?;
+        }
+        Ok(())
     }
 
     async fn connect(&self, timeout: Duration) -> Result<tokio_postgres::Client, DbError> {
@@ -554,6 +577,24 @@ impl Postgres {
         exec::run(&self.bin("postgres"), args, &[], self.cfg.run_as, timeout).await.map(|_| ())
     }
 
+    /// Removes everything inside the data directory (the directory stays:
+    /// it may be a mount point).
+    fn clear_data_dir(&self) -> Result<(), DbError> {
+        for entry in std::fs::read_dir(&self.cfg.data_dir).map_err(|e| io_err(&self.cfg.data_dir, e))? {
+            let path = entry.map_err(|e| io_err(&self.cfg.data_dir, e))?.path();
+            let removed =
+                if path.is_dir() && !path.is_symlink() { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) };
+            removed.map_err(|e| io_err(&path, e))?;
+        }
+        Ok(())
+    }
+
+    /// Says that the data directory is a copy a rebuild is making: present
+    /// from before the copy starts until it is complete.
+    fn rebuild_marker(&self) -> PathBuf {
+        self.cfg.state_dir.join("rebuild-in-progress")
+    }
+
     /// Moves the data directory aside (for a rebuild) and prunes old ones.
     fn set_aside(&self, epoch: Epoch) -> Result<Option<PathBuf>, DbError> {
         if !self.cfg.data_dir.exists() {
@@ -581,15 +622,7 @@ impl Postgres {
                     "the data directory is a mount point or on another filesystem than {}: its contents are removed, not kept aside",
                     aside_root.display()
                 );
-                for entry in std::fs::read_dir(&self.cfg.data_dir).map_err(|e| io_err(&self.cfg.data_dir, e))? {
-                    let path = entry.map_err(|e| io_err(&self.cfg.data_dir, e))?.path();
-                    let removed = if path.is_dir() && !path.is_symlink() {
-                        std::fs::remove_dir_all(&path)
-                    } else {
-                        std::fs::remove_file(&path)
-                    };
-                    removed.map_err(|e| io_err(&path, e))?;
-                }
+                self.clear_data_dir()?;
                 return Ok(None);
             }
             Err(e) => return Err(io_err(&self.cfg.data_dir, e)),
@@ -703,7 +736,7 @@ impl Database for Postgres {
         let sql = format!(
             "CREATE ROLE {} WITH REPLICATION LOGIN PASSWORD {}",
             quote_ident(&self.cfg.replication_user),
-            quote(&self.cfg.replication_password)
+            quote(&self.replication_password())
         );
         client.batch_execute(&sql).await.map_err(|e| DbError::Query(e.to_string()))?;
         Ok(system_id)
@@ -835,9 +868,17 @@ impl Database for Postgres {
         // A postmaster killed -9 left its shared memory segment, which only
         // a start in this same directory would have removed.
         self.release_dead_servers_shmem().await;
-        if let Some(aside) = self.set_aside(epoch)? {
+        let marker = self.rebuild_marker();
+        if marker.exists() && self.cfg.data_dir.exists() {
+            // What is there is an earlier rebuild's unfinished copy: it is
+            // removed, never kept aside, so repeated failures cannot push
+            // the real former data directory out of the kept ones.
+            tracing::info!(data_dir = %self.cfg.data_dir.display(), "removing an unfinished copy of an earlier rebuild");
+            self.clear_data_dir()?;
+        } else if let Some(aside) = self.set_aside(epoch)? {
             tracing::info!(aside = %aside.display(), "old data directory kept aside");
         }
+        self.write_file(&marker, &format!("{}\n", self.cfg.data_dir.display()))?;
         self.make_dir(&self.cfg.data_dir)?;
         let data = self.cfg.data_dir.display().to_string();
         let port = source.port.to_string();
@@ -859,7 +900,8 @@ impl Database for Postgres {
         ];
         exec::run(&self.bin("pg_basebackup"), args, &[("PGPASSFILE", &passfile)], self.cfg.run_as, timeout).await?;
         self.settings.lock().expect("never poisoned").upstream = Some(source.clone());
-        self.write_settings(true, false)
+        self.write_settings(true, false)?;
+        std::fs::remove_file(&marker).map_err(|e| io_err(&marker, e))
     }
 
     async fn set_synchronous_standbys(&self, names: &[String], epoch: Epoch, timeout: Duration) -> Result<(), DbError> {

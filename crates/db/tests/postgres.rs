@@ -2,7 +2,9 @@
 //! run as the `postgres` OS user: bootstrap, rebuild into a streaming
 //! standby, promotion on a new timeline, rewind of a diverged old primary
 //! (after crash recovery), synchronous standbys, stale epochs and foreign
-//! data directories refused.
+//! data directories refused; read-only by default unless made primary, the
+//! end of a stopped server's WAL, a failing base backup that keeps the
+//! real former data and reads a fixed password file again.
 
 use haraft_core::{Epoch, TimelineId};
 use haraft_db::postgres::{DEFAULT_BIN_DIR, PgConfig, Postgres};
@@ -29,6 +31,7 @@ fn node(root: &Path, name: &str) -> Postgres {
         superuser_password: "super-secret".into(),
         replication_user: "replicator".into(),
         replication_password: "repl-secret".into(),
+        replication_password_file: None,
         application_name: name.into(),
         run_as: Some(RunAs::user("postgres").expect("the postgres OS user exists")),
         keep_aside: 1,
@@ -271,4 +274,106 @@ async fn a_rebuild_after_kill_9_releases_the_dead_servers_shared_memory() {
     assert_ne!(unsafe { libc::shmctl(segment, libc::IPC_STAT, &mut ds) }, 0, "segment {segment} leaked by the rebuild");
     n2.start_standby(Some(&upstream(&n1)), Epoch(1), T).await.unwrap();
     caught_up(&n1, &n2).await;
+}
+
+fn run_pg_ctl(args: &[&str]) {
+    use std::os::unix::process::CommandExt;
+    let pg = RunAs::user("postgres").unwrap();
+    let out = std::process::Command::new(Path::new(DEFAULT_BIN_DIR).join("pg_ctl"))
+        .args(args)
+        .uid(pg.uid)
+        .gid(pg.gid)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "pg_ctl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_need_haraft_the_wal_end_is_found_and_failed_rebuilds_keep_the_real_data() {
+    let (root, n1, _unused, _cleanup) = two_nodes();
+    // node2 reads its replication password from a file, wrong at first.
+    let password_file = root.path().join("node2-replication-password");
+    std::fs::write(&password_file, "wrong\n").unwrap();
+    let mut config = node(root.path(), "node2b").config().clone();
+    config.replication_password_file = Some(password_file.clone());
+    let n2 = Postgres::new(config);
+    let _cleanup2 = Cleanup(vec![n2.config().data_dir.clone()]);
+
+    let sysid = n1.bootstrap(Epoch(1), T).await.unwrap();
+    sql(&n1, "CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t SELECT generate_series(1, 10)").await;
+    assert_eq!(n1.observe(T).await.unwrap().read_only_default, Some(false), "the primary takes writes");
+    n1.set_replication_slots(&["haraft_node2b".into()], Epoch(1), T).await.unwrap();
+    n2.expect_system_identifier(sysid);
+
+    // A failing base backup (wrong password) on a member without data, twice:
+    // nothing is kept aside for an empty directory or its own unfinished copy.
+    for _ in 0..2 {
+        let err = n2.rebuild(&upstream(&n1), Epoch(1), T).await.unwrap_err();
+        assert!(err.to_string().contains("password authentication failed"), "{err}");
+    }
+    let aside = n2.config().state_dir.join("aside");
+    let kept = || std::fs::read_dir(&aside).map(|d| d.count()).unwrap_or(0);
+    assert!(kept() <= 1, "an unfinished copy was kept aside");
+    let kept_before = kept();
+    // The fixed password file is read again: no restart needed.
+    std::fs::write(&password_file, "repl-secret\n").unwrap();
+    n2.rebuild(&upstream(&n1), Epoch(1), T).await.unwrap();
+    assert_eq!(kept(), kept_before, "the unfinished copy was kept aside");
+    assert!(!n2.config().state_dir.join("rebuild-in-progress").exists());
+    n2.start_standby(Some(&upstream(&n1)), Epoch(1), T).await.unwrap();
+    caught_up(&n1, &n2).await;
+    let o = n2.observe(T).await.unwrap();
+    assert_eq!((o.read_only_default, o.promotion_signalled), (Some(true), false));
+
+    // With real data there, failures keep that data aside once and only it.
+    std::fs::write(&password_file, "wrong\n").unwrap();
+    n2.stop(StopMode::Fast, Epoch(1), T).await.unwrap();
+    for _ in 0..3 {
+        n2.rebuild(&upstream(&n1), Epoch(1), T).await.unwrap_err();
+    }
+    let kept_dirs: Vec<PathBuf> = std::fs::read_dir(&aside).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(kept_dirs.len(), 1, "{kept_dirs:?}");
+    assert!(kept_dirs[0].join("PG_VERSION").is_file(), "the real data was pushed out by failed copies");
+    std::fs::write(&password_file, "repl-secret\n").unwrap();
+    n2.rebuild(&upstream(&n1), Epoch(1), T).await.unwrap();
+    assert!(std::fs::read_dir(&aside).unwrap().next().unwrap().unwrap().path().join("PG_VERSION").is_file());
+    n2.start_standby(Some(&upstream(&n1)), Epoch(1), T).await.unwrap();
+    caught_up(&n1, &n2).await;
+
+    // Promoted by hand: out of recovery but read-only by default.
+    let data2 = n2.config().data_dir.display().to_string();
+    run_pg_ctl(&["promote", "-w", "-D", &data2]);
+    let o = n2.observe(T).await.unwrap();
+    assert_eq!((o.role, o.read_only_default), (Some(DbRole::Primary), Some(true)));
+    let refused = connect(&n2).await.simple_query("INSERT INTO t VALUES (1000)").await.unwrap_err();
+    let message = refused.as_db_error().map(|e| e.message().to_string()).unwrap_or_default();
+    assert!(message.contains("read-only transaction"), "{refused:?}");
+    n2.stop(StopMode::Immediate, Epoch(1), T).await.unwrap();
+
+    // The end of a stopped server's WAL lies past its last commit.
+    let client = connect(&n1).await;
+    client.batch_execute("BEGIN; INSERT INTO t VALUES (11)").await.unwrap();
+    let before_commit: String = client.query_one("SELECT pg_current_wal_insert_lsn()::text", &[]).await.unwrap().get(0);
+    client.batch_execute("COMMIT").await.unwrap();
+    n1.stop(StopMode::Immediate, Epoch(1), T).await.unwrap();
+    let end = n1.end_of_wal(T).await.unwrap().expect("a readable WAL");
+    assert!(end > haraft_core::Lsn::parse(&before_commit).unwrap(), "{end} is not past the commit after {before_commit}");
+
+    // Promoted by haraft: read-write by default from the start.
+    n2.rewind(&upstream(&n1), Epoch(2), T).await.unwrap_err(); // the source is down: refused, nothing changed
+    n1.start_primary(Epoch(1), T).await.unwrap();
+    n2.rewind(&upstream(&n1), Epoch(2), T).await.unwrap();
+    n2.start_standby(Some(&upstream(&n1)), Epoch(2), T).await.unwrap();
+    caught_up(&n1, &n2).await;
+    n1.stop(StopMode::Fast, Epoch(2), T).await.unwrap();
+    assert_eq!(n1.observe(T).await.unwrap().read_only_default, Some(true), "a stopped server keeps no read-write settings");
+    n2.promote(Epoch(2), T).await.unwrap();
+    assert_eq!(n2.observe(T).await.unwrap().read_only_default, Some(false));
+    sql(&n2, "INSERT INTO t VALUES (2000)").await;
+    n2.set_read_only(true, Epoch(2), T).await.unwrap();
+    wait("the reload to make new sessions read-only", || async {
+        n2.observe(T).await.unwrap().read_only_default == Some(true)
+    })
+    .await;
+    n2.stop(StopMode::Fast, Epoch(2), T).await.unwrap();
 }

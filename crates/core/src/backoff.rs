@@ -1,0 +1,167 @@
+//! Back-off for database actions that fail again and again (a base backup
+//! refused for a wrong password, a start that cannot bind its port): the
+//! wait after the n-th failure in a row doubles from one second to five
+//! minutes, spread by jitter so that members failing for the same cause
+//! do not retry in step. What failed, how often and when it is tried next
+//! is shown per member in the status ([`FailingAction`]).
+
+use crate::ids::BootTime;
+use crate::reconcile::Action;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// The wait after the first failure.
+pub const FIRST_MS: u64 = 1000;
+/// The longest wait.
+pub const CAP_MS: u64 = 5 * 60 * 1000;
+
+/// How long to wait after the `failures`-th failure in a row: `FIRST_MS`
+/// doubled per earlier failure, at most `CAP_MS`, then moved by up to a
+/// fifth either way by `jitter` (any number; the shell draws it at random).
+pub fn delay_ms(failures: u32, jitter: u64) -> u64 {
+    let doublings = failures.saturating_sub(1).min(20);
+    let base = FIRST_MS.saturating_mul(1 << doublings).min(CAP_MS);
+    let spread = base / 5;
+    base - spread + jitter % (2 * spread + 1)
+}
+
+/// One kind of action that keeps failing, as the status shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailingAction {
+    /// The action's kind: `rebuild`, `rewind`, `start-standby`, ...
+    pub action: String,
+    /// Its last error, on one line.
+    pub error: String,
+    /// Failures in a row.
+    pub count: u32,
+    /// Wall-clock milliseconds (Unix) of the next try.
+    pub next_try_unix_ms: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Failures {
+    error: String,
+    count: u32,
+    next_at: BootTime,
+    next_unix_ms: u64,
+}
+
+/// The failures of each kind of action since it last succeeded.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Backoff {
+    by_kind: BTreeMap<&'static str, Failures>,
+}
+
+impl Backoff {
+    /// Records an action's result: success forgets its kind's failures, a
+    /// failure counts one more and sets the next try. Proposals and fencing
+    /// are not counted: they never wait (a proposal that failed for want of
+    /// a quorum must go through the moment the quorum is back).
+    pub fn record(&mut self, action: &Action, result: Result<(), &str>, now: BootTime, now_unix_ms: u64, jitter: u64) {
+        if !backs_off(action) {
+            return;
+        }
+        let kind = action.kind();
+        match result {
+            Ok(()) => {
+                self.by_kind.remove(kind);
+            }
+            Err(error) => {
+                let count = self.by_kind.get(kind).map_or(0, |f| f.count) + 1;
+                let wait = delay_ms(count, jitter);
+                let error = one_line(error);
+                let failures = Failures { error, count, next_at: now.plus_ms(wait), next_unix_ms: now_unix_ms + wait };
+                self.by_kind.insert(kind, failures);
+            }
+        }
+    }
+
+    /// Whether `action` must wait for its kind's next try.
+    pub fn holds(&self, action: &Action, now: BootTime) -> bool {
+        backs_off(action) && self.by_kind.get(action.kind()).is_some_and(|f| now < f.next_at)
+    }
+
+    /// An operator asked for this member's rebuild or restart: every kind
+    /// may be tried at once again.
+    pub fn reset(&mut self) {
+        self.by_kind.clear();
+    }
+
+    /// The kind that failed most often in a row (the latest next try
+    /// among equals), for the status.
+    pub fn worst(&self) -> Option<FailingAction> {
+        let (kind, f) = self.by_kind.iter().max_by_key(|(_, f)| (f.count, f.next_unix_ms))?;
+        Some(FailingAction {
+            action: kind.to_string(),
+            error: f.error.clone(),
+            count: f.count,
+            next_try_unix_ms: f.next_unix_ms,
+        })
+    }
+}
+
+fn backs_off(action: &Action) -> bool {
+    !matches!(action, Action::Stop { immediate: true } | Action::Propose(_) | Action::Idle)
+}
+
+/// An error on one line, at most 300 characters.
+fn one_line(error: &str) -> String {
+    let line = error.split_whitespace().collect::<Vec<_>>().join(" ");
+    if line.chars().count() <= 300 { line } else { line.chars().take(299).chain(['…']).collect() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::{Epoch, NodeId};
+
+    #[test]
+    fn waits_double_from_a_second_to_five_minutes_within_a_fifth() {
+        let mut last = 0;
+        for n in 1..=30 {
+            let base = (FIRST_MS << (n - 1).min(20)).min(CAP_MS);
+            for jitter in [0, 1, 7, u64::MAX / 3, u64::MAX] {
+                let d = delay_ms(n, jitter);
+                assert!(d >= base - base / 5 && d <= base + base / 5, "n={n} jitter={jitter}: {d}");
+            }
+            assert!(delay_ms(n, 0) >= last, "never shorter after more failures");
+            last = delay_ms(n, 0);
+        }
+        assert_eq!(delay_ms(1, 0), 800);
+        assert_eq!(delay_ms(40, u64::MAX), CAP_MS - CAP_MS / 5 + u64::MAX % (2 * (CAP_MS / 5) + 1));
+    }
+
+    #[test]
+    fn failures_count_per_kind_and_success_or_an_operator_resets_them() {
+        let rebuild = Action::Rebuild { source: NodeId(1), epoch: Epoch(1) };
+        let start = Action::StartStandby { upstream: Some(NodeId(1)), epoch: Epoch(1) };
+        let mut b = Backoff::default();
+        let t = BootTime;
+        b.record(&rebuild, Err("pg_basebackup failed:\n password authentication failed"), t(0), 5000, 0);
+        assert!(b.holds(&rebuild, t(500)));
+        assert!(!b.holds(&start, t(500)), "another kind is not held");
+        assert!(!b.holds(&rebuild, t(800)));
+        b.record(&rebuild, Err("again"), t(800), 5800, 0);
+        let worst = b.worst().unwrap();
+        assert_eq!((worst.action.as_str(), worst.error.as_str(), worst.count), ("rebuild", "again", 2));
+        assert_eq!(worst.next_try_unix_ms, 5800 + 1600);
+        assert!(b.holds(&rebuild, t(2000)));
+        // Fencing never waits, whatever failed before.
+        let fence = Action::Stop { immediate: true };
+        b.record(&fence, Err("pg_ctl stop failed"), t(2000), 7000, 0);
+        assert!(!b.holds(&fence, t(2001)));
+        let propose = Action::Propose(crate::Command::Register {
+            node: NodeId(2),
+            db: crate::DbMember { address: "h:1".into(), nofailover: false, priority: 1 },
+        });
+        b.record(&propose, Err("no quorum"), t(2000), 7000, 0);
+        assert!(!b.holds(&propose, t(2001)));
+        assert_eq!(b.worst().unwrap().action, "rebuild");
+        b.record(&rebuild, Ok(()), t(3000), 8000, 0);
+        assert!(!b.holds(&rebuild, t(3001)));
+        b.record(&start, Err("x"), t(3000), 8000, 0);
+        b.reset();
+        assert_eq!(b.worst(), None);
+        assert_eq!(one_line(&"é".repeat(400)).chars().count(), 300);
+    }
+}
