@@ -41,7 +41,10 @@ async fn connect(c: &ProcCluster, id: u64) -> tokio_postgres::Client {
 /// The highest write position a server showed while out of recovery,
 /// polled every 5 ms until `stop` (its own WAL as a primary, if it ever
 /// was one).
-fn watch_out_of_recovery(port: u16, password: String) -> (tokio::task::JoinHandle<Option<Lsn>>, std::sync::Arc<std::sync::atomic::AtomicBool>) {
+fn watch_out_of_recovery(
+    port: u16,
+    password: String,
+) -> (tokio::task::JoinHandle<Option<Lsn>>, std::sync::Arc<std::sync::atomic::AtomicBool>) {
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let flag = std::sync::Arc::clone(&stop);
     let task = tokio::spawn(async move {
@@ -97,7 +100,7 @@ async fn fenced_and_rejoined(c: &ProcCluster, rogue: u64, times: usize) -> Vec<V
 
 /// The rewind that followed the last fencing of `rogue`, if its server had
 /// left recovery (a server fenced mid-promotion resumes as it was).
-fn rewind_after_fencing<'a>(h: &'a [Value], rogue: u64) -> Option<&'a Value> {
+fn rewind_after_fencing(h: &[Value], rogue: u64) -> Option<&Value> {
     let name = format!("node{rogue}");
     let fenced = entries(h, "promoted-outside-haraft", &name).last()?["log_index"].as_u64()?;
     entries(h, "rewound", &name).into_iter().find(|e| e["log_index"].as_u64() > Some(fenced))
@@ -114,7 +117,7 @@ const WAL_PAGE: u64 = 8192;
 /// Whether the discarded range, ending at `to`, covers WAL flushed up to
 /// `flushed`.
 fn covers(to: Option<Lsn>, flushed: Lsn) -> bool {
-    to.is_some_and(|to| to >= flushed || (flushed.0 % WAL_PAGE == 0 && to.0 > flushed.0 - WAL_PAGE))
+    to.is_some_and(|to| to >= flushed || (flushed.0.is_multiple_of(WAL_PAGE) && to.0 > flushed.0 - WAL_PAGE))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -198,7 +201,10 @@ fn check_rewind(h: &[Value], rogue: u64, seen: Option<Lsn>) {
     assert!(detail.contains("was promoted outside haraft"), "{detail}");
     match (rewind_after_fencing(h, rogue), seen) {
         (Some(rewound), Some(seen)) => {
-            assert!(covers(discarded_to(rewound), seen), "node{rogue} flushed WAL up to {seen} but the history names {rewound}");
+            assert!(
+                covers(discarded_to(rewound), seen),
+                "node{rogue} flushed WAL up to {seen} but the history names {rewound}"
+            );
         }
         (None, Some(seen)) => panic!("node{rogue} was primary up to {seen} but no rewind is in the history: {h:?}"),
         (_, None) => {}

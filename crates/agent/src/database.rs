@@ -230,13 +230,18 @@ impl DbSide {
                 self.rejoin = self.rejoin.after(&action, &reason, result.is_ok());
                 let outcome = if result.is_ok() { "ok" } else { "failed" };
                 *shared.action_counts.lock().expect("never poisoned").entry((action.kind(), outcome)).or_default() += 1;
-                self.backoff.record(&action, result.as_ref().map(|_| ()).map_err(String::as_str), now, now_unix_ms(), jitter());
+                self.backoff.record(
+                    &action,
+                    result.as_ref().map(|_| ()).map_err(String::as_str),
+                    now,
+                    now_unix_ms(),
+                    jitter(),
+                );
                 *shared.db_failing.lock().expect("never poisoned") = self.backoff.worst();
                 match &result {
                     Ok(()) => tracing::info!(node = %shared.config.node_name, "done: {action}"),
                     Err(e) => {
-                        let again = self.backoff.worst().filter(|f| f.action == action.kind());
-                        match again {
+                        match self.backoff.failing(&action) {
                             Some(f) => tracing::warn!(
                                 node = %shared.config.node_name,
                                 "failed ({} in a row, next try in {} ms): {action}: {e}",
@@ -372,13 +377,9 @@ impl DbSide {
         if action == Action::Idle || self.action_in_flight || (now < self.next_action_at && !fencing) {
             return;
         }
-        // An operator's rebuild or restart is tried at once, and so is
-        // everything after it.
-        if matches!(action, Action::Restart { .. } | Action::Reinit { .. }) {
-            self.backoff.reset();
-            *shared.db_failing.lock().expect("never poisoned") = None;
-        }
-        if self.backoff.holds(&action, now) {
+        let may_run = self.backoff.admit(&action, now);
+        *shared.db_failing.lock().expect("never poisoned") = self.backoff.worst();
+        if !may_run {
             return;
         }
         self.action_in_flight = true;
@@ -479,15 +480,7 @@ async fn execute(
         }
         Action::Rewind { source, epoch } => {
             crate::failpoint::hit("before-rewind");
-            let discarded_to = wal_end(pg, last_lsn, t).await;
-            let report = pg.rewind(&upstream_of(shared, state, *source)?, *epoch, t).await.map_err(e)?;
-            let event = NodeEvent::Rewound {
-                diverged_at: report.diverged_at,
-                timeline: report.diverged_timeline,
-                discarded_to,
-            };
-            record(shared, Command::Report { node: me, event, at_unix_ms: now_unix_ms() }).await;
-            Ok(())
+            rewind(shared, pg, state, *source, *epoch, last_lsn, t).await
         }
         Action::SetSynchronous { names, epoch } => pg.set_synchronous_standbys(names, *epoch, t).await.map_err(e),
         Action::SetSlots { slots, epoch } => pg.set_replication_slots(slots, *epoch, t).await.map_err(e),
@@ -510,17 +503,8 @@ async fn execute(
             let result = async {
                 pg.stop(StopMode::Fast, *epoch, t).await.map_err(e)?;
                 if !*full {
-                    let discarded_to = wal_end(pg, last_lsn, t).await;
-                    match pg.rewind(&upstream_of(shared, state, *source)?, *epoch, t).await {
-                        Ok(report) => {
-                            let event = NodeEvent::Rewound {
-                                diverged_at: report.diverged_at,
-                                timeline: report.diverged_timeline,
-                                discarded_to,
-                            };
-                            record(shared, Command::Report { node: me, event, at_unix_ms: now_unix_ms() }).await;
-                            return Ok(());
-                        }
+                    match rewind(shared, pg, state, *source, *epoch, last_lsn, t).await {
+                        Ok(()) => return Ok(()),
                         Err(err) => tracing::warn!("rewind failed, rebuilding from a base backup instead: {err}"),
                     }
                 }
@@ -530,6 +514,25 @@ async fn execute(
             task_done(shared, *id, result).await
         }
     }
+}
+
+/// pg_rewind from `source`, then the history entry naming what it
+/// discarded: from the divergence to where the local WAL ended.
+async fn rewind(
+    shared: &Shared,
+    pg: &Postgres,
+    state: &ClusterState,
+    source: NodeId,
+    epoch: haraft_core::Epoch,
+    last_lsn: Option<Lsn>,
+    t: Duration,
+) -> Result<(), String> {
+    let discarded_to = wal_end(pg, last_lsn, t).await;
+    let report = pg.rewind(&upstream_of(shared, state, source)?, epoch, t).await.map_err(|e| e.to_string())?;
+    let event =
+        NodeEvent::Rewound { diverged_at: report.diverged_at, timeline: report.diverged_timeline, discarded_to };
+    record(shared, Command::Report { node: shared.me(), event, at_unix_ms: now_unix_ms() }).await;
+    Ok(())
 }
 
 /// How far the stopped server's WAL reaches, for what a rewind discards:

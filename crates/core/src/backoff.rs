@@ -76,28 +76,32 @@ impl Backoff {
         }
     }
 
-    /// Whether `action` must wait for its kind's next try.
-    pub fn holds(&self, action: &Action, now: BootTime) -> bool {
-        backs_off(action) && self.by_kind.get(action.kind()).is_some_and(|f| now < f.next_at)
+    /// Whether `action` may run now. An operator's rebuild or restart
+    /// always may, and forgets every failure: whatever follows it is tried
+    /// at once too. Other kinds wait for their next try.
+    pub fn admit(&mut self, action: &Action, now: BootTime) -> bool {
+        if matches!(action, Action::Restart { .. } | Action::Reinit { .. }) {
+            self.by_kind.clear();
+        }
+        !backs_off(action) || self.by_kind.get(action.kind()).is_none_or(|f| now >= f.next_at)
     }
 
-    /// An operator asked for this member's rebuild or restart: every kind
-    /// may be tried at once again.
-    pub fn reset(&mut self) {
-        self.by_kind.clear();
+    /// The failures of `action`'s kind, if it is failing.
+    pub fn failing(&self, action: &Action) -> Option<FailingAction> {
+        let kind = action.kind();
+        self.by_kind.get(kind).map(|f| view(kind, f))
     }
 
     /// The kind that failed most often in a row (the latest next try
     /// among equals), for the status.
     pub fn worst(&self) -> Option<FailingAction> {
         let (kind, f) = self.by_kind.iter().max_by_key(|(_, f)| (f.count, f.next_unix_ms))?;
-        Some(FailingAction {
-            action: kind.to_string(),
-            error: f.error.clone(),
-            count: f.count,
-            next_try_unix_ms: f.next_unix_ms,
-        })
+        Some(view(kind, f))
     }
+}
+
+fn view(kind: &str, f: &Failures) -> FailingAction {
+    FailingAction { action: kind.to_string(), error: f.error.clone(), count: f.count, next_try_unix_ms: f.next_unix_ms }
 }
 
 fn backs_off(action: &Action) -> bool {
@@ -138,30 +142,36 @@ mod tests {
         let mut b = Backoff::default();
         let t = BootTime;
         b.record(&rebuild, Err("pg_basebackup failed:\n password authentication failed"), t(0), 5000, 0);
-        assert!(b.holds(&rebuild, t(500)));
-        assert!(!b.holds(&start, t(500)), "another kind is not held");
-        assert!(!b.holds(&rebuild, t(800)));
+        assert!(!b.admit(&rebuild, t(500)));
+        assert!(b.admit(&start, t(500)), "another kind is not held");
+        assert!(b.admit(&rebuild, t(800)));
         b.record(&rebuild, Err("again"), t(800), 5800, 0);
         let worst = b.worst().unwrap();
         assert_eq!((worst.action.as_str(), worst.error.as_str(), worst.count), ("rebuild", "again", 2));
         assert_eq!(worst.next_try_unix_ms, 5800 + 1600);
-        assert!(b.holds(&rebuild, t(2000)));
+        assert!(!b.admit(&rebuild, t(2000)));
         // Fencing never waits, whatever failed before.
         let fence = Action::Stop { immediate: true };
         b.record(&fence, Err("pg_ctl stop failed"), t(2000), 7000, 0);
-        assert!(!b.holds(&fence, t(2001)));
+        assert!(b.admit(&fence, t(2001)));
         let propose = Action::Propose(crate::Command::Register {
             node: NodeId(2),
             db: crate::DbMember { address: "h:1".into(), nofailover: false, priority: 1 },
         });
         b.record(&propose, Err("no quorum"), t(2000), 7000, 0);
-        assert!(!b.holds(&propose, t(2001)));
+        assert!(b.admit(&propose, t(2001)));
         assert_eq!(b.worst().unwrap().action, "rebuild");
         b.record(&rebuild, Ok(()), t(3000), 8000, 0);
-        assert!(!b.holds(&rebuild, t(3001)));
+        assert!(b.admit(&rebuild, t(3001)));
         b.record(&start, Err("x"), t(3000), 8000, 0);
-        b.reset();
+        assert_eq!(b.failing(&start).map(|f| f.count), Some(1));
+        assert!(!b.admit(&start, t(3001)));
+        // An operator's rebuild runs at once and forgets every failure.
+        let operator = Action::Reinit { id: 7, source: NodeId(1), epoch: Epoch(1), full: true };
+        b.record(&operator, Err("pg_basebackup failed"), t(3000), 8000, 0);
+        assert!(b.admit(&operator, t(3001)));
         assert_eq!(b.worst(), None);
+        assert!(b.admit(&start, t(3001)));
         assert_eq!(one_line(&"é".repeat(400)).chars().count(), 300);
     }
 }

@@ -759,6 +759,7 @@ mod tests {
             lsn: reachable.then(|| "0/3000060".to_string()),
             lag_bytes: reachable.then_some(2048),
             action: None,
+            failing: None,
             synchronous: false,
         }
     }
@@ -792,7 +793,15 @@ mod tests {
             pending_settings: Default::default(),
             members: vec![
                 member("node1", 1, RaftRole::Follower, true),
-                member("node2", 2, RaftRole::Leader, true),
+                MemberStatus {
+                    failing: Some(haraft_core::backoff::FailingAction {
+                        action: "rebuild".into(),
+                        error: "pg_basebackup failed: password authentication failed".into(),
+                        count: 4,
+                        next_try_unix_ms: 1_795_261_445_000,
+                    }),
+                    ..member("node2", 2, RaftRole::Leader, true)
+                },
                 member("node3", 3, RaftRole::Unknown, false),
             ],
             cluster_state: ClusterHealth::Degraded,
@@ -804,6 +813,13 @@ mod tests {
         assert!(t.contains("Cluster:      demo (Degraded)"), "{t}");
         assert!(t.contains("streaming") && t.contains("2.0 KiB"), "{t}");
         assert!(t.contains("WARNING: unreachable: node3"), "{t}");
+        assert!(
+            t.contains(
+                "WARNING: node2: rebuild failed 4 times in a row: pg_basebackup failed: password authentication failed; \
+                 next try at 2026-11-21 11:44:05"
+            ),
+            "{t}"
+        );
         assert!(
             t.contains("In progress:  switchover 41 from node1 to node3: stopping node1 cleanly (operation 41"),
             "{t}"

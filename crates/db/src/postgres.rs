@@ -582,8 +582,11 @@ impl Postgres {
     fn clear_data_dir(&self) -> Result<(), DbError> {
         for entry in std::fs::read_dir(&self.cfg.data_dir).map_err(|e| io_err(&self.cfg.data_dir, e))? {
             let path = entry.map_err(|e| io_err(&self.cfg.data_dir, e))?.path();
-            let removed =
-                if path.is_dir() && !path.is_symlink() { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) };
+            let removed = if path.is_dir() && !path.is_symlink() {
+                std::fs::remove_dir_all(&path)
+            } else {
+                std::fs::remove_file(&path)
+            };
             removed.map_err(|e| io_err(&path, e))?;
         }
         Ok(())

@@ -357,7 +357,10 @@ async fn writes_need_haraft_the_wal_end_is_found_and_failed_rebuilds_keep_the_re
     client.batch_execute("COMMIT").await.unwrap();
     n1.stop(StopMode::Immediate, Epoch(1), T).await.unwrap();
     let end = n1.end_of_wal(T).await.unwrap().expect("a readable WAL");
-    assert!(end > haraft_core::Lsn::parse(&before_commit).unwrap(), "{end} is not past the commit after {before_commit}");
+    assert!(
+        end > haraft_core::Lsn::parse(&before_commit).unwrap(),
+        "{end} is not past the commit after {before_commit}"
+    );
 
     // Promoted by haraft: read-write by default from the start.
     n2.rewind(&upstream(&n1), Epoch(2), T).await.unwrap_err(); // the source is down: refused, nothing changed
@@ -366,7 +369,11 @@ async fn writes_need_haraft_the_wal_end_is_found_and_failed_rebuilds_keep_the_re
     n2.start_standby(Some(&upstream(&n1)), Epoch(2), T).await.unwrap();
     caught_up(&n1, &n2).await;
     n1.stop(StopMode::Fast, Epoch(2), T).await.unwrap();
-    assert_eq!(n1.observe(T).await.unwrap().read_only_default, Some(true), "a stopped server keeps no read-write settings");
+    assert_eq!(
+        n1.observe(T).await.unwrap().read_only_default,
+        Some(true),
+        "a stopped server keeps no read-write settings"
+    );
     n2.promote(Epoch(2), T).await.unwrap();
     assert_eq!(n2.observe(T).await.unwrap().read_only_default, Some(false));
     sql(&n2, "INSERT INTO t VALUES (2000)").await;
