@@ -372,6 +372,8 @@ impl DbSide {
             }
             self.last_key = key;
         }
+        self.backoff.decided(&action, &reason);
+        *shared.db_failing.lock().expect("never poisoned") = self.backoff.worst();
         // Fencing does not wait out the pause after a failed action.
         let fencing = action == Action::Stop { immediate: true };
         if action == Action::Idle || self.action_in_flight || (now < self.next_action_at && !fencing) {

@@ -86,6 +86,16 @@ impl Backoff {
         !backs_off(action) || self.by_kind.get(action.kind()).is_none_or(|f| now >= f.next_at)
     }
 
+    /// The reconciler's decision this pass: in a healthy state (a
+    /// streaming replica, the holder's primary) nothing is failing any
+    /// more, whatever route led there.
+    pub fn decided(&mut self, action: &Action, reason: &crate::reconcile::Reason) {
+        use crate::reconcile::Reason;
+        if *action == Action::Idle && matches!(reason, Reason::Streaming | Reason::PrimaryWithLease) {
+            self.by_kind.clear();
+        }
+    }
+
     /// The failures of `action`'s kind, if it is failing.
     pub fn failing(&self, action: &Action) -> Option<FailingAction> {
         let kind = action.kind();
@@ -172,6 +182,12 @@ mod tests {
         assert!(b.admit(&operator, t(3001)));
         assert_eq!(b.worst(), None);
         assert!(b.admit(&start, t(3001)));
+        // A member that reached a healthy state another way fails nothing.
+        b.record(&start, Err("x"), t(3000), 8000, 0);
+        b.decided(&Action::Idle, &crate::reconcile::Reason::ConnectingToPrimary);
+        assert!(b.worst().is_some(), "waiting is not healthy");
+        b.decided(&Action::Idle, &crate::reconcile::Reason::Streaming);
+        assert_eq!(b.worst(), None);
         assert_eq!(one_line(&"é".repeat(400)).chars().count(), 300);
     }
 }

@@ -575,8 +575,10 @@ impl Rejoin {
             (Action::StartStandby { upstream: Some(u), .. }, true) | (Action::Follow { upstream: u, .. }, true) => {
                 next.configured_upstream = Some(*u);
             }
+            // A primary follows nobody and needs no rewind: its history is
+            // the cluster's from now on.
             (Action::Promote { .. } | Action::StartPrimary { .. } | Action::Bootstrap { .. }, true) => {
-                next.configured_upstream = None;
+                next = Rejoin::default();
             }
             _ => {}
         }

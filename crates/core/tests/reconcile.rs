@@ -212,6 +212,10 @@ fn rejoin_bookkeeping() {
     assert_eq!(follow.configured_upstream, Some(NodeId(3)));
     let promoted = follow.after(&Action::Promote { epoch: E1 }, &Reason::PromoteUnderLease, true);
     assert_eq!(promoted.configured_upstream, None);
+    // Granted while it needed a rewind (seen in the flapping-partition
+    // scenario): as primary it needs none, and its status must not say so.
+    let promoted = failed.after(&Action::Promote { epoch: E1 }, &Reason::PromoteUnderLease, true);
+    assert_eq!(promoted, Rejoin::default());
 }
 
 /// Every combination of representative inputs, checked against the rules:
