@@ -341,6 +341,10 @@ const WRONG_PG_ENVIRONMENT: &[(&str, &str)] = &[
     ("PGDATABASE", "nowhere"),
     ("PGPASSFILE", "/nonexistent/pgpass"),
     ("PGCONNECT_TIMEOUT", "1"),
+    // Nor does the locale of the shell that started it: the database is
+    // created with haraft's initdb_locale/initdb_encoding.
+    ("LANG", "tr_TR.ISO-8859-9"),
+    ("LC_ALL", "tr_TR.ISO-8859-9"),
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -357,5 +361,14 @@ async fn an_operators_libpq_environment_changes_nothing() {
     c.start_with_env(first, WRONG_PG_ENVIRONMENT);
     let healed = wait_normal(&c, "the old primary rewound and streaming").await;
     assert_ne!(primary_id(&healed), Some(first));
+    let pg = c.pg.as_ref().unwrap();
+    let port = pg.ports[primary_id(&healed).unwrap() as usize - 1];
+    let (client, _task) = tokio_postgres_connect(port, &pg.superuser_password).await;
+    let row = client
+        .query_one("SELECT current_setting('server_encoding'), datcollate, datctype FROM pg_database WHERE datname = 'postgres'", &[])
+        .await
+        .unwrap();
+    let got: (String, String, String) = (row.get(0), row.get(1), row.get(2));
+    assert_eq!(got, ("UTF8".into(), "C.UTF-8".into(), "C.UTF-8".into()), "the database's encoding and locale");
     assert!(!logs(&c).contains("password authentication failed"), "{}", logs(&c));
 }

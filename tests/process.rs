@@ -112,6 +112,7 @@ fn shipped_configs_pass_check_config() {
         let (code, out, err) = run("haraft", &["--check-config", node.config.to_str().unwrap()]);
         assert_eq!(code, 0, "{err}");
         assert!(out.contains(&format!("node node{} id {}", i + 1, i + 1)), "{out}");
+        assert!(out.contains("initdb --locale=C.UTF-8 --encoding=UTF8"), "{out}");
     }
     let (code, _, err) = run("haraft", &["--check-config", files[0].to_str().unwrap()]);
     if code != 0 {
@@ -128,6 +129,10 @@ fn bad_configs_are_refused_with_one_line_naming_the_key() {
         (format!("{base}\n[lease]\nttl_ms = 1000\n"), "lease.ttl_ms = 1000 is too short"),
         (base.replace("id = 3\n", "id = 2\n"), "member id 2 appears more than once"),
         (base.replace("[cluster]", "[cluster"), "node1.toml:"),
+        (
+            base.replace("[postgresql]\n", "[postgresql]\ninitdb_locale = \"en_US; rm -rf /\"\n"),
+            "postgresql.initdb_locale = \"en_US; rm -rf /\" is not a locale",
+        ),
     ];
     for (i, (text, expected)) in cases.iter().enumerate() {
         let path = dir.path().join(format!("bad{i}-node1.toml"));

@@ -248,7 +248,15 @@ fn script(c: &ProcCluster, name: &str, body: &str) -> String {
 async fn callbacks_run_on_start_stop_and_role_change_and_a_hung_one_is_killed() {
     let mut c = ProcCluster::with_postgres(3, "");
     let log = c.dir.path().join("callbacks.log");
-    let record = script(&c, "record.sh", &format!("echo \"$HARAFT_NODE $*\" >> {}", log.display()));
+    // The line also shows what of the agent's environment reached it.
+    let record = script(
+        &c,
+        "record.sh",
+        &format!(
+            "echo \"$HARAFT_NODE $* [event=$HARAFT_EVENT pgpassword=${{PGPASSWORD-unset}}]\" >> {}",
+            log.display()
+        ),
+    );
     // on_stop also hangs, holding a child: both are killed after 1 s.
     let hang = script(
         &c,
@@ -272,7 +280,9 @@ async fn callbacks_run_on_start_stop_and_role_change_and_a_hung_one_is_killed() 
         std::os::unix::fs::chown(&log, Some(uid), Some(gid)).unwrap();
         std::os::unix::fs::chown(c.dir.path(), Some(uid), Some(gid)).unwrap();
     }
-    c.start_all();
+    for id in 1..=3 {
+        c.start_with_env(id, &[("PGPASSWORD", "an-operators-own")]);
+    }
     let status = wait_normal(&c, "bootstrap").await;
     let old = primary_id(&status).unwrap();
     let target = (1..=3).find(|i| *i != old).unwrap();
@@ -289,6 +299,9 @@ async fn callbacks_run_on_start_stop_and_role_change_and_a_hung_one_is_killed() 
         (promoted && back).then_some(text)
     })
     .await;
+    // Callbacks get a minimal environment of their own, not the agent's.
+    assert!(lines.contains("[event=on_role_change pgpassword=unset]"), "{lines}");
+    assert!(!lines.contains("an-operators-own"), "the agent's environment reached a callback: {lines}");
     // The old primary stopped cleanly (before or after the grant was
     // applied there) and came back as a replica.
     let stopped = |epoch| format!("node{old} on_stop stopped {epoch} test");

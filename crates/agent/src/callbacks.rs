@@ -18,6 +18,30 @@ const OUTPUT_TAIL_CHARS: usize = 400;
 /// How long to collect a finished callback's output.
 const OUTPUT_WAIT: Duration = Duration::from_secs(1);
 
+/// The search path a callback gets: the agent's own `PATH` may be that of
+/// an operator's shell, a systemd unit or cron.
+const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// A callback's whole environment: nothing inherited from the agent but
+/// `HOME` (where a script keeps its own files), so that an operator's
+/// exported `PGPASSWORD`, `LD_PRELOAD` or locale never reaches it; the
+/// facts also given as arguments under `HARAFT_*` names.
+pub fn environment(node: &str, cluster: &str, event: CallbackEvent, role: &str, epoch: u64) -> Vec<(String, String)> {
+    let mut env = vec![
+        ("PATH".to_string(), PATH.to_string()),
+        ("LANG".to_string(), "C.UTF-8".to_string()),
+        ("HARAFT_NODE".to_string(), node.to_string()),
+        ("HARAFT_CLUSTER".to_string(), cluster.to_string()),
+        ("HARAFT_EVENT".to_string(), event.name().to_string()),
+        ("HARAFT_ROLE".to_string(), role.to_string()),
+        ("HARAFT_EPOCH".to_string(), epoch.to_string()),
+    ];
+    if let Some(home) = std::env::var_os("HOME").and_then(|h| h.into_string().ok()) {
+        env.push(("HOME".to_string(), home));
+    }
+    env
+}
+
 /// Starts the callback for `event` if one is configured; returns at once.
 pub fn spawn(callbacks: &Callbacks, node: &str, cluster: &str, event: CallbackEvent, role: &str, epoch: u64) {
     let Some(words) = callbacks.command(event) else { return };
@@ -26,8 +50,8 @@ pub fn spawn(callbacks: &Callbacks, node: &str, cluster: &str, event: CallbackEv
     command
         .args(args)
         .args([event.name(), role, &epoch.to_string(), cluster])
-        .env("HARAFT_NODE", node)
-        .env("HARAFT_CLUSTER", cluster)
+        .env_clear()
+        .envs(environment(node, cluster, event, role, epoch))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -120,6 +120,10 @@ struct RawPostgres {
     rebuild_timeout_ms: u64,
     #[serde(default = "default_keep_aside")]
     keep_aside: usize,
+    #[serde(default = "default_initdb_locale")]
+    initdb_locale: String,
+    #[serde(default = "default_initdb_encoding")]
+    initdb_encoding: String,
 }
 
 fn default_superuser() -> String {
@@ -148,6 +152,16 @@ fn default_rebuild_timeout_ms() -> u64 {
 }
 fn default_keep_aside() -> usize {
     2
+}
+/// The bootstrap's locale is haraft's choice, never the agent's inherited
+/// `LANG`/`LC_*` (which differ between a shell, systemd and cron): C
+/// ordering (byte order, no collation changes on glibc upgrades) with
+/// UTF-8 text.
+fn default_initdb_locale() -> String {
+    "C.UTF-8".into()
+}
+fn default_initdb_encoding() -> String {
+    "UTF8".into()
 }
 
 #[derive(Debug, Deserialize)]
@@ -397,6 +411,11 @@ pub struct PgSettings {
     pub start_timeout_ms: u64,
     pub rebuild_timeout_ms: u64,
     pub keep_aside: usize,
+    /// `initdb --locale` at bootstrap (only the first primary runs initdb;
+    /// the others copy its database, locale included).
+    pub initdb_locale: String,
+    /// `initdb --encoding` at bootstrap.
+    pub initdb_encoding: String,
 }
 
 impl PgSettings {
@@ -487,6 +506,10 @@ pub enum ConfigError {
     BadPgBinDir { path: String },
     #[error("postgresql.{key} must be at least {min}, got {value}")]
     TooSmall { key: &'static str, value: u64, min: u64 },
+    #[error(
+        "postgresql.{key} = {value:?} is not a locale or encoding name: use letters, digits, '.', '_', '-' or '@' (e.g. C.UTF-8, en_US.UTF-8, UTF8)"
+    )]
+    BadLocale { key: &'static str, value: String },
     #[error("rest.listen = {value:?} is not an ip:port address (e.g. 0.0.0.0:8008)")]
     BadRestListen { value: String },
     #[error("callbacks.{key} is empty: name a program (and arguments), or remove the key")]
@@ -609,6 +632,12 @@ fn validate_postgres(
             return Err(ConfigError::TooSmall { key, value, min });
         }
     }
+    for (key, value) in [("initdb_locale", &raw.initdb_locale), ("initdb_encoding", &raw.initdb_encoding)] {
+        let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@');
+        if value.is_empty() || value.len() > 64 || !value.chars().all(allowed) {
+            return Err(ConfigError::BadLocale { key, value: value.clone() });
+        }
+    }
     Ok(PgSettings {
         bin_dir,
         data_dir: raw.data_dir.unwrap_or_else(|| data_dir.join("pgdata")),
@@ -642,6 +671,8 @@ fn validate_postgres(
         start_timeout_ms: raw.start_timeout_ms,
         rebuild_timeout_ms: raw.rebuild_timeout_ms,
         keep_aside: raw.keep_aside,
+        initdb_locale: raw.initdb_locale,
+        initdb_encoding: raw.initdb_encoding,
     })
 }
 

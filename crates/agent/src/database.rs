@@ -103,6 +103,8 @@ pub fn postgres_for(config: &crate::config::Config, pg: &PgSettings) -> Postgres
         application_name: config.node_name.clone(),
         run_as: None,
         keep_aside: pg.keep_aside,
+        initdb_locale: pg.initdb_locale.clone(),
+        initdb_encoding: pg.initdb_encoding.clone(),
     })
 }
 

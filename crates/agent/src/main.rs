@@ -75,6 +75,14 @@ fn main() -> ExitCode {
                     c.timing.lease_ttl_ms,
                     c.timing.renew_interval_ms
                 );
+                if let Some(pg) = &c.postgres {
+                    println!(
+                        "postgresql: data {}, initdb --locale={} --encoding={} (bootstrap only; the other members copy it)",
+                        pg.data_dir.display(),
+                        pg.initdb_locale,
+                        pg.initdb_encoding
+                    );
+                }
                 ExitCode::SUCCESS
             }
             Err(e) => {

@@ -51,6 +51,10 @@ pub struct PgConfig {
     pub run_as: Option<RunAs>,
     /// How many directories set aside by rebuilds to keep (oldest go first).
     pub keep_aside: usize,
+    /// `initdb --locale` and `--encoding` at bootstrap: never the agent's
+    /// inherited `LANG`/`LC_*`.
+    pub initdb_locale: String,
+    pub initdb_encoding: String,
 }
 
 pub struct Postgres {
@@ -703,11 +707,15 @@ impl Database for Postgres {
         let pw = pwfile.display().to_string();
         let user = format!("--username={}", self.cfg.superuser);
         let pwarg = format!("--pwfile={pw}");
+        let locale = format!("--locale={}", self.cfg.initdb_locale);
+        let encoding = format!("--encoding={}", self.cfg.initdb_encoding);
         let args = [
             "-D",
             &data,
             &user,
             &pwarg,
+            &locale,
+            &encoding,
             "--data-checksums",
             "--auth-local=peer",
             "--auth-host=scram-sha-256",

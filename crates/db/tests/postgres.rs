@@ -35,6 +35,8 @@ fn node(root: &Path, name: &str) -> Postgres {
         application_name: name.into(),
         run_as: Some(RunAs::user("postgres").expect("the postgres OS user exists")),
         keep_aside: 1,
+        initdb_locale: "C.UTF-8".into(),
+        initdb_encoding: "UTF8".into(),
     })
 }
 
