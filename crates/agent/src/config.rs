@@ -124,6 +124,8 @@ struct RawPostgres {
     initdb_locale: String,
     #[serde(default = "default_initdb_encoding")]
     initdb_encoding: String,
+    #[serde(default = "default_commit_guard_margin_ms")]
+    commit_guard_margin_ms: u64,
 }
 
 fn default_superuser() -> String {
@@ -162,6 +164,14 @@ fn default_initdb_locale() -> String {
 }
 fn default_initdb_encoding() -> String {
     "UTF8".into()
+}
+/// How late a renewal may be confirmed before the holder's commits are
+/// held: above the renewals' commit latency with room for a loaded host
+/// (the driver notices a due renewal within a 50 ms tick; a commit takes a
+/// few ms on a LAN), while keeping acknowledgements after a cut within
+/// 0.7 s at the default 500 ms interval.
+fn default_commit_guard_margin_ms() -> u64 {
+    150
 }
 
 #[derive(Debug, Deserialize)]
@@ -416,6 +426,9 @@ pub struct PgSettings {
     pub initdb_locale: String,
     /// `initdb --encoding` at bootstrap.
     pub initdb_encoding: String,
+    /// The commit guard holds the primary's commits when no renewal was
+    /// confirmed for the renewal interval plus this; 0: never.
+    pub commit_guard_margin_ms: u64,
 }
 
 impl PgSettings {
@@ -673,6 +686,7 @@ fn validate_postgres(
         keep_aside: raw.keep_aside,
         initdb_locale: raw.initdb_locale,
         initdb_encoding: raw.initdb_encoding,
+        commit_guard_margin_ms: raw.commit_guard_margin_ms,
     })
 }
 

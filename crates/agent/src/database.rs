@@ -4,6 +4,7 @@
 
 use crate::callbacks;
 use crate::clock::now_unix_ms;
+use crate::commit_guard::{GuardDone, GuardShell};
 use crate::config::PgSettings;
 use crate::fence::{self, FenceState};
 use crate::shared::Shared;
@@ -25,6 +26,7 @@ const RETRY_AFTER_FAILURE_MS: u64 = 1000;
 pub enum DbEvent {
     Observed { result: Result<DbStatus, String> },
     ActionDone { action: Action, reason: Reason, result: Result<(), String> },
+    GuardDone(GuardDone),
 }
 
 pub struct DbSide {
@@ -48,6 +50,8 @@ pub struct DbSide {
     last_lsn: Option<Lsn>,
     /// Failures of each kind of action, and when each may be tried again.
     backoff: Backoff,
+    /// The commit guard, beside the one action at a time.
+    guard: GuardShell,
 }
 
 /// A random number for back-off jitter (std's per-process random hash keys).
@@ -143,6 +147,7 @@ fn to_status(o: haraft_db::Observation, has_data: bool) -> DbStatus {
         forks: o.forks,
         read_only_default: o.read_only_default,
         promotion_signalled: o.promotion_signalled,
+        commits_held: o.commits_held,
     }
 }
 
@@ -168,6 +173,7 @@ impl DbSide {
             last_key: String::new(),
             last_lsn: None,
             backoff: Backoff::default(),
+            guard: GuardShell::default(),
         }
     }
 
@@ -225,6 +231,10 @@ impl DbSide {
                     }
                     Err(e) => tracing::warn!(node = %shared.config.node_name, "cannot observe PostgreSQL: {e}"),
                 }
+            }
+            DbEvent::GuardDone(done) => {
+                self.guard.done(shared, done);
+                self.next_observe_at = now;
             }
             DbEvent::ActionDone { action, reason, result } => {
                 self.action_in_flight = false;
@@ -306,12 +316,22 @@ impl DbSide {
         state: &ClusterState,
         lease: MyLease,
         valid_until: Option<BootTime>,
+        hold_commits: Option<u64>,
         now: BootTime,
     ) {
         if let Some(id) = state.system_identifier {
             self.pg.expect_system_identifier(id);
         }
         self.sync_fence(valid_until);
+        let epoch = match lease {
+            MyLease::Valid(e) => Some(e),
+            _ => None,
+        };
+        if let Some(change) = self.guard.change(hold_commits.is_some(), self.observation.as_ref(), epoch) {
+            let change = if change.0 { (true, state.epoch) } else { change };
+            let work = self.guard.start(shared, &self.pg, change, hold_commits, now);
+            spawn(Box::pin(async move { DbEvent::GuardDone(work.await) }));
+        }
         // A standby someone else asked to promote is looked at now, not at
         // its next observation: a look costs a few stat() calls a tick.
         if !self.action_in_flight

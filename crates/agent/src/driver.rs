@@ -6,7 +6,7 @@
 use crate::clock::boottime;
 use crate::database::{DbEvent, DbSide};
 use crate::shared::{LeaseView, ProposeError, Shared};
-use haraft_core::lease::{ExpiryTimer, KeeperReason, LeaseKeeper};
+use haraft_core::lease::{CommitGuard, ExpiryTimer, KeeperReason, LeaseKeeper};
 use haraft_core::ops::{Seen, SeenAll};
 use haraft_core::plan::{PlanInput, Reason, Step, plan};
 use haraft_core::reconcile::MyLease;
@@ -252,6 +252,13 @@ impl Driver {
 
     /// The database side: one action at a time toward what the state says.
     fn reconcile(&mut self, me: NodeId, state: &haraft_core::ClusterState, now: BootTime) {
+        // The commit guard: how long no renewal was confirmed, once that is
+        // past the renewal interval and the margin.
+        let margin_ms = self.shared.config.postgres.as_ref().map_or(0, |p| p.commit_guard_margin_ms);
+        let hold = self
+            .keeper
+            .commits_held(now, &self.timing(), CommitGuard { margin_ms })
+            .then(|| self.keeper.confirmed_at().map_or(0, |t| t.ms_until(now)));
         let Some(db) = self.db.as_mut() else { return };
         let valid = self.keeper.valid(now);
         let lease = match valid {
@@ -266,7 +273,7 @@ impl Driver {
                 let _ = tx.send(Event::Db(f.await));
             });
         };
-        db.step(&self.shared, &spawn, state, lease, valid.and_then(|h| h.valid_until), now);
+        db.step(&self.shared, &spawn, state, lease, valid.and_then(|h| h.valid_until), hold, now);
     }
 
     /// The holder's side: renew on time; say when validity ends.

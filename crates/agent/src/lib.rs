@@ -14,6 +14,7 @@ pub mod agent;
 pub mod auth;
 pub mod callbacks;
 pub mod clock;
+pub mod commit_guard;
 pub mod config;
 pub mod database;
 pub mod driver;

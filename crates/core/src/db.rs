@@ -64,6 +64,9 @@ pub struct DbStatus {
     /// a running standby without its standby signal file).
     #[serde(default)]
     pub promotion_signalled: bool,
+    /// The commit guard holds its commits: the holder's renewals are late.
+    #[serde(default)]
+    pub commits_held: bool,
 }
 
 /// Timeline `timeline` ended at `switch_lsn`: WAL of that timeline past

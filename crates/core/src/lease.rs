@@ -66,6 +66,36 @@ pub struct LeaseKeeper {
     held: Option<HeldLease>,
     in_flight: bool,
     next_attempt: BootTime,
+    /// When the answer of the latest committed renewal of the held epoch
+    /// arrived (this node's clock): what the commit guard counts from.
+    confirmed_at: Option<BootTime>,
+}
+
+/// The commit guard: when the holder's renewals stop committing, its
+/// database stops acknowledging commits long before the lease deadline.
+///
+/// A renewal commits about every `renew_interval_ms`. When none has been
+/// confirmed for `renew_interval_ms + margin_ms`, the holder cannot tell
+/// whether it is cut off; until its deadline it still holds the lease, but
+/// every commit it acknowledges from then on may be one a new primary
+/// never sees (asynchronous replication). Engaged, commits wait (they are
+/// neither acknowledged nor refused); the next confirmed renewal lifts it,
+/// and the fence at the deadline ends the waiting sessions with an error.
+/// It cannot hold back a commit acknowledged before it engaged: after a
+/// cut, at most `renew_interval_ms + margin_ms` of acknowledgements (plus
+/// the shell's reaction) may still be lost.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CommitGuard {
+    /// Past the renewal interval, how long a confirmed renewal may be late
+    /// before commits are held; 0 turns the guard off.
+    pub margin_ms: u64,
+}
+
+impl CommitGuard {
+    /// When commits are held, for a renewal last confirmed at `confirmed_at`.
+    pub fn engages_at(&self, confirmed_at: BootTime, timing: &Timing) -> Option<BootTime> {
+        (self.margin_ms > 0).then(|| confirmed_at.plus_ms(timing.renew_interval_ms + self.margin_ms))
+    }
 }
 
 /// Why the keeper did what it did, for the one log line per decision.
@@ -89,6 +119,23 @@ impl LeaseKeeper {
         self.held
     }
 
+    /// Whether the holder's commits must be held at `now`: it holds a lease
+    /// that a renewal made valid, and no renewal was confirmed since the
+    /// guard's engage time. Never for a node that holds no lease (its
+    /// database takes no writes) nor before the first renewal of an epoch
+    /// (its database is still read-only).
+    pub fn commits_held(&self, now: BootTime, timing: &Timing, guard: CommitGuard) -> bool {
+        if self.held.is_none_or(|h| h.valid_until.is_none()) {
+            return false;
+        }
+        self.confirmed_at.and_then(|t| guard.engages_at(t, timing)).is_some_and(|at| now >= at)
+    }
+
+    /// When the last renewal was confirmed, for the guard's log line.
+    pub fn confirmed_at(&self) -> Option<BootTime> {
+        self.confirmed_at
+    }
+
     /// One step: given the applied lease and `now`, maybe a renewal to
     /// propose. At most one renewal is in flight. `position` is this node's
     /// database position, sent with the renewal so that the cluster knows
@@ -102,6 +149,7 @@ impl LeaseKeeper {
     ) -> Option<(Option<Command>, KeeperReason)> {
         let mine = applied.filter(|l| l.holder == me);
         let Some(applied) = mine else {
+            self.confirmed_at = None;
             if self.held.take().is_some() {
                 return Some((None, KeeperReason::LeaseLost));
             }
@@ -116,6 +164,7 @@ impl LeaseKeeper {
             _ => {
                 self.held = Some(HeldLease { lease: applied, valid_until: None });
                 self.next_attempt = now;
+                self.confirmed_at = None;
                 reason = KeeperReason::LeaseGranted;
             }
         }
@@ -141,6 +190,7 @@ impl LeaseKeeper {
                 held.valid_until = Some(held.valid_until.map_or(deadline, |t| t.max(deadline)));
                 held.lease.renewal = held.lease.renewal.max(*renewal);
                 self.next_attempt = t_send.plus_ms(timing.renew_interval_ms);
+                self.confirmed_at = Some(self.confirmed_at.map_or(now, |t| t.max(now)));
             }
             Some(Outcome::Rejected(crate::state::Rejected::StaleRenewal { current, .. })) => {
                 // Our count was behind (e.g. an answer we never received): use
@@ -286,6 +336,83 @@ mod tests {
         assert_eq!(k.tick(ME, Some(other), BootTime(20), None), Some((None, KeeperReason::LeaseLost)));
         assert_eq!(k.valid(BootTime(20)), None);
         assert_eq!(k.tick(ME, Some(other), BootTime(30), None), None, "said once");
+    }
+
+    #[test]
+    fn commits_are_held_when_a_renewal_is_late_and_released_by_the_next() {
+        let timing = TIMING;
+        let guard = CommitGuard { margin_ms: 150 };
+        let mut k = LeaseKeeper::default();
+        k.tick(ME, Some(lease(1, 0)), BootTime(0), None);
+        assert!(!k.commits_held(BootTime(5000), &timing, guard), "never before the first renewal");
+        k.on_answer(BootTime(0), BootTime(10), Some(&renewed(1, 1)), &timing);
+        // Confirmed at 10: held from 10 + 1000 + 150.
+        assert!(!k.commits_held(BootTime(1159), &timing, guard));
+        assert!(k.commits_held(BootTime(1160), &timing, guard));
+        // A failed renewal releases nothing; the next confirmed one does.
+        k.tick(ME, Some(lease(1, 1)), BootTime(1000), None);
+        k.on_answer(BootTime(1000), BootTime(1900), None, &timing);
+        assert!(k.commits_held(BootTime(1900), &timing, guard));
+        k.tick(ME, Some(lease(1, 1)), BootTime(2000), None);
+        k.on_answer(BootTime(2000), BootTime(2030), Some(&renewed(1, 2)), &timing);
+        assert!(!k.commits_held(BootTime(2030), &timing, guard));
+        assert!(k.commits_held(BootTime(3180), &timing, guard));
+        // Still held past the deadline (the fence's business then).
+        assert!(k.commits_held(BootTime(9000), &timing, guard));
+        // Off, it never holds.
+        assert!(!k.commits_held(BootTime(9000), &timing, CommitGuard { margin_ms: 0 }));
+    }
+
+    #[test]
+    fn commits_are_not_held_by_a_node_that_lost_or_changed_its_lease() {
+        let timing = TIMING;
+        let guard = CommitGuard { margin_ms: 150 };
+        let mut k = LeaseKeeper::default();
+        k.tick(ME, Some(lease(1, 0)), BootTime(0), None);
+        k.on_answer(BootTime(0), BootTime(10), Some(&renewed(1, 1)), &timing);
+        let other = Lease { holder: NodeId(9), epoch: Epoch(2), renewal: RenewalSeq(0) };
+        k.tick(ME, Some(other), BootTime(20), None);
+        assert!(!k.commits_held(BootTime(5000), &timing, guard), "not the holder");
+        // Granted a new epoch later: nothing counts before its own renewal.
+        k.tick(ME, Some(lease(3, 0)), BootTime(6000), None);
+        assert!(!k.commits_held(BootTime(9000), &timing, guard));
+        k.on_answer(BootTime(6000), BootTime(6010), Some(&renewed(3, 1)), &timing);
+        assert!(!k.commits_held(BootTime(7159), &timing, guard));
+        assert!(k.commits_held(BootTime(7160), &timing, guard));
+    }
+
+    /// Over random schedules of renewal answers: commits are held exactly
+    /// when the holder's latest confirmation is older than interval +
+    /// margin, and never by a node that holds no lease.
+    #[test]
+    fn the_guard_follows_the_latest_confirmation_over_random_schedules() {
+        use proptest::prelude::*;
+        let timing = TIMING;
+        let strategy = proptest::collection::vec((1u64..1500, any::<bool>(), 0u64..400), 1..40);
+        proptest!(|(steps in strategy, margin in 1u64..600)| {
+            let guard = CommitGuard { margin_ms: margin };
+            let mut k = LeaseKeeper::default();
+            let mut now = 0u64;
+            let mut confirmed: Option<u64> = None;
+            let mut renewal = 0u64;
+            k.tick(ME, Some(lease(1, 0)), BootTime(now), None);
+            for (wait, ok, latency) in steps {
+                now += wait;
+                let t_send = now;
+                now += latency;
+                let answer = ok.then(|| renewed(1, renewal + 1));
+                k.on_answer(BootTime(t_send), BootTime(now), answer.as_ref(), &timing);
+                if ok {
+                    renewal += 1;
+                    confirmed = Some(now);
+                }
+                k.tick(ME, Some(lease(1, renewal)), BootTime(now), None);
+                for probe in [now, now + timing.renew_interval_ms + margin - 1, now + timing.renew_interval_ms + margin] {
+                    let expected = confirmed.is_some_and(|c| probe >= c + timing.renew_interval_ms + margin);
+                    prop_assert_eq!(k.commits_held(BootTime(probe), &timing, guard), expected);
+                }
+            }
+        });
     }
 
     #[test]

@@ -53,6 +53,7 @@ fn db(running: bool, role: Option<DbRole>, streaming_from: Option<&str>) -> DbSt
         forks: None,
         read_only_default: None,
         promotion_signalled: false,
+        commits_held: false,
     }
 }
 

@@ -52,6 +52,8 @@ pub struct Observation {
     /// Someone asked this server to leave recovery: a promote request is
     /// waiting, or a running standby's `standby.signal` is gone.
     pub promotion_signalled: bool,
+    /// The commit guard is in force: commits wait (`hold_commits`).
+    pub commits_held: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -157,6 +159,12 @@ pub trait Database {
     /// epoch); a running server reloads. Read-only is never refused: like
     /// stop, it is part of fencing.
     async fn set_read_only(&self, read_only: bool, epoch: Epoch, timeout: Duration) -> Result<(), DbError>;
+    /// The commit guard: a running primary's commits wait, neither
+    /// acknowledged nor refused (`true`), or go through again for the
+    /// lease holder of `epoch` (`false`, refused on a stale epoch). Holding
+    /// is never refused: like stop, it is part of fencing. A standby has
+    /// nothing to hold.
+    async fn hold_commits(&self, held: bool, epoch: Epoch, timeout: Duration) -> Result<(), DbError>;
     /// The end of the WAL a stopped server holds on its newest timeline
     /// (where its last valid record ends); `None` when none is readable.
     async fn end_of_wal(&self, timeout: Duration) -> Result<Option<Lsn>, DbError>;

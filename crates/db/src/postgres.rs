@@ -71,6 +71,8 @@ struct Settings {
     /// New transactions are read-write by default: only while this member
     /// holds the lease (see `set_read_only`).
     writable: bool,
+    /// The commit guard: commits wait (see `hold_commits`).
+    commits_held: bool,
 }
 
 /// The promote request `pg_ctl promote` and `pg_promote()` leave for the
@@ -148,15 +150,34 @@ pub fn parse_synchronous_standby_names(text: &str) -> Option<Vec<String>> {
     (count.parse::<usize>().ok()? == names.len()).then_some(names)
 }
 
+/// The standby the commit guard adds to `synchronous_standby_names`: no
+/// member can have this name (member names have no spaces), so no standby
+/// ever confirms for it and every commit waits.
+pub const COMMIT_GUARD_NAME: &str = "haraft commit guard";
+
 /// The text of `synchronous_standby_names` for a set of members: every one
 /// of them must confirm a commit, so any of them may be promoted without
-/// losing it.
-pub fn synchronous_standby_names(names: &[String]) -> String {
-    if names.is_empty() {
+/// losing it. With `commits_held`, the commit guard's name joins them:
+/// commits wait for a confirmation that never comes.
+pub fn synchronous_standby_names(names: &[String], commits_held: bool) -> String {
+    let mut all: Vec<&str> = names.iter().map(String::as_str).collect();
+    if commits_held {
+        all.push(COMMIT_GUARD_NAME);
+    }
+    if all.is_empty() {
         return String::new();
     }
-    let list: Vec<String> = names.iter().map(|n| quote_ident(n)).collect();
-    format!("FIRST {} ({})", names.len(), list.join(", "))
+    let list: Vec<String> = all.iter().map(|n| quote_ident(n)).collect();
+    format!("FIRST {} ({})", all.len(), list.join(", "))
+}
+
+/// The member names of a parsed `synchronous_standby_names`, and whether
+/// the commit guard is among them.
+pub fn without_commit_guard(mut names: Vec<String>) -> (Vec<String>, bool) {
+    let before = names.len();
+    names.retain(|n| n != COMMIT_GUARD_NAME);
+    let held = names.len() != before;
+    (names, held)
 }
 
 impl Postgres {
@@ -243,18 +264,21 @@ impl Postgres {
     /// haraft.conf for the role the server is about to start in; new
     /// transactions read-write by default only when `writable` (the lease
     /// holder's server, about to take or taking writes).
+    ///
+    /// The settings stay locked until the file is written: the commit
+    /// guard writes it beside whatever action is running, and neither may
+    /// write an older picture over the other's newer one.
     fn write_settings(&self, standby: bool, writable: bool) -> Result<(), DbError> {
-        let settings = {
-            let mut settings = self.settings.lock().expect("never poisoned");
-            settings.writable = writable;
-            // A standby has no synchronous standbys; the list of its time as
-            // primary would make its first commits after a promotion wait
-            // for members that do not stream from it yet.
-            if standby {
-                settings.synchronous.clear();
-            }
-            settings.clone()
-        };
+        let mut settings = self.settings.lock().expect("never poisoned");
+        settings.writable = writable;
+        // A standby has no synchronous standbys (the list of its time as
+        // primary would make its first commits after a promotion wait for
+        // members that do not stream from it yet), and takes no commits to
+        // hold.
+        if standby {
+            settings.synchronous.clear();
+            settings.commits_held = false;
+        }
         let c = &self.cfg;
         let mut text = String::from("# Written by haraft before every start; edits are overwritten.\n");
         let mut set = |k: &str, v: String| text.push_str(&format!("{k} = {v}\n"));
@@ -282,7 +306,10 @@ impl Postgres {
         set("wal_sender_timeout", quote("2s"));
         set("recovery_target_timeline", quote("latest"));
         set("cluster_name", quote(&c.application_name));
-        set("synchronous_standby_names", quote(&synchronous_standby_names(&settings.synchronous)));
+        set(
+            "synchronous_standby_names",
+            quote(&synchronous_standby_names(&settings.synchronous, settings.commits_held)),
+        );
         // A server promoted by anyone but haraft refuses writes by default
         // (and libpq's target_session_attrs=read-write passes it by).
         set(READ_ONLY_SETTING, if settings.writable { "off" } else { "on" }.into());
@@ -303,6 +330,7 @@ impl Postgres {
             set("primary_slot_name", quote(""));
         }
         self.write_file(&c.data_dir.join("haraft.conf"), &text)?;
+        drop(settings);
         let signal = c.data_dir.join("standby.signal");
         if standby {
             // A promote request left over from someone else's promotion
@@ -476,6 +504,7 @@ impl Postgres {
                 row.get::<_, Option<String>>(3).and_then(|hex| u32::from_str_radix(&hex, 16).ok()).map(TimelineId)
             };
             let (received_lsn, replayed_lsn) = if in_recovery { (lsn(4), lsn(5)) } else { (lsn(2), lsn(2)) };
+            let synchronous = parse_synchronous_standby_names(&row.get::<_, String>(9)).map(without_commit_guard);
             let slots = if in_recovery {
                 None
             } else {
@@ -527,7 +556,8 @@ impl Postgres {
                 clean_shutdown: None,
                 upstream: row.get(8),
                 downstream,
-                synchronous_names: parse_synchronous_standby_names(&row.get::<_, String>(9)),
+                synchronous_names: synchronous.as_ref().map(|(names, _)| names.clone()),
+                commits_held: synchronous.is_some_and(|(_, held)| held),
                 slots,
                 forks,
                 read_only_default: Some(row.get::<_, String>(11) == "on"),
@@ -665,6 +695,7 @@ impl Database for Postgres {
                 forks: None,
                 read_only_default: None,
                 promotion_signalled: false,
+                commits_held: false,
             });
         }
         if self.is_running(timeout).await? {
@@ -688,6 +719,8 @@ impl Database for Postgres {
             forks: None,
             read_only_default: self.settings_file_read_only(),
             promotion_signalled: self.promotion_signalled_in(false),
+            // Nothing commits on a stopped server.
+            commits_held: false,
         })
     }
 
@@ -974,6 +1007,22 @@ impl Database for Postgres {
         if self.is_running(timeout).await? { self.reload(timeout).await } else { Ok(()) }
     }
 
+    async fn hold_commits(&self, held: bool, epoch: Epoch, timeout: Duration) -> Result<(), DbError> {
+        if !held {
+            self.guard.authorise(epoch)?;
+        }
+        if !self.has_data() || self.cfg.data_dir.join("standby.signal").exists() {
+            return Ok(());
+        }
+        let writable = {
+            let mut settings = self.settings.lock().expect("never poisoned");
+            settings.commits_held = held;
+            settings.writable
+        };
+        self.write_settings(false, writable)?;
+        if self.is_running(timeout).await? { self.reload(timeout).await } else { Ok(()) }
+    }
+
     async fn end_of_wal(&self, timeout: Duration) -> Result<Option<Lsn>, DbError> {
         let pg_wal = self.cfg.data_dir.join("pg_wal");
         let segments = crate::wal::segments_newest_first(&pg_wal).map_err(|e| io_err(&pg_wal, e))?;
@@ -1013,9 +1062,11 @@ mod tests {
 
     #[test]
     fn synchronous_names_require_every_member_of_the_set() {
-        assert_eq!(synchronous_standby_names(&[]), "");
-        assert_eq!(synchronous_standby_names(&["node2".into()]), "FIRST 1 (\"node2\")");
-        assert_eq!(synchronous_standby_names(&["a".into(), "b\"c".into()]), "FIRST 2 (\"a\", \"b\"\"c\")");
+        assert_eq!(synchronous_standby_names(&[], false), "");
+        assert_eq!(synchronous_standby_names(&["node2".into()], false), "FIRST 1 (\"node2\")");
+        assert_eq!(synchronous_standby_names(&["a".into(), "b\"c".into()], false), "FIRST 2 (\"a\", \"b\"\"c\")");
+        assert_eq!(synchronous_standby_names(&[], true), "FIRST 1 (\"haraft commit guard\")");
+        assert_eq!(synchronous_standby_names(&["node2".into()], true), "FIRST 2 (\"node2\", \"haraft commit guard\")");
     }
 
     #[test]
@@ -1030,7 +1081,10 @@ mod tests {
     #[test]
     fn synchronous_names_parse_back() {
         for names in [vec![], vec!["node2".to_string()], vec!["a".to_string(), "b\"c".to_string()]] {
-            assert_eq!(parse_synchronous_standby_names(&synchronous_standby_names(&names)), Some(names));
+            assert_eq!(parse_synchronous_standby_names(&synchronous_standby_names(&names, false)), Some(names.clone()));
+            let held =
+                parse_synchronous_standby_names(&synchronous_standby_names(&names, true)).map(without_commit_guard);
+            assert_eq!(held, Some((names, true)), "the guard is told apart from the members");
         }
         assert_eq!(parse_synchronous_standby_names("*"), None);
         assert_eq!(parse_synchronous_standby_names("ANY 1 (a, b)"), None);

@@ -386,3 +386,47 @@ async fn writes_need_haraft_the_wal_end_is_found_and_failed_rebuilds_keep_the_re
     .await;
     n2.stop(StopMode::Fast, Epoch(2), T).await.unwrap();
 }
+
+/// The commit guard on a real primary with a synchronous standby: held,
+/// a commit waits (neither acknowledged nor refused) and the observation
+/// says so while naming the members as before; released, the waiting
+/// commit is acknowledged. A stale epoch cannot release it; holding needs
+/// none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_commits_wait_until_released_and_only_the_holder_releases() {
+    let (_root, n1, n2, _cleanup) = two_nodes();
+    let sysid = n1.bootstrap(Epoch(2), T).await.unwrap();
+    sql(&n1, "CREATE TABLE t (id int PRIMARY KEY)").await;
+    n1.set_replication_slots(&["haraft_node2".into()], Epoch(2), T).await.unwrap();
+    n2.expect_system_identifier(sysid);
+    n2.rebuild(&upstream(&n1), Epoch(2), T).await.unwrap();
+    n2.start_standby(Some(&upstream(&n1)), Epoch(2), T).await.unwrap();
+    n1.set_synchronous_standbys(&["node2".into()], Epoch(2), T).await.unwrap();
+    caught_up(&n1, &n2).await;
+    sql(&n1, "INSERT INTO t VALUES (1)").await;
+
+    n1.hold_commits(true, Epoch(1), T).await.expect("holding needs no current epoch");
+    let o = n1.observe(T).await.unwrap();
+    assert!(o.commits_held, "{o:?}");
+    assert_eq!(o.synchronous_names, Some(vec!["node2".to_string()]), "the members are named as before");
+    let client = connect(&n1).await;
+    let insert = tokio::spawn(async move { client.execute("INSERT INTO t VALUES (2)", &[]).await.map(|_| client) });
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(!insert.is_finished(), "a commit was answered while commits were held");
+    // A standby's guard is never asked for: nothing changes there.
+    n2.hold_commits(true, Epoch(2), T).await.unwrap();
+    assert!(!n2.observe(T).await.unwrap().commits_held);
+
+    let stale = n1.hold_commits(false, Epoch(1), T).await.unwrap_err();
+    assert!(stale.to_string().contains("epoch"), "{stale}");
+    n1.hold_commits(false, Epoch(2), T).await.unwrap();
+    let client = tokio::time::timeout(Duration::from_secs(10), insert)
+        .await
+        .expect("the held commit is acknowledged once released")
+        .unwrap()
+        .expect("the held commit succeeded");
+    let o = n1.observe(T).await.unwrap();
+    assert!(!o.commits_held && o.synchronous_names == Some(vec!["node2".to_string()]), "{o:?}");
+    let n: i64 = client.query_one("SELECT count(*) FROM t", &[]).await.unwrap().get(0);
+    assert_eq!(n, 2);
+}

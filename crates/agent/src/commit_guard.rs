@@ -1,0 +1,127 @@
+//! The commit guard's shell: when the lease keeper says the holder's
+//! renewals are late (`LeaseKeeper::commits_held`), the holder's primary
+//! stops acknowledging commits (`Database::hold_commits`) until a renewal
+//! is confirmed again. It runs beside the one database action at a time,
+//! never behind it: holding commits is part of fencing.
+
+use crate::shared::Shared;
+use haraft_core::{BootTime, DbStatus, Epoch};
+use haraft_db::Database;
+use haraft_db::postgres::Postgres;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Bound on writing the settings file and reloading.
+const GUARD_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The guard as this agent last set it, and whether a change is under way.
+#[derive(Debug, Default)]
+pub struct GuardShell {
+    /// What this agent last wrote; `None` before it wrote anything (the
+    /// observation then tells, e.g. after an agent restart).
+    held: Option<bool>,
+    in_flight: bool,
+    /// When commits were last held (for the release's log line).
+    since: Option<BootTime>,
+}
+
+/// What a finished change reports back.
+pub struct GuardDone {
+    pub held: bool,
+    pub result: Result<(), String>,
+}
+
+impl GuardShell {
+    /// The change to make now, if any: hold when `hold` and the database is
+    /// a running primary; release a guard in force only for the lease
+    /// holder (`epoch`; without a valid lease the server is being stopped
+    /// anyway). Holding needs no epoch (the caller passes the state's).
+    pub fn change(&mut self, hold: bool, db: Option<&DbStatus>, epoch: Option<Epoch>) -> Option<(bool, Epoch)> {
+        if self.in_flight {
+            return None;
+        }
+        let current = self.held.unwrap_or_else(|| db.is_some_and(|d| d.commits_held));
+        match (hold, current, epoch) {
+            (true, false, _) if db.is_some_and(DbStatus::is_running_primary) => Some((true, epoch.unwrap_or_default())),
+            (false, true, Some(epoch)) => Some((false, epoch)),
+            _ => None,
+        }
+    }
+
+    /// Starts `change` (from [`GuardShell::change`]); the future reports it.
+    pub fn start(
+        &mut self,
+        shared: &Arc<Shared>,
+        pg: &Arc<Postgres>,
+        (held, epoch): (bool, Epoch),
+        unconfirmed_ms: Option<u64>,
+        now: BootTime,
+    ) -> impl std::future::Future<Output = GuardDone> + Send + 'static {
+        self.in_flight = true;
+        let node = &shared.config.node_name;
+        if held {
+            self.since = Some(now);
+            tracing::warn!(
+                node = %node, unconfirmed_ms = ?unconfirmed_ms,
+                "no lease renewal confirmed for a renewal interval and the margin: holding commits \
+                 (they wait, none is acknowledged) until one is"
+            );
+        } else {
+            let after = self.since.take().map(|t| t.ms_until(now));
+            tracing::warn!(node = %node, held_ms = ?after, "a lease renewal was confirmed: commits go through again");
+        }
+        let pg = Arc::clone(pg);
+        async move {
+            let result = pg.hold_commits(held, epoch, GUARD_TIMEOUT).await.map_err(|e| e.to_string());
+            GuardDone { held, result }
+        }
+    }
+
+    pub fn done(&mut self, shared: &Shared, done: GuardDone) {
+        self.in_flight = false;
+        let kind = if done.held { "hold-commits" } else { "release-commits" };
+        let outcome = if done.result.is_ok() { "ok" } else { "failed" };
+        *shared.action_counts.lock().expect("never poisoned").entry((kind, outcome)).or_default() += 1;
+        match done.result {
+            Ok(()) => self.held = Some(done.held),
+            // Tried again at the next step.
+            Err(e) => tracing::error!(node = %shared.config.node_name, "{kind} failed: {e}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn primary(commits_held: bool) -> DbStatus {
+        DbStatus {
+            has_data: true,
+            running: true,
+            role: Some(haraft_core::DbRole::Primary),
+            commits_held,
+            ..DbStatus::default()
+        }
+    }
+
+    #[test]
+    fn holds_a_running_primary_and_releases_only_for_the_holder() {
+        let mut g = GuardShell::default();
+        let e = Some(Epoch(4));
+        assert_eq!(g.change(false, Some(&primary(false)), e), None);
+        assert_eq!(g.change(true, Some(&primary(false)), e), Some((true, Epoch(4))));
+        let standby = DbStatus { role: Some(haraft_core::DbRole::Standby), ..primary(false) };
+        assert_eq!(g.change(true, Some(&standby), e), None, "a standby has no commits to hold");
+        // Observed held (an earlier agent), not holding any more: released
+        // for the holder only.
+        assert_eq!(g.change(false, Some(&primary(true)), e), Some((false, Epoch(4))));
+        assert_eq!(g.change(false, Some(&primary(true)), None), None);
+        // One change at a time; what this agent wrote beats the observation.
+        g.in_flight = true;
+        assert_eq!(g.change(true, Some(&primary(false)), e), None);
+        g.in_flight = false;
+        g.held = Some(true);
+        assert_eq!(g.change(true, Some(&primary(false)), e), None);
+        assert_eq!(g.change(false, Some(&primary(false)), e), Some((false, Epoch(4))));
+    }
+}

@@ -1,0 +1,129 @@
+//! The commit guard (asynchronous mode): a primary cut off from the other
+//! members, still reached by its clients, stops acknowledging commits about
+//! one renewal interval after the cut instead of at its lease deadline;
+//! a healthy cluster never holds a commit. Real agents and PostgreSQL 15,
+//! every link between nodes through a chaos proxy, the writer direct.
+
+use haraft_testkit::check::{LIMIT, logs, normal, primary_id, wait_normal, wait_status};
+use haraft_testkit::http;
+use haraft_testkit::procs::ProcCluster;
+use haraft_testkit::prom;
+use haraft_testkit::writer::{self, Writer};
+use serde_json::Value;
+use std::time::{Duration, Instant};
+
+/// Default timing: renewals every 500 ms, the guard's margin 150 ms.
+const RENEW_INTERVAL: Duration = Duration::from_millis(500);
+const MARGIN: Duration = Duration::from_millis(150);
+
+async fn writer(c: &ProcCluster) -> Writer {
+    let pg = c.pg.as_ref().expect("postgres cluster");
+    Writer::start(&pg.ports, &pg.superuser_password, Duration::from_millis(10), Duration::from_secs(240)).await
+}
+
+/// Times each member's commit guard engaged, by its counter.
+async fn guard_engagements(c: &ProcCluster, id: u64) -> f64 {
+    let reply = http::get(&c.rest[id as usize - 1], "/metrics").await.expect("REST /metrics");
+    let samples = prom::parse(&reply.body).expect("Prometheus text");
+    prom::value(&samples, "haraft_database_actions_total", &[("action", "hold-commits"), ("outcome", "ok")])
+        .unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_isolated_primary_stops_acknowledging_within_the_guard_window() {
+    let (mut c, chaos) = ProcCluster::with_chaos(3, "").await;
+    c.start_all();
+    let first = primary_id(&wait_normal(&c, "bootstrap").await).unwrap();
+    let w = writer(&c).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let cut = Instant::now();
+    chaos.isolate(first);
+    let majority: Vec<u64> = (1..=3).filter(|i| *i != first).collect();
+    let start = Instant::now();
+    loop {
+        let s = c.status_via(&majority);
+        if s.as_ref().is_some_and(|s| primary_id(s).is_some_and(|p| p != first) && s["epoch"].as_u64() > Some(1)) {
+            break;
+        }
+        assert!(start.elapsed() < LIMIT, "no new primary on the majority side: {s:?}\n{}", logs(&c));
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    chaos.heal();
+    wait_normal(&c, "the old primary back as a replica").await;
+
+    let pg = c.pg.as_ref().unwrap();
+    let old_port = pg.ports[first as usize - 1];
+    let acks = w.stop().await;
+    let committed = writer::committed_ids(&pg.ports, &pg.superuser_password).await;
+    writer::assert_no_overlap(&acks, "the writer");
+    // Everything the old primary acknowledged after the cut came within
+    // the guard's window (interval + margin) and one renewal interval of
+    // slack for the reload to reach the sessions; its lease deadline (and
+    // the fence, without the guard) lies 1.5-2 s after the cut.
+    let window = RENEW_INTERVAL + MARGIN + RENEW_INTERVAL;
+    let late: Vec<Duration> = acks.iter().filter(|a| a.port == old_port && a.at > cut).map(|a| a.at - cut).collect();
+    let last = late.iter().max().copied().unwrap_or_default();
+    assert!(
+        last <= window,
+        "the old primary acknowledged a write {last:?} after the cut (window {window:?})\n{}",
+        logs(&c)
+    );
+    let held = logs(&c).lines().any(|l| l.contains(&format!("node=node{first}")) && l.contains("holding commits"));
+    assert!(held, "node{first} never held its commits\n{}", logs(&c));
+
+    // What was lost is what the old primary acknowledged after the cut,
+    // and the history says its rejoin discarded WAL.
+    let lost = writer::lost(&acks, &committed);
+    let lost_by_old = acks.iter().filter(|a| lost.contains(&a.id) && a.port == old_port && a.at > cut).count();
+    assert_eq!(lost.len(), lost_by_old, "a write lost that the old primary acknowledged before the cut");
+    if !lost.is_empty() {
+        let h = haraft_testkit::check::history(&c);
+        let name = format!("node{first}");
+        let discarded = h
+            .iter()
+            .filter(|e: &&Value| e["event"] == "rewound" && e["node"] == name)
+            .filter_map(|e| e["discarded_bytes"].as_u64())
+            .max()
+            .unwrap_or(0);
+        assert!(discarded > 0, "{} writes lost but no rewind of node{first} names discarded WAL: {h:?}", lost.len());
+    }
+    eprintln!(
+        "commit guard: node{first} acknowledged {} writes after the cut, the last {last:?} after it; {} lost",
+        late.len(),
+        lost.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_healthy_cluster_holds_no_commit_through_ten_switchovers() {
+    let mut c = ProcCluster::with_postgres(3, "");
+    c.start_all();
+    let mut primary = primary_id(&wait_normal(&c, "bootstrap").await).unwrap();
+    // Bootstrap's initdb and base backups load the disk: a renewal's
+    // fsyncs may take long enough there to hold commits for a moment
+    // (nobody writes yet). From here on the cluster is steady.
+    let mut before = Vec::new();
+    for id in 1..=3 {
+        before.push(guard_engagements(&c, id).await);
+    }
+    let w = writer(&c).await;
+    for round in 0..10 {
+        let target = (1..=3).map(|i| (primary + i - 1) % 3 + 1).find(|i| *i != primary).unwrap();
+        let (code, out, err) = c.ctl(&["switchover", "--to", &format!("node{target}"), "--force", "--wait", "60"]);
+        assert_eq!(code, 0, "switchover {round}: {out}{err}\n{}", logs(&c));
+        wait_status(&c, "the switchover's primary, every other member streaming", |s| {
+            normal(s) && primary_id(s) == Some(target)
+        })
+        .await;
+        primary = target;
+    }
+    let acks = w.stop().await;
+    let pg = c.pg.as_ref().unwrap();
+    let lost = writer::lost(&acks, &writer::committed_ids(&pg.ports, &pg.superuser_password).await);
+    assert!(lost.is_empty(), "{lost:?}");
+    for id in 1..=3 {
+        let n = guard_engagements(&c, id).await - before[id as usize - 1];
+        assert_eq!(n, 0.0, "node{id} held commits {n} times in a healthy cluster\n{}", c.log(id));
+    }
+}
