@@ -78,15 +78,34 @@ async fn an_isolated_primary_stops_acknowledging_within_the_guard_window() {
     let lost_by_old = acks.iter().filter(|a| lost.contains(&a.id) && a.port == old_port && a.at > cut).count();
     assert_eq!(lost.len(), lost_by_old, "a write lost that the old primary acknowledged before the cut");
     if !lost.is_empty() {
+        // The rejoin's history entry names the discarded WAL and counts at
+        // least the lost writes' commits; status warns until acknowledged,
+        // and the old primary's counter shows the bytes.
         let h = haraft_testkit::check::history(&c);
         let name = format!("node{first}");
-        let discarded = h
-            .iter()
-            .filter(|e: &&Value| e["event"] == "rewound" && e["node"] == name)
-            .filter_map(|e| e["discarded_bytes"].as_u64())
-            .max()
-            .unwrap_or(0);
-        assert!(discarded > 0, "{} writes lost but no rewind of node{first} names discarded WAL: {h:?}", lost.len());
+        let rewound: &Value = h.iter().rfind(|e| e["event"] == "rewound" && e["node"] == name).unwrap_or_else(|| {
+            panic!("{} writes lost but node{first} has no rewind in the history: {h:?}", lost.len())
+        });
+        let bytes = rewound["discarded_bytes"].as_u64().unwrap_or(0);
+        assert!(bytes > 0, "{rewound}");
+        let commits = rewound["discarded_commits"].as_u64().unwrap_or(0);
+        assert!(commits >= lost.len() as u64, "{} writes lost, {commits} commits counted: {rewound}", lost.len());
+        let detail = rewound["detail"].as_str().unwrap_or_default();
+        assert!(detail.contains("discarded") && !detail.contains("at least"), "{detail}");
+        eprintln!("history: {detail}");
+        let (_, table, _) = c.ctl(&["status"]);
+        assert!(table.contains("WARNING: node") && table.contains("haraftctl history ack"), "{table}");
+        let (code, out, err) = c.ctl(&["history", "ack"]);
+        assert_eq!(code, 0, "{out}{err}");
+        let (_, table, _) = c.ctl(&["status"]);
+        assert!(!table.contains("haraftctl history ack"), "still warned after the acknowledgement: {table}");
+        let (code, _, err) = c.ctl(&["history", "ack"]);
+        assert_ne!(code, 0);
+        assert!(err.contains("no discarded writes wait"), "{err}");
+        let reply = http::get(&c.rest[first as usize - 1], "/metrics").await.expect("REST /metrics");
+        let samples = prom::parse(&reply.body).expect("Prometheus text");
+        let counted = prom::value(&samples, "haraft_discarded_wal_bytes_total", &[]).unwrap_or(0.0);
+        assert_eq!(counted, bytes as f64, "{}", reply.body);
     }
     eprintln!(
         "commit guard: node{first} acknowledged {} writes after the cut, the last {last:?} after it; {} lost",

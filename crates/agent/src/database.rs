@@ -10,6 +10,7 @@ use crate::fence::{self, FenceState};
 use crate::shared::Shared;
 use haraft_core::backoff::Backoff;
 use haraft_core::health;
+use haraft_core::loss::Discard;
 use haraft_core::reconcile::{Action, MyLease, Reason, ReconcileInput, Rejoin, reconcile};
 use haraft_core::{BootTime, ClusterState, Command, DbPosition, DbStatus, Lsn, NodeEvent, NodeId, Outcome};
 use haraft_db::postgres::{PgConfig, Postgres};
@@ -46,8 +47,9 @@ pub struct DbSide {
     primary_down_since: Option<BootTime>,
     not_streaming_since: Option<BootTime>,
     last_key: String,
-    /// The last position observed: what a rewind discards up to.
-    last_lsn: Option<Lsn>,
+    /// The last timeline and position observed: whose WAL a rewind
+    /// discards, and up to where at least.
+    last_seen: Seen,
     /// Failures of each kind of action, and when each may be tried again.
     backoff: Backoff,
     /// The commit guard, beside the one action at a time.
@@ -171,7 +173,7 @@ impl DbSide {
             primary_down_since: None,
             not_streaming_since: None,
             last_key: String::new(),
-            last_lsn: None,
+            last_seen: Seen::default(),
             backoff: Backoff::default(),
             guard: GuardShell::default(),
         }
@@ -210,7 +212,7 @@ impl DbSide {
                             }
                         }
                         if status.lsn.is_some() {
-                            self.last_lsn = status.lsn;
+                            self.last_seen = Seen { timeline: status.timeline, lsn: status.lsn };
                         }
                         *shared.db_status.lock().expect("never poisoned") = Some(status.clone());
                         let before = self.observation.as_ref().map(|o| (o.running, o.role));
@@ -412,10 +414,10 @@ impl DbSide {
         let pg = Arc::clone(&self.pg);
         let settings = self.settings.clone();
         let state = state.clone();
-        let last_lsn = self.last_lsn;
+        let last_seen = self.last_seen;
         let seen = (db.timeline, db.lsn);
         spawn(Box::pin(async move {
-            let result = execute(&shared, &pg, &settings, &state, &action, last_lsn).await;
+            let result = execute(&shared, &pg, &settings, &state, &action, last_seen).await;
             if result.is_ok() && reason == Reason::PromotedOutsideHaraft {
                 fenced_outside_promotion(&shared, seen).await;
             }
@@ -448,7 +450,7 @@ async fn execute(
     settings: &PgSettings,
     state: &ClusterState,
     action: &Action,
-    last_lsn: Option<Lsn>,
+    last_seen: Seen,
 ) -> Result<(), String> {
     let t = Duration::from_millis(settings.start_timeout_ms);
     let me = shared.me();
@@ -504,7 +506,7 @@ async fn execute(
         }
         Action::Rewind { source, epoch } => {
             crate::failpoint::hit("before-rewind");
-            rewind(shared, pg, state, *source, *epoch, last_lsn, t).await
+            rewind(shared, pg, state, *source, *epoch, last_seen, t).await
         }
         Action::SetSynchronous { names, epoch } => pg.set_synchronous_standbys(names, *epoch, t).await.map_err(e),
         Action::SetSlots { slots, epoch } => pg.set_replication_slots(slots, *epoch, t).await.map_err(e),
@@ -527,7 +529,7 @@ async fn execute(
             let result = async {
                 pg.stop(StopMode::Fast, *epoch, t).await.map_err(e)?;
                 if !*full {
-                    match rewind(shared, pg, state, *source, *epoch, last_lsn, t).await {
+                    match rewind(shared, pg, state, *source, *epoch, last_seen, t).await {
                         Ok(()) => return Ok(()),
                         Err(err) => tracing::warn!("rewind failed, rebuilding from a base backup instead: {err}"),
                     }
@@ -540,29 +542,73 @@ async fn execute(
     }
 }
 
-/// pg_rewind from `source`, then the history entry naming what it
-/// discarded: from the divergence to where the local WAL ended.
+/// The last timeline and position the database side observed.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Seen {
+    timeline: Option<haraft_core::TimelineId>,
+    lsn: Option<Lsn>,
+}
+
+/// Bound on counting the commits a rewind discards: the history entry
+/// waits for it, the rejoin does not need it.
+const COUNT_COMMITS_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// pg_rewind from `source`, then the history entry accounting for what it
+/// discarded: from the divergence to where the local WAL ended, how
+/// exactly that end is known, and how many transactions had committed
+/// there (counted before pg_rewind rewrites the WAL).
 async fn rewind(
     shared: &Shared,
     pg: &Postgres,
     state: &ClusterState,
     source: NodeId,
     epoch: haraft_core::Epoch,
-    last_lsn: Option<Lsn>,
+    seen: Seen,
     t: Duration,
 ) -> Result<(), String> {
-    let discarded_to = wal_end(pg, last_lsn, t).await;
+    let (discarded_to, on_disk) = wal_end(pg, seen.lsn, t).await;
+    // Where the new primary's history left this member's timeline.
+    let fork =
+        seen.timeline.and_then(|tl| state.forks.iter().find(|f| f.timeline == tl)).map(|f| (f.timeline, f.switch_lsn));
+    let commits = match (fork, on_disk) {
+        (Some((_, from)), Some(end)) if end <= from => Some(0),
+        (Some((timeline, from)), Some(end)) => {
+            match pg.commits_between(timeline, from, end, COUNT_COMMITS_TIMEOUT.min(t)).await {
+                Ok(n) => Some(n),
+                Err(err) => {
+                    tracing::warn!(
+                        "cannot count the commits the rewind discards ({err}): the history names the range only"
+                    );
+                    None
+                }
+            }
+        }
+        _ => None,
+    };
     let report = pg.rewind(&upstream_of(shared, state, source)?, epoch, t).await.map_err(|e| e.to_string())?;
-    let event =
-        NodeEvent::Rewound { diverged_at: report.diverged_at, timeline: report.diverged_timeline, discarded_to };
+    let discard = Discard {
+        diverged_at: report.diverged_at,
+        timeline: report.diverged_timeline,
+        discarded_to,
+        end_known: on_disk.is_some(),
+        commits: commits.filter(|_| report.diverged_at.is_some()),
+    };
+    if let Some(b) = discard.discarded_bytes() {
+        shared.discarded_wal_bytes.fetch_add(b, std::sync::atomic::Ordering::Relaxed);
+    }
+    if discard.may_have_lost() {
+        tracing::error!(node = %shared.config.node_name, "rewound: {}", discard.words());
+    }
+    let event = NodeEvent::RewoundAccounted { discard };
     record(shared, Command::Report { node: shared.me(), event, at_unix_ms: now_unix_ms() }).await;
     Ok(())
 }
 
 /// How far the stopped server's WAL reaches, for what a rewind discards:
 /// the end pg_waldump finds, or the last observed position when it finds
-/// none (or less: the observation saw WAL that was never flushed).
-async fn wal_end(pg: &Postgres, observed: Option<Lsn>, timeout: Duration) -> Option<Lsn> {
+/// none (or less: the observation saw WAL that was never flushed); and
+/// the end found on disk, if one was.
+async fn wal_end(pg: &Postgres, observed: Option<Lsn>, timeout: Duration) -> (Option<Lsn>, Option<Lsn>) {
     let end = match pg.end_of_wal(timeout).await {
         Ok(end) => end,
         Err(err) => {
@@ -572,7 +618,7 @@ async fn wal_end(pg: &Postgres, observed: Option<Lsn>, timeout: Duration) -> Opt
             None
         }
     };
-    end.max(observed)
+    (end.max(observed), end)
 }
 
 async fn rebuild(

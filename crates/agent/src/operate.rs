@@ -326,6 +326,11 @@ fn decide(state: &ClusterState, seen: &SeenAll, request: &Request, reply: &mut O
             reply.message = "resume automatic failover and actions".into();
             Ok(Order::Resume)
         }
+        Request::AcknowledgeLoss => {
+            let count = haraft_core::loss::unacknowledged(&state.history).len();
+            reply.message = format!("acknowledge {count} rewind(s) that discarded writes");
+            Ok(Order::AcknowledgeLoss)
+        }
         Request::AddMember { .. } | Request::RemoveMember { .. } => {
             Err("membership changes are not orders: this agent could not handle the request".into())
         }

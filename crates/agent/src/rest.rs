@@ -217,6 +217,7 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
         transitions: shared.transitions.lock().expect("never poisoned").clone(),
         last_decision: shared.last_decision.lock().expect("never poisoned").clone(),
         outside_promotions: shared.outside_promotions.load(std::sync::atomic::Ordering::Relaxed),
+        discarded_wal_bytes: shared.discarded_wal_bytes.load(std::sync::atomic::Ordering::Relaxed),
         actions: shared
             .action_counts
             .lock()

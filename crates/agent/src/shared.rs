@@ -87,6 +87,8 @@ pub struct Shared {
     /// How many times this agent fenced its database after someone else
     /// promoted it.
     pub outside_promotions: std::sync::atomic::AtomicU64,
+    /// Bytes of WAL this agent's rewinds discarded.
+    pub discarded_wal_bytes: std::sync::atomic::AtomicU64,
     /// Primary changes counted from the history this agent applied.
     pub transitions: Mutex<haraft_core::health::Transitions>,
     pub loop_stats: LoopStats,
@@ -198,6 +200,7 @@ impl Shared {
             db_failing: Mutex::new(None),
             action_counts: Mutex::new(Default::default()),
             outside_promotions: Default::default(),
+            discarded_wal_bytes: Default::default(),
             transitions: Mutex::new(haraft_core::health::Transitions::default()),
             loop_stats: LoopStats::default(),
             refusals: Mutex::new(std::collections::BTreeMap::new()),

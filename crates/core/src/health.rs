@@ -243,7 +243,8 @@ impl Transitions {
                 | HistoryEvent::MembersChanged { .. }
                 | HistoryEvent::Bootstrapped { .. }
                 | HistoryEvent::Operation { .. }
-                | HistoryEvent::Audit { .. } => {}
+                | HistoryEvent::Audit { .. }
+                | HistoryEvent::LossAcknowledged { .. } => {}
             }
         }
         self.seen_index = newest;
@@ -271,6 +272,8 @@ pub struct MetricsFacts {
     /// How many times this agent fenced its database after someone other
     /// than haraft promoted it.
     pub outside_promotions: u64,
+    /// Bytes of WAL this agent's rewinds discarded.
+    pub discarded_wal_bytes: u64,
     /// Database actions carried out: (kind, outcome `ok`/`failed`, count).
     pub actions: Vec<(String, String, u64)>,
     /// The agent loop's duration histogram: cumulative counts per upper
@@ -388,6 +391,12 @@ pub fn metrics_text(m: &MetricsFacts) -> String {
         "counter",
         "Times this agent stopped its database after someone other than haraft promoted it.",
         &one(m.outside_promotions as f64),
+    );
+    family(
+        "haraft_discarded_wal_bytes_total",
+        "counter",
+        "Bytes of WAL this agent's rewinds discarded (writes acknowledged there are lost; see haraftctl history).",
+        &one(m.discarded_wal_bytes as f64),
     );
     let actions: Vec<_> = m
         .actions
@@ -695,6 +704,7 @@ mod tests {
             transitions: t,
             last_decision: Some(("idle".into(), "primary with a valid lease".into())),
             outside_promotions: 2,
+            discarded_wal_bytes: 4096,
             actions: vec![("rebuild".into(), "failed".into(), 3)],
             loop_buckets: vec![(0.001, 3), (f64::INFINITY, 4)],
             loop_sum_seconds: 0.25,
@@ -715,6 +725,7 @@ mod tests {
             "haraft_switchovers_total 1",
             "haraft_failovers_total 0",
             "haraft_outside_promotions_fenced_total 2",
+            "haraft_discarded_wal_bytes_total 4096",
             "haraft_database_actions_total{action=\"rebuild\",outcome=\"failed\"} 3",
             "haraft_last_decision_info{action=\"idle\",reason=\"primary with a valid lease\"} 1",
             "haraft_loop_duration_seconds_bucket{le=\"0.001\"} 3",

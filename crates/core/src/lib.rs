@@ -14,6 +14,7 @@ pub mod db;
 pub mod health;
 pub mod ids;
 pub mod lease;
+pub mod loss;
 pub mod ops;
 pub mod plan;
 pub mod reconcile;

@@ -82,6 +82,9 @@ pub enum Request {
     RemoveMember {
         node: String,
     },
+    /// The discarded writes the history names so far are known: status
+    /// stops warning about them (`haraftctl history ack`).
+    AcknowledgeLoss,
 }
 
 impl fmt::Display for Request {
@@ -127,6 +130,7 @@ impl fmt::Display for Request {
             }
             Request::AddMember { id, name, address } => write!(f, "add member {name} (id {id}) at {address}"),
             Request::RemoveMember { node } => write!(f, "remove member {node}"),
+            Request::AcknowledgeLoss => write!(f, "acknowledge the discarded writes"),
         }
     }
 }
@@ -215,6 +219,9 @@ pub enum Order {
     RemoveMember {
         node: NodeId,
     },
+    /// The discarded writes the history names so far are known to the
+    /// operators: status stops warning about them.
+    AcknowledgeLoss,
 }
 
 /// The steps of a switchover, each one committed.

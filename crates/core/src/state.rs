@@ -88,6 +88,11 @@ pub enum NodeEvent {
     /// (seen at `timeline`, `lsn`) and fenced; a rewind discards what it
     /// wrote when it rejoins.
     PromotedOutside { timeline: Option<crate::ids::TimelineId>, lsn: Option<Lsn> },
+    /// What `Rewound` says, with how exactly it is known (see
+    /// [`crate::loss::Discard`]). Written by every rewind since; `Rewound`
+    /// stays for entries written before. New variants go at the end: every
+    /// stored log stays readable.
+    RewoundAccounted { discard: crate::loss::Discard },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -141,6 +146,11 @@ pub enum HistoryEvent {
         refused: bool,
         result: String,
         times: u32,
+    },
+    /// An operator acknowledged every discarded write recorded before this
+    /// entry (`haraftctl history ack`): status stops warning about them.
+    LossAcknowledged {
+        by: String,
     },
 }
 
@@ -322,6 +332,7 @@ pub enum Rejected {
     NothingToCancel,
     TooLateToCancel { id: OpId },
     BadConfig { why: String },
+    NothingToAcknowledge,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -551,6 +562,13 @@ impl ClusterState {
             Order::Pause | Order::Resume => {
                 let pausing = matches!(order, Order::Pause);
                 if self.paused == pausing { Err(Rejected::AlreadyPaused { paused: self.paused }) } else { Ok(()) }
+            }
+            Order::AcknowledgeLoss => {
+                if crate::loss::unacknowledged(&self.history).is_empty() {
+                    Err(Rejected::NothingToAcknowledge)
+                } else {
+                    Ok(())
+                }
             }
             Order::SetConfig { timing, .. } => {
                 timing.validate().map(|_| ()).map_err(|e| Rejected::BadConfig { why: e.to_string() })
@@ -842,6 +860,12 @@ impl ClusterState {
                 self.paused = matches!(order, Order::Pause);
                 self.end(log_index, at, id, OpOutcome::Done { note: None });
             }
+            Order::AcknowledgeLoss => {
+                let count = crate::loss::unacknowledged(&self.history).len();
+                self.record(log_index, at, HistoryEvent::LossAcknowledged { by: by.into() });
+                let note = Some(format!("{count} discard(s) acknowledged"));
+                self.end(log_index, at, id, OpOutcome::Done { note });
+            }
             Order::SetConfig { timing, policy, .. } => {
                 self.policy = *policy;
                 let note = if Some(*timing) == self.config {
@@ -890,6 +914,7 @@ impl ClusterState {
             Order::RemoveMember { node } => format!("remove {} from the cluster", self.name(*node)),
             Order::Pause => "pause: no automatic failover or actions".into(),
             Order::Resume => "resume automatic failover and actions".into(),
+            Order::AcknowledgeLoss => "acknowledge the discarded writes the history names".into(),
             Order::SetConfig { changes, .. } => format!("config set {changes}"),
         }
     }
@@ -1092,6 +1117,9 @@ impl fmt::Display for Rejected {
                 "switchover {id} is past the old primary's stop and can no longer be cancelled: it completes or rolls back on its own"
             ),
             Rejected::BadConfig { why } => write!(f, "{why}"),
+            Rejected::NothingToAcknowledge => {
+                write!(f, "no discarded writes wait for an acknowledgement (haraftctl history lists every rewind)")
+            }
         }
     }
 }

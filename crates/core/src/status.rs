@@ -57,6 +57,10 @@ pub struct ClusterStatus {
     /// Lease settings set at runtime that take effect with the next epoch.
     #[serde(default)]
     pub pending_settings: BTreeMap<String, String>,
+    /// Rewinds that discarded WAL (writes acknowledged there are lost)
+    /// since an operator last ran `haraftctl history ack`, in words.
+    #[serde(default)]
+    pub unacknowledged_losses: Vec<String>,
     pub members: Vec<MemberStatus>,
     /// Normal: a primary holds a valid lease and every member follows it.
     /// Degraded: a primary holds a valid lease, but some member is
@@ -359,6 +363,17 @@ pub fn build_status(state: &ClusterState, local: &LocalRaft, probes: &Probes) ->
                 crate::ops::settings(t, state.policy).into_iter().filter(|(k, v)| current.get(k) != Some(v)).collect()
             })
             .unwrap_or_default(),
+        unacknowledged_losses: crate::loss::unacknowledged(&state.history)
+            .into_iter()
+            .filter_map(|e| match &e.event {
+                crate::state::HistoryEvent::Node { node, .. } => {
+                    let d = crate::loss::discard_of(&e.event)?;
+                    let at = if e.at_unix_ms > 0 { format!(" at {} UTC", utc(e.at_unix_ms)) } else { String::new() };
+                    Some(format!("{} rewound{at} (log index {}): {}", name_of(state, *node), e.log_index, d.words()))
+                }
+                _ => None,
+            })
+            .collect(),
         members,
         cluster_state,
     }
@@ -548,7 +563,10 @@ mod tests {
         assert_eq!(h[2].node.as_deref(), Some("node1"));
         assert_eq!(h[2].at_unix_ms, Some(1_700_000_000_000));
         assert_eq!(h[2].verdicts[1].why, "tagged nofailover");
-        assert_eq!(h[3].detail, "node2 rewound: discarded WAL 0/100 to 0/180 (128 B)");
+        assert_eq!(
+            h[3].detail,
+            "node2 rewound: diverged at 0/100; discarded at least 0/100–0/180 (at least 128 B of WAL; its end is the last position known)"
+        );
         assert_eq!((h[3].discarded_to.as_deref(), h[3].discarded_bytes), (Some("0/180"), Some(128)));
         assert_eq!(
             h[4].detail,
@@ -639,6 +657,9 @@ pub struct HistoryItem {
     pub discarded_to: Option<String>,
     #[serde(default)]
     pub discarded_bytes: Option<u64>,
+    /// For a rewind: transactions that had committed in the discarded WAL.
+    #[serde(default)]
+    pub discarded_commits: Option<u64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -647,6 +668,20 @@ pub struct VerdictView {
     pub eligible: bool,
     pub why: String,
     pub lsn: Option<String>,
+}
+
+/// A rewind's history item: where it diverged and what it discarded.
+fn rewound_item(item: &mut HistoryItem, node: &str, d: &crate::loss::Discard) {
+    item.event = "rewound".into();
+    item.node = Some(node.to_string());
+    item.timeline = d.timeline.map(|t| t.0);
+    item.lsn = d.diverged_at.map(|l| l.to_string());
+    if d.discarded_bytes().is_some_and(|b| b > 0) {
+        item.discarded_to = d.discarded_to.map(|l| l.to_string());
+        item.discarded_bytes = d.discarded_bytes();
+    }
+    item.discarded_commits = d.commits;
+    item.detail = format!("{node} rewound: {}", d.words());
 }
 
 pub fn history_view(state: &ClusterState) -> Vec<HistoryItem> {
@@ -670,6 +705,7 @@ pub fn history_view(state: &ClusterState) -> Vec<HistoryItem> {
                 result: None,
                 discarded_to: None,
                 discarded_bytes: None,
+                discarded_commits: None,
             };
             match &h.event {
                 HistoryEvent::Initialized { cluster } => {
@@ -730,20 +766,16 @@ pub fn history_view(state: &ClusterState) -> Vec<HistoryItem> {
                     item.detail = format!("database created, system identifier {system_identifier}");
                 }
                 HistoryEvent::Node { node, event: NodeEvent::Rewound { diverged_at, timeline, discarded_to } } => {
-                    item.event = "rewound".into();
-                    item.node = Some(name_of(state, *node));
-                    item.timeline = timeline.map(|t| t.0);
-                    item.lsn = diverged_at.map(|l| l.to_string());
-                    let range = match (diverged_at, discarded_to) {
-                        (Some(from), Some(to)) if to > from => {
-                            item.discarded_to = Some(to.to_string());
-                            item.discarded_bytes = Some(from.bytes_until(*to));
-                            format!("discarded WAL {from} to {to} ({})", bytes(from.bytes_until(*to)))
-                        }
-                        (Some(from), _) => format!("diverged at {from}, nothing known discarded"),
-                        (None, _) => "no rewind was needed".to_string(),
-                    };
-                    item.detail = format!("{} rewound: {range}", name_of(state, *node));
+                    let d = crate::loss::Discard::before_account(*diverged_at, *timeline, *discarded_to);
+                    rewound_item(&mut item, &name_of(state, *node), &d);
+                }
+                HistoryEvent::Node { node, event: NodeEvent::RewoundAccounted { discard } } => {
+                    rewound_item(&mut item, &name_of(state, *node), discard);
+                }
+                HistoryEvent::LossAcknowledged { by } => {
+                    item.event = "loss-acknowledged".into();
+                    item.by = Some(by.clone());
+                    item.detail = format!("{by} acknowledged the discarded writes recorded before this entry");
                 }
                 HistoryEvent::Operation { id, event } => {
                     item.operation = Some(*id);

@@ -27,7 +27,13 @@ fn arb_operation() -> impl Strategy<Value = Command> {
                 force
             })
         ),
-        prop_oneof![Just(Order::Pause), Just(Order::Resume), Just(Order::CancelSwitchover)].prop_map(op),
+        prop_oneof![
+            Just(Order::Pause),
+            Just(Order::Resume),
+            Just(Order::CancelSwitchover),
+            Just(Order::AcknowledgeLoss)
+        ]
+        .prop_map(op),
         (node.clone(), any::<bool>())
             .prop_map(move |(to, allow_data_loss)| op(Order::Failover { to, allow_data_loss })),
         (node.clone(), any::<bool>()).prop_map(move |(node, full)| op(Order::Rebuild { node, full })),

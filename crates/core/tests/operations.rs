@@ -468,3 +468,41 @@ fn which_answered_requests_leave_an_audit_entry() {
     );
     assert_eq!(audit_entry(&ask(add, true), &OperateReply::default()), None);
 }
+
+/// A rewind that discarded WAL stays in the status until an operator
+/// acknowledges it; an acknowledgement covers what came before it only,
+/// and with nothing to acknowledge it is refused and changes nothing.
+#[test]
+fn discarded_writes_are_warned_about_until_acknowledged() {
+    use haraft_core::loss::Discard;
+    let mut s = cluster(Policy::default());
+    let op = |order| Command::Operator { order, by: "ops@db1".into(), at_unix_ms: 0 };
+    assert_eq!(rejected(&mut s, op(Order::AcknowledgeLoss)), Rejected::NothingToAcknowledge);
+    let report = |to: u64, commits| {
+        let discard = Discard {
+            diverged_at: Some(Lsn(0x100)),
+            timeline: Some(TimelineId(1)),
+            discarded_to: Some(Lsn(to)),
+            end_known: true,
+            commits: Some(commits),
+        };
+        Command::Report { node: n(2), event: NodeEvent::RewoundAccounted { discard }, at_unix_ms: 0 }
+    };
+    // Nothing written past the divergence: nothing to warn about.
+    applied(&mut s, 10, report(0x100, 0));
+    assert!(loss::unacknowledged(&s.history).is_empty());
+    applied(&mut s, 11, report(0x4100, 7));
+    let warned = loss::unacknowledged(&s.history);
+    assert_eq!(warned.iter().map(|e| e.log_index).collect::<Vec<_>>(), vec![11]);
+    applied(&mut s, 12, op(Order::AcknowledgeLoss));
+    assert!(loss::unacknowledged(&s.history).is_empty());
+    let items = status::history_view(&s);
+    let ack = items.iter().find(|i| i.event == "loss-acknowledged").expect("the acknowledgement is in the history");
+    assert_eq!(ack.by.as_deref(), Some("ops@db1"));
+    let rewound = items.iter().rfind(|i| i.event == "rewound").unwrap();
+    assert_eq!((rewound.discarded_bytes, rewound.discarded_commits), (Some(0x4000), Some(7)));
+    assert_eq!(rejected(&mut s, op(Order::AcknowledgeLoss)), Rejected::NothingToAcknowledge);
+    // A later discard warns again.
+    applied(&mut s, 13, report(0x200, 1));
+    assert_eq!(loss::unacknowledged(&s.history).len(), 1);
+}

@@ -84,6 +84,8 @@ enum Command {
     /// eligible and why not), lapses, releases, rewinds and rebuilds, and
     /// every operator operation with who asked, its steps and outcome.
     History {
+        #[command(subcommand)]
+        command: Option<HistoryCommand>,
         /// Print the history as a JSON array (stable: fields are only ever
         /// added). See the README for every field.
         #[arg(long)]
@@ -218,6 +220,14 @@ enum Command {
 }
 
 #[derive(Subcommand)]
+enum HistoryCommand {
+    /// Acknowledge the rewinds that discarded writes (the WARNING lines of
+    /// haraftctl status): once the lost writes are dealt with, status
+    /// stops warning about them. Later discards warn again.
+    Ack,
+}
+
+#[derive(Subcommand)]
 enum ConfigCommand {
     /// Print the settings by their config-file keys.
     Show {
@@ -330,7 +340,10 @@ fn main() -> ExitCode {
         Command::Status { json, watch } => {
             return exit(runtime.block_on(watching(watch, || status(endpoints, timeout, json, watch.is_some()))));
         }
-        Command::History { json, watch } => {
+        Command::History { command: Some(HistoryCommand::Ack), .. } => {
+            runtime.block_on(operate::run(endpoints, timeout, Request::AcknowledgeLoss, false, secs(30)))
+        }
+        Command::History { command: None, json, watch } => {
             return exit(runtime.block_on(watching(watch, || history(endpoints, timeout, json))));
         }
         Command::Dsn { role, user, dbname, json } => {
@@ -714,6 +727,11 @@ pub(crate) fn render(s: &ClusterStatus) -> String {
     if s.paused {
         warnings.push("paused: a failed primary is not replaced until haraftctl resume".to_string());
     }
+    for loss in &s.unacknowledged_losses {
+        warnings.push(format!(
+            "{loss}: writes acknowledged there are lost; see haraftctl history, then haraftctl history ack"
+        ));
+    }
     for m in &s.members {
         if let Some(f) = &m.failing {
             let times = if f.count == 1 { "once".to_string() } else { format!("{} times in a row", f.count) };
@@ -791,6 +809,7 @@ mod tests {
             tasks: vec!["restart on node3 (operation 40, asked by ops@db1)".into()],
             settings: Default::default(),
             pending_settings: Default::default(),
+            unacknowledged_losses: vec!["node3 rewound (log index 30): diverged at 0/100; discarded 0/100–0/180 (128 B of WAL, 1 committed transaction)".into()],
             members: vec![
                 member("node1", 1, RaftRole::Follower, true),
                 MemberStatus {
@@ -825,6 +844,10 @@ mod tests {
             "{t}"
         );
         assert!(t.contains("Task:         restart on node3"), "{t}");
+        assert!(
+            t.contains("WARNING: node3 rewound (log index 30): diverged at 0/100; discarded 0/100–0/180 (128 B of WAL, 1 committed transaction): writes acknowledged there are lost; see haraftctl history, then haraftctl history ack"),
+            "{t}"
+        );
         assert!(t.contains("Paused:       yes"), "{t}");
         let row = t.lines().find(|l| l.starts_with("node3")).unwrap();
         assert!(row.contains("connection refused") && row.contains("unreachable"), "{row}");

@@ -168,6 +168,15 @@ pub trait Database {
     /// The end of the WAL a stopped server holds on its newest timeline
     /// (where its last valid record ends); `None` when none is readable.
     async fn end_of_wal(&self, timeout: Duration) -> Result<Option<Lsn>, DbError>;
+    /// Transactions that committed in a stopped server's WAL of `timeline`
+    /// from `from` to `to` (what a rewind is about to discard).
+    async fn commits_between(
+        &self,
+        timeline: TimelineId,
+        from: Lsn,
+        to: Lsn,
+        timeout: Duration,
+    ) -> Result<u64, DbError>;
     /// A cheap look (no query, no process) for a request to leave
     /// recovery that haraft did not make: see `promotion_signalled`.
     fn promotion_signalled(&self) -> bool;

@@ -1051,6 +1051,31 @@ impl Database for Postgres {
         Ok(None)
     }
 
+    async fn commits_between(
+        &self,
+        timeline: TimelineId,
+        from: Lsn,
+        to: Lsn,
+        timeout: Duration,
+    ) -> Result<u64, DbError> {
+        let pg_wal = self.cfg.data_dir.join("pg_wal");
+        let args: Vec<std::ffi::OsString> = vec![
+            "--path".into(),
+            pg_wal.into(),
+            "--timeline".into(),
+            timeline.0.to_string().into(),
+            "--start".into(),
+            from.to_string().into(),
+            "--end".into(),
+            to.to_string().into(),
+            "--rmgr=Transaction".into(),
+        ];
+        // `to` must lie within the valid WAL (`end_of_wal`): past it
+        // pg_waldump fails and nothing is counted.
+        let out = exec::run(&self.bin("pg_waldump"), args, &[("LC_ALL", "C")], self.cfg.run_as, timeout).await?;
+        Ok(crate::wal::commit_records(&out.stdout))
+    }
+
     fn promotion_signalled(&self) -> bool {
         self.promotion_signalled_in(true)
     }

@@ -53,6 +53,17 @@ pub fn record_end(stdout: &str) -> Option<Lsn> {
     })
 }
 
+/// How many transactions committed in `pg_waldump --rmgr=Transaction`
+/// output: its `COMMIT` records (not `COMMIT_PREPARED`'s prepare, not
+/// `ABORT`), each acknowledged to a client unless it failed on the way.
+pub fn commit_records(stdout: &str) -> u64 {
+    stdout
+        .lines()
+        .filter(|l| l.starts_with("rmgr: Transaction"))
+        .filter(|l| l.split("desc: ").nth(1).is_some_and(|d| d.starts_with("COMMIT")))
+        .count() as u64
+}
+
 /// The timeline of a segment file's name (its first 8 hex digits).
 pub fn segment_timeline(segment: &Path) -> Option<u32> {
     let name = segment.file_name()?.to_str()?;
@@ -73,6 +84,16 @@ mod tests {
         assert_eq!(waldump_stop(prev_link), Some((Lsn(0x1517E98), Lsn::parse("0/1518048"))));
         let pageaddr = "pg_waldump: error: error in WAL record at 0/1517E98: unexpected pageaddr 0/500000 in log segment 000000010000000000000002, offset 0";
         assert_eq!(waldump_stop(pageaddr), Some((Lsn(0x1517E98), None)));
+    }
+
+    #[test]
+    fn commits_are_counted_from_transaction_records() {
+        let out = "rmgr: Transaction len (rec/tot):     34/    34, tx:        735, lsn: 0/01A2B3C8, prev 0/01A2B390, desc: COMMIT 2026-12-06 21:02:03.123456 UTC\n\
+                   rmgr: Transaction len (rec/tot):     34/    34, tx:        736, lsn: 0/01A2B400, prev 0/01A2B3C8, desc: ABORT 2026-12-06 21:02:03.2 UTC\n\
+                   rmgr: Transaction len (rec/tot):    130/   130, tx:        737, lsn: 0/01A2B480, prev 0/01A2B400, desc: COMMIT_PREPARED 5: 2026-12-06 21:02:04 UTC\n\
+                   rmgr: Heap        len (rec/tot):     59/    59, tx:        738, lsn: 0/01A2B500, prev 0/01A2B480, desc: INSERT off 3 flags 0x00\n";
+        assert_eq!(commit_records(out), 2);
+        assert_eq!(commit_records(""), 0);
     }
 
     #[test]
