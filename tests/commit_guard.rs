@@ -31,9 +31,31 @@ async fn guard_engagements(c: &ProcCluster, id: u64) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_isolated_primary_stops_acknowledging_within_the_guard_window() {
-    let (mut c, chaos) = ProcCluster::with_chaos(3, "").await;
+    isolate_the_primary(false).await;
+}
+
+/// Synchronous mode as before: its standbys are cut off with it, so
+/// nothing is acknowledged after the cut but what was in flight, and
+/// nothing is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_isolated_synchronous_primary_acknowledges_nothing_after_the_cut() {
+    isolate_the_primary(true).await;
+}
+
+/// A reply in flight at the cut: the standby's confirmation arrived just
+/// before it, the client's answer just after.
+const IN_FLIGHT: Duration = Duration::from_millis(100);
+
+async fn isolate_the_primary(synchronous: bool) {
+    let extra = if synchronous { "[failover]\nsynchronous_mode = true\n" } else { "" };
+    let (mut c, chaos) = ProcCluster::with_chaos(3, extra).await;
     c.start_all();
-    let first = primary_id(&wait_normal(&c, "bootstrap").await).unwrap();
+    let ready = wait_status(&c, "bootstrap (with a synchronous standby in synchronous mode)", |s| {
+        normal(s)
+            && (!synchronous || s["members"].as_array().is_some_and(|m| m.iter().any(|m| m["synchronous"] == true)))
+    })
+    .await;
+    let first = primary_id(&ready).unwrap();
     let w = writer(&c).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let cut = Instant::now();
@@ -61,7 +83,7 @@ async fn an_isolated_primary_stops_acknowledging_within_the_guard_window() {
     // the guard's window (interval + margin) and one renewal interval of
     // slack for the reload to reach the sessions; its lease deadline (and
     // the fence, without the guard) lies 1.5-2 s after the cut.
-    let window = RENEW_INTERVAL + MARGIN + RENEW_INTERVAL;
+    let window = if synchronous { IN_FLIGHT } else { RENEW_INTERVAL + MARGIN + RENEW_INTERVAL };
     let late: Vec<Duration> = acks.iter().filter(|a| a.port == old_port && a.at > cut).map(|a| a.at - cut).collect();
     let last = late.iter().max().copied().unwrap_or_default();
     assert!(
@@ -71,6 +93,10 @@ async fn an_isolated_primary_stops_acknowledging_within_the_guard_window() {
     );
     let held = logs(&c).lines().any(|l| l.contains(&format!("node=node{first}")) && l.contains("holding commits"));
     assert!(held, "node{first} never held its commits\n{}", logs(&c));
+    if synchronous {
+        let lost = writer::lost(&acks, &committed);
+        assert!(lost.is_empty(), "lost {} acknowledged writes in synchronous mode: {lost:?}", lost.len());
+    }
 
     // What was lost is what the old primary acknowledged after the cut,
     // and the history says its rejoin discarded WAL.
@@ -108,7 +134,8 @@ async fn an_isolated_primary_stops_acknowledging_within_the_guard_window() {
         assert_eq!(counted, bytes as f64, "{}", reply.body);
     }
     eprintln!(
-        "commit guard: node{first} acknowledged {} writes after the cut, the last {last:?} after it; {} lost",
+        "commit guard ({}): node{first} acknowledged {} writes after the cut, the last {last:?} after it; {} lost",
+        if synchronous { "synchronous" } else { "asynchronous" },
         late.len(),
         lost.len()
     );

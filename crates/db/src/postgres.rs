@@ -305,6 +305,11 @@ impl Postgres {
         set("wal_receiver_status_interval", quote("1s"));
         set("wal_sender_timeout", quote("2s"));
         set("recovery_target_timeline", quote("latest"));
+        // A standby whose upstream went away (a switchover's old primary
+        // stopping, a re-pointed bystander) waits this long before it tries
+        // again, and a promotion asked for meanwhile waited it out too:
+        // PostgreSQL's 5 s made 5 of 10 switchovers take 5.3-5.7 s.
+        set("wal_retrieve_retry_interval", quote("250ms"));
         set("cluster_name", quote(&c.application_name));
         set(
             "synchronous_standby_names",

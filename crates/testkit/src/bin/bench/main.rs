@@ -21,8 +21,13 @@
 //! switchover's total duration (until haraftctl reports done: the old
 //! primary streams from the new one), and acknowledged writes lost.
 //!
+//! `haraft-bench partition-primary [--iterations N] [--synchronous]`: see
+//! `partition.rs`.
+//!
 //! Build with `cargo build --release --workspace`, then run
 //! `target/release/haraft-bench`.
+
+mod partition;
 
 use haraft_testkit::procs::ProcCluster;
 use std::time::{Duration, Instant};
@@ -30,6 +35,9 @@ use std::time::{Duration, Instant};
 struct Args {
     failover: bool,
     switchover: bool,
+    partition: bool,
+    /// partition-primary: with the commit guard off, for comparison.
+    no_commit_guard: bool,
     iterations: u64,
     synchronous: bool,
     seconds: u64,
@@ -44,6 +52,8 @@ fn parse_args() -> Result<Args, String> {
     let mut args = Args {
         failover: false,
         switchover: false,
+        partition: false,
+        no_commit_guard: false,
         iterations: 5,
         synchronous: false,
         seconds: 30,
@@ -59,6 +69,10 @@ fn parse_args() -> Result<Args, String> {
         }
         Some("switchover") => {
             args.switchover = true;
+            it.next();
+        }
+        Some("partition-primary") => {
+            args.partition = true;
             it.next();
         }
         Some("lease") => {
@@ -78,12 +92,14 @@ fn parse_args() -> Result<Args, String> {
             "--iterations" => args.iterations = value("--iterations")?.max(1),
             "--synchronous" => args.synchronous = true,
             "--primary-is-leader" => args.primary_is_leader = true,
+            "--no-commit-guard" => args.no_commit_guard = true,
             "--help" | "-h" => {
                 println!(
                     "haraft-bench [lease] [--seconds N (30)] [--renew-interval-ms N (100)] [--idle-seconds N (20)]"
                 );
                 println!("haraft-bench failover [--iterations N (5)] [--synchronous] [--primary-is-leader]");
                 println!("haraft-bench switchover [--iterations N (5)] [--synchronous]");
+                println!("haraft-bench partition-primary [--iterations N (5)] [--synchronous] [--no-commit-guard]");
                 std::process::exit(0);
             }
             other => return Err(format!("unknown argument {other:?}: see --help")),
@@ -125,7 +141,13 @@ fn main() {
             std::process::exit(2);
         }
     };
-    let result = if args.failover || args.switchover { failover(&args) } else { run(&args) };
+    let result = if args.partition {
+        partition::run(&args)
+    } else if args.failover || args.switchover {
+        failover(&args)
+    } else {
+        run(&args)
+    };
     if let Err(e) = result {
         eprintln!("haraft-bench: {e}");
         std::process::exit(1);
@@ -388,6 +410,18 @@ fn switchover_iterations(args: &Args, c: &mut ProcCluster, runtime: &tokio::runt
             "iteration {}: node{old} -> node{target}: writes unavailable {gap:.3} s, switchover done in {total:.2} s, lost {lost}",
             i + 1
         );
+        // HARAFT_BENCH_LOGS=SECONDS: every node's log of a run slower than that.
+        let slow = std::env::var("HARAFT_BENCH_LOGS").ok().and_then(|v| v.parse::<f64>().ok());
+        if slow.is_some_and(|s| gap > s) {
+            for id in 1..=3 {
+                let log = c.log(id);
+                let tail: Vec<&str> = log.lines().rev().take(60).collect();
+                eprintln!("--- node{id} (last lines)");
+                for line in tail.into_iter().rev() {
+                    eprintln!("{line}");
+                }
+            }
+        }
         gaps.push(gap);
         totals.push(total);
         lost_total += lost;
