@@ -35,14 +35,21 @@ impl GuardShell {
     /// The change to make now, if any: hold when `hold` and the database is
     /// a running primary; release a guard in force only for the lease
     /// holder (`epoch`; without a valid lease the server is being stopped
-    /// anyway). Holding needs no epoch (the caller passes the state's).
-    pub fn change(&mut self, hold: bool, db: Option<&DbStatus>, epoch: Option<Epoch>) -> Option<(bool, Epoch)> {
+    /// anyway). Holding is never refused on an epoch: it goes with the
+    /// state's (`current`).
+    pub fn change(
+        &mut self,
+        hold: bool,
+        db: Option<&DbStatus>,
+        holder: Option<Epoch>,
+        current: Epoch,
+    ) -> Option<(bool, Epoch)> {
         if self.in_flight {
             return None;
         }
-        let current = self.held.unwrap_or_else(|| db.is_some_and(|d| d.commits_held));
-        match (hold, current, epoch) {
-            (true, false, _) if db.is_some_and(DbStatus::is_running_primary) => Some((true, epoch.unwrap_or_default())),
+        let held = self.held.unwrap_or_else(|| db.is_some_and(|d| d.commits_held));
+        match (hold, held, holder) {
+            (true, false, _) if db.is_some_and(DbStatus::is_running_primary) => Some((true, current)),
             (false, true, Some(epoch)) => Some((false, epoch)),
             _ => None,
         }
@@ -107,21 +114,22 @@ mod tests {
     #[test]
     fn holds_a_running_primary_and_releases_only_for_the_holder() {
         let mut g = GuardShell::default();
-        let e = Some(Epoch(4));
-        assert_eq!(g.change(false, Some(&primary(false)), e), None);
-        assert_eq!(g.change(true, Some(&primary(false)), e), Some((true, Epoch(4))));
+        let (e, now) = (Some(Epoch(4)), Epoch(5));
+        assert_eq!(g.change(false, Some(&primary(false)), e, now), None);
+        assert_eq!(g.change(true, Some(&primary(false)), e, now), Some((true, Epoch(5))));
+        assert_eq!(g.change(true, Some(&primary(false)), None, now), Some((true, Epoch(5))), "holding needs no lease");
         let standby = DbStatus { role: Some(haraft_core::DbRole::Standby), ..primary(false) };
-        assert_eq!(g.change(true, Some(&standby), e), None, "a standby has no commits to hold");
+        assert_eq!(g.change(true, Some(&standby), e, now), None, "a standby has no commits to hold");
         // Observed held (an earlier agent), not holding any more: released
         // for the holder only.
-        assert_eq!(g.change(false, Some(&primary(true)), e), Some((false, Epoch(4))));
-        assert_eq!(g.change(false, Some(&primary(true)), None), None);
+        assert_eq!(g.change(false, Some(&primary(true)), e, now), Some((false, Epoch(4))));
+        assert_eq!(g.change(false, Some(&primary(true)), None, now), None);
         // One change at a time; what this agent wrote beats the observation.
         g.in_flight = true;
-        assert_eq!(g.change(true, Some(&primary(false)), e), None);
+        assert_eq!(g.change(true, Some(&primary(false)), e, now), None);
         g.in_flight = false;
         g.held = Some(true);
-        assert_eq!(g.change(true, Some(&primary(false)), e), None);
-        assert_eq!(g.change(false, Some(&primary(false)), e), Some((false, Epoch(4))));
+        assert_eq!(g.change(true, Some(&primary(false)), e, now), None);
+        assert_eq!(g.change(false, Some(&primary(false)), e, now), Some((false, Epoch(4))));
     }
 }

@@ -329,8 +329,7 @@ impl DbSide {
             MyLease::Valid(e) => Some(e),
             _ => None,
         };
-        if let Some(change) = self.guard.change(hold_commits.is_some(), self.observation.as_ref(), epoch) {
-            let change = if change.0 { (true, state.epoch) } else { change };
+        if let Some(change) = self.guard.change(hold_commits.is_some(), self.observation.as_ref(), epoch, state.epoch) {
             let work = self.guard.start(shared, &self.pg, change, hold_commits, now);
             spawn(Box::pin(async move { DbEvent::GuardDone(work.await) }));
         }

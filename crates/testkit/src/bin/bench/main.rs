@@ -260,16 +260,21 @@ fn failover(args: &Args) -> Result<(), String> {
         failover_iterations(args, &mut c, &runtime)
     };
     if result.is_err() {
-        for id in 1..=3 {
-            let log = c.log(id);
-            let tail: Vec<&str> = log.lines().rev().take(40).collect();
-            eprintln!("--- node{id} (last lines)");
-            for line in tail.into_iter().rev() {
-                eprintln!("{line}");
-            }
-        }
+        print_logs(&c, 40);
     }
     result
+}
+
+/// The last `lines` lines of every node's log, to stderr.
+fn print_logs(c: &ProcCluster, lines: usize) {
+    for id in 1..=c.nodes.len() as u64 {
+        let log = c.log(id);
+        let tail: Vec<&str> = log.lines().rev().take(lines).collect();
+        eprintln!("--- node{id} (last lines)");
+        for line in tail.into_iter().rev() {
+            eprintln!("{line}");
+        }
+    }
 }
 
 fn failover_iterations(args: &Args, c: &mut ProcCluster, runtime: &tokio::runtime::Runtime) -> Result<(), String> {
@@ -413,14 +418,7 @@ fn switchover_iterations(args: &Args, c: &mut ProcCluster, runtime: &tokio::runt
         // HARAFT_BENCH_LOGS=SECONDS: every node's log of a run slower than that.
         let slow = std::env::var("HARAFT_BENCH_LOGS").ok().and_then(|v| v.parse::<f64>().ok());
         if slow.is_some_and(|s| gap > s) {
-            for id in 1..=3 {
-                let log = c.log(id);
-                let tail: Vec<&str> = log.lines().rev().take(60).collect();
-                eprintln!("--- node{id} (last lines)");
-                for line in tail.into_iter().rev() {
-                    eprintln!("{line}");
-                }
-            }
+            print_logs(c, 60);
         }
         gaps.push(gap);
         totals.push(total);

@@ -30,14 +30,7 @@ pub fn run(args: &Args) -> Result<(), String> {
     c.start_all();
     let result = iterations(args, &c, &chaos, &runtime);
     if result.is_err() {
-        for id in 1..=3 {
-            let log = c.log(id);
-            let tail: Vec<&str> = log.lines().rev().take(40).collect();
-            eprintln!("--- node{id} (last lines)");
-            for line in tail.into_iter().rev() {
-                eprintln!("{line}");
-            }
-        }
+        crate::print_logs(&c, 40);
     }
     result
 }
