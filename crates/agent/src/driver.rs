@@ -48,6 +48,12 @@ pub enum AgentEvent {
         at: BootTime,
         epoch: Epoch,
     },
+    /// This node applied a change of the lease (a grant, a renewal, a
+    /// lapse): its expiry timer restarted at `at` + ttl.
+    LeaseApplied {
+        at: BootTime,
+        lease: haraft_core::Lease,
+    },
 }
 
 enum Event {
@@ -67,8 +73,11 @@ pub struct Driver {
     lease_view: watch::Sender<LeaseView>,
     events: broadcast::Sender<AgentEvent>,
     keeper: LeaseKeeper,
-    /// Some while this node is the Raft leader, with the term it leads.
-    timer: Option<(u64, ExpiryTimer)>,
+    /// The expiry timer, kept on every member from the lease changes it
+    /// applies: a member elected Raft leader goes on with it.
+    timer: ExpiryTimer,
+    /// The term this node leads, while it is the Raft leader.
+    leading: Option<u64>,
     elections_seen: u64,
     last_term: u64,
     proposal_in_flight: bool,
@@ -103,7 +112,8 @@ pub async fn run(
         lease_view,
         events,
         keeper: LeaseKeeper::default(),
-        timer: None,
+        timer: ExpiryTimer::start(None, boottime(), 0),
+        leading: None,
         elections_seen: 0,
         last_term: 0,
         proposal_in_flight: false,
@@ -216,21 +226,31 @@ impl Driver {
             self.last_term = metrics.current_term;
         }
 
-        // The Raft leader's expiry timer: started afresh (now + ttl) whenever
-        // this node becomes leader, restarted on every applied renewal.
+        // The expiry timer, on every member: restarted at now + ttl
+        // whenever the applied lease changes. `now` is read after the state,
+        // so every renewal in it was sent (t_send) before `now`: the timer
+        // cannot fire before t_send + ttl of the newest renewal this member
+        // applied, whoever leads. A member elected Raft leader goes on with
+        // its own timer rather than a full ttl from its election: a
+        // committed renewal it has not applied yet is in its log, is
+        // applied (restarting the timer) before any lapse it proposes, and
+        // makes that lapse stale (the lapse is a compare-and-set on the
+        // renewal count).
+        let restarted = self.timer.observe(state.lease, now, ttl);
+        if restarted && let Some(lease) = state.lease {
+            let _ = self.events.send(AgentEvent::LeaseApplied { at: now, lease });
+        }
         let leading = metrics.state == ServerState::Leader && metrics.current_leader == Some(me.0);
-        match (&mut self.timer, leading) {
-            (Some((term, timer)), true) if *term == metrics.current_term => {
-                timer.observe(state.lease, now, ttl);
-            }
+        match (self.leading, leading) {
+            (Some(term), true) if term == metrics.current_term => {}
             (_, true) => {
-                self.timer = Some((metrics.current_term, ExpiryTimer::start(state.lease, now, ttl)));
+                self.leading = Some(metrics.current_term);
                 let _ = self.events.send(AgentEvent::BecameLeader { at: now, term: metrics.current_term });
                 match state.lease {
                     Some(l) => tracing::warn!(
                         node = %self.name(), term = metrics.current_term, elections = self.elections_seen,
-                        "became Raft leader: lease of node {} epoch {} can lapse no earlier than {ttl} ms from now (a leader change postpones expiry by up to one ttl)",
-                        l.holder, l.epoch
+                        "became Raft leader: lease of node {} epoch {} can lapse no earlier than {} ms from now (a ttl after this member applied its last renewal)",
+                        l.holder, l.epoch, self.timer.remaining_ms(now)
                     ),
                     None => {
                         tracing::info!(node = %self.name(), term = metrics.current_term, "became Raft leader")
@@ -239,7 +259,7 @@ impl Driver {
             }
             (Some(_), false) => {
                 tracing::info!(node = %self.name(), term = metrics.current_term, "no longer Raft leader");
-                self.timer = None;
+                self.leading = None;
                 self.live = None;
             }
             (None, false) => {}
@@ -328,9 +348,10 @@ impl Driver {
 
     /// The Raft leader's side: initialize, lapse, grant.
     fn plan(&mut self, state: &haraft_core::ClusterState, now: BootTime) {
-        let Some((_, timer)) = &self.timer else {
+        if self.leading.is_none() {
             return;
-        };
+        }
+        let timer = &self.timer;
         if self.proposal_in_flight || now < self.next_proposal_at {
             return;
         }

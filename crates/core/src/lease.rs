@@ -7,11 +7,15 @@ use crate::ids::{BootTime, NodeId, RenewalSeq};
 use crate::state::{Command, Effect, Lease, Outcome};
 use crate::timing::Timing;
 
-/// The Raft leader's expiry timer. Only its firing may lapse a lease.
+/// The expiry timer. Only its firing, on the Raft leader, may lapse a lease.
 ///
-/// It restarts at `now + ttl` whenever the applied lease changes (a renewal,
-/// a grant) and whenever this node becomes leader, never earlier: so a lapse
-/// is always decided after the holder's own deadline has passed.
+/// Every member keeps one: it restarts at `now + ttl` whenever the lease
+/// the member applied changes (a renewal, a grant, a lapse), never earlier,
+/// and a member elected leader goes on with it. A lapse that takes effect
+/// is therefore decided a ttl after the member applied the newest renewal,
+/// after that renewal's `t_send`, so after the holder's own deadline; a
+/// timer that fires on a renewal the new leader has not caught up with
+/// proposes a lapse the newer renewal makes stale (see ARCHITECTURE.md).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ExpiryTimer {
     watching: Option<Lease>,
@@ -19,7 +23,7 @@ pub struct ExpiryTimer {
 }
 
 impl ExpiryTimer {
-    /// A node that just became Raft leader starts every timer afresh.
+    /// A timer watching `lease` from `now`.
     pub fn start(lease: Option<Lease>, now: BootTime, ttl_ms: u64) -> ExpiryTimer {
         ExpiryTimer { watching: lease, expires_at: now.plus_ms(ttl_ms) }
     }

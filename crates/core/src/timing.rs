@@ -21,11 +21,10 @@ pub struct Timing {
 }
 
 impl Default for Timing {
-    /// ttl 2.5 s: a failover waits up to one ttl after the last renewal,
-    /// plus an election (0.9-1.2 s) when the Raft leader died with the
-    /// primary, whose successor then waits a full ttl; 2.5 s keeps that
-    /// worst case near 4 s, under the 5 s goal (measured by haraft-bench
-    /// failover). Renewal every 500 ms: the holder's 1.975 s validity
+    /// ttl 2.5 s: a failover waits up to one ttl after the last renewal
+    /// (also when the Raft leader died with the primary: its successor
+    /// counts from when it applied the last renewal, not from its
+    /// election), measured by haraft-bench failover. Renewal every 500 ms: the holder's 1.975 s validity
     /// survives an election of the leader (renewals fail meanwhile) and
     /// still has a lost renewal to spare. 1% drift is 20x the 500 ppm that
     /// NTP may slew a clock; 500 ms is far above a measured immediate
