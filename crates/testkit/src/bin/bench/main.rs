@@ -427,6 +427,7 @@ fn switchover_iterations(args: &Args, c: &mut ProcCluster, runtime: &tokio::runt
         let _ = runtime.block_on(drop_writes(&ports, &password));
     }
     let (min, med, max) = spread(&gaps);
+    let held = runtime.block_on(commit_guard_engaged(c))?;
     let report = serde_json::json!({
         "bench": "switchover",
         "iterations": args.iterations,
@@ -435,16 +436,30 @@ fn switchover_iterations(args: &Args, c: &mut ProcCluster, runtime: &tokio::runt
         "total_duration_s": {"median": median(totals.clone()), "all": totals},
         "lost_acknowledged_writes": lost_total,
         "acknowledged_writes": acked_total,
+        "commit_guard_engaged": held,
     });
     println!("{report}");
     println!(
-        "switchover ({} mode, {} runs): write unavailability median {:.3} s (min {min:.3}, max {max:.3}); done in median {:.2} s; lost {lost_total} of {acked_total} acknowledged writes",
+        "switchover ({} mode, {} runs): write unavailability median {:.3} s (min {min:.3}, max {max:.3}); done in median {:.2} s; lost {lost_total} of {acked_total} acknowledged writes; commit guard engaged {held} times",
         if args.synchronous { "synchronous" } else { "asynchronous" },
         args.iterations,
         med,
         median(totals),
     );
     Ok(())
+}
+
+/// How many times the members' commit guards held commits (bootstrap
+/// included), by their `/metrics`.
+async fn commit_guard_engaged(c: &ProcCluster) -> Result<f64, String> {
+    let mut total = 0.0;
+    for address in &c.rest {
+        let reply = haraft_testkit::http::get(address, "/metrics").await?;
+        let samples = haraft_testkit::prom::parse(&reply.body)?;
+        let labels = [("action", "hold-commits"), ("outcome", "ok")];
+        total += haraft_testkit::prom::value(&samples, "haraft_database_actions_total", &labels).unwrap_or(0.0);
+    }
+    Ok(total)
 }
 
 async fn drop_writes(ports: &[u16], password: &str) -> Result<(), String> {
