@@ -302,6 +302,7 @@ fn failover_iterations(args: &Args, c: &mut ProcCluster, runtime: &tokio::runtim
         let leader = c.status().and_then(|s| s["leader"].as_str().map(str::to_string));
         was_leader.push(leader.as_deref() == Some(format!("node{old}").as_str()));
         let killed_at = Instant::now();
+        let killed_wall = std::time::SystemTime::now();
         c.kill_host(old);
         let old_port = ports[old as usize - 1];
         wait_until("a new primary", limit, || c.status().and_then(|s| primary_of(&s)).is_some_and(|p| p != old))?;
@@ -328,6 +329,19 @@ fn failover_iterations(args: &Args, c: &mut ProcCluster, runtime: &tokio::runtim
             i + 1,
             if was_leader[i as usize] { " (the primary was also the Raft leader)" } else { "" }
         );
+        // HARAFT_BENCH_LOGS=SECONDS: every node's log of a slower run.
+        let slow = std::env::var("HARAFT_BENCH_LOGS").ok().and_then(|v| v.parse::<f64>().ok());
+        if slow.is_some_and(|s| resume > s) {
+            let ms = killed_wall.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis()) % 86_400_000;
+            eprintln!(
+                "node{old} killed at {:02}:{:02}:{:02}.{:03}Z",
+                ms / 3_600_000,
+                ms / 60_000 % 60,
+                ms / 1000 % 60,
+                ms % 1000
+            );
+            print_logs(c, 60);
+        }
         resumed.push(resume);
         rejoined.push(rejoin);
         lost_total += lost;
@@ -415,7 +429,6 @@ fn switchover_iterations(args: &Args, c: &mut ProcCluster, runtime: &tokio::runt
             "iteration {}: node{old} -> node{target}: writes unavailable {gap:.3} s, switchover done in {total:.2} s, lost {lost}",
             i + 1
         );
-        // HARAFT_BENCH_LOGS=SECONDS: every node's log of a run slower than that.
         let slow = std::env::var("HARAFT_BENCH_LOGS").ok().and_then(|v| v.parse::<f64>().ok());
         if slow.is_some_and(|s| gap > s) {
             print_logs(c, 60);
