@@ -117,6 +117,10 @@ pub enum DbError {
     CommandFailed { program: String, code: Option<i32>, stderr_tail: String },
     #[error("cannot query PostgreSQL: {0}")]
     Query(String),
+    /// The server is running but refuses connections for now (starting
+    /// up, or a standby not yet consistent).
+    #[error("PostgreSQL does not accept connections yet: {0}")]
+    NotAcceptingConnections(String),
     #[error("epoch {given} is older than epoch {highest} that already acted on this database: refusing a stale action")]
     StaleEpoch { given: Epoch, highest: Epoch },
     #[error("{path}: {message}")]
@@ -180,4 +184,21 @@ pub trait Database {
     /// A cheap look (no query, no process) for a request to leave
     /// recovery that haraft did not make: see `promotion_signalled`.
     fn promotion_signalled(&self) -> bool;
+}
+
+impl DbError {
+    /// A failed connection or query in words: tokio-postgres says only
+    /// "db error" unless the server's own message is taken from it (seen:
+    /// an agent logged "cannot query PostgreSQL: db error" every 500 ms
+    /// for two minutes about a standby that refused every connection).
+    pub fn query(e: &tokio_postgres::Error) -> DbError {
+        let text = match e.as_db_error() {
+            Some(db) => format!("{}: {} ({})", db.severity(), db.message(), db.code().code()),
+            None => match std::error::Error::source(e) {
+                Some(source) => format!("{e}: {source}"),
+                None => e.to_string(),
+            },
+        };
+        DbError::Query(text)
+    }
 }

@@ -459,7 +459,13 @@ impl Postgres {
         let connect = config.connect(tokio_postgres::NoTls);
         let (client, connection) = match tokio::time::timeout(timeout, connect).await {
             Err(_) => return Err(DbError::Timeout { what: "connecting to PostgreSQL".into(), after: timeout }),
-            Ok(Err(e)) => return Err(DbError::Query(e.to_string())),
+            Ok(Err(e))
+                if e.as_db_error()
+                    .is_some_and(|d| *d.code() == tokio_postgres::error::SqlState::CANNOT_CONNECT_NOW) =>
+            {
+                return Err(DbError::NotAcceptingConnections(DbError::query(&e).to_string()));
+            }
+            Ok(Err(e)) => return Err(DbError::query(&e)),
             Ok(Ok(pair)) => pair,
         };
         tokio::spawn(async move {
@@ -468,10 +474,40 @@ impl Postgres {
         Ok(client)
     }
 
+    /// A running standby that refuses connections ("not yet accepting
+    /// connections": it has not reached a consistent state, e.g. WAL it
+    /// needs is gone or belongs to a diverged timeline), seen through its
+    /// control file: running, not streaming. Without this the agent had no
+    /// observation to decide on and waited forever (a nemesis run in CI);
+    /// with it, the standby counts as not streaming and is stopped and
+    /// rewound after `stream_timeout_ms` like any other.
+    async fn recovering_standby(&self, why: &str, timeout: Duration) -> Result<Observation, DbError> {
+        tracing::warn!(data_dir = %self.cfg.data_dir.display(), "the standby refuses connections: {why}");
+        let c = self.controldata(timeout).await?;
+        let (timeline, lsn) = c.position();
+        Ok(Observation {
+            running: true,
+            role: Some(DbRole::Standby),
+            timeline: Some(timeline),
+            received_lsn: Some(lsn),
+            replayed_lsn: Some(lsn),
+            system_identifier: Some(c.system_identifier),
+            clean_shutdown: None,
+            upstream: None,
+            downstream: Vec::new(),
+            synchronous_names: None,
+            slots: None,
+            forks: None,
+            read_only_default: self.settings_file_read_only(),
+            promotion_signalled: self.promotion_signalled_in(true),
+            commits_held: false,
+        })
+    }
+
     async fn query_running(&self, timeout: Duration) -> Result<Observation, DbError> {
         let work = async {
             let client = self.connect(timeout).await?;
-            let q = |e: tokio_postgres::Error| DbError::Query(e.to_string());
+            let q = |e: tokio_postgres::Error| DbError::query(&e);
             let row = client
                 .query_one(
                     "SELECT pg_is_in_recovery(),
@@ -588,12 +624,11 @@ impl Postgres {
             .application_name("haraft")
             .connect_timeout(timeout);
         let work = async {
-            let (client, connection) =
-                config.connect(tokio_postgres::NoTls).await.map_err(|e| DbError::Query(e.to_string()))?;
+            let (client, connection) = config.connect(tokio_postgres::NoTls).await.map_err(|e| DbError::query(&e))?;
             tokio::spawn(async move {
                 let _ = connection.await;
             });
-            client.batch_execute("CHECKPOINT").await.map_err(|e| DbError::Query(e.to_string()))
+            client.batch_execute("CHECKPOINT").await.map_err(|e| DbError::query(&e))
         };
         match tokio::time::timeout(timeout, work).await {
             Ok(r) => r,
@@ -704,7 +739,12 @@ impl Database for Postgres {
             });
         }
         if self.is_running(timeout).await? {
-            return self.query_running(timeout).await;
+            return match self.query_running(timeout).await {
+                Err(DbError::NotAcceptingConnections(why)) if self.cfg.data_dir.join("standby.signal").exists() => {
+                    self.recovering_standby(&why, timeout).await
+                }
+                other => other,
+            };
         }
         let c = self.controldata(timeout).await?;
         let standby = self.cfg.data_dir.join("standby.signal").exists();
@@ -787,7 +827,7 @@ impl Database for Postgres {
             quote_ident(&self.cfg.replication_user),
             quote(&self.replication_password())
         );
-        client.batch_execute(&sql).await.map_err(|e| DbError::Query(e.to_string()))?;
+        client.batch_execute(&sql).await.map_err(|e| DbError::query(&e))?;
         Ok(system_id)
     }
 
@@ -837,7 +877,7 @@ impl Database for Postgres {
         // checkpoint: without this one, a former primary rewound soon after
         // would be told "no rewind required" and could not follow.
         let client = self.connect(timeout).await?;
-        client.batch_execute("CHECKPOINT").await.map_err(|e| DbError::Query(e.to_string()))?;
+        client.batch_execute("CHECKPOINT").await.map_err(|e| DbError::query(&e))?;
         // Promoted: the next start must be as primary.
         self.write_settings(false, true)
     }
@@ -966,7 +1006,7 @@ impl Database for Postgres {
     async fn set_replication_slots(&self, slots: &[String], epoch: Epoch, timeout: Duration) -> Result<(), DbError> {
         self.guard.authorise(epoch)?;
         let client = self.connect(timeout).await?;
-        let q = |e: tokio_postgres::Error| DbError::Query(e.to_string());
+        let q = |e: tokio_postgres::Error| DbError::query(&e);
         let work = async {
             let existing = client
                 .query(

@@ -430,3 +430,33 @@ async fn held_commits_wait_until_released_and_only_the_holder_releases() {
     let n: i64 = client.query_one("SELECT count(*) FROM t", &[]).await.unwrap().get(0);
     assert_eq!(n, 2);
 }
+
+/// A running standby that refuses connections (here: hot standby off, as
+/// for one that cannot reach a consistent state) is still observed: a
+/// running standby that streams from nobody, positions from its control
+/// file; the agent then treats it as not streaming (stop and rewind after
+/// `stream_timeout_ms`) instead of waiting for an observation forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_that_refuses_connections_is_observed_as_not_streaming() {
+    let (_root, n1, n2, _cleanup) = two_nodes();
+    let sysid = n1.bootstrap(Epoch(1), T).await.unwrap();
+    n1.set_replication_slots(&["haraft_node2".into()], Epoch(1), T).await.unwrap();
+    n2.expect_system_identifier(sysid);
+    n2.rebuild(&upstream(&n1), Epoch(1), T).await.unwrap();
+    n2.start_standby(Some(&upstream(&n1)), Epoch(1), T).await.unwrap();
+    caught_up(&n1, &n2).await;
+    n2.stop(StopMode::Fast, Epoch(1), T).await.unwrap();
+    let auto = n2.config().data_dir.join("postgresql.auto.conf");
+    let mut text = std::fs::read_to_string(&auto).unwrap_or_default();
+    text.push_str("hot_standby = off\n");
+    std::fs::write(&auto, text).unwrap();
+    // pg_ctl start -w returns once the postmaster says "standby"; no
+    // connection is accepted after that.
+    n2.start_standby(Some(&upstream(&n1)), Epoch(1), T).await.unwrap();
+    let o = n2.observe(T).await.expect("observed through its control file");
+    assert!(o.running, "{o:?}");
+    assert_eq!((o.role, o.upstream.as_deref()), (Some(DbRole::Standby), None), "{o:?}");
+    assert_eq!(o.system_identifier, Some(sysid));
+    assert!(o.received_lsn.is_some() && o.timeline.is_some(), "{o:?}");
+    n2.stop(StopMode::Fast, Epoch(1), T).await.unwrap();
+}
