@@ -32,11 +32,9 @@ pub struct GuardDone {
 }
 
 impl GuardShell {
-    /// The change to make now, if any: hold when `hold` and the database is
-    /// a running primary; release a guard in force only for the lease
-    /// holder (`epoch`; without a valid lease the server is being stopped
-    /// anyway). Holding is never refused on an epoch: it goes with the
-    /// state's (`current`).
+    /// The change to make now (`core::lease::guard_change`), one at a time;
+    /// what this agent wrote beats the observation (which tells after an
+    /// agent restart).
     pub fn change(
         &mut self,
         hold: bool,
@@ -48,11 +46,8 @@ impl GuardShell {
             return None;
         }
         let held = self.held.unwrap_or_else(|| db.is_some_and(|d| d.commits_held));
-        match (hold, held, holder) {
-            (true, false, _) if db.is_some_and(DbStatus::is_running_primary) => Some((true, current)),
-            (false, true, Some(epoch)) => Some((false, epoch)),
-            _ => None,
-        }
+        let running_primary = db.is_some_and(DbStatus::is_running_primary);
+        haraft_core::lease::guard_change(hold, held, running_primary, holder, current)
     }
 
     /// Starts `change` (from [`GuardShell::change`]); the future reports it.
@@ -112,19 +107,11 @@ mod tests {
     }
 
     #[test]
-    fn holds_a_running_primary_and_releases_only_for_the_holder() {
+    fn one_change_at_a_time_and_what_was_written_beats_the_observation() {
         let mut g = GuardShell::default();
         let (e, now) = (Some(Epoch(4)), Epoch(5));
-        assert_eq!(g.change(false, Some(&primary(false)), e, now), None);
-        assert_eq!(g.change(true, Some(&primary(false)), e, now), Some((true, Epoch(5))));
-        assert_eq!(g.change(true, Some(&primary(false)), None, now), Some((true, Epoch(5))), "holding needs no lease");
-        let standby = DbStatus { role: Some(haraft_core::DbRole::Standby), ..primary(false) };
-        assert_eq!(g.change(true, Some(&standby), e, now), None, "a standby has no commits to hold");
-        // Observed held (an earlier agent), not holding any more: released
-        // for the holder only.
+        // Observed held (an earlier agent), not holding any more: released.
         assert_eq!(g.change(false, Some(&primary(true)), e, now), Some((false, Epoch(4))));
-        assert_eq!(g.change(false, Some(&primary(true)), None, now), None);
-        // One change at a time; what this agent wrote beats the observation.
         g.in_flight = true;
         assert_eq!(g.change(true, Some(&primary(false)), e, now), None);
         g.in_flight = false;

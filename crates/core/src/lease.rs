@@ -95,6 +95,25 @@ pub struct CommitGuard {
     pub margin_ms: u64,
 }
 
+/// What the commit guard's shell must do now: hold a running primary's
+/// commits (`Some((true, current))`: holding is never refused on an
+/// epoch), release a guard in force for the lease holder of `holder`
+/// (`Some((false, holder))`; without a valid lease the server is being
+/// stopped anyway), or nothing. `held` is what is in force.
+pub fn guard_change(
+    hold: bool,
+    held: bool,
+    running_primary: bool,
+    holder: Option<crate::ids::Epoch>,
+    current: crate::ids::Epoch,
+) -> Option<(bool, crate::ids::Epoch)> {
+    match (hold, held, holder) {
+        (true, false, _) if running_primary => Some((true, current)),
+        (false, true, Some(epoch)) => Some((false, epoch)),
+        _ => None,
+    }
+}
+
 impl CommitGuard {
     /// When commits are held, for a renewal last confirmed at `confirmed_at`.
     pub fn engages_at(&self, confirmed_at: BootTime, timing: &Timing) -> Option<BootTime> {
@@ -417,6 +436,18 @@ mod tests {
                 }
             }
         });
+    }
+
+    #[test]
+    fn the_guard_holds_a_running_primary_and_releases_only_for_the_holder() {
+        let (holder, now) = (Some(Epoch(4)), Epoch(5));
+        assert_eq!(guard_change(false, false, true, holder, now), None);
+        assert_eq!(guard_change(true, false, true, holder, now), Some((true, Epoch(5))));
+        assert_eq!(guard_change(true, false, true, None, now), Some((true, Epoch(5))), "holding needs no lease");
+        assert_eq!(guard_change(true, false, false, holder, now), None, "a standby has no commits to hold");
+        assert_eq!(guard_change(true, true, true, holder, now), None, "already held");
+        assert_eq!(guard_change(false, true, true, holder, now), Some((false, Epoch(4))));
+        assert_eq!(guard_change(false, true, true, None, now), None, "only the holder releases");
     }
 
     #[test]

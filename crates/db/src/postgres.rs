@@ -484,24 +484,31 @@ impl Postgres {
     async fn recovering_standby(&self, why: &str, timeout: Duration) -> Result<Observation, DbError> {
         tracing::warn!(data_dir = %self.cfg.data_dir.display(), "the standby refuses connections: {why}");
         let c = self.controldata(timeout).await?;
+        Ok(Observation { running: true, clean_shutdown: None, ..self.seen_through_control_file(&c, true) })
+    }
+
+    /// What the control file and haraft's files say of a server that
+    /// answers no query: stopped unless the caller knows better.
+    fn seen_through_control_file(&self, c: &ControlData, standby: bool) -> Observation {
         let (timeline, lsn) = c.position();
-        Ok(Observation {
-            running: true,
-            role: Some(DbRole::Standby),
+        Observation {
+            running: false,
+            role: Some(if standby { DbRole::Standby } else { DbRole::Primary }),
             timeline: Some(timeline),
             received_lsn: Some(lsn),
             replayed_lsn: Some(lsn),
             system_identifier: Some(c.system_identifier),
-            clean_shutdown: None,
+            clean_shutdown: Some(c.state.clean()),
             upstream: None,
             downstream: Vec::new(),
             synchronous_names: None,
             slots: None,
             forks: None,
             read_only_default: self.settings_file_read_only(),
-            promotion_signalled: self.promotion_signalled_in(true),
+            promotion_signalled: self.promotion_signalled_in(false),
+            // Nothing commits on a server that answers no query.
             commits_held: false,
-        })
+        }
     }
 
     async fn query_running(&self, timeout: Duration) -> Result<Observation, DbError> {
@@ -748,25 +755,7 @@ impl Database for Postgres {
         }
         let c = self.controldata(timeout).await?;
         let standby = self.cfg.data_dir.join("standby.signal").exists();
-        let (timeline, lsn) = c.position();
-        Ok(Observation {
-            running: false,
-            role: Some(if standby { DbRole::Standby } else { DbRole::Primary }),
-            timeline: Some(timeline),
-            received_lsn: Some(lsn),
-            replayed_lsn: Some(lsn),
-            system_identifier: Some(c.system_identifier),
-            clean_shutdown: Some(c.state.clean()),
-            upstream: None,
-            downstream: Vec::new(),
-            synchronous_names: None,
-            slots: None,
-            forks: None,
-            read_only_default: self.settings_file_read_only(),
-            promotion_signalled: self.promotion_signalled_in(false),
-            // Nothing commits on a stopped server.
-            commits_held: false,
-        })
+        Ok(self.seen_through_control_file(&c, standby))
     }
 
     async fn bootstrap(&self, epoch: Epoch, timeout: Duration) -> Result<u64, DbError> {

@@ -77,6 +77,18 @@ fn two_nodes() -> (tempfile::TempDir, Postgres, Postgres, Cleanup) {
     (root, n1, n2, cleanup)
 }
 
+/// `two_nodes` with node1 bootstrapped as primary at epoch 1 and node2
+/// copied from it and started as its standby; the system identifier.
+async fn primary_and_standby() -> (tempfile::TempDir, Postgres, Postgres, Cleanup, u64) {
+    let (root, n1, n2, cleanup) = two_nodes();
+    let sysid = n1.bootstrap(Epoch(1), T).await.unwrap();
+    n1.set_replication_slots(&["haraft_node2".into()], Epoch(1), T).await.unwrap();
+    n2.expect_system_identifier(sysid);
+    n2.rebuild(&upstream(&n1), Epoch(1), T).await.unwrap();
+    n2.start_standby(Some(&upstream(&n1)), Epoch(1), T).await.unwrap();
+    (root, n1, n2, cleanup, sysid)
+}
+
 async fn connect(pg: &Postgres) -> tokio_postgres::Client {
     let c = pg.config();
     let (client, conn) = tokio_postgres::Config::new()
@@ -247,12 +259,7 @@ fn shmem_segment(data_dir: &Path) -> Option<i32> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rebuild_after_kill_9_releases_the_dead_servers_shared_memory() {
-    let (_root, n1, n2, _cleanup) = two_nodes();
-    let sysid = n1.bootstrap(Epoch(1), T).await.unwrap();
-    n1.set_replication_slots(&["haraft_node2".into()], Epoch(1), T).await.unwrap();
-    n2.expect_system_identifier(sysid);
-    n2.rebuild(&upstream(&n1), Epoch(1), T).await.unwrap();
-    n2.start_standby(Some(&upstream(&n1)), Epoch(1), T).await.unwrap();
+    let (_root, n1, n2, _cleanup, _sysid) = primary_and_standby().await;
 
     let data1 = &n1.config().data_dir;
     let data2 = &n2.config().data_dir;
@@ -438,12 +445,7 @@ async fn held_commits_wait_until_released_and_only_the_holder_releases() {
 /// `stream_timeout_ms`) instead of waiting for an observation forever.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_standby_that_refuses_connections_is_observed_as_not_streaming() {
-    let (_root, n1, n2, _cleanup) = two_nodes();
-    let sysid = n1.bootstrap(Epoch(1), T).await.unwrap();
-    n1.set_replication_slots(&["haraft_node2".into()], Epoch(1), T).await.unwrap();
-    n2.expect_system_identifier(sysid);
-    n2.rebuild(&upstream(&n1), Epoch(1), T).await.unwrap();
-    n2.start_standby(Some(&upstream(&n1)), Epoch(1), T).await.unwrap();
+    let (_root, n1, n2, _cleanup, sysid) = primary_and_standby().await;
     caught_up(&n1, &n2).await;
     n2.stop(StopMode::Fast, Epoch(1), T).await.unwrap();
     let auto = n2.config().data_dir.join("postgresql.auto.conf");

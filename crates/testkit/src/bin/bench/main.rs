@@ -246,11 +246,7 @@ fn spread(v: &[f64]) -> (f64, f64, f64) {
 }
 
 fn failover(args: &Args) -> Result<(), String> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
+    let runtime = runtime()?;
     let extra = if args.synchronous { "[failover]\nsynchronous_mode = true\n" } else { "" };
     let mut c = ProcCluster::with_postgres(3, extra);
     c.start_all();
@@ -263,6 +259,17 @@ fn failover(args: &Args) -> Result<(), String> {
         print_logs(&c, 40);
     }
     result
+}
+
+/// The bench's tokio runtime: two workers, as the machine has two cores.
+fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().map_err(|e| e.to_string())
+}
+
+/// `HARAFT_BENCH_LOGS=SECONDS`: a run slower than that gets every node's
+/// log printed.
+fn slower_than_asked(seconds: f64) -> bool {
+    std::env::var("HARAFT_BENCH_LOGS").ok().and_then(|v| v.parse::<f64>().ok()).is_some_and(|s| seconds > s)
 }
 
 /// The last `lines` lines of every node's log, to stderr.
@@ -329,9 +336,7 @@ fn failover_iterations(args: &Args, c: &mut ProcCluster, runtime: &tokio::runtim
             i + 1,
             if was_leader[i as usize] { " (the primary was also the Raft leader)" } else { "" }
         );
-        // HARAFT_BENCH_LOGS=SECONDS: every node's log of a slower run.
-        let slow = std::env::var("HARAFT_BENCH_LOGS").ok().and_then(|v| v.parse::<f64>().ok());
-        if slow.is_some_and(|s| resume > s) {
+        if slower_than_asked(resume) {
             let ms = killed_wall.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis()) % 86_400_000;
             eprintln!(
                 "node{old} killed at {:02}:{:02}:{:02}.{:03}Z",
@@ -429,8 +434,7 @@ fn switchover_iterations(args: &Args, c: &mut ProcCluster, runtime: &tokio::runt
             "iteration {}: node{old} -> node{target}: writes unavailable {gap:.3} s, switchover done in {total:.2} s, lost {lost}",
             i + 1
         );
-        let slow = std::env::var("HARAFT_BENCH_LOGS").ok().and_then(|v| v.parse::<f64>().ok());
-        if slow.is_some_and(|s| gap > s) {
+        if slower_than_asked(gap) {
             print_logs(c, 60);
         }
         gaps.push(gap);

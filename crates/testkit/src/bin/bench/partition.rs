@@ -13,11 +13,7 @@ use haraft_testkit::writer::{self, Writer};
 use std::time::{Duration, Instant};
 
 pub fn run(args: &Args) -> Result<(), String> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
+    let runtime = crate::runtime()?;
     let extra = if args.synchronous { "[failover]\nsynchronous_mode = true\n" } else { "" };
     let (mut c, chaos) = runtime.block_on(ProcCluster::with_chaos(3, extra));
     if args.no_commit_guard {
