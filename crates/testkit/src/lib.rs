@@ -14,6 +14,7 @@ pub mod disk;
 pub mod http;
 pub mod inproc;
 pub mod nemesis;
+pub mod opengauss;
 pub mod procs;
 pub mod prom;
 pub mod tls;
