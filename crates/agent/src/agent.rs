@@ -1,7 +1,7 @@
 //! Starting and stopping one agent: store, Raft, gRPC server, event loop.
 
 use crate::admin::AdminService;
-use crate::config::Config;
+use crate::config::{Config, DbEngine};
 use crate::driver::{self, AgentEvent};
 use crate::shared::{LeaseView, Shared};
 use anyhow::{Context, bail};
@@ -331,22 +331,12 @@ pub async fn start(config: Config, listener: Option<tokio::net::TcpListener>) ->
         }
     }
 
-    let (db, guards) = match &config.postgres {
-        Some(pg) => {
-            // SAFETY: geteuid has no preconditions.
-            if unsafe { libc::geteuid() } == 0 {
-                bail!(
-                    "haraft manages PostgreSQL, which refuses to run as root: run the agent as the database OS user (e.g. postgres)"
-                );
-            }
-            let postgres = Arc::new(crate::database::postgres_for(&config, pg));
-            let mut side = crate::database::DbSide::new(&config, pg.clone(), postgres);
-            side.adopt_fence();
-            let guards = Guards::start(side.fence_path().clone())?;
-            (Some(side), Some(guards))
-        }
-        None => (None, None),
-    };
+    // SAFETY: geteuid has no preconditions.
+    if config.postgres.is_some() && unsafe { libc::geteuid() } == 0 {
+        bail!(
+            "haraft manages a PostgreSQL-family database, which refuses to run as root: run the agent as the database OS user (e.g. postgres)"
+        );
+    }
     let rest = match rest_listener {
         Some(listener) => {
             tracing::info!(node = %config.node_name, listen = %listener.local_addr()?, "rest api started");
@@ -358,7 +348,17 @@ pub async fn start(config: Config, listener: Option<tokio::net::TcpListener>) ->
         }
         None => None,
     };
-    let driver = tokio::spawn(driver::run(Arc::clone(&shared), db, lease_tx, events.clone(), shutdown_rx));
+    let start = DriverStart { shared: Arc::clone(&shared), lease_tx, events: events.clone(), shutdown: shutdown_rx };
+    let (driver, guards) = match &config.postgres {
+        Some(pg) => {
+            let cfg = crate::database::db_config(&config, pg);
+            match pg.engine {
+                DbEngine::Postgres => start.with_db(&config, pg, haraft_db::postgres::Postgres::new(cfg))?,
+                DbEngine::OpenGauss => start.with_db(&config, pg, haraft_db::opengauss::OpenGauss::new(cfg))?,
+            }
+        }
+        None => (start.without_db(), None),
+    };
     tracing::info!(node = %config.node_name, id = config.node.0, cluster = %config.cluster, listen = %local_addr, "agent started");
     Ok(AgentHandle {
         node: config.node,
@@ -371,4 +371,41 @@ pub async fn start(config: Config, listener: Option<tokio::net::TcpListener>) ->
         events,
         guards,
     })
+}
+
+/// What the driver is started with, whichever the database engine.
+struct DriverStart {
+    shared: Arc<Shared>,
+    lease_tx: watch::Sender<LeaseView>,
+    events: tokio::sync::broadcast::Sender<AgentEvent>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+}
+
+impl DriverStart {
+    /// The driver with this member's database side over `db`, and the
+    /// fence guards of its fence file.
+    fn with_db<D: haraft_db::Database>(
+        self,
+        config: &Config,
+        pg: &crate::config::PgSettings,
+        db: D,
+    ) -> anyhow::Result<(tokio::task::JoinHandle<()>, Option<Guards>)> {
+        let mut side = crate::database::DbSide::new(config, pg.clone(), Arc::new(db));
+        side.adopt_fence();
+        let guards = Guards::start(side.fence_path().clone())?;
+        let driver = tokio::spawn(driver::run(self.shared, Some(side), self.lease_tx, self.events, self.shutdown));
+        Ok((driver, Some(guards)))
+    }
+
+    /// A member without a database (a Raft voter only); the type names no
+    /// adapter that ever runs.
+    fn without_db(self) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(driver::run::<haraft_db::postgres::Postgres>(
+            self.shared,
+            None,
+            self.lease_tx,
+            self.events,
+            self.shutdown,
+        ))
+    }
 }

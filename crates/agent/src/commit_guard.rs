@@ -7,7 +7,6 @@
 use crate::shared::Shared;
 use haraft_core::{BootTime, DbStatus, Epoch};
 use haraft_db::Database;
-use haraft_db::postgres::Postgres;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -51,10 +50,10 @@ impl GuardShell {
     }
 
     /// Starts `change` (from [`GuardShell::change`]); the future reports it.
-    pub fn start(
+    pub fn start<D: Database>(
         &mut self,
         shared: &Arc<Shared>,
-        pg: &Arc<Postgres>,
+        pg: &Arc<D>,
         (held, epoch): (bool, Epoch),
         unconfirmed_ms: Option<u64>,
         now: BootTime,

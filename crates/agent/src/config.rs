@@ -22,6 +22,7 @@ struct RawConfig {
     #[serde(default)]
     log: RawLog,
     postgresql: Option<RawPostgres>,
+    opengauss: Option<RawPostgres>,
     #[serde(default)]
     failover: RawFailover,
     #[serde(default)]
@@ -399,8 +400,36 @@ impl std::fmt::Debug for Secret {
     }
 }
 
+/// Which database server a member manages: the config section that
+/// describes it (`[postgresql]` or `[opengauss]`, exactly one) says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DbEngine {
+    Postgres,
+    OpenGauss,
+}
+
+impl DbEngine {
+    /// The config section.
+    pub fn section(self) -> &'static str {
+        match self {
+            DbEngine::Postgres => "postgresql",
+            DbEngine::OpenGauss => "opengauss",
+        }
+    }
+
+    /// The tools the adapter runs, which `bin_dir` must hold.
+    pub fn tools(self) -> &'static [&'static str] {
+        match self {
+            DbEngine::Postgres => &["pg_ctl", "initdb", "postgres", "pg_controldata", "pg_rewind", "pg_basebackup"],
+            DbEngine::OpenGauss => haraft_db::opengauss::TOOLS,
+        }
+    }
+}
+
+/// The local database's settings, whichever the engine.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PgSettings {
+    pub engine: DbEngine,
     pub bin_dir: PathBuf,
     pub data_dir: PathBuf,
     /// Where PostgreSQL listens.
@@ -493,36 +522,42 @@ pub enum ConfigError {
     WriteTimeoutTooShort { write_timeout: u64, max: u64 },
     #[error("log.level = {level:?} is not one of error, warn, info, debug, trace")]
     BadLogLevel { level: String },
-    #[error("postgresql.listen = {value:?} is not an ip:port address")]
-    BadPgListen { value: String },
-    #[error("postgresql.connect_address = {value:?} is not host:port")]
-    BadPgConnect { value: String },
-    #[error("postgresql.{key} = {value:?} is not a valid PostgreSQL role name: use letters, digits and '_'")]
-    BadRoleName { key: &'static str, value: String },
+    #[error("{section}.listen = {value:?} is not an ip:port address")]
+    BadPgListen { section: &'static str, value: String },
+    #[error("{section}.connect_address = {value:?} is not host:port")]
+    BadPgConnect { section: &'static str, value: String },
+    #[error("{section}.{key} = {value:?} is not a valid role name: use letters, digits and '_'")]
+    BadRoleName { section: &'static str, key: &'static str, value: String },
     #[error(
-        "no {what} password: set postgresql.{key} (a file, relative to the config file's directory) or the {env} environment variable"
+        "no {what} password: set {section}.{key} (a file, relative to the config file's directory) or the {env} environment variable"
     )]
-    MissingPassword { what: &'static str, key: &'static str, env: &'static str },
-    #[error("cannot read postgresql.{key} {path}: {message}")]
-    PasswordFile { key: &'static str, path: String, message: String },
+    MissingPassword { section: &'static str, what: &'static str, key: &'static str, env: &'static str },
+    #[error("cannot read {section}.{key} {path}: {message}")]
+    PasswordFile { section: &'static str, key: &'static str, path: String, message: String },
     #[error(
-        "postgresql.{key} {path} is readable by other users (mode {mode:o}): chmod 600 it, a password file must stay private"
+        "{section}.{key} {path} is readable by other users (mode {mode:o}): chmod 600 it, a password file must stay private"
     )]
-    PasswordFileReadable { key: &'static str, path: String, mode: u32 },
-    #[error("postgresql.{key} {path} is empty")]
-    EmptyPassword { key: &'static str, path: String },
+    PasswordFileReadable { section: &'static str, key: &'static str, path: String, mode: u32 },
+    #[error("{section}.{key} {path} is empty")]
+    EmptyPassword { section: &'static str, key: &'static str, path: String },
     #[error(
         "postgresql.bin_dir: no PostgreSQL server binaries found in {tried}: install PostgreSQL or set postgresql.bin_dir"
     )]
     NoPgBinaries { tried: String },
-    #[error("postgresql.bin_dir = {path}: {path}/pg_ctl does not exist")]
-    BadPgBinDir { path: String },
-    #[error("postgresql.{key} must be at least {min}, got {value}")]
-    TooSmall { key: &'static str, value: u64, min: u64 },
     #[error(
-        "postgresql.{key} = {value:?} is not a locale or encoding name: use letters, digits, '.', '_', '-' or '@' (e.g. C.UTF-8, en_US.UTF-8, UTF8)"
+        "{section}.bin_dir = {path}: {missing} not found there: point it at the directory holding the server's tools"
     )]
-    BadLocale { key: &'static str, value: String },
+    BadPgBinDir { section: &'static str, path: String, missing: String },
+    #[error("{section}.{key} must be at least {min}, got {value}")]
+    TooSmall { section: &'static str, key: &'static str, value: u64, min: u64 },
+    #[error(
+        "{section}.{key} = {value:?} is not a locale or encoding name: use letters, digits, '.', '_', '-' or '@' (e.g. C.UTF-8, en_US.UTF-8, UTF8)"
+    )]
+    BadLocale { section: &'static str, key: &'static str, value: String },
+    #[error("{section}.bin_dir is not set: name the directory holding gs_ctl and gs_initdb (e.g. $GAUSSHOME/bin)")]
+    NoBinDir { section: &'static str },
+    #[error("both [postgresql] and [opengauss] are set: a member manages one database, keep the section of its engine")]
+    TwoEngines,
     #[error("rest.listen = {value:?} is not an ip:port address (e.g. 0.0.0.0:8008)")]
     BadRestListen { value: String },
     #[error("callbacks.{key} is empty: name a program (and arguments), or remove the key")]
@@ -568,6 +603,7 @@ pub fn parse(path: &str, text: &str) -> Result<Config, ConfigError> {
 
 /// Reads a password from `file` (relative to `base`) or from `env`.
 fn password(
+    section: &'static str,
     file: &Option<PathBuf>,
     key: &'static str,
     env: &'static str,
@@ -580,20 +616,23 @@ fn password(
             let path = if f.is_absolute() { f.clone() } else { base.join(f) };
             let shown = path.display().to_string();
             let text = std::fs::read_to_string(&path).map_err(|e| ConfigError::PasswordFile {
+                section,
                 key,
                 path: shown.clone(),
                 message: e.to_string(),
             })?;
             if let Some(mode) = haraft_raft::tls::open_to_others(&path) {
-                return Err(ConfigError::PasswordFileReadable { key, path: shown, mode });
+                return Err(ConfigError::PasswordFileReadable { section, key, path: shown, mode });
             }
             let first = text.lines().next().unwrap_or("").to_string();
             if first.is_empty() {
-                return Err(ConfigError::EmptyPassword { key, path: shown });
+                return Err(ConfigError::EmptyPassword { section, key, path: shown });
             }
             first
         }
-        None => getenv(env).filter(|v| !v.is_empty()).ok_or(ConfigError::MissingPassword { what, key, env })?,
+        None => {
+            getenv(env).filter(|v| !v.is_empty()).ok_or(ConfigError::MissingPassword { section, what, key, env })?
+        }
     };
     Ok(Secret(value))
 }
@@ -612,29 +651,35 @@ fn valid_role(s: &str) -> bool {
 }
 
 fn validate_postgres(
+    engine: DbEngine,
     raw: RawPostgres,
     data_dir: &Path,
     base: &Path,
     getenv: &dyn Fn(&str) -> Option<String>,
 ) -> Result<PgSettings, ConfigError> {
-    let listen: SocketAddr = raw.listen.parse().map_err(|_| ConfigError::BadPgListen { value: raw.listen.clone() })?;
+    let section = engine.section();
+    let listen: SocketAddr =
+        raw.listen.parse().map_err(|_| ConfigError::BadPgListen { section, value: raw.listen.clone() })?;
     let connect_address = raw.connect_address.unwrap_or_else(|| raw.listen.clone());
     if !host_port(&connect_address) {
-        return Err(ConfigError::BadPgConnect { value: connect_address });
+        return Err(ConfigError::BadPgConnect { section, value: connect_address });
     }
     for (key, value) in [("superuser", &raw.superuser), ("replication_user", &raw.replication_user)] {
         if !valid_role(value) {
-            return Err(ConfigError::BadRoleName { key, value: value.clone() });
+            return Err(ConfigError::BadRoleName { section, key, value: value.clone() });
         }
     }
-    let bin_dir = match raw.bin_dir {
-        Some(d) => {
-            if !d.join("pg_ctl").is_file() {
-                return Err(ConfigError::BadPgBinDir { path: d.display().to_string() });
+    let bin_dir = match (raw.bin_dir, engine) {
+        (Some(d), _) => {
+            let missing: Vec<&str> = engine.tools().iter().copied().filter(|t| !d.join(t).is_file()).collect();
+            if !missing.is_empty() {
+                let (path, missing) = (d.display().to_string(), missing.join(", "));
+                return Err(ConfigError::BadPgBinDir { section, path, missing });
             }
             d
         }
-        None => detect_bin_dir()?,
+        (None, DbEngine::Postgres) => detect_bin_dir()?,
+        (None, DbEngine::OpenGauss) => return Err(ConfigError::NoBinDir { section }),
     };
     for (key, value, min) in [
         ("stream_timeout_ms", raw.stream_timeout_ms, 1000),
@@ -642,22 +687,24 @@ fn validate_postgres(
         ("rebuild_timeout_ms", raw.rebuild_timeout_ms, 1000),
     ] {
         if value < min {
-            return Err(ConfigError::TooSmall { key, value, min });
+            return Err(ConfigError::TooSmall { section, key, value, min });
         }
     }
     for (key, value) in [("initdb_locale", &raw.initdb_locale), ("initdb_encoding", &raw.initdb_encoding)] {
         let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@');
         if value.is_empty() || value.len() > 64 || !value.chars().all(allowed) {
-            return Err(ConfigError::BadLocale { key, value: value.clone() });
+            return Err(ConfigError::BadLocale { section, key, value: value.clone() });
         }
     }
     Ok(PgSettings {
+        engine,
         bin_dir,
         data_dir: raw.data_dir.unwrap_or_else(|| data_dir.join("pgdata")),
         listen,
         connect_address,
         superuser: raw.superuser,
         superuser_password: password(
+            section,
             &raw.superuser_password_file,
             "superuser_password_file",
             "HARAFT_SUPERUSER_PASSWORD",
@@ -667,6 +714,7 @@ fn validate_postgres(
         )?,
         replication_user: raw.replication_user,
         replication_password: password(
+            section,
             &raw.replication_password_file,
             "replication_password_file",
             "HARAFT_REPLICATION_PASSWORD",
@@ -756,9 +804,11 @@ fn validate(raw: RawConfig, base: &Path, getenv: &dyn Fn(&str) -> Option<String>
     if !matches!(raw.log.level.as_str(), "error" | "warn" | "info" | "debug" | "trace") {
         return Err(ConfigError::BadLogLevel { level: raw.log.level });
     }
-    let postgres = match raw.postgresql {
-        Some(pg) => Some(validate_postgres(pg, &raw.node.data_dir, base, getenv)?),
-        None => None,
+    let postgres = match (raw.postgresql, raw.opengauss) {
+        (Some(_), Some(_)) => return Err(ConfigError::TwoEngines),
+        (Some(pg), None) => Some(validate_postgres(DbEngine::Postgres, pg, &raw.node.data_dir, base, getenv)?),
+        (None, Some(og)) => Some(validate_postgres(DbEngine::OpenGauss, og, &raw.node.data_dir, base, getenv)?),
+        (None, None) => None,
     };
     let mut dial = Dial::default();
     for (name, d) in &raw.network.dial {
@@ -1034,5 +1084,37 @@ address = "127.0.0.1:7003"
     #[test]
     fn bad_log_level() {
         assert!(err("[log]\nlevel = \"loud\"\n").contains("log.level = \"loud\""));
+    }
+
+    /// `text` (BASE plus `extra`) validated with both passwords in the
+    /// environment.
+    fn with_passwords(extra: &str) -> Result<Config, String> {
+        let text = format!("{BASE}\n{extra}");
+        let raw: RawConfig = toml::from_str(&text).map_err(|e| e.to_string())?;
+        let env = |name: &str| name.ends_with("_PASSWORD").then(|| "secret".to_string());
+        validate(raw, Path::new("."), &env).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn exactly_one_engine_and_its_tools() {
+        let tools = tempfile::tempdir().unwrap();
+        let dir = tools.path().display().to_string();
+        let og = format!("[opengauss]\nbin_dir = \"{dir}\"\nlisten = \"127.0.0.1:6432\"\n");
+        let e = with_passwords(&og).unwrap_err();
+        assert!(e.contains(&format!("opengauss.bin_dir = {dir}: gs_ctl, gs_initdb, pg_controldata not found")), "{e}");
+        for t in ["gs_ctl", "gs_initdb"] {
+            std::fs::write(tools.path().join(t), "").unwrap();
+        }
+        let e = with_passwords(&og).unwrap_err();
+        assert!(e.contains(": pg_controldata not found"), "{e}");
+        std::fs::write(tools.path().join("pg_controldata"), "").unwrap();
+        let c = with_passwords(&og).unwrap();
+        assert_eq!(c.postgres.as_ref().unwrap().engine, DbEngine::OpenGauss);
+        let e = with_passwords("[opengauss]\nlisten = \"127.0.0.1:6432\"\n").unwrap_err();
+        assert!(e.contains("opengauss.bin_dir is not set"), "{e}");
+        let e = with_passwords(&format!("{og}[postgresql]\nlisten = \"127.0.0.1:5432\"\n")).unwrap_err();
+        assert!(e.contains("both [postgresql] and [opengauss] are set"), "{e}");
+        let e = with_passwords(&format!("{og}superuser = \"a b\"\n")).unwrap_err();
+        assert!(e.contains("opengauss.superuser = \"a b\" is not a valid role name"), "{e}");
     }
 }

@@ -1,6 +1,7 @@
-//! The agent's database side: observes the local PostgreSQL, feeds the pure
-//! reconciler, carries out one action at a time, and keeps the fence file in
-//! step with the lease.
+//! The agent's database side: observes the local database through the
+//! [`Database`] seam (PostgreSQL or openGauss, chosen by the config), feeds
+//! the pure reconciler, carries out one action at a time, and keeps the
+//! fence file in step with the lease.
 
 use crate::callbacks;
 use crate::clock::now_unix_ms;
@@ -13,8 +14,8 @@ use haraft_core::health;
 use haraft_core::loss::Discard;
 use haraft_core::reconcile::{Action, MyLease, Reason, ReconcileInput, Rejoin, reconcile};
 use haraft_core::{BootTime, ClusterState, Command, DbPosition, DbStatus, Lsn, NodeEvent, NodeId, Outcome};
-use haraft_db::postgres::{PgConfig, Postgres};
-use haraft_db::{Database, DbRole, StopMode, Upstream};
+use haraft_db::postgres::PgConfig;
+use haraft_db::{Database, StopMode, Upstream};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,8 +31,8 @@ pub enum DbEvent {
     GuardDone(GuardDone),
 }
 
-pub struct DbSide {
-    pg: Arc<Postgres>,
+pub struct DbSide<D: Database> {
+    pg: Arc<D>,
     settings: PgSettings,
     fence_path: PathBuf,
     fence: Option<FenceState>,
@@ -91,9 +92,10 @@ pub fn managed_database(config: &crate::config::Config) -> Option<String> {
     }
 }
 
-pub fn postgres_for(config: &crate::config::Config, pg: &PgSettings) -> Postgres {
+/// The adapter's configuration, whichever the engine.
+pub fn db_config(config: &crate::config::Config, pg: &PgSettings) -> PgConfig {
     let state_dir = state_dir(config);
-    Postgres::new(PgConfig {
+    PgConfig {
         bin_dir: absolute(&pg.bin_dir),
         data_dir: absolute(&pg.data_dir),
         socket_dir: state_dir.clone(),
@@ -111,7 +113,7 @@ pub fn postgres_for(config: &crate::config::Config, pg: &PgSettings) -> Postgres
         keep_aside: pg.keep_aside,
         initdb_locale: pg.initdb_locale.clone(),
         initdb_encoding: pg.initdb_encoding.clone(),
-    })
+    }
 }
 
 /// The address the agent uses for its own queries: the listen address,
@@ -121,40 +123,8 @@ fn connect_host(pg: &PgSettings) -> String {
     if ip.is_unspecified() { "127.0.0.1".into() } else { ip.to_string() }
 }
 
-fn to_status(o: haraft_db::Observation, has_data: bool) -> DbStatus {
-    DbStatus {
-        has_data,
-        running: o.running,
-        role: o.role.map(|r| match r {
-            DbRole::Primary => haraft_core::DbRole::Primary,
-            DbRole::Standby => haraft_core::DbRole::Standby,
-        }),
-        timeline: o.timeline,
-        lsn: o.received_lsn,
-        replayed_lsn: o.replayed_lsn,
-        system_identifier: o.system_identifier,
-        clean_shutdown: o.clean_shutdown,
-        streaming_from: o.upstream,
-        replicas: o
-            .downstream
-            .iter()
-            .map(|d| haraft_core::Replica {
-                name: d.application_name.clone(),
-                streaming: d.state == "streaming",
-                sync: d.sync_state == "sync",
-            })
-            .collect(),
-        synchronous_names: o.synchronous_names,
-        slots: o.slots,
-        forks: o.forks,
-        read_only_default: o.read_only_default,
-        promotion_signalled: o.promotion_signalled,
-        commits_held: o.commits_held,
-    }
-}
-
-impl DbSide {
-    pub fn new(config: &crate::config::Config, mut settings: PgSettings, pg: Arc<Postgres>) -> DbSide {
+impl<D: Database> DbSide<D> {
+    pub fn new(config: &crate::config::Config, mut settings: PgSettings, pg: Arc<D>) -> DbSide<D> {
         settings.data_dir = absolute(&settings.data_dir);
         let fence_path = absolute(&config.data_dir.join("fence"));
         let fence = fence::read(&fence_path);
@@ -345,11 +315,8 @@ impl DbSide {
         if !self.observe_in_flight && now >= self.next_observe_at && !self.action_in_flight {
             self.observe_in_flight = true;
             let pg = Arc::clone(&self.pg);
-            let data_dir = self.settings.data_dir.clone();
             spawn(Box::pin(async move {
-                let has_data = data_dir.join("PG_VERSION").is_file();
-                let result =
-                    pg.observe(OBSERVE_TIMEOUT).await.map(|o| to_status(o, has_data)).map_err(|e| e.to_string());
+                let result = pg.observe(OBSERVE_TIMEOUT).await.map_err(|e| e.to_string());
                 DbEvent::Observed { result }
             }));
         }
@@ -416,7 +383,7 @@ impl DbSide {
         let last_seen = self.last_seen;
         let seen = (db.timeline, db.lsn);
         spawn(Box::pin(async move {
-            let result = execute(&shared, &pg, &settings, &state, &action, last_seen).await;
+            let result = execute(&shared, &*pg, &settings, &state, &action, last_seen).await;
             if result.is_ok() && reason == Reason::PromotedOutsideHaraft {
                 fenced_outside_promotion(&shared, seen).await;
             }
@@ -443,9 +410,9 @@ async fn propose(shared: &Shared, command: Command) -> Result<(), String> {
 }
 
 /// Carries out one action.
-async fn execute(
+async fn execute<D: Database>(
     shared: &Shared,
-    pg: &Postgres,
+    pg: &D,
     settings: &PgSettings,
     state: &ClusterState,
     action: &Action,
@@ -556,9 +523,9 @@ const COUNT_COMMITS_TIMEOUT: Duration = Duration::from_secs(10);
 /// discarded: from the divergence to where the local WAL ended, how
 /// exactly that end is known, and how many transactions had committed
 /// there (counted before pg_rewind rewrites the WAL).
-async fn rewind(
+async fn rewind<D: Database>(
     shared: &Shared,
-    pg: &Postgres,
+    pg: &D,
     state: &ClusterState,
     source: NodeId,
     epoch: haraft_core::Epoch,
@@ -607,7 +574,7 @@ async fn rewind(
 /// the end pg_waldump finds, or the last observed position when it finds
 /// none (or less: the observation saw WAL that was never flushed); and
 /// the end found on disk, if one was.
-async fn wal_end(pg: &Postgres, observed: Option<Lsn>, timeout: Duration) -> (Option<Lsn>, Option<Lsn>) {
+async fn wal_end<D: Database>(pg: &D, observed: Option<Lsn>, timeout: Duration) -> (Option<Lsn>, Option<Lsn>) {
     let end = match pg.end_of_wal(timeout).await {
         Ok(end) => end,
         Err(err) => {
@@ -620,9 +587,9 @@ async fn wal_end(pg: &Postgres, observed: Option<Lsn>, timeout: Duration) -> (Op
     (end.max(observed), end)
 }
 
-async fn rebuild(
+async fn rebuild<D: Database>(
     shared: &Shared,
-    pg: &Postgres,
+    pg: &D,
     settings: &PgSettings,
     state: &ClusterState,
     source: NodeId,

@@ -11,6 +11,7 @@ use haraft_core::ops::{Seen, SeenAll};
 use haraft_core::plan::{PlanInput, Reason, Step, plan};
 use haraft_core::reconcile::MyLease;
 use haraft_core::{BootTime, Command, Epoch, NodeId, Outcome, Timing};
+use haraft_db::Database;
 use openraft::ServerState;
 use std::sync::Arc;
 use std::time::Duration;
@@ -67,7 +68,7 @@ enum Event {
     Shutdown,
 }
 
-pub struct Driver {
+pub struct Driver<D: Database> {
     shared: Arc<Shared>,
     tx: mpsc::UnboundedSender<Event>,
     lease_view: watch::Sender<LeaseView>,
@@ -92,13 +93,13 @@ pub struct Driver {
     operation_seen: Option<(String, BootTime)>,
     last_plan_key: String,
     was_valid: Option<Epoch>,
-    /// The local PostgreSQL, when this member manages one.
-    db: Option<DbSide>,
+    /// The local database, when this member manages one.
+    db: Option<DbSide<D>>,
 }
 
-pub async fn run(
+pub async fn run<D: Database>(
     shared: Arc<Shared>,
-    db: Option<DbSide>,
+    db: Option<DbSide<D>>,
     lease_view: watch::Sender<LeaseView>,
     events: broadcast::Sender<AgentEvent>,
     mut shutdown: watch::Receiver<bool>,
@@ -144,7 +145,7 @@ pub async fn run(
     }
 }
 
-impl Driver {
+impl<D: Database> Driver<D> {
     fn name(&self) -> &str {
         &self.shared.config.node_name
     }

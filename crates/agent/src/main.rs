@@ -76,9 +76,15 @@ fn main() -> ExitCode {
                     c.timing.renew_interval_ms
                 );
                 if let Some(pg) = &c.postgres {
+                    let init = match pg.engine {
+                        haraft_agent::config::DbEngine::Postgres => "initdb",
+                        haraft_agent::config::DbEngine::OpenGauss => "gs_initdb",
+                    };
                     println!(
-                        "postgresql: data {}, initdb --locale={} --encoding={} (bootstrap only; the other members copy it)",
+                        "{}: data {}, tools {}, {init} --locale={} --encoding={} (bootstrap only; the other members copy it)",
+                        pg.engine.section(),
                         pg.data_dir.display(),
+                        pg.bin_dir.display(),
                         pg.initdb_locale,
                         pg.initdb_encoding
                     );

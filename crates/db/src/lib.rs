@@ -1,7 +1,8 @@
 //! The database boundary: the [`Database`] trait (observe the local
 //! database; act on it, every action carrying the epoch that authorises it
-//! and an explicit timeout) and its adapters, PostgreSQL first
-//! ([`postgres::Postgres`]).
+//! and an explicit timeout) and its adapters: [`postgres::Postgres`] and
+//! [`opengauss::OpenGauss`], which share haraft's own files about the
+//! database (`local`).
 //!
 //! What it must never do: decide. It reports observations and carries out
 //! one action at a time; `haraft_core` chooses the action.
@@ -9,69 +10,22 @@
 pub mod controldata;
 pub mod epoch_guard;
 pub mod exec;
+pub mod gs_ctl;
+mod local;
+pub mod opengauss;
 pub mod postgres;
 pub mod procs;
 pub mod wal;
 
 use haraft_core::{Epoch, Lsn, TimelineId};
+use std::future::Future;
 use std::time::Duration;
 
 pub use exec::RunAs;
 
-/// What the local database is doing, as seen now.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Observation {
-    pub running: bool,
-    /// `None` when there is no data directory yet.
-    pub role: Option<DbRole>,
-    pub timeline: Option<TimelineId>,
-    /// Primary: the current write position. Standby: what it received.
-    pub received_lsn: Option<Lsn>,
-    /// Standby: what it replayed. Primary: same as `received_lsn`.
-    pub replayed_lsn: Option<Lsn>,
-    pub system_identifier: Option<u64>,
-    /// For a stopped directory: was it shut down cleanly?
-    pub clean_shutdown: Option<bool>,
-    /// Standby: host:port it streams from, when streaming.
-    pub upstream: Option<String>,
-    /// Primary: who streams from it.
-    pub downstream: Vec<Downstream>,
-    /// The member names in `synchronous_standby_names`, when the setting
-    /// has the form haraft writes (`FIRST n ("a", ...)` or empty); `None`
-    /// otherwise or when stopped.
-    pub synchronous_names: Option<Vec<String>>,
-    /// Primary: haraft's physical replication slots (`haraft_*`).
-    pub slots: Option<Vec<String>>,
-    /// Primary: its timeline history (where each earlier timeline ended).
-    pub forks: Option<Vec<haraft_core::Fork>>,
-    /// Whether a new session's transactions are read-only by default
-    /// (`default_transaction_read_only`): the running server's value, or
-    /// what haraft's settings file gives a stopped one. `None` when unknown
-    /// (no data, or a settings file of a haraft that did not write it).
-    pub read_only_default: Option<bool>,
-    /// Someone asked this server to leave recovery: a promote request is
-    /// waiting, or a running standby's `standby.signal` is gone.
-    pub promotion_signalled: bool,
-    /// The commit guard is in force: commits wait (`hold_commits`).
-    pub commits_held: bool,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DbRole {
-    Primary,
-    Standby,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Downstream {
-    pub application_name: String,
-    /// e.g. "streaming", "catchup".
-    pub state: String,
-    /// "async", "sync", "potential", "quorum".
-    pub sync_state: String,
-    pub flush_lsn: Option<Lsn>,
-    pub replay_lsn: Option<Lsn>,
-}
+/// What the local database is doing, as seen now: one type from the
+/// adapter to the pure decisions.
+pub use haraft_core::{DbRole, DbStatus, Replica};
 
 /// Where to stream, rewind or rebuild from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -115,11 +69,11 @@ pub enum DbError {
     Spawn { program: String, message: String },
     #[error("{program} failed (exit code {code:?}): {stderr_tail}")]
     CommandFailed { program: String, code: Option<i32>, stderr_tail: String },
-    #[error("cannot query PostgreSQL: {0}")]
+    #[error("cannot query the database: {0}")]
     Query(String),
     /// The server is running but refuses connections for now (starting
     /// up, or a standby not yet consistent).
-    #[error("PostgreSQL does not accept connections yet: {0}")]
+    #[error("the database does not accept connections yet: {0}")]
     NotAcceptingConnections(String),
     #[error("epoch {given} is older than epoch {highest} that already acted on this database: refusing a stale action")]
     StaleEpoch { given: Epoch, highest: Epoch },
@@ -130,6 +84,11 @@ pub enum DbError {
          move it aside or point the config elsewhere; haraft left it untouched"
     )]
     ForeignDataDir { path: String, found: u64, expected: u64 },
+    #[error(
+        "data directory {path} holds a {found} database, not {expected}: point the config at a {expected} data \
+         directory (or use the section of its engine); haraft left it untouched"
+    )]
+    OtherEngine { path: String, found: &'static str, expected: &'static str },
     #[error("{0}")]
     Unexpected(String),
 }
@@ -138,49 +97,97 @@ pub enum DbError {
 /// names the epoch that authorises it: an action with an epoch older than
 /// one already carried out is refused (`DbError::StaleEpoch`), except stop,
 /// which fencing must always be able to do.
-#[allow(async_fn_in_trait)]
-pub trait Database {
-    async fn observe(&self, timeout: Duration) -> Result<Observation, DbError>;
-    /// initdb, configure, start as primary, create the replication role.
-    /// Returns the new system identifier.
-    async fn bootstrap(&self, epoch: Epoch, timeout: Duration) -> Result<u64, DbError>;
-    async fn start_primary(&self, epoch: Epoch, timeout: Duration) -> Result<(), DbError>;
+pub trait Database: Send + Sync + 'static {
+    /// Which engine this adapter drives (for logs and refusals).
+    fn engine(&self) -> &'static str;
+    fn observe(&self, timeout: Duration) -> impl Future<Output = Result<DbStatus, DbError>> + Send;
+    /// From now on, refuse to start, rewind or rebuild over a data
+    /// directory whose system identifier differs (another cluster's data).
+    fn expect_system_identifier(&self, id: u64);
+    /// Create the database, configure it, start it as primary, create the
+    /// replication role. Returns the new system identifier.
+    fn bootstrap(&self, epoch: Epoch, timeout: Duration) -> impl Future<Output = Result<u64, DbError>> + Send;
+    fn start_primary(&self, epoch: Epoch, timeout: Duration) -> impl Future<Output = Result<(), DbError>> + Send;
     /// Start as a standby of `upstream`; with `None`, replay local WAL only.
-    async fn start_standby(&self, upstream: Option<&Upstream>, epoch: Epoch, timeout: Duration) -> Result<(), DbError>;
+    fn start_standby(
+        &self,
+        upstream: Option<&Upstream>,
+        epoch: Epoch,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<(), DbError>> + Send;
     /// Point a running standby at another upstream (reload, no restart).
-    async fn follow(&self, upstream: &Upstream, epoch: Epoch, timeout: Duration) -> Result<(), DbError>;
-    async fn promote(&self, epoch: Epoch, timeout: Duration) -> Result<(), DbError>;
-    async fn stop(&self, mode: StopMode, epoch: Epoch, timeout: Duration) -> Result<(), DbError>;
-    async fn rewind(&self, source: &Upstream, epoch: Epoch, timeout: Duration) -> Result<RewindReport, DbError>;
-    async fn rebuild(&self, source: &Upstream, epoch: Epoch, timeout: Duration) -> Result<(), DbError>;
-    async fn set_synchronous_standbys(&self, names: &[String], epoch: Epoch, timeout: Duration) -> Result<(), DbError>;
+    fn follow(
+        &self,
+        upstream: &Upstream,
+        epoch: Epoch,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<(), DbError>> + Send;
+    fn promote(&self, epoch: Epoch, timeout: Duration) -> impl Future<Output = Result<(), DbError>> + Send;
+    fn stop(&self, mode: StopMode, epoch: Epoch, timeout: Duration)
+    -> impl Future<Output = Result<(), DbError>> + Send;
+    /// Rejoin a stopped former primary to `source`'s history, discarding
+    /// what diverged (pg_rewind, `gs_ctl build -b incremental`).
+    fn rewind(
+        &self,
+        source: &Upstream,
+        epoch: Epoch,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<RewindReport, DbError>> + Send;
+    /// A new copy of `source` (base backup, `gs_ctl build -b full`).
+    fn rebuild(
+        &self,
+        source: &Upstream,
+        epoch: Epoch,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<(), DbError>> + Send;
+    fn set_synchronous_standbys(
+        &self,
+        names: &[String],
+        epoch: Epoch,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<(), DbError>> + Send;
     /// Makes haraft's physical slots exactly `slots`: creates the missing
     /// ones, drops the others unless a standby is using them.
-    async fn set_replication_slots(&self, slots: &[String], epoch: Epoch, timeout: Duration) -> Result<(), DbError>;
-    async fn reload(&self, timeout: Duration) -> Result<(), DbError>;
+    fn set_replication_slots(
+        &self,
+        slots: &[String],
+        epoch: Epoch,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<(), DbError>> + Send;
+    fn reload(&self, timeout: Duration) -> impl Future<Output = Result<(), DbError>> + Send;
     /// Makes new transactions read-only by default (`true`), or read-write
     /// for the lease holder of `epoch` (`false`, refused on a stale
     /// epoch); a running server reloads. Read-only is never refused: like
     /// stop, it is part of fencing.
-    async fn set_read_only(&self, read_only: bool, epoch: Epoch, timeout: Duration) -> Result<(), DbError>;
+    fn set_read_only(
+        &self,
+        read_only: bool,
+        epoch: Epoch,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<(), DbError>> + Send;
     /// The commit guard: a running primary's commits wait, neither
     /// acknowledged nor refused (`true`), or go through again for the
     /// lease holder of `epoch` (`false`, refused on a stale epoch). Holding
     /// is never refused: like stop, it is part of fencing. A standby has
     /// nothing to hold.
-    async fn hold_commits(&self, held: bool, epoch: Epoch, timeout: Duration) -> Result<(), DbError>;
+    fn hold_commits(
+        &self,
+        held: bool,
+        epoch: Epoch,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<(), DbError>> + Send;
     /// The end of the WAL a stopped server holds on its newest timeline
     /// (where its last valid record ends); `None` when none is readable.
-    async fn end_of_wal(&self, timeout: Duration) -> Result<Option<Lsn>, DbError>;
+    fn end_of_wal(&self, timeout: Duration) -> impl Future<Output = Result<Option<Lsn>, DbError>> + Send;
     /// Transactions that committed in a stopped server's WAL of `timeline`
     /// from `from` to `to` (what a rewind is about to discard).
-    async fn commits_between(
+    fn commits_between(
         &self,
         timeline: TimelineId,
         from: Lsn,
         to: Lsn,
         timeout: Duration,
-    ) -> Result<u64, DbError>;
+    ) -> impl Future<Output = Result<u64, DbError>> + Send;
     /// A cheap look (no query, no process) for a request to leave
     /// recovery that haraft did not make: see `promotion_signalled`.
     fn promotion_signalled(&self) -> bool;

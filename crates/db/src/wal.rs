@@ -70,6 +70,16 @@ pub fn segment_timeline(segment: &Path) -> Option<u32> {
     u32::from_str_radix(name.get(..8)?, 16).ok()
 }
 
+/// `servers diverged at WAL location 0/3000148 on timeline 1` in a
+/// rewind's output (pg_rewind's line, which an incremental build prints).
+pub fn diverged_at(text: &str) -> (Option<haraft_core::Lsn>, Option<haraft_core::TimelineId>) {
+    let Some(rest) = text.split("servers diverged at WAL location ").nth(1) else { return (None, None) };
+    let mut words = rest.split_whitespace();
+    let lsn = words.next().and_then(haraft_core::Lsn::parse);
+    let timeline = words.nth(2).and_then(|t| t.trim_end_matches('.').parse().ok()).map(haraft_core::TimelineId);
+    (lsn, timeline)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -131,5 +141,13 @@ mod tests {
             .collect();
         assert_eq!(names, ["000000020000000000000002", "000000020000000000000001", "000000010000000000000003"]);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_divergence_of_a_rewind_is_read() {
+        let (lsn, tl) = diverged_at("...\nservers diverged at WAL location 0/3000148 on timeline 1\nrewinding\n");
+        assert_eq!(lsn.map(|l| l.to_string()), Some("0/3000148".into()));
+        assert_eq!(tl, Some(haraft_core::TimelineId(1)));
+        assert_eq!(diverged_at("no rewind required"), (None, None));
     }
 }

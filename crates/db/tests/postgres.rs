@@ -126,10 +126,10 @@ where
 
 /// Waits until `standby` streams from `primary` and replayed all it wrote.
 async fn caught_up(primary: &Postgres, standby: &Postgres) {
-    let target = primary.observe(T).await.unwrap().received_lsn.unwrap();
+    let target = primary.observe(T).await.unwrap().lsn.unwrap();
     wait("the standby to stream and catch up", || async {
         let o = standby.observe(T).await.unwrap();
-        o.upstream.is_some() && o.replayed_lsn.is_some_and(|l| l >= target)
+        o.streaming_from.is_some() && o.replayed_lsn.is_some_and(|l| l >= target)
     })
     .await;
 }
@@ -168,9 +168,9 @@ async fn bootstrap_stream_promote_rewind_rebuild() {
     assert_eq!(o2.role, Some(DbRole::Standby));
     assert_eq!(o2.timeline, Some(TimelineId(1)));
     assert_eq!(o2.system_identifier, Some(sysid));
-    assert_eq!(o2.upstream.as_deref(), Some(format!("127.0.0.1:{}", n1.config().port).as_str()));
+    assert_eq!(o2.streaming_from.as_deref(), Some(format!("127.0.0.1:{}", n1.config().port).as_str()));
     let o1 = n1.observe(T).await.unwrap();
-    assert!(o1.downstream.iter().any(|d| d.application_name == "node2" && d.state == "streaming"), "{o1:?}");
+    assert!(o1.replicas.iter().any(|d| d.name == "node2" && d.streaming), "{o1:?}");
     assert_eq!(count(&n2).await, 100);
 
     // A stale epoch is refused and changes nothing.
@@ -180,13 +180,13 @@ async fn bootstrap_stream_promote_rewind_rebuild() {
 
     // node2 streams through the slot node1 keeps for it.
     assert_eq!(n2.observe(T).await.unwrap().slots, None, "a standby reports no slots");
-    let slot = n1.observe(T).await.unwrap().downstream;
+    let slot = n1.observe(T).await.unwrap().replicas;
     assert!(!slot.is_empty());
 
     // Synchronous standby: commits wait for node2, which reports sync.
     n1.set_synchronous_standbys(&["node2".into()], Epoch(1), T).await.unwrap();
     wait("node2 to be the synchronous standby", || async {
-        n1.observe(T).await.unwrap().downstream.iter().any(|d| d.application_name == "node2" && d.sync_state == "sync")
+        n1.observe(T).await.unwrap().replicas.iter().any(|d| d.name == "node2" && d.sync)
     })
     .await;
     sql(&n1, "INSERT INTO t VALUES (101)").await;
@@ -457,8 +457,8 @@ async fn a_standby_that_refuses_connections_is_observed_as_not_streaming() {
     n2.start_standby(Some(&upstream(&n1)), Epoch(1), T).await.unwrap();
     let o = n2.observe(T).await.expect("observed through its control file");
     assert!(o.running, "{o:?}");
-    assert_eq!((o.role, o.upstream.as_deref()), (Some(DbRole::Standby), None), "{o:?}");
+    assert_eq!((o.role, o.streaming_from.as_deref()), (Some(DbRole::Standby), None), "{o:?}");
     assert_eq!(o.system_identifier, Some(sysid));
-    assert!(o.received_lsn.is_some() && o.timeline.is_some(), "{o:?}");
+    assert!(o.lsn.is_some() && o.timeline.is_some(), "{o:?}");
     n2.stop(StopMode::Fast, Epoch(1), T).await.unwrap();
 }
