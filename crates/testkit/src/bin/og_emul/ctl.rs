@@ -225,9 +225,10 @@ pub fn start_server(ctx: &Ctx, mode: Mode, forced_primary: bool) -> Result<bool,
     } else {
         cmd.args(["-w", "-t", &ctx.wait_secs().to_string()]);
     }
-    if let Some(l) = &ctx.opts.log_file {
-        cmd.arg("-l").arg(l);
-    }
+    // Without -l the server's output would hold pg_ctl's pipes (and this
+    // process) open: it goes to og_emul/postmaster.log instead.
+    let log_file = ctx.opts.log_file.clone().unwrap_or_else(|| ctx.datadir.join("og_emul").join("postmaster.log"));
+    cmd.arg("-l").arg(log_file);
     if ctx.opts.no_wait {
         let ok = run(&mut cmd).map(|o| o.status.success()).unwrap_or(false);
         ctx.log("server starting");

@@ -139,7 +139,7 @@ fn init(datadir: &std::path::Path, nodename: &str, args: &Args) -> Result<(), St
     std::os::unix::fs::symlink("pg_wal", datadir.join("pg_xlog")).map_err(|e| format!("creating pg_xlog: {e}"))?;
     std::fs::create_dir_all(datadir.join("og_emul")).map_err(|e| format!("creating og_emul: {e}"))?;
     println!(
-        "\nSuccess. You can now start the database server of single node using:\n\n    gaussdb -D {d} --single_node\nor\n    gs_ctl start -D {d} -Z single_node -l logfile\n",
+        "Success. You can now start the database server of single node using:\n\n    gaussdb -D {d} --single_node\nor\n    gs_ctl start -D {d} -Z single_node -l logfile\n",
         d = datadir.display()
     );
     Ok(())

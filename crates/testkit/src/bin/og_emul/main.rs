@@ -74,7 +74,8 @@
 //! - gs_ctl's own connections (user, password, -U/-P) are replaced by
 //!   PGUSER and PGPASSFILE from the environment; `-T term` is ignored and
 //!   terms come from term_file + 1.
-//! - `start` without `-M` starts a primary (Normal without peers).
+//! - `start` without `-M` starts a primary (Normal without peers); without
+//!   `-l` the server's output goes to DATADIR/og_emul/postmaster.log.
 //! - Output lines go to stdout; PostgreSQL's pg_ctl, pg_rewind and
 //!   pg_basebackup produce the work and their lines are re-printed with
 //!   openGauss's prefix.
