@@ -83,6 +83,13 @@ async fn demo_starts_a_cluster_and_ctrl_c_stops_everything() {
         Command::new(binary("haraftctl")).args(["--endpoints", &endpoints, "status", "--json"]).output().unwrap();
     let status: serde_json::Value = serde_json::from_slice(&status.stdout).expect("status JSON from the demo cluster");
     assert_eq!(status["cluster_state"], "Normal", "{status}");
+    // The same cluster as openGauss's gs_om draws it.
+    let gs_om = Command::new(binary("haraftctl"))
+        .args(["--endpoints", &endpoints, "status", "--format", "gs_om"])
+        .output()
+        .unwrap();
+    let gs_om = String::from_utf8_lossy(&gs_om.stdout);
+    assert!(gs_om.contains("cluster_state   : Normal\n") && gs_om.contains(" P Primary Normal"), "{gs_om}");
     let rest = out
         .lines()
         .find_map(|l| l.trim().strip_prefix("curl -s http://")?.split('/').next().map(str::to_string))

@@ -4,6 +4,7 @@ mod client;
 mod completions;
 mod demo;
 mod dsn;
+mod gs_om;
 mod operate;
 
 pub(crate) use client::{Ask, TLS, TOKEN, call_error, connect, fetch, is_transport_failure, read_token, request};
@@ -22,6 +23,7 @@ use std::time::Duration;
 /// Examples:
 ///   haraftctl status                      # the table, from the local demo cluster
 ///   haraftctl --endpoints db1:7001,db2:7001 status --json
+///   haraftctl status --format gs_om       # as openGauss's gs_om -t status --detail
 ///
 /// Exit codes: 0 success, 1 the cluster could not be reached, refused, or
 /// the operation failed, 2 bad arguments, 3 the operation is still in
@@ -72,11 +74,16 @@ enum Command {
     #[command(visible_alias = "list")]
     Status {
         /// Print the status document as JSON (stable: fields are only ever
-        /// added). See the README for every field.
-        #[arg(long)]
+        /// added). See the README for every field. Same as --format json.
+        #[arg(long, conflicts_with = "format")]
         json: bool,
+        /// table: the human table. json: the status document (as --json).
+        /// gs_om: the blocks of openGauss's `gs_om -t status --detail`
+        /// (cluster state, then every datanode on one line), for any engine.
+        #[arg(long, value_enum, default_value = "table")]
+        format: StatusFormat,
         /// Show it again every SECONDS (default 2) until Ctrl-C; with
-        /// --json, one document per line.
+        /// --json (--format json), one document per line.
         #[arg(long, value_name = "SECONDS", num_args = 0..=1, default_missing_value = "2", value_parser = watch_seconds)]
         watch: Option<f64>,
     },
@@ -219,6 +226,15 @@ enum Command {
     },
 }
 
+/// How `haraftctl status` prints the cluster.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum StatusFormat {
+    Table,
+    Json,
+    #[value(name = "gs_om")]
+    GsOm,
+}
+
 #[derive(Subcommand)]
 enum HistoryCommand {
     /// Acknowledge the rewinds that discarded writes (the WARNING lines of
@@ -337,8 +353,9 @@ fn main() -> ExitCode {
     let now_unix_ms = now_unix_ms();
     let secs = Duration::from_secs;
     let operation = match args.command {
-        Command::Status { json, watch } => {
-            return exit(runtime.block_on(watching(watch, || status(endpoints, timeout, json, watch.is_some()))));
+        Command::Status { json, format, watch } => {
+            let format = if json { StatusFormat::Json } else { format };
+            return exit(runtime.block_on(watching(watch, || status(endpoints, timeout, format, watch.is_some()))));
         }
         Command::History { command: Some(HistoryCommand::Ack), .. } => {
             runtime.block_on(operate::run(endpoints, timeout, Request::AcknowledgeLoss, false, secs(30)))
@@ -517,9 +534,9 @@ async fn print_dsn(
     Ok(())
 }
 
-async fn status(endpoints: &[String], timeout: Duration, json: bool, watch: bool) -> Result<(), String> {
+async fn status(endpoints: &[String], timeout: Duration, format: StatusFormat, watch: bool) -> Result<(), String> {
     let document = fetch(endpoints, timeout, Ask::Status).await?;
-    if json {
+    if format == StatusFormat::Json {
         // Print what the agent sent (pretty, or one line a document when
         // watching), so fields added by a newer agent pass through.
         let value: serde_json::Value =
@@ -534,7 +551,12 @@ async fn status(endpoints: &[String], timeout: Duration, json: bool, watch: bool
     }
     let status: ClusterStatus =
         serde_json::from_str(&document).map_err(|e| format!("agent sent unreadable status: {e}"))?;
-    print!("{}", render(&status));
+    match format {
+        StatusFormat::Table => print!("{}", render(&status)),
+        StatusFormat::GsOm => print!("{}", gs_om::render(&status)),
+        // Printed as the agent sent it, above.
+        StatusFormat::Json => {}
+    }
     Ok(())
 }
 
@@ -859,6 +881,21 @@ mod tests {
         assert_eq!(utc(951_782_400_000), "2000-02-29 00:00:00");
         assert_eq!(utc(1_795_261_445_000), "2026-11-21 11:44:05");
         assert_eq!(utc(1_709_164_800_000), "2024-02-29 00:00:00");
+    }
+
+    #[test]
+    fn status_format_is_parsed() {
+        let format = |args: &[&str]| match Args::try_parse_from(["haraftctl", "status"].iter().chain(args)) {
+            Ok(Args { command: Command::Status { json, format, .. }, .. }) => Ok((json, format)),
+            Ok(_) => panic!("not status"),
+            Err(e) => Err(e.kind()),
+        };
+        assert_eq!(format(&[]), Ok((false, StatusFormat::Table)));
+        assert_eq!(format(&["--format", "gs_om"]), Ok((false, StatusFormat::GsOm)));
+        assert_eq!(format(&["--format=json"]), Ok((false, StatusFormat::Json)));
+        assert_eq!(format(&["--json"]), Ok((true, StatusFormat::Table)));
+        assert_eq!(format(&["--format", "gs-om"]), Err(clap::error::ErrorKind::InvalidValue));
+        assert_eq!(format(&["--json", "--format", "gs_om"]), Err(clap::error::ErrorKind::ArgumentConflict));
     }
 
     #[test]
