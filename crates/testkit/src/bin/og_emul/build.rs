@@ -1,7 +1,7 @@
 //! `gs_ctl build`: make this data directory a standby of the peer in
 //! replconninfo1, incrementally (pg_rewind) or in full (pg_basebackup).
 
-use crate::common::{self, pg_bin, print, psql, run, running_pid, Endpoint};
+use crate::common::{self, Endpoint, pg_bin, print, psql, run, running_pid};
 use crate::conf::{self, Mode, OgConf};
 use crate::ctl::{self, Ctx};
 use crate::state::{self, DbState, GaussState, ServerMode};
@@ -142,10 +142,11 @@ fn rewind(ctx: &Ctx, source: &Endpoint) -> bool {
         }
         let _ = std::fs::remove_file(ctx.datadir.join("standby.signal"));
         let mut single = Command::new(pg_bin("postgres"));
-        single.args(["--single", "-F", "-D"]).arg(&ctx.datadir).arg("-c").arg(format!(
-            "config_file={}",
-            ctx.datadir.join("og_emul").join("postgresql.conf").display()
-        ));
+        single
+            .args(["--single", "-F", "-D"])
+            .arg(&ctx.datadir)
+            .arg("-c")
+            .arg(format!("config_file={}", ctx.datadir.join("og_emul").join("postgresql.conf").display()));
         single.arg("template1");
         match run(&mut single) {
             Ok(o) if o.status.success() => {}
@@ -196,9 +197,10 @@ fn conninfo(source: &Endpoint) -> String {
 fn cleanly_shut_down(datadir: &Path) -> bool {
     let out = run(Command::new(pg_bin("pg_controldata")).arg("-D").arg(datadir));
     out.map(|o| {
-        String::from_utf8_lossy(&o.stdout)
-            .lines()
-            .any(|l| l.starts_with("Database cluster state:") && (l.ends_with("shut down") || l.ends_with("shut down in recovery")))
+        String::from_utf8_lossy(&o.stdout).lines().any(|l| {
+            l.starts_with("Database cluster state:")
+                && (l.ends_with("shut down") || l.ends_with("shut down in recovery"))
+        })
     })
     .unwrap_or(false)
 }

@@ -48,7 +48,8 @@ fn log_time() -> String {
 pub fn running_pid(datadir: &Path) -> Option<i32> {
     let pid = pid_in_file(datadir)?;
     // SAFETY: signal 0 only checks that the process exists.
-    let alive = unsafe { libc::kill(pid, 0) } == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+    let alive =
+        unsafe { libc::kill(pid, 0) } == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
     alive.then_some(pid)
 }
 

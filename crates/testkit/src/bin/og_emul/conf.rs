@@ -94,7 +94,10 @@ impl OgConf {
 
     fn read_file(&mut self, path: &Path, required: bool, depth: usize) -> Result<(), String> {
         if depth > 10 {
-            return Err(format!("could not open configuration file \"{}\": maximum nesting depth exceeded", path.display()));
+            return Err(format!(
+                "could not open configuration file \"{}\": maximum nesting depth exceeded",
+                path.display()
+            ));
         }
         let text = match std::fs::read_to_string(path) {
             Ok(t) => t,
@@ -151,7 +154,8 @@ pub struct ReplConnInfo {
 
 impl ReplConnInfo {
     fn parse(text: &str) -> Option<ReplConnInfo> {
-        let field = |k: &str| text.split_whitespace().find_map(|kv| kv.strip_prefix(k)?.strip_prefix('=').map(str::to_owned));
+        let field =
+            |k: &str| text.split_whitespace().find_map(|kv| kv.strip_prefix(k)?.strip_prefix('=').map(str::to_owned));
         Some(ReplConnInfo {
             local_host: field("localhost").unwrap_or_default(),
             remote_host: field("remotehost")?,
@@ -302,11 +306,9 @@ pub fn generate(datadir: &Path, mode: Mode, term: u32, forced_primary: bool) -> 
         .filter(|h| !h.is_empty() && h != "*")
         .unwrap_or_else(|| "127.0.0.1".to_owned());
     out.push_str(&format!("og_emul.local_host = {}\n", quote(&local_host)));
-    if mode == Mode::Standby {
-        if let Some(peer) = peers.first() {
-            out.push_str(&format!("primary_conninfo = {}\n", quote(&primary_conninfo(peer, &node))));
-            out.push_str(&format!("primary_slot_name = {}\n", quote(&slot_name(&node))));
-        }
+    if let (Mode::Standby, Some(peer)) = (mode, peers.first()) {
+        out.push_str(&format!("primary_conninfo = {}\n", quote(&primary_conninfo(peer, &node))));
+        out.push_str(&format!("primary_slot_name = {}\n", quote(&slot_name(&node))));
     }
     let write = |name: &str, text: &str| -> Result<(), ConfError> {
         std::fs::create_dir_all(&dir)
@@ -353,7 +355,8 @@ fn translate_hba(text: &str) -> String {
             Some(i) => line.split_at(i),
             None => (line, ""),
         };
-        let words: Vec<&str> = body.split_whitespace().map(|w| if w == "sha256" { "scram-sha-256" } else { w }).collect();
+        let words: Vec<&str> =
+            body.split_whitespace().map(|w| if w == "sha256" { "scram-sha-256" } else { w }).collect();
         out.push_str(&words.join(" "));
         if !comment.is_empty() {
             if !words.is_empty() {

@@ -27,7 +27,9 @@ fn parse(argv: &[String]) -> Result<Args, String> {
         // `--name=value`, `--name value`, `-Xvalue` or `-X value`.
         let (key, inline) = match arg.split_once('=') {
             Some((k, v)) if k.starts_with("--") => (k.to_owned(), Some(v.to_owned())),
-            _ if arg.len() > 2 && arg.starts_with('-') && !arg.starts_with("--") => (arg[..2].to_owned(), Some(arg[2..].to_owned())),
+            _ if arg.len() > 2 && arg.starts_with('-') && !arg.starts_with("--") => {
+                (arg[..2].to_owned(), Some(arg[2..].to_owned()))
+            }
             _ => (arg.to_owned(), None),
         };
         let mut value = || -> Result<String, String> {
@@ -56,9 +58,10 @@ fn parse(argv: &[String]) -> Result<Args, String> {
 fn valid_nodename(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= NODENAME_MAX
-        && name.chars().enumerate().all(|(i, c)| {
-            c == '_' || c.is_ascii_lowercase() || (i > 0 && (c.is_ascii_digit() || c == '#' || c == '$'))
-        })
+        && name
+            .chars()
+            .enumerate()
+            .all(|(i, c)| c == '_' || c.is_ascii_lowercase() || (i > 0 && (c.is_ascii_digit() || c == '#' || c == '$')))
 }
 
 pub fn main(argv: &[String]) -> i32 {

@@ -88,6 +88,7 @@ mod conf;
 mod ctl;
 mod initdb;
 mod query;
+mod roles;
 mod sql;
 mod state;
 
@@ -120,7 +121,13 @@ fn main() {
 fn passthrough(tool: &str, args: &[String]) -> i32 {
     let args: Vec<String> = args
         .iter()
-        .map(|a| if a.ends_with("/pg_xlog") || a.contains("/pg_xlog/") { a.replacen("/pg_xlog", "/pg_wal", 1) } else { a.clone() })
+        .map(|a| {
+            if a.ends_with("/pg_xlog") || a.contains("/pg_xlog/") {
+                a.replacen("/pg_xlog", "/pg_wal", 1)
+            } else {
+                a.clone()
+            }
+        })
         .collect();
     let err = Command::new(common::pg_bin(tool)).args(&args).exec();
     eprintln!("og-emul: could not run {tool}: {err}");

@@ -205,7 +205,12 @@ pub fn install(datadir: &Path, dbname: &str) -> Result<(), String> {
         .spawn()
         .map_err(|e| format!("running postgres --single: {e}"))?;
     let script = script();
-    child.stdin.take().expect("piped stdin").write_all(script.as_bytes()).map_err(|e| format!("writing the SQL surface: {e}"))?;
+    child
+        .stdin
+        .take()
+        .expect("piped stdin")
+        .write_all(script.as_bytes())
+        .map_err(|e| format!("writing the SQL surface: {e}"))?;
     let out = child.wait_with_output().map_err(|e| format!("waiting for postgres --single: {e}"))?;
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     if !out.status.success() || text.contains("ERROR:") {
