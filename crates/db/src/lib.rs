@@ -85,7 +85,7 @@ pub enum DbError {
     )]
     ForeignDataDir { path: String, found: u64, expected: u64 },
     #[error(
-        "data directory {path} holds a {found} database, not {expected}: point the config at a {expected} data \
+        "data directory {path} was made by {found}, not {expected}: point the config at a {expected} data \
          directory (or use the section of its engine); haraft left it untouched"
     )]
     OtherEngine { path: String, found: &'static str, expected: &'static str },

@@ -210,14 +210,17 @@ impl OpenGauss {
         let result = exec::run(&self.l.bin("gs_initdb"), args, &[("LC_ALL", "C")], c.run_as, timeout).await;
         let _ = std::fs::remove_file(&pwfile);
         result?;
+        // gs_ctl build connects as the superuser (PGUSER) on the
+        // replication protocol, the walreceivers as the replication user.
         let hba = format!(
             "# Written by haraft at bootstrap.\n\
              local all all peer\n\
              host all all 0.0.0.0/0 md5\n\
              host all all ::/0 md5\n\
-             host replication {0} 0.0.0.0/0 md5\n\
-             host replication {0} ::/0 md5\n",
-            quote_ident(&c.replication_user)
+             host replication {0},{1} 0.0.0.0/0 md5\n\
+             host replication {0},{1} ::/0 md5\n",
+            quote_ident(&c.replication_user),
+            quote_ident(&c.superuser)
         );
         self.l.write_file(&c.data_dir.join("pg_hba.conf"), &hba)?;
         let conf = c.data_dir.join("postgresql.conf");
@@ -357,12 +360,17 @@ impl OpenGauss {
     }
 
     /// Runs `gs_ctl build` with `mode` from `source` (through
-    /// `replconninfo1`); the build leaves the server running as a standby.
+    /// `replconninfo1`). The build starts the server as a standby; it is
+    /// stopped again, so that like PostgreSQL's a rejoined directory is
+    /// left stopped and the start that follows carries its epoch check.
     async fn build(&self, source: &Upstream, mode: &str, timeout: Duration) -> Result<String, DbError> {
         self.l.settings.lock().expect("never poisoned").upstream = Some(source.clone());
         self.write_settings(true, false)?;
         self.record_mode(true)?;
         let out = self.gs_ctl(&["build", "-b", mode, "-t", &secs(timeout), "-r", &secs(timeout)], timeout).await?;
+        if self.is_running().await? {
+            self.gs_ctl(&["stop", "-m", "fast", "-t", &secs(timeout)], timeout).await?;
+        }
         Ok(format!("{}\n{}", out.stdout, out.stderr))
     }
 }

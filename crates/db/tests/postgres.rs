@@ -1,10 +1,9 @@
 //! The PostgreSQL adapter against real PostgreSQL 15 servers on loopback,
-//! run as the `postgres` OS user: bootstrap, rebuild into a streaming
-//! standby, promotion on a new timeline, rewind of a diverged old primary
-//! (after crash recovery), synchronous standbys, stale epochs and foreign
-//! data directories refused; read-only by default unless made primary, the
-//! end of a stopped server's WAL, a failing base backup that keeps the
-//! real former data and reads a fixed password file again.
+//! run as the `postgres` OS user, beyond the conformance suite every
+//! adapter passes (tests/conformance.rs): read-only by default unless made
+//! primary, the end of a stopped server's WAL, a failing base backup that
+//! keeps the real former data and reads a fixed password file again, held
+//! commits, a standby refusing connections, kill -9 and shared memory.
 
 use haraft_core::{Epoch, TimelineId};
 use haraft_db::postgres::{DEFAULT_BIN_DIR, PgConfig, Postgres};
@@ -132,120 +131,6 @@ async fn caught_up(primary: &Postgres, standby: &Postgres) {
         o.streaming_from.is_some() && o.replayed_lsn.is_some_and(|l| l >= target)
     })
     .await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bootstrap_stream_promote_rewind_rebuild() {
-    let (_root, n1, n2, _cleanup) = two_nodes();
-
-    // Nothing yet.
-    let o = n1.observe(T).await.unwrap();
-    assert_eq!((o.running, o.role), (false, None));
-
-    // Bootstrap: a running primary on timeline 1.
-    let sysid = n1.bootstrap(Epoch(1), T).await.unwrap();
-    let o = n1.observe(T).await.unwrap();
-    assert!(o.running);
-    assert_eq!(o.role, Some(DbRole::Primary));
-    assert_eq!(o.timeline, Some(TimelineId(1)));
-    assert_eq!(o.system_identifier, Some(sysid));
-    let bootstrap_again = n1.bootstrap(Epoch(1), T).await.unwrap_err();
-    assert!(bootstrap_again.to_string().contains("already holds a database"), "{bootstrap_again}");
-    sql(&n1, "CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t SELECT generate_series(1, 100)").await;
-
-    // Slots: the primary keeps one per standby; extra ones are dropped.
-    n1.set_replication_slots(&["haraft_node2".into(), "haraft_gone".into()], Epoch(1), T).await.unwrap();
-    assert_eq!(n1.observe(T).await.unwrap().slots, Some(vec!["haraft_gone".into(), "haraft_node2".into()]));
-    n1.set_replication_slots(&["haraft_node2".into()], Epoch(1), T).await.unwrap();
-    assert_eq!(n1.observe(T).await.unwrap().slots, Some(vec!["haraft_node2".into()]));
-
-    // Rebuild node2 from node1 and stream.
-    n2.expect_system_identifier(sysid);
-    n2.rebuild(&upstream(&n1), Epoch(1), T).await.unwrap();
-    n2.start_standby(Some(&upstream(&n1)), Epoch(1), T).await.unwrap();
-    caught_up(&n1, &n2).await;
-    let o2 = n2.observe(T).await.unwrap();
-    assert_eq!(o2.role, Some(DbRole::Standby));
-    assert_eq!(o2.timeline, Some(TimelineId(1)));
-    assert_eq!(o2.system_identifier, Some(sysid));
-    assert_eq!(o2.streaming_from.as_deref(), Some(format!("127.0.0.1:{}", n1.config().port).as_str()));
-    let o1 = n1.observe(T).await.unwrap();
-    assert!(o1.replicas.iter().any(|d| d.name == "node2" && d.streaming), "{o1:?}");
-    assert_eq!(count(&n2).await, 100);
-
-    // A stale epoch is refused and changes nothing.
-    let stale = n2.promote(Epoch(0), T).await.unwrap_err();
-    assert_eq!(stale, DbError::StaleEpoch { given: Epoch(0), highest: Epoch(1) });
-    assert_eq!(n2.observe(T).await.unwrap().role, Some(DbRole::Standby));
-
-    // node2 streams through the slot node1 keeps for it.
-    assert_eq!(n2.observe(T).await.unwrap().slots, None, "a standby reports no slots");
-    let slot = n1.observe(T).await.unwrap().replicas;
-    assert!(!slot.is_empty());
-
-    // Synchronous standby: commits wait for node2, which reports sync.
-    n1.set_synchronous_standbys(&["node2".into()], Epoch(1), T).await.unwrap();
-    wait("node2 to be the synchronous standby", || async {
-        n1.observe(T).await.unwrap().replicas.iter().any(|d| d.name == "node2" && d.sync)
-    })
-    .await;
-    sql(&n1, "INSERT INTO t VALUES (101)").await;
-    n1.set_synchronous_standbys(&[], Epoch(1), T).await.unwrap();
-
-    // Failover: node1 crashes, node2 is promoted on timeline 2.
-    caught_up(&n1, &n2).await;
-    n1.stop(StopMode::Immediate, Epoch(1), T).await.unwrap();
-    n2.promote(Epoch(2), T).await.unwrap();
-    wait("node2 to be primary", || async { n2.observe(T).await.unwrap().role == Some(DbRole::Primary) }).await;
-    assert_eq!(n2.observe(T).await.unwrap().timeline, Some(TimelineId(2)));
-    sql(&n2, "INSERT INTO t VALUES (200)").await;
-    n2.set_replication_slots(&["haraft_node1".into()], Epoch(2), T).await.unwrap();
-
-    // node1 diverges: it comes back as a primary of the old epoch (as a
-    // split brain would) and takes a write that node2 never saw, then
-    // crashes (crash recovery is needed before rewind).
-    n1.start_primary(Epoch(1), T).await.unwrap();
-    sql(&n1, "INSERT INTO t VALUES (999)").await;
-    n1.stop(StopMode::Immediate, Epoch(1), T).await.unwrap();
-    let before = n1.observe(T).await.unwrap();
-    assert_eq!(before.clean_shutdown, Some(false));
-    assert_eq!(before.timeline, Some(TimelineId(1)));
-
-    // A foreign data directory is refused and left untouched.
-    n1.expect_system_identifier(sysid + 1);
-    let foreign = n1.rewind(&upstream(&n2), Epoch(2), T).await.unwrap_err();
-    assert!(matches!(foreign, DbError::ForeignDataDir { .. }), "{foreign}");
-    assert!(foreign.to_string().contains("left it untouched"));
-    let foreign = n1.start_standby(Some(&upstream(&n2)), Epoch(2), T).await.unwrap_err();
-    assert!(matches!(foreign, DbError::ForeignDataDir { .. }), "{foreign}");
-    assert_eq!(n1.observe(T).await.unwrap(), before, "the foreign directory was changed");
-    n1.expect_system_identifier(sysid);
-
-    // Rewind onto node2's timeline, then stream from it.
-    let report = n1.rewind(&upstream(&n2), Epoch(2), T).await.unwrap();
-    assert!(report.diverged_at.is_some(), "{report:?}");
-    assert_eq!(report.diverged_timeline, Some(TimelineId(1)));
-    n1.start_standby(Some(&upstream(&n2)), Epoch(2), T).await.unwrap();
-    caught_up(&n2, &n1).await;
-    let o1 = n1.observe(T).await.unwrap();
-    assert_eq!(o1.role, Some(DbRole::Standby));
-    assert_eq!(o1.timeline, Some(TimelineId(2)));
-    let rows = count(&n1).await;
-    assert_eq!(rows, 102, "rewound node1 must hold node2's rows (100 + 101 + 200) and not 999");
-
-    // Rebuild keeps the old directory aside (one kept), then streams again.
-    n1.rebuild(&upstream(&n2), Epoch(2), T).await.unwrap();
-    n1.rebuild(&upstream(&n2), Epoch(2), T).await.unwrap();
-    let aside: Vec<_> = std::fs::read_dir(n1.config().state_dir.join("aside")).unwrap().collect();
-    assert_eq!(aside.len(), 1, "keep_aside = 1");
-    n1.start_standby(Some(&upstream(&n2)), Epoch(2), T).await.unwrap();
-    caught_up(&n2, &n1).await;
-    assert_eq!(count(&n1).await, 102);
-
-    n1.stop(StopMode::Fast, Epoch(2), T).await.unwrap();
-    n2.stop(StopMode::Fast, Epoch(2), T).await.unwrap();
-    let o = n2.observe(T).await.unwrap();
-    assert_eq!((o.running, o.clean_shutdown), (false, Some(true)));
 }
 
 /// The System V segment named on line 7 of `postmaster.pid`, if it exists.
