@@ -5,9 +5,9 @@
 //! keeps the real former data and reads a fixed password file again, held
 //! commits, a standby refusing connections, kill -9 and shared memory.
 
-use haraft_core::{Epoch, TimelineId};
+use haraft_core::Epoch;
 use haraft_db::postgres::{DEFAULT_BIN_DIR, PgConfig, Postgres};
-use haraft_db::{Database, DbError, DbRole, RunAs, StopMode, Upstream};
+use haraft_db::{Database, DbRole, RunAs, StopMode, Upstream};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -105,10 +105,6 @@ async fn connect(pg: &Postgres) -> tokio_postgres::Client {
 
 async fn sql(pg: &Postgres, query: &str) {
     connect(pg).await.simple_query(query).await.unwrap_or_else(|e| panic!("{query}: {e}"));
-}
-
-async fn count(pg: &Postgres) -> i64 {
-    connect(pg).await.query_one("SELECT count(*) FROM t", &[]).await.unwrap().get(0)
 }
 
 async fn wait<F, Fut>(what: &str, mut check: F)
