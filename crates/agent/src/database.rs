@@ -294,6 +294,10 @@ impl<D: Database> DbSide<D> {
         if let Some(id) = state.system_identifier {
             self.pg.expect_system_identifier(id);
         }
+        let me = shared.me();
+        let peers: Vec<Upstream> =
+            state.db_members.keys().filter(|n| **n != me).filter_map(|n| upstream_of(shared, state, *n).ok()).collect();
+        self.pg.set_peers(&peers);
         self.sync_fence(valid_until);
         let epoch = match lease {
             MyLease::Valid(e) => Some(e),
@@ -324,7 +328,6 @@ impl<D: Database> DbSide<D> {
         if state.config.is_none() {
             return;
         }
-        let me = shared.me();
         // Timers the reconciler reads as plain durations.
         let holder = matches!(lease, MyLease::Valid(_));
         self.primary_down_since = match (holder && !db.running, self.primary_down_since) {

@@ -401,7 +401,9 @@ pub fn reconcile(input: &ReconcileInput) -> (Action, Reason) {
         return (Action::Follow { upstream: source, epoch }, Reason::UpstreamChanged);
     }
     match input.not_streaming_ms {
-        Some(for_ms) if for_ms > input.stream_timeout_ms => {
+        // Paused (an operator's failover may be under way): a standby is
+        // never stopped to rejoin, it may be the one promoted next.
+        Some(for_ms) if for_ms > input.stream_timeout_ms && !state.paused => {
             (Action::Stop { immediate: false }, Reason::NotStreaming { for_ms })
         }
         _ => (Action::Idle, Reason::ConnectingToPrimary),

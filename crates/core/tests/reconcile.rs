@@ -160,7 +160,14 @@ fn replicas_rebuild_rewind_start_and_follow() {
     let mut c = case(s(), MyLease::None, db(true, Some(DbRole::Standby), None));
     c.rejoin.configured_upstream = Some(NodeId(1));
     c.not_streaming_ms = Some(10_001);
-    check(c, Action::Stop { immediate: false });
+    let (action, _) = run(&c);
+    assert_eq!(action, Action::Stop { immediate: false });
+    // Paused, while an operator's failover waits for the old primary's
+    // lease: the standby that may be chosen keeps running.
+    c.state.paused = true;
+    c.state.operation =
+        Some(haraft_core::state::Operation::ManualFailover { id: 7, to: NodeId(3), allow_data_loss: false });
+    check(c, Action::Idle);
     let mut c = case(s(), MyLease::None, db(false, Some(DbRole::Standby), None));
     c.rejoin.needs_rewind = true;
     check(c, Action::Rewind { source: NodeId(1), epoch: E1 });

@@ -104,6 +104,11 @@ pub trait Database: Send + Sync + 'static {
     /// From now on, refuse to start, rewind or rebuild over a data
     /// directory whose system identifier differs (another cluster's data).
     fn expect_system_identifier(&self, id: u64);
+    /// The other members' databases, as this member reaches them (called
+    /// on every step; cheap). An engine whose primary must name its
+    /// standbys (openGauss: `replconninfoN`) writes them with its next
+    /// settings; PostgreSQL needs nothing.
+    fn set_peers(&self, _peers: &[Upstream]) {}
     /// Create the database, configure it, start it as primary, create the
     /// replication role. Returns the new system identifier.
     fn bootstrap(&self, epoch: Epoch, timeout: Duration) -> impl Future<Output = Result<u64, DbError>> + Send;

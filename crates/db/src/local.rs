@@ -62,6 +62,8 @@ pub(crate) struct Local {
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Settings {
     pub(crate) upstream: Option<Upstream>,
+    /// The other members' databases (see `Database::set_peers`).
+    pub(crate) peers: Vec<Upstream>,
     pub(crate) synchronous: Vec<String>,
     /// New transactions are read-write by default: only while this member
     /// holds the lease (see `set_read_only`).

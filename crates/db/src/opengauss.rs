@@ -38,6 +38,9 @@ pub const TOOLS: &[&str] = &["gs_ctl", "gs_initdb", "pg_controldata"];
 
 const READ_ONLY_SETTING: &str = "default_transaction_read_only";
 
+/// openGauss has `replconninfo1` … `replconninfo8`.
+const MAX_REPLCONNINFO: usize = 8;
+
 /// Files an openGauss promotion request leaves in the data directory
 /// (`gs_ctl failover`, `gs_ctl switchover`; `promote` from tools of the
 /// PostgreSQL family).
@@ -169,18 +172,25 @@ impl OpenGauss {
             quote(&synchronous_standby_names(&settings.synchronous, settings.commits_held)),
         );
         set(READ_ONLY_SETTING, if settings.writable { "off" } else { "on" }.into());
-        match (standby, settings.upstream.as_ref()) {
-            (true, Some(up)) => {
-                let conninfo = format!(
+        // A standby names its upstream only (haraft chooses it; openGauss
+        // would try every entry); a primary names every peer: openGauss
+        // takes replication connections only on HA ports its entries name.
+        let peers: Vec<&Upstream> = match (standby, settings.upstream.as_ref()) {
+            (true, Some(up)) => vec![up],
+            (true, None) => Vec::new(),
+            (false, _) => settings.peers.iter().take(MAX_REPLCONNINFO).collect(),
+        };
+        for n in 1..=MAX_REPLCONNINFO {
+            let value = peers.get(n - 1).map_or_else(String::new, |up| {
+                format!(
                     "localhost={} localport={} remotehost={} remoteport={}",
                     c.listen_addresses,
                     ha_port(c.port),
                     up.host,
                     ha_port(up.port)
-                );
-                set("replconninfo1", quote(&conninfo));
-            }
-            _ => set("replconninfo1", quote("")),
+                )
+            });
+            set(&format!("replconninfo{n}"), quote(&value));
         }
         self.l.write_file(&c.data_dir.join("haraft.conf"), &text)
     }
@@ -382,6 +392,13 @@ impl Database for OpenGauss {
 
     fn expect_system_identifier(&self, id: u64) {
         self.l.expect_system_identifier(id);
+    }
+
+    fn set_peers(&self, peers: &[Upstream]) {
+        let mut settings = self.l.settings.lock().expect("never poisoned");
+        if settings.peers != peers {
+            settings.peers = peers.to_vec();
+        }
     }
 
     async fn observe(&self, timeout: Duration) -> Result<DbStatus, DbError> {

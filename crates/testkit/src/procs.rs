@@ -210,6 +210,32 @@ impl ProcCluster {
         c
     }
 
+    /// `with_postgres`, each node's database an openGauss one
+    /// (`[opengauss]`), its tools emulated over PostgreSQL 15 by og-emul
+    /// (in the cluster directory's `opengauss/bin`).
+    pub fn with_opengauss(n: usize, extra: &str) -> ProcCluster {
+        let c = ProcCluster::with_postgres(n, extra);
+        let bin = crate::opengauss::tools_dir(&c.dir.path().join("opengauss")).expect("og-emul's tools");
+        for node in &c.nodes {
+            let text = std::fs::read_to_string(&node.config).expect("read config");
+            let section = format!("[opengauss]\nbin_dir = \"{}\"\n", bin.display());
+            std::fs::write(&node.config, text.replacen("[postgresql]\n", &section, 1)).expect("write config");
+        }
+        c
+    }
+
+    /// openGauss's `gs_ctl` (og-emul's) with `args` on node `id`'s data
+    /// directory, as the database OS user.
+    pub fn gs_ctl(&self, id: u64, args: &[&str]) -> std::process::Output {
+        use std::os::unix::process::CommandExt;
+        let mut command = Command::new(self.dir.path().join("opengauss/bin/gs_ctl"));
+        command.args(args).arg("-D").arg(self.pgdata(id)).env("PGUSER", "postgres");
+        if let Some((uid, gid)) = self.pg.as_ref().and_then(|p| p.run_as) {
+            command.uid(uid).gid(gid);
+        }
+        command.output().expect("run gs_ctl")
+    }
+
     /// Writes the config of one more node that joins the running cluster
     /// (`node.join = true`: `haraftctl member add` makes it a member), with
     /// its own PostgreSQL; returns its id (named `node{id}`). Not started.

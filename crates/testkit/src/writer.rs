@@ -112,9 +112,12 @@ impl Writer {
                 let id = next_id;
                 next_id += 1;
                 let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&id];
+                // Schema-qualified: on og-emul's servers the PostgreSQL
+                // names are hidden behind openGauss's (the test client
+                // reads the timeline of the PostgreSQL underneath).
                 let insert = cl.query_one(
-                    "INSERT INTO writes (id) VALUES ($1) \
-                     RETURNING inet_server_port(), substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8)",
+                    "INSERT INTO writes (id) VALUES ($1) RETURNING inet_server_port(), \
+                     substr(pg_catalog.pg_walfile_name(pg_catalog.pg_current_wal_lsn()), 1, 8)",
                     &params,
                 );
                 match tokio::time::timeout(Duration::from_secs(2), insert).await {
