@@ -10,6 +10,7 @@
 
 pub mod chaos;
 pub mod check;
+pub mod dameng;
 pub mod disk;
 pub mod http;
 pub mod inproc;
