@@ -25,8 +25,8 @@ impl Server {
         match stmt {
             Stmt::Select { cols, view } => {
                 let rows = self.view_rows(view);
-                let (cols, rows) =
-                    stmt::project(view, &cols, rows).map_err(|c| DmErr::Column.line(&format!("Invalid column name [{c}]")))?;
+                let (cols, rows) = stmt::project(view, &cols, rows)
+                    .map_err(|c| DmErr::Column.line(&format!("Invalid column name [{c}]")))?;
                 Ok(stmt::table(&cols, &rows))
             }
             Stmt::Mount => {
@@ -56,10 +56,12 @@ impl Server {
                     return Err(DmErr::Syntax.line("Invalid parameter scope"));
                 }
                 if scope <= 1 && name == "ALTER_MODE_STATUS" {
-                    self.alter_mode_status = value.parse().map_err(|_| DmErr::Syntax.line("Invalid parameter value"))?;
+                    self.alter_mode_status =
+                        value.parse().map_err(|_| DmErr::Syntax.line("Invalid parameter value"))?;
                 }
                 if scope >= 1 {
-                    ini::set_key(&self.inst.join("dm.ini"), &name, &value).map_err(|e| DmErr::Pg.line(&e.to_string()))?;
+                    ini::set_key(&self.inst.join("dm.ini"), &name, &value)
+                        .map_err(|e| DmErr::Pg.line(&e.to_string()))?;
                 }
                 Ok(String::new())
             }
@@ -110,7 +112,9 @@ impl Server {
         let upstream = match self.state.mode {
             Mode::Standby => {
                 let u = self.upstream().ok_or_else(|| {
-                    status_err("no primary to stream from: dmarch.ini REALTIME destination or another dmmal.ini instance")
+                    status_err(
+                        "no primary to stream from: dmarch.ini REALTIME destination or another dmmal.ini instance",
+                    )
                 })?;
                 pg::set_standby_signal(&self.inst).map_err(|e| DmErr::Pg.line(&e.to_string()))?;
                 Some(u)

@@ -125,8 +125,8 @@
 //!   "first start may not be MOUNT" rule is not enforced.
 
 mod common;
-mod dminit;
 mod disql;
+mod dminit;
 mod exec;
 mod ini;
 mod pg;

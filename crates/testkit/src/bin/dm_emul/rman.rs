@@ -22,8 +22,8 @@ pub fn write_set_info(dir: &Path, source: &Path, pwd: &str) -> Result<(), String
 }
 
 fn set_pwd(dir: &Path) -> Result<String, String> {
-    let text = std::fs::read_to_string(dir.join(INFO))
-        .map_err(|e| format!("[{}] is not a backup set: {e}", dir.display()))?;
+    let text =
+        std::fs::read_to_string(dir.join(INFO)).map_err(|e| format!("[{}] is not a backup set: {e}", dir.display()))?;
     text.lines().find_map(|l| l.strip_prefix("PWD=")).map(str::to_owned).ok_or_else(|| "backup set has no PWD".into())
 }
 

@@ -31,12 +31,8 @@ impl State {
     pub fn write(&self, inst: &Path) -> std::io::Result<()> {
         let dir = crate::common::emul_dir(inst);
         let tmp = dir.join("state.tmp");
-        let mut text = format!(
-            "MODE={}\nPWD={}\nARCH_INVALID={}\n",
-            self.mode.word(),
-            self.pwd,
-            u8::from(self.arch_invalid)
-        );
+        let mut text =
+            format!("MODE={}\nPWD={}\nARCH_INVALID={}\n", self.mode.word(), self.pwd, u8::from(self.arch_invalid));
         if let Some(l) = self.lsn {
             text.push_str(&format!("LSN={l}\n"));
         }

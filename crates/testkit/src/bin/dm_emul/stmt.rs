@@ -51,18 +51,33 @@ impl View {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Stmt {
     /// `SELECT cols FROM V$...` (`cols` empty for `*`).
-    Select { cols: Vec<String>, view: View },
+    Select {
+        cols: Vec<String>,
+        view: View,
+    },
     Mount,
-    Open { force: bool },
+    Open {
+        force: bool,
+    },
     SetMode(Mode),
-    SetPara { scope: i64, name: String, value: String },
+    SetPara {
+        scope: i64,
+        name: String,
+        value: String,
+    },
     SetGlobalDwStatus(i64, i64),
     ApplyKeepPkg,
     /// `SP_SET_ARCH_STATUS('VALID'|'INVALID')`: the emulation's own name.
-    SetArchStatus { valid: bool },
+    SetArchStatus {
+        valid: bool,
+    },
     /// `BACKUP DATABASE [FULL] [TO name] BACKUPSET 'dir'` (online).
-    Backup { dir: String },
-    Shutdown { abort: bool },
+    Backup {
+        dir: String,
+    },
+    Shutdown {
+        abort: bool,
+    },
     Other(String),
 }
 
@@ -96,13 +111,21 @@ pub fn parse(text: &str) -> Result<Stmt, String> {
     let call = text.strip_prefix("CALL ").or_else(|| text.strip_prefix("call ")).unwrap_or(text).trim();
     if let Some((name, args)) = call.split_once('(') {
         let name = name.trim().to_ascii_uppercase();
+        let known = ["SP_SET_PARA_VALUE", "SP_SET_GLOBAL_DW_STATUS", "SP_APPLY_KEEP_PKG", "SP_SET_ARCH_STATUS"];
+        if !known.contains(&name.as_str()) {
+            return Ok(Stmt::Other(text.to_owned()));
+        }
         let args = args.trim_end().strip_suffix(')').ok_or("Syntax error")?;
         let args: Vec<String> =
             args.split(',').map(|a| a.trim().trim_matches('\'').to_owned()).filter(|a| !a.is_empty()).collect();
         let int = |i: usize| args.get(i).and_then(|a| a.parse::<i64>().ok()).ok_or("Syntax error");
         match name.as_str() {
             "SP_SET_PARA_VALUE" if args.len() == 3 => {
-                return Ok(Stmt::SetPara { scope: int(0)?, name: args[1].to_ascii_uppercase(), value: args[2].clone() });
+                return Ok(Stmt::SetPara {
+                    scope: int(0)?,
+                    name: args[1].to_ascii_uppercase(),
+                    value: args[2].clone(),
+                });
             }
             "SP_SET_GLOBAL_DW_STATUS" if args.len() == 2 => return Ok(Stmt::SetGlobalDwStatus(int(0)?, int(1)?)),
             "SP_APPLY_KEEP_PKG" if args.is_empty() => return Ok(Stmt::ApplyKeepPkg),
@@ -212,12 +235,13 @@ mod tests {
         );
         assert_eq!(parse("BACKUP DATABASE FULL BACKUPSET '/b/x'"), Ok(Stmt::Backup { dir: "/b/x".into() }));
         assert_eq!(parse("SELECT 1"), Ok(Stmt::Other("SELECT 1".into())));
+        assert_eq!(parse("SELECT count(*) FROM t"), Ok(Stmt::Other("SELECT count(*) FROM t".into())));
     }
 
     #[test]
     fn projection_and_table() {
-        let (c, r) = project(View::Instance, &["STATUS$".into()], vec![vec!["I".into(), "P".into(), "OPEN".into()]])
-            .unwrap();
+        let (c, r) =
+            project(View::Instance, &["STATUS$".into()], vec![vec!["I".into(), "P".into(), "OPEN".into()]]).unwrap();
         assert_eq!(table(&c, &r), "LINEID     STATUS$\n---------- -------\n1          OPEN\n");
         assert_eq!(project(View::Rlog, &["X".into()], vec![]).unwrap_err(), "X");
     }
