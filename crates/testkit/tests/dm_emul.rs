@@ -457,6 +457,9 @@ fn rebuilt_standby_streams_and_the_seed_switchover_swaps_roles() {
     e.wait_rows(old, "SELECT string_agg(x::text, ',' ORDER BY x) FROM t", &["1,2,3,4,5"]);
     assert_eq!(e.rows(new, "SELECT string_agg(x::text, ',' ORDER BY x) FROM t"), ["1,2,3,4,5"]);
     assert_eq!(app_sql(new.port, "SELECT pg_is_in_recovery()").unwrap(), "f");
+    // Promoted: the new primary writes on a new timeline.
+    let wal = app_sql(new.port, "SELECT pg_walfile_name(pg_current_wal_lsn())").unwrap();
+    assert!(wal.starts_with("00000002"), "{wal}");
     assert_eq!(app_sql(old.port, "SELECT pg_is_in_recovery()").unwrap(), "t");
     assert!(app_sql(old.port, "INSERT INTO t VALUES (6)").unwrap_err().contains("read-only"));
     let (code, text) = e.disql(old, "SP_APPLY_KEEP_PKG()");

@@ -248,8 +248,8 @@ impl Server {
                 ini::archives(&self.inst)
                     .into_iter()
                     .map(|(kind, dest)| {
-                        let valid = kind == "LOCAL"
-                            || (kind != "LOCAL" && primary_open && !self.state.arch_invalid && self.streaming(&dest));
+                        let valid =
+                            kind == "LOCAL" || (primary_open && !self.state.arch_invalid && self.streaming(&dest));
                         let st = if valid { "VALID" } else { "INVALID" };
                         vec![kind, dest, st.into(), self.name.clone()]
                     })
