@@ -196,14 +196,14 @@ async fn conforms<A: Adapter>(bin_dir: &Path) {
     assert_eq!(n2.observe(T).await.unwrap().slots, None, "a standby reports no slots");
 
     // Synchronous standby: commits wait for node2, which reports sync.
-    n1.set_synchronous_standbys(&["node2".into()], Epoch(1), T).await.unwrap();
+    n1.set_synchronous_standbys(&["node2".into()], 1, Epoch(1), T).await.unwrap();
     wait("node2 to be the synchronous standby", || async {
         n1.observe(T).await.unwrap().replicas.iter().any(|d| d.name == "node2" && d.sync)
     })
     .await;
     assert_eq!(n1.observe(T).await.unwrap().synchronous_names, Some(vec!["node2".to_string()]));
     sql(&n1, "INSERT INTO t VALUES (101)").await;
-    n1.set_synchronous_standbys(&[], Epoch(1), T).await.unwrap();
+    n1.set_synchronous_standbys(&[], 0, Epoch(1), T).await.unwrap();
 
     // Failover: node1 crashes, node2 is promoted on timeline 2.
     caught_up(&n1, &n2).await;

@@ -2,6 +2,7 @@
 //! unknown keys, then validated into a typed `Config`. Every rule has its
 //! own error variant carrying the key and the numbers; nothing is adjusted.
 
+use haraft_core::sync::SyncMode;
 use haraft_core::{DbMember, Member, NodeId, Policy, Timing, TimingError};
 use serde::Deserialize;
 use std::collections::BTreeSet;
@@ -181,7 +182,18 @@ struct RawFailover {
     maximum_lag_on_failover_bytes: u64,
     primary_start_timeout_ms: u64,
     rebuild_on_rewind_failure: bool,
-    synchronous_mode: bool,
+    synchronous_mode: RawSyncMode,
+    synchronous_node_count: u32,
+    synchronous_strict: bool,
+}
+
+/// `synchronous_mode = true|false` (as before quorum mode) or
+/// `"off"|"on"|"quorum"`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum RawSyncMode {
+    Bool(bool),
+    Word(String),
 }
 
 impl Default for RawFailover {
@@ -191,7 +203,9 @@ impl Default for RawFailover {
             maximum_lag_on_failover_bytes: p.maximum_lag_on_failover_bytes,
             primary_start_timeout_ms: p.primary_start_timeout_ms,
             rebuild_on_rewind_failure: p.rebuild_on_rewind_failure,
-            synchronous_mode: p.synchronous_mode,
+            synchronous_mode: RawSyncMode::Word(p.synchronous_mode.word().to_string()),
+            synchronous_node_count: p.synchronous_node_count,
+            synchronous_strict: p.synchronous_strict,
         }
     }
 }
@@ -554,6 +568,10 @@ pub enum ConfigError {
         "{section}.{key} = {value:?} is not a locale or encoding name: use letters, digits, '.', '_', '-' or '@' (e.g. C.UTF-8, en_US.UTF-8, UTF8)"
     )]
     BadLocale { section: &'static str, key: &'static str, value: String },
+    #[error("failover.synchronous_mode = {value:?} is not one of off, on, quorum (or true, false)")]
+    BadSyncMode { value: String },
+    #[error("failover.synchronous_node_count = {value} must be between 1 and {max}")]
+    BadSyncCount { value: u32, max: u32 },
     #[error("{section}.bin_dir is not set: name the directory holding gs_ctl and gs_initdb (e.g. $GAUSSHOME/bin)")]
     NoBinDir { section: &'static str },
     #[error("both [postgresql] and [opengauss] are set: a member manages one database, keep the section of its engine")]
@@ -844,11 +862,22 @@ fn validate(raw: RawConfig, base: &Path, getenv: &dyn Fn(&str) -> Option<String>
     if raw.rest.tls && tls.is_none() {
         return Err(ConfigError::RestTlsWithoutTls);
     }
+    let synchronous_mode = match &raw.failover.synchronous_mode {
+        RawSyncMode::Bool(true) => SyncMode::On,
+        RawSyncMode::Bool(false) => SyncMode::Off,
+        RawSyncMode::Word(w) => SyncMode::parse(w).ok_or_else(|| ConfigError::BadSyncMode { value: w.clone() })?,
+    };
+    let count = raw.failover.synchronous_node_count;
+    if !(1..=haraft_core::ops::MAX_SYNC_NODES).contains(&count) {
+        return Err(ConfigError::BadSyncCount { value: count, max: haraft_core::ops::MAX_SYNC_NODES });
+    }
     let policy = Policy {
         maximum_lag_on_failover_bytes: raw.failover.maximum_lag_on_failover_bytes,
         primary_start_timeout_ms: raw.failover.primary_start_timeout_ms,
         rebuild_on_rewind_failure: raw.failover.rebuild_on_rewind_failure,
-        synchronous_mode: raw.failover.synchronous_mode,
+        synchronous_mode,
+        synchronous_node_count: count,
+        synchronous_strict: raw.failover.synchronous_strict,
     };
     Ok(Config {
         cluster: raw.cluster.name,
@@ -1116,5 +1145,18 @@ address = "127.0.0.1:7003"
         assert!(e.contains("both [postgresql] and [opengauss] are set"), "{e}");
         let e = with_passwords(&format!("{og}superuser = \"a b\"\n")).unwrap_err();
         assert!(e.contains("opengauss.superuser = \"a b\" is not a valid role name"), "{e}");
+    }
+
+    #[test]
+    fn synchronous_modes() {
+        let mode = |text: &str| with_passwords(&format!("[failover]\n{text}\n")).map(|c| c.policy);
+        assert_eq!(mode("synchronous_mode = true").unwrap().synchronous_mode, SyncMode::On);
+        assert_eq!(mode("synchronous_mode = false").unwrap().synchronous_mode, SyncMode::Off);
+        let p = mode("synchronous_mode = \"quorum\"\nsynchronous_node_count = 2\nsynchronous_strict = true").unwrap();
+        assert_eq!((p.synchronous_mode, p.synchronous_node_count, p.synchronous_strict), (SyncMode::Quorum, 2, true));
+        let e = mode("synchronous_mode = \"sometimes\"").unwrap_err();
+        assert!(e.contains("failover.synchronous_mode = \"sometimes\" is not one of off, on, quorum"), "{e}");
+        let e = mode("synchronous_node_count = 0").unwrap_err();
+        assert!(e.contains("failover.synchronous_node_count = 0 must be between 1 and"), "{e}");
     }
 }

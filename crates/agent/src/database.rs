@@ -477,7 +477,9 @@ async fn execute<D: Database>(
             crate::failpoint::hit("before-rewind");
             rewind(shared, pg, state, *source, *epoch, last_seen, t).await
         }
-        Action::SetSynchronous { names, epoch } => pg.set_synchronous_standbys(names, *epoch, t).await.map_err(e),
+        Action::SetSynchronous { names, quorum, epoch } => {
+            pg.set_synchronous_standbys(names, *quorum, *epoch, t).await.map_err(e)
+        }
         Action::SetSlots { slots, epoch } => pg.set_replication_slots(slots, *epoch, t).await.map_err(e),
         Action::SetReadOnly { read_only, epoch } => pg.set_read_only(*read_only, *epoch, t).await.map_err(e),
         Action::Rebuild { source, epoch } => rebuild(shared, pg, settings, state, *source, *epoch).await,

@@ -91,7 +91,7 @@ fn deploy_host_files_parse_and_form_one_cluster() {
         assert_eq!(c.node, NodeId(i as u64 + 1));
         assert_eq!(c.members, configs[0].members);
         assert_eq!(c.rest_listen, Some("0.0.0.0:8008".parse().unwrap()));
-        assert!(c.policy.synchronous_mode);
+        assert_eq!(c.policy.synchronous_mode, haraft_core::sync::SyncMode::On);
         let pg = c.postgres.as_ref().unwrap();
         assert_eq!(pg.connect_address, format!("10.0.0.1{}:5432", i + 1));
     }

@@ -49,6 +49,11 @@ pub struct DbStatus {
     /// Primary: the member names in `synchronous_standby_names` as haraft
     /// wrote it; `None` when the setting is not haraft's.
     pub synchronous_names: Option<Vec<String>>,
+    /// How many of `synchronous_names` confirm each commit (`FIRST n` over
+    /// n names: n; `ANY k`: k); `None` with `synchronous_names`, or while
+    /// the commit guard holds commits.
+    #[serde(default)]
+    pub synchronous_quorum: Option<u32>,
     /// Primary: the physical replication slots haraft owns (named by
     /// `slot_name`); `None` when not observed.
     pub slots: Option<Vec<String>>,
@@ -101,7 +106,8 @@ pub fn slot_name(member: &str) -> String {
 pub struct Replica {
     pub name: String,
     pub streaming: bool,
-    /// PostgreSQL counts it as a synchronous standby right now.
+    /// PostgreSQL counts it as a synchronous standby right now
+    /// (`sync_state` sync, or quorum).
     pub sync: bool,
 }
 

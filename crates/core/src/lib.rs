@@ -20,6 +20,7 @@ pub mod plan;
 pub mod reconcile;
 pub mod state;
 pub mod status;
+pub mod sync;
 pub mod timing;
 
 pub use db::{DbMember, DbPosition, DbRole, DbStatus, Fork, Replica, slot_name};

@@ -11,6 +11,7 @@
 use crate::db::{DbPosition, DbStatus};
 use crate::ids::{Epoch, NodeId};
 use crate::state::{ClusterState, Member};
+use crate::sync::SyncMode;
 use crate::timing::{Policy, Timing};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -446,7 +447,10 @@ pub fn check_switchover(
         }
         let ok = reasons.is_empty();
         let sync = state.synchronous.contains(&id);
-        if ok && state.policy.synchronous_mode && !sync {
+        // Mode on: only a member of the set has every commit; in quorum
+        // mode the switchover waits for the target to reach the old
+        // primary's last position, set member or not.
+        if ok && state.policy.synchronous_mode == SyncMode::On && !sync {
             reasons.push("not synchronous yet: the synchronous set is moved to it first".to_string());
         }
         let priority = db_member.map_or(0, |d| d.priority);
@@ -474,7 +478,13 @@ pub const CONFIG_KEYS: &[&str] = &[
     "failover.primary_start_timeout_ms",
     "failover.rebuild_on_rewind_failure",
     "failover.synchronous_mode",
+    "failover.synchronous_node_count",
+    "failover.synchronous_strict",
 ];
+
+/// The most standbys `failover.synchronous_node_count` may name
+/// (PostgreSQL's own limit on a list is far above any cluster's size).
+pub const MAX_SYNC_NODES: u32 = 32;
 
 /// The settings by their config-file keys, as `config show` prints them.
 pub fn settings(t: Timing, p: Policy) -> BTreeMap<String, String> {
@@ -486,7 +496,9 @@ pub fn settings(t: Timing, p: Policy) -> BTreeMap<String, String> {
         p.maximum_lag_on_failover_bytes.to_string(),
         p.primary_start_timeout_ms.to_string(),
         p.rebuild_on_rewind_failure.to_string(),
-        p.synchronous_mode.to_string(),
+        p.synchronous_mode.word().to_string(),
+        p.synchronous_node_count.to_string(),
+        p.synchronous_strict.to_string(),
     ];
     CONFIG_KEYS.iter().map(|k| k.to_string()).zip(values).collect()
 }
@@ -527,7 +539,17 @@ pub fn apply_config_changes(
             }
             "failover.primary_start_timeout_ms" => p.primary_start_timeout_ms = number()?,
             "failover.rebuild_on_rewind_failure" => p.rebuild_on_rewind_failure = boolean()?,
-            "failover.synchronous_mode" => p.synchronous_mode = boolean()?,
+            "failover.synchronous_mode" => {
+                p.synchronous_mode =
+                    SyncMode::parse(value).ok_or_else(|| format!("{key} = {value:?}: expected off, on or quorum"))?
+            }
+            "failover.synchronous_node_count" => {
+                p.synchronous_node_count = u32::try_from(number()?)
+                    .ok()
+                    .filter(|k| (1..=MAX_SYNC_NODES).contains(k))
+                    .ok_or_else(|| format!("{key} = {value:?}: expected 1 to {MAX_SYNC_NODES}"))?
+            }
+            "failover.synchronous_strict" => p.synchronous_strict = boolean()?,
             k if k.ends_with("_command") || k.rsplit('.').next().is_some_and(|last| last.ends_with("_command")) => {
                 return Err(format!(
                     "{key} runs a shell command: it can only be set in the local PostgreSQL configuration, never remotely"
@@ -715,9 +737,9 @@ pub fn check_remove_member(state: &ClusterState, seen: &SeenAll, node: NodeId) -
         return Err(format!("{} cannot leave now: {why}", name(node)));
     }
     let keeps_writes =
-        state.synchronous.contains(&node) || state.synchronous_fallback.as_ref().is_some_and(|f| f.contains(&node));
+        state.synchronous.contains(&node) || state.synchronous_fallback.as_ref().is_some_and(|f| f.0.contains(&node));
     let live_primary = state.lease.is_some_and(|l| l.holder != node && holder_valid(l.holder));
-    if state.policy.synchronous_mode && keeps_writes && !live_primary {
+    if state.policy.synchronous_mode.is_on() && keeps_writes && !live_primary {
         return Err(format!(
             "{} is a synchronous standby and no primary holds a valid lease: it may be the only member with every acknowledged write; remove it after the failover",
             name(node)
@@ -749,7 +771,13 @@ mod tests {
         let (_, p2, said) = set("failover.maximum_lag_on_failover", "16MB").unwrap();
         assert_eq!(p2.maximum_lag_on_failover_bytes, 16 << 20);
         assert_eq!(said, "failover.maximum_lag_on_failover=16MB");
-        assert!(set("failover.synchronous_mode", "on").unwrap().1.synchronous_mode);
+        assert_eq!(set("failover.synchronous_mode", "on").unwrap().1.synchronous_mode, SyncMode::On);
+        assert_eq!(set("failover.synchronous_mode", "true").unwrap().1.synchronous_mode, SyncMode::On);
+        assert_eq!(set("failover.synchronous_mode", "quorum").unwrap().1.synchronous_mode, SyncMode::Quorum);
+        assert_eq!(set("failover.synchronous_node_count", "2").unwrap().1.synchronous_node_count, 2);
+        let e = set("failover.synchronous_node_count", "0").unwrap_err();
+        assert!(e.contains("expected 1 to"), "{e}");
+        assert!(set("failover.synchronous_strict", "true").unwrap().1.synchronous_strict);
         let e = set("lease.ttl_ms", "1000").unwrap_err();
         assert!(e.contains("raise lease.ttl_ms to at least"), "{e}");
         let e = set("postgresql.archive_command", "rm -rf /").unwrap_err();
@@ -759,7 +787,7 @@ mod tests {
         let e = set("lease.nope", "1").unwrap_err();
         assert!(e.contains("unknown setting") && e.contains("lease.ttl_ms"), "{e}");
         let e = set("failover.synchronous_mode", "maybe").unwrap_err();
-        assert!(e.contains("expected true or false"), "{e}");
+        assert!(e.contains("expected off, on or quorum"), "{e}");
         assert!(apply_config_changes(t, p, &[]).is_err());
     }
 }

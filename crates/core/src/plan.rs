@@ -439,6 +439,20 @@ fn db_verdicts(state: &ClusterState, live: &Live) -> Vec<Verdict> {
         Some(Operation::Failover { from, .. }) => Some(*from),
         _ => None,
     };
+    // Synchronous mode: a member of the set may be promoted only when
+    // enough of the set answered to include a holder of every commit
+    // (`sync::eligible`); among them the highest LSN ranks first, running
+    // or not, when not every member holds every commit.
+    let set = crate::sync::SyncSet::new(state.synchronous.clone(), state.synchronous_quorum);
+    let sync_on = state.policy.synchronous_mode.is_on() && !bootstrap;
+    // An answer counts when it reports this database (another's WAL says
+    // nothing about this one's commits).
+    let ours = |id: &NodeId| match live.get(id) {
+        Some(Some(st)) => st.system_identifier == state.system_identifier,
+        _ => false,
+    };
+    let quorum_short = if sync_on { crate::sync::eligible(&set, &|id| ours(&id)).err() } else { None };
+    let lsn_first = sync_on && (set.quorum as usize) < set.members.len();
     let mut out: Vec<(Verdict, (u8, u64, u32))> = Vec::new();
     for id in state.members.keys().copied() {
         let no = |why: String, lsn| (Verdict { node: id, eligible: false, why, lsn }, (0, 0, 0));
@@ -473,8 +487,10 @@ fn db_verdicts(state: &ClusterState, live: &Live) -> Vec<Verdict> {
         }
         let verdict = if db.nofailover {
             no("tagged nofailover".into(), lsn)
-        } else if state.policy.synchronous_mode && !state.synchronous.contains(&id) && Some(id) != previous {
+        } else if state.policy.synchronous_mode.is_on() && !state.synchronous.contains(&id) && Some(id) != previous {
             no("not a synchronous standby (synchronous mode)".into(), lsn)
+        } else if let Some(why) = quorum_short.as_ref().filter(|_| Some(id) != previous) {
+            no(why.clone(), lsn)
         } else if !status.has_data {
             no("has no data directory".into(), lsn)
         } else if status.system_identifier != state.system_identifier {
@@ -507,11 +523,27 @@ fn db_verdicts(state: &ClusterState, live: &Live) -> Vec<Verdict> {
                 }
                 (_, _, Some(l)) => (
                     Verdict { node: id, eligible: true, why: format!("stopped, last checkpoint {l}"), lsn },
-                    (0, l.0, db.priority),
+                    (u8::from(lsn_first), l.0, db.priority),
                 ),
             }
         };
         out.push(verdict);
+    }
+    // Quorum: the most advanced member of the set that answered holds
+    // every commit; if it cannot be promoted, no other member of the set
+    // may be (it could lack a commit only that one holds).
+    if lsn_first {
+        let answered_best = set.members.iter().filter(|id| ours(id)).filter_map(|id| live.get(id)?.as_ref()?.lsn).max();
+        let eligible_best =
+            out.iter().filter(|(v, _)| v.eligible && set.members.contains(&v.node)).filter_map(|(v, _)| v.lsn).max();
+        if let Some(best) = answered_best.filter(|b| eligible_best < Some(*b)) {
+            for (v, _) in out.iter_mut().filter(|(v, _)| v.eligible && Some(v.node) != previous) {
+                v.eligible = false;
+                v.why = format!(
+                    "a synchronous standby that received up to {best}, more than any candidate, answered but cannot be promoted"
+                );
+            }
+        }
     }
     // Eligible first; among them the best key (LSN, then priority) first;
     // ties keep id order (the sort is stable).

@@ -86,9 +86,11 @@ pub enum Action {
         source: NodeId,
         epoch: Epoch,
     },
-    /// Write `synchronous_standby_names` for these members and reload.
+    /// Write `synchronous_standby_names` for these members, `quorum` of
+    /// which confirm each commit, and reload.
     SetSynchronous {
         names: Vec<String>,
+        quorum: u32,
         epoch: Epoch,
     },
     /// New transactions read-only by default (`true`), or read-write for
@@ -166,10 +168,16 @@ pub enum Reason {
     UpstreamChanged,
     ConnectingToPrimary,
     SyncSettingBehindState,
-    SyncStandbyGone,
-    AddingSyncStandby,
-    SyncStandbyConfirmed,
-    TrimSyncSetting,
+    /// The setting moves towards the target set.
+    SynchronousSetting {
+        members: usize,
+        quorum: u32,
+    },
+    /// The replicated state moves towards the target set.
+    SynchronousState {
+        members: usize,
+        quorum: u32,
+    },
     SynchronousModeOff,
     WaitingForSyncStandby,
     SlotsDiffer,
@@ -272,8 +280,8 @@ pub fn reconcile(input: &ReconcileInput) -> (Action, Reason) {
         // Synchronous mode: claim the synchronous set (empty: only this
         // node has the writes it will acknowledge) before becoming writable,
         // which ends the fallback to the previous set.
-        if state.policy.synchronous_mode && state.synchronous_fallback.is_some() {
-            let command = Command::SetSynchronous { holder: me, epoch, standbys: Default::default() };
+        if state.policy.synchronous_mode.is_on() && state.synchronous_fallback.is_some() {
+            let command = Command::SetSynchronous { holder: me, epoch, standbys: Default::default(), quorum: 0 };
             return (Action::Propose(command), Reason::ClaimSynchronousSet);
         }
         if let Some(task) = state.tasks.get(&me)
@@ -410,11 +418,12 @@ pub fn reconcile(input: &ReconcileInput) -> (Action, Reason) {
     }
 }
 
-/// The primary's synchronous standbys, one step at a time, keeping
-/// `state.synchronous` within `synchronous_standby_names` at every step:
-/// a standby enters the setting before the state, and leaves the state
-/// before the setting. One synchronous standby is kept (the first healthy
-/// one by name that may be promoted).
+/// The primary's synchronous standbys, one safe step at a time
+/// (`sync::next_step`: the setting and the replicated state each change
+/// only in the order that keeps every acknowledged commit where a failover
+/// looks for it), towards `sync::target` (mode, count, strictness, the
+/// healthy standbys that may be promoted; `prefer`: a switchover target
+/// that must join an `on` set).
 fn synchronous_step(
     me: NodeId,
     epoch: Epoch,
@@ -422,70 +431,67 @@ fn synchronous_step(
     db: &DbStatus,
     prefer: Option<NodeId>,
 ) -> Option<(Action, Reason)> {
+    use crate::sync::{SyncSet, SyncStep};
     use std::collections::BTreeSet;
-    // A setting haraft did not write is left alone.
-    let configured: BTreeSet<String> = db.synchronous_names.as_ref()?.iter().cloned().collect();
-    let name_of = |id: &NodeId| state.member_name(*id).map(str::to_string);
-    let in_state: BTreeSet<String> = state.synchronous.iter().filter_map(name_of).collect();
-    let set = |names: BTreeSet<String>, reason| {
-        Some((Action::SetSynchronous { names: names.into_iter().collect(), epoch }, reason))
+    // A setting haraft did not write, or held by the commit guard, is
+    // left alone.
+    let names = db.synchronous_names.as_ref()?;
+    let quorum = db.synchronous_quorum?;
+    let id_of = |name: &str| state.members.values().find(|m| m.name == name).map(|m| m.id);
+    // A name that is no member any more (removed) still counts as one the
+    // setting waits for: a stand-in id keeps the arithmetic honest until
+    // the setting drops it.
+    let setting_members: BTreeSet<NodeId> =
+        names.iter().enumerate().map(|(i, n)| id_of(n).unwrap_or(NodeId(u64::MAX - i as u64))).collect();
+    let setting = SyncSet::new(setting_members, quorum);
+    let current = SyncSet::new(state.synchronous.clone(), state.synchronous_quorum);
+    let replica = |id: NodeId| {
+        let name = state.member_name(id)?;
+        db.replicas.iter().find(|r| r.name == name)
     };
-    let propose = |standbys: BTreeSet<NodeId>, reason| {
-        Some((Action::Propose(Command::SetSynchronous { holder: me, epoch, standbys }), reason))
-    };
-    if !state.policy.synchronous_mode {
-        if !state.synchronous.is_empty() {
-            return propose(BTreeSet::new(), Reason::SynchronousModeOff);
-        }
-        return if configured.is_empty() { None } else { set(BTreeSet::new(), Reason::SynchronousModeOff) };
-    }
-    if !in_state.is_subset(&configured) {
-        return set(&configured | &in_state, Reason::SyncSettingBehindState);
-    }
-    let streaming: BTreeSet<&str> = db.replicas.iter().filter(|r| r.streaming).map(|r| r.name.as_str()).collect();
-    let alive: BTreeSet<NodeId> = state
-        .synchronous
-        .iter()
-        .copied()
-        .filter(|id| name_of(id).is_some_and(|n| streaming.contains(n.as_str())))
+    let mut healthy: Vec<(&str, NodeId)> = state
+        .members
+        .values()
+        .filter(|m| m.id != me && state.db_members.get(&m.id).is_some_and(|d| !d.nofailover))
+        .filter(|m| replica(m.id).is_some_and(|r| r.streaming))
+        .map(|m| (m.name.as_str(), m.id))
         .collect();
-    if alive != state.synchronous {
-        return propose(alive, Reason::SyncStandbyGone);
+    healthy.sort();
+    let healthy: Vec<NodeId> = healthy.into_iter().map(|(_, id)| id).collect();
+    let caught_up = |id: NodeId| replica(id).is_some_and(|r| r.streaming && r.sync);
+    let p = &state.policy;
+    let target = crate::sync::target(
+        p.synchronous_mode,
+        p.synchronous_node_count,
+        p.synchronous_strict,
+        &state.synchronous,
+        &healthy,
+        prefer,
+    );
+    let reason = |default: Reason| match (p.synchronous_mode.is_on(), prefer.is_some()) {
+        (false, _) => Reason::SynchronousModeOff,
+        (true, true) => Reason::SwitchoverMovingSyncToTarget,
+        (true, false) => default,
+    };
+    let names_of = |set: &SyncSet| -> Vec<String> {
+        set.members.iter().filter_map(|id| state.member_name(*id).map(str::to_string)).collect()
+    };
+    match crate::sync::next_step(&setting, &current, &target, &caught_up)? {
+        SyncStep::Setting(next) => {
+            let why = if crate::sync::covers(&setting, &current) {
+                reason(Reason::SynchronousSetting { members: next.members.len(), quorum: next.quorum })
+            } else {
+                Reason::SyncSettingBehindState
+            };
+            Some((Action::SetSynchronous { names: names_of(&next), quorum: next.quorum, epoch }, why))
+        }
+        SyncStep::State(next) => {
+            let why = reason(Reason::SynchronousState { members: next.members.len(), quorum: next.quorum });
+            let command = Command::SetSynchronous { holder: me, epoch, standbys: next.members, quorum: next.quorum };
+            Some((Action::Propose(command), why))
+        }
+        SyncStep::Wait => Some((Action::Idle, Reason::WaitingForSyncStandby)),
     }
-    // A switchover target joins the set (setting first, then state)
-    // before the old primary stops, so that it has every commit.
-    if let Some(p) = prefer.filter(|p| !state.synchronous.contains(p)) {
-        let name = name_of(&p)?;
-        if !configured.contains(&name) {
-            return set(&configured | &BTreeSet::from([name]), Reason::SwitchoverMovingSyncToTarget);
-        }
-        if db.replicas.iter().any(|r| r.name == name && r.sync) {
-            let mut standbys = state.synchronous.clone();
-            standbys.insert(p);
-            return propose(standbys, Reason::SwitchoverMovingSyncToTarget);
-        }
-        return Some((Action::Idle, Reason::WaitingForSyncStandby));
-    }
-    if state.synchronous.is_empty() {
-        let promotable = |r: &&crate::db::Replica| {
-            r.streaming
-                && state.members.values().any(|m| {
-                    m.name == r.name && m.id != me && state.db_members.get(&m.id).is_some_and(|d| !d.nofailover)
-                })
-        };
-        let mut candidates: Vec<&crate::db::Replica> = db.replicas.iter().filter(promotable).collect();
-        candidates.sort_by(|a, b| a.name.cmp(&b.name));
-        let c = candidates.first()?;
-        if !configured.contains(&c.name) || configured.len() > 1 {
-            return set(BTreeSet::from([c.name.clone()]), Reason::AddingSyncStandby);
-        }
-        if c.sync {
-            let id = state.members.values().find(|m| m.name == c.name).map(|m| m.id)?;
-            return propose(BTreeSet::from([id]), Reason::SyncStandbyConfirmed);
-        }
-        return Some((Action::Idle, Reason::WaitingForSyncStandby));
-    }
-    if configured != in_state { set(in_state, Reason::TrimSyncSetting) } else { None }
 }
 
 /// The holder's part in a switchover: the old primary moves the
@@ -502,7 +508,7 @@ fn holder_switchover(
     match s.step {
         SwitchoverStep::Requested if s.from == me && s.epoch == epoch => {
             if db.is_running_primary() {
-                if state.policy.synchronous_mode && !state.synchronous.contains(&s.to) {
+                if state.policy.synchronous_mode == crate::sync::SyncMode::On && !state.synchronous.contains(&s.to) {
                     return synchronous_step(me, epoch, state, db, Some(s.to))
                         .or(Some((Action::Idle, Reason::WaitingForSyncStandby)));
                 }
@@ -631,8 +637,8 @@ impl fmt::Display for Action {
             Action::SetSlots { slots, epoch } => write!(f, "set-slots [{}] epoch={epoch}", slots.join(",")),
             Action::SetReadOnly { read_only: true, .. } => write!(f, "set-read-only-by-default"),
             Action::SetReadOnly { read_only: false, epoch } => write!(f, "set-read-write-by-default epoch={epoch}"),
-            Action::SetSynchronous { names, epoch } => {
-                write!(f, "set-synchronous-standbys names=[{}] epoch={epoch}", names.join(","))
+            Action::SetSynchronous { names, quorum, epoch } => {
+                write!(f, "set-synchronous-standbys names=[{}] quorum={quorum} epoch={epoch}", names.join(","))
             }
             Action::Restart { id, epoch, as_primary: true, .. } => {
                 write!(f, "restart as primary operation={id} epoch={epoch}")
@@ -684,10 +690,12 @@ impl fmt::Display for Reason {
             Reason::UpstreamChanged => write!(f, "upstream-changed"),
             Reason::ConnectingToPrimary => write!(f, "connecting-to-primary"),
             Reason::SyncSettingBehindState => write!(f, "synchronous-setting-behind-state"),
-            Reason::SyncStandbyGone => write!(f, "synchronous-standby-not-streaming"),
-            Reason::AddingSyncStandby => write!(f, "adding-synchronous-standby"),
-            Reason::SyncStandbyConfirmed => write!(f, "synchronous-standby-confirmed"),
-            Reason::TrimSyncSetting => write!(f, "synchronous-setting-wider-than-state"),
+            Reason::SynchronousSetting { members, quorum } => {
+                write!(f, "synchronous-setting-towards members={members} quorum={quorum}")
+            }
+            Reason::SynchronousState { members, quorum } => {
+                write!(f, "synchronous-state-towards members={members} quorum={quorum}")
+            }
             Reason::SynchronousModeOff => write!(f, "synchronous-mode-off"),
             Reason::WaitingForSyncStandby => write!(f, "waiting-for-synchronous-standby"),
             Reason::SlotsDiffer => write!(f, "replication-slots-differ-from-members"),

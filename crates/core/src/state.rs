@@ -190,13 +190,16 @@ pub struct ClusterState {
     /// be promoted. A standby enters `synchronous_standby_names` before it
     /// enters this set, and leaves this set before it leaves the setting.
     pub synchronous: std::collections::BTreeSet<NodeId>,
+    /// How many members of `synchronous` hold every acknowledged commit
+    /// (`sync::SyncSet`: all of them in mode `on`, k in mode `quorum`).
+    pub synchronous_quorum: u32,
     /// Synchronous mode, from a grant until the new holder claims the
     /// synchronous set (before it becomes writable): the members that held
     /// every acknowledged write at the grant (the synchronous set and the
     /// previous holder). If the new holder loses the lease before it ever
     /// was writable, they are the synchronous set again, so that a failover
     /// can still choose among them.
-    pub synchronous_fallback: Option<std::collections::BTreeSet<NodeId>>,
+    pub synchronous_fallback: Option<(std::collections::BTreeSet<NodeId>, u32)>,
     /// The primary's timeline history (where earlier timelines ended), as
     /// its holder reported it: how a replica knows it diverged.
     pub forks: Vec<crate::db::Fork>,
@@ -243,7 +246,7 @@ pub enum Command {
     /// The holder reports its database's timeline history. CAS on (holder, epoch).
     SetForks { holder: NodeId, epoch: Epoch, forks: Vec<crate::db::Fork> },
     /// The holder names its synchronous standbys. CAS on (holder, epoch).
-    SetSynchronous { holder: NodeId, epoch: Epoch, standbys: std::collections::BTreeSet<NodeId> },
+    SetSynchronous { holder: NodeId, epoch: Epoch, standbys: std::collections::BTreeSet<NodeId>, quorum: u32 },
     /// The holder bootstrapped (or adopted) the database. CAS: holder at
     /// epoch, no identifier recorded yet.
     SetSystemIdentifier { holder: NodeId, epoch: Epoch, system_identifier: u64 },
@@ -680,8 +683,14 @@ impl ClusterState {
                     _ => None,
                 };
                 let mut fallback = std::mem::take(&mut self.synchronous);
-                fallback.extend(previous);
-                self.synchronous_fallback = Some(fallback);
+                let mut quorum = std::mem::take(&mut self.synchronous_quorum);
+                // The previous holder has every commit it acknowledged: in
+                // a set where all hold every commit it counts as one more.
+                let all = quorum as usize == fallback.len();
+                if previous.is_some_and(|p| fallback.insert(p)) && all {
+                    quorum += 1;
+                }
+                self.synchronous_fallback = Some((fallback, quorum));
                 self.lease = Some(Lease { holder: *holder, epoch: *epoch, renewal: RenewalSeq(0) });
                 self.epoch = *epoch;
                 // Timing set at runtime starts with a new lease.
@@ -731,8 +740,9 @@ impl ClusterState {
                 );
                 Effect::Released { holder: *holder, epoch: *epoch }
             }
-            Command::SetSynchronous { standbys, .. } => {
+            Command::SetSynchronous { standbys, quorum, .. } => {
                 self.synchronous = standbys.clone();
+                self.synchronous_quorum = *quorum;
                 self.synchronous_fallback = None;
                 Effect::SynchronousSet
             }
@@ -880,9 +890,14 @@ impl ClusterState {
             Order::RemoveMember { node } => {
                 self.leaving.insert(*node);
                 self.db_members.remove(node);
-                self.synchronous.remove(node);
-                if let Some(f) = self.synchronous_fallback.as_mut() {
-                    f.remove(node);
+                // One member fewer holds each commit it held.
+                if self.synchronous.remove(node) {
+                    self.synchronous_quorum = self.synchronous_quorum.saturating_sub(1);
+                }
+                if let Some((f, quorum)) = self.synchronous_fallback.as_mut()
+                    && f.remove(node)
+                {
+                    *quorum = quorum.saturating_sub(1);
                 }
                 self.tasks.remove(node);
                 let note = Some(format!("{} leaves the Raft group next", self.name(*node)));
@@ -978,8 +993,9 @@ impl ClusterState {
     fn lease_lost(&mut self, log_index: u64, at: u64, holder: NodeId, epoch: Epoch, how: &str) {
         // A holder that never was writable acknowledged nothing: whoever had
         // every write at its grant still has every write.
-        if let Some(fallback) = self.synchronous_fallback.take() {
+        if let Some((fallback, quorum)) = self.synchronous_fallback.take() {
             self.synchronous = fallback;
+            self.synchronous_quorum = quorum;
         }
         match self.operation.take() {
             Some(op @ Operation::ManualFailover { .. }) => self.operation = Some(op),
@@ -1038,9 +1054,9 @@ impl fmt::Display for Command {
             Command::SetForks { holder, epoch, forks } => {
                 write!(f, "set-timeline-history holder={holder} epoch={epoch} forks={}", forks.len())
             }
-            Command::SetSynchronous { holder, epoch, standbys } => {
+            Command::SetSynchronous { holder, epoch, standbys, quorum } => {
                 let ids: Vec<String> = standbys.iter().map(|n| n.to_string()).collect();
-                write!(f, "set-synchronous holder={holder} epoch={epoch} standbys=[{}]", ids.join(","))
+                write!(f, "set-synchronous holder={holder} epoch={epoch} standbys=[{}] quorum={quorum}", ids.join(","))
             }
             Command::Grant { holder, epoch, .. } => write!(f, "grant holder={holder} epoch={epoch}"),
             Command::Renew { holder, epoch, renewal, .. } => {

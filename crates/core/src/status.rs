@@ -61,6 +61,14 @@ pub struct ClusterStatus {
     /// since an operator last ran `haraftctl history ack`, in words.
     #[serde(default)]
     pub unacknowledged_losses: Vec<String>,
+    /// Synchronous mode: which members the replicated state names and how
+    /// many of them hold each commit, in words; `None` when off.
+    #[serde(default)]
+    pub synchronous: Option<String>,
+    /// Strict synchronous mode with too few streaming standbys: commits
+    /// wait, and why.
+    #[serde(default)]
+    pub writes_blocked: Option<String>,
     pub members: Vec<MemberStatus>,
     /// Normal: a primary holds a valid lease and every member follows it.
     /// Degraded: a primary holds a valid lease, but some member is
@@ -319,6 +327,7 @@ pub fn build_status(state: &ClusterState, local: &LocalRaft, probes: &Probes) ->
     } else {
         ClusterHealth::Degraded
     };
+    let (synchronous, writes_blocked) = synchronous_words(state, &members);
     ClusterStatus {
         cluster: state.cluster.clone(),
         answered_by: name_of(state, local.node),
@@ -374,9 +383,40 @@ pub fn build_status(state: &ClusterState, local: &LocalRaft, probes: &Probes) ->
                 _ => None,
             })
             .collect(),
+        synchronous,
+        writes_blocked,
         members,
         cluster_state,
     }
+}
+
+/// The synchronous set in words, and, in strict mode, why commits wait
+/// when fewer of its members stream than must confirm.
+fn synchronous_words(state: &ClusterState, members: &[MemberStatus]) -> (Option<String>, Option<String>) {
+    let p = &state.policy;
+    if !p.synchronous_mode.is_on() {
+        return (None, None);
+    }
+    let names: Vec<String> = state.synchronous.iter().map(|id| name_of(state, *id)).collect();
+    let q = state.synchronous_quorum;
+    let set = match (names.is_empty(), q as usize == names.len()) {
+        (true, _) => "none yet: no failover can promote a standby without losing acknowledged writes".to_string(),
+        (false, true) => format!("every one of {} confirms each commit", names.join(", ")),
+        (false, false) => format!("any {q} of {} confirm each commit", names.join(", ")),
+    };
+    let words = format!("{} mode (node count {}): {set}", p.synchronous_mode.word(), p.synchronous_node_count);
+    let streaming = members
+        .iter()
+        .filter(|m| state.synchronous.contains(&NodeId(m.id)) && m.state == MemberState::Streaming)
+        .count();
+    let need = p.synchronous_node_count.max(q) as usize;
+    let blocked = (p.synchronous_strict && state.lease.is_some() && streaming < need).then(|| {
+        format!(
+            "strict synchronous mode: {need} synchronous standbys must confirm each commit and {streaming} stream; \
+             commits wait until enough stream (or set failover.synchronous_strict=false to let them through with fewer)"
+        )
+    });
+    (Some(words), blocked)
 }
 
 #[cfg(test)]

@@ -89,9 +89,15 @@ pub struct Policy {
     /// When pg_rewind fails, rebuild from a base backup (keeping the old
     /// directory aside).
     pub rebuild_on_rewind_failure: bool,
-    /// Commits wait for a synchronous standby named in the replicated
-    /// state, and only such a standby may be promoted.
-    pub synchronous_mode: bool,
+    /// Commits wait for synchronous standbys named in the replicated
+    /// state, and only such a standby may be promoted (see `sync`).
+    pub synchronous_mode: crate::sync::SyncMode,
+    /// How many standbys confirm each commit (`on`: the set's size;
+    /// `quorum`: any this many of every healthy standby). At least 1.
+    pub synchronous_node_count: u32,
+    /// With fewer healthy standbys than `synchronous_node_count`, commits
+    /// wait instead of going through with fewer confirmations.
+    pub synchronous_strict: bool,
 }
 
 impl Default for Policy {
@@ -104,7 +110,9 @@ impl Default for Policy {
             maximum_lag_on_failover_bytes: 1024 * 1024,
             primary_start_timeout_ms: 30_000,
             rebuild_on_rewind_failure: true,
-            synchronous_mode: false,
+            synchronous_mode: crate::sync::SyncMode::Off,
+            synchronous_node_count: 1,
+            synchronous_strict: false,
         }
     }
 }

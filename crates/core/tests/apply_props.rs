@@ -107,8 +107,8 @@ fn arb_lease_command() -> impl Strategy<Value = Command> {
         (node.clone(), epoch.clone(), 1u64..3).prop_map(|(holder, epoch, system_identifier)| {
             Command::SetSystemIdentifier { holder, epoch, system_identifier }
         }),
-        (node.clone(), epoch.clone(), prop::collection::btree_set((1u64..=4).prop_map(NodeId), 0..3))
-            .prop_map(|(holder, epoch, standbys)| Command::SetSynchronous { holder, epoch, standbys }),
+        (node.clone(), epoch.clone(), prop::collection::btree_set((1u64..=4).prop_map(NodeId), 0..3), 0u32..3)
+            .prop_map(|(holder, epoch, standbys, quorum)| Command::SetSynchronous { holder, epoch, standbys, quorum }),
         (node.clone(), epoch.clone(), 0u64..100).prop_map(|(holder, epoch, lsn)| Command::SetForks {
             holder,
             epoch,

@@ -241,11 +241,11 @@ fn lease_timing_set_at_runtime_starts_with_the_next_grant() {
     let t = Timing { lease_ttl_ms: 4000, ..Timing::default() };
     let order = Order::SetConfig {
         timing: t,
-        policy: Policy { synchronous_mode: true, ..Policy::default() },
+        policy: Policy { synchronous_mode: haraft_core::sync::SyncMode::On, ..Policy::default() },
         changes: "x".into(),
     };
     applied(&mut s, 10, Command::Operator { order, by: "x".into(), at_unix_ms: 0 });
-    assert!(s.policy.synchronous_mode, "policy applies at once");
+    assert_eq!(s.policy.synchronous_mode, haraft_core::sync::SyncMode::On, "policy applies at once");
     assert_eq!((s.config, s.next_config), (Some(Timing::default()), Some(t)));
     let l = s.lease.unwrap();
     applied(&mut s, 11, Command::Lapse { holder: n(1), epoch: l.epoch, renewal: l.renewal, at_unix_ms: 0 });
@@ -255,8 +255,8 @@ fn lease_timing_set_at_runtime_starts_with_the_next_grant() {
 
 #[test]
 fn a_holder_that_never_became_writable_leaves_the_previous_synchronous_members_promotable() {
-    let mut s = cluster(Policy { synchronous_mode: true, ..Policy::default() });
-    applied(&mut s, 7, Command::SetSynchronous { holder: n(1), epoch: Epoch(1), standbys: [n(2)].into() });
+    let mut s = cluster(Policy { synchronous_mode: haraft_core::sync::SyncMode::On, ..Policy::default() });
+    applied(&mut s, 7, Command::SetSynchronous { holder: n(1), epoch: Epoch(1), standbys: [n(2)].into(), quorum: 1 });
     let l = s.lease.unwrap();
     applied(&mut s, 8, Command::Lapse { holder: n(1), epoch: l.epoch, renewal: l.renewal, at_unix_ms: 0 });
     applied(&mut s, 9, Command::Grant { holder: n(2), epoch: Epoch(2), verdicts: vec![], at_unix_ms: 0 });
@@ -266,7 +266,11 @@ fn a_holder_that_never_became_writable_leaves_the_previous_synchronous_members_p
     assert_eq!(s.synchronous, [n(1), n(2)].into(), "the old set and the old holder are promotable again");
     // Once a holder claimed the set, only it (and its own set) count.
     applied(&mut s, 11, Command::Grant { holder: n(1), epoch: Epoch(3), verdicts: vec![], at_unix_ms: 0 });
-    applied(&mut s, 12, Command::SetSynchronous { holder: n(1), epoch: Epoch(3), standbys: Default::default() });
+    applied(
+        &mut s,
+        12,
+        Command::SetSynchronous { holder: n(1), epoch: Epoch(3), standbys: Default::default(), quorum: 0 },
+    );
     applied(&mut s, 13, Command::Lapse { holder: n(1), epoch: Epoch(3), renewal: RenewalSeq(0), at_unix_ms: 0 });
     assert!(s.synchronous.is_empty());
 }
@@ -311,7 +315,7 @@ fn switchover_checks_name_every_candidate() {
 #[test]
 fn member_changes_are_checked_and_a_removed_holder_renews_no_more() {
     use haraft_core::ops::{AddStep, check_add_member, check_remove_member};
-    let mut s = cluster(Policy { synchronous_mode: true, ..Policy::default() });
+    let mut s = cluster(Policy { synchronous_mode: haraft_core::sync::SyncMode::On, ..Policy::default() });
     let voters: std::collections::BTreeSet<NodeId> = (1..=3).map(n).collect();
     // Adding: a fresh id, name and address only.
     assert!(matches!(check_add_member(&s, &voters, 4, "node4", "10.0.0.4:7001"), Ok(AddStep::Learner(_))));
@@ -346,7 +350,7 @@ fn member_changes_are_checked_and_a_removed_holder_renews_no_more() {
     let e = check_remove_member(&s, &healthy(&[1, 2, 3]), n(1)).unwrap_err();
     assert!(e.contains("switch over first"), "{e}");
     assert!(check_remove_member(&s, &healthy(&[1, 2, 3]), n(3)).is_ok());
-    applied(&mut s, 7, Command::SetSynchronous { holder: n(1), epoch: Epoch(1), standbys: [n(2)].into() });
+    applied(&mut s, 7, Command::SetSynchronous { holder: n(1), epoch: Epoch(1), standbys: [n(2)].into(), quorum: 1 });
     assert!(check_remove_member(&s, &healthy(&[1, 2, 3]), n(2)).is_ok(), "a live primary moves its set");
     let e = check_remove_member(&s, &healthy(&[2, 3]), n(2)).unwrap_err();
     assert!(e.contains("synchronous standby"), "{e}");
@@ -505,4 +509,40 @@ fn discarded_writes_are_warned_about_until_acknowledged() {
     // A later discard warns again.
     applied(&mut s, 13, report(0x200, 1));
     assert_eq!(loss::unacknowledged(&s.history).len(), 1);
+}
+
+/// Quorum mode: node2 and node3 in the set, any 1 of them holds each
+/// commit. A failover needs both to answer, and takes the most advanced
+/// (stopped or running); when that one cannot be promoted, nobody is.
+#[test]
+fn a_quorum_failover_needs_enough_answers_and_takes_the_most_advanced() {
+    let policy = Policy { synchronous_mode: haraft_core::sync::SyncMode::Quorum, ..Policy::default() };
+    let mut s = cluster(policy);
+    applied(
+        &mut s,
+        7,
+        Command::SetSynchronous { holder: n(1), epoch: Epoch(1), standbys: [n(2), n(3)].into(), quorum: 1 },
+    );
+    let l = s.lease.unwrap();
+    applied(&mut s, 8, Command::Lapse { holder: n(1), epoch: l.epoch, renewal: l.renewal, at_unix_ms: 0 });
+    let grant_to = |s: &ClusterState, live: &SeenAll| match plan_at(s, Some(live), 0, 0) {
+        Step::Propose(Command::Grant { holder, .. }) => Some(holder),
+        _ => None,
+    };
+
+    // Only the lagging one answered: it may lack a commit only node2 has.
+    assert_eq!(grant_to(&s, &seen(&[(3, standby(90))])), None);
+    // Both answered: the most advanced, although node3 reports a checkpoint.
+    assert_eq!(grant_to(&s, &seen(&[(2, standby(90)), (3, standby(100))])), Some(n(3)));
+    let mut stopped = standby(120).unwrap();
+    stopped.running = false;
+    assert_eq!(grant_to(&s, &seen(&[(2, standby(100)), (3, Some(stopped))])), Some(n(3)));
+    // The most advanced answered but cannot be promoted: nobody is.
+    let mut behind = standby(120).unwrap();
+    behind.timeline = Some(TimelineId(0));
+    assert_eq!(grant_to(&s, &seen(&[(2, standby(100)), (3, Some(behind))])), None);
+    // An answer about another database does not count.
+    let mut other = standby(120).unwrap();
+    other.system_identifier = Some(SYSID + 1);
+    assert_eq!(grant_to(&s, &seen(&[(2, standby(100)), (3, Some(other))])), None);
 }

@@ -2,6 +2,7 @@
 //! exhaustive walk over representative inputs asserting the safety rules.
 
 use haraft_core::reconcile::{Action, MyLease, Reason, ReconcileInput, Rejoin, reconcile};
+use haraft_core::sync::{SyncMode, SyncSet, covers};
 use haraft_core::*;
 
 const ME: NodeId = NodeId(2);
@@ -49,6 +50,7 @@ fn db(running: bool, role: Option<DbRole>, streaming_from: Option<&str>) -> DbSt
         streaming_from: streaming_from.map(str::to_string),
         replicas: Vec::new(),
         synchronous_names: None,
+        synchronous_quorum: None,
         slots: None,
         forks: None,
         read_only_default: None,
@@ -334,9 +336,10 @@ fn exhaustive_walk_keeps_the_safety_rules() {
 #[test]
 fn synchronous_set_forms_and_moves_keeping_the_state_within_the_setting() {
     let mut state = cluster(Some(2), true);
-    state.policy.synchronous_mode = true;
+    state.policy.synchronous_mode = haraft_core::sync::SyncMode::On;
     let mut db = db(true, Some(DbRole::Primary), None);
     db.synchronous_names = Some(vec![]);
+    db.synchronous_quorum = Some(0);
     let replica = |name: &str, streaming: bool| Replica { name: name.into(), streaming, sync: false };
     db.replicas = vec![replica("node1", true), replica("node3", true)];
     let mut index = 10;
@@ -348,18 +351,21 @@ fn synchronous_set_forms_and_moves_keeping_the_state_within_the_setting() {
         let mut taken = Vec::new();
         for _ in 0..10 {
             let (action, reason) = run(&case(state.clone(), MyLease::Valid(E1), db.clone()));
-            let names: std::collections::BTreeSet<String> =
-                state.synchronous.iter().filter_map(|id| state.member_name(*id).map(str::to_string)).collect();
-            let configured: std::collections::BTreeSet<String> =
-                db.synchronous_names.clone().unwrap_or_default().into_iter().collect();
-            assert!(names.is_subset(&configured), "state {names:?} outside the setting {configured:?}");
+            let id = |name: &String| state.members.values().find(|m| &m.name == name).unwrap().id;
+            let configured = db.synchronous_names.clone().unwrap_or_default().iter().map(id).collect();
+            let setting = SyncSet::new(configured, db.synchronous_quorum.unwrap_or(0));
+            let held = SyncSet::new(state.synchronous.clone(), state.synchronous_quorum);
+            assert!(covers(&setting, &held), "the state {held:?} is not covered by the setting {setting:?}");
             match &action {
                 Action::Idle => return taken,
                 Action::Propose(c) => {
                     index += 1;
                     assert!(matches!(state.apply(index, c), Outcome::Applied(_)), "{c}");
                 }
-                Action::SetSynchronous { names, .. } => db.synchronous_names = Some(names.clone()),
+                Action::SetSynchronous { names, quorum, .. } => {
+                    db.synchronous_names = Some(names.clone());
+                    db.synchronous_quorum = Some(*quorum);
+                }
                 other => panic!("unexpected {other} ({reason})"),
             }
             let configured = db.synchronous_names.clone().unwrap_or_default();
@@ -386,8 +392,24 @@ fn synchronous_set_forms_and_moves_keeping_the_state_within_the_setting() {
     assert_eq!(state.synchronous, [NodeId(3)].into());
     assert_eq!(db.synchronous_names, Some(vec!["node3".to_string()]));
 
+    // Quorum of 1 over every healthy standby: node1 streams again; the
+    // state grows first (every commit is on node3, which stays), then the
+    // setting.
+    db.replicas[0].streaming = true;
+    state.policy.synchronous_mode = SyncMode::Quorum;
+    let steps = settle(&mut state, &mut db);
+    assert!(matches!(&steps[0], Action::Propose(Command::SetSynchronous { quorum: 1, .. })), "{steps:?}");
+    assert_eq!((state.synchronous.clone(), state.synchronous_quorum), ([NodeId(1), NodeId(3)].into(), 1));
+    assert_eq!(db.synchronous_names, Some(vec!["node1".to_string(), "node3".to_string()]));
+    assert_eq!(db.synchronous_quorum, Some(1));
+    // Two must confirm: the setting first, then the state.
+    state.policy.synchronous_node_count = 2;
+    let steps = settle(&mut state, &mut db);
+    assert!(matches!(&steps[0], Action::SetSynchronous { quorum: 2, .. }), "{steps:?}");
+    assert_eq!(state.synchronous_quorum, 2);
+
     // Synchronous mode off: state cleared, then the setting.
-    state.policy.synchronous_mode = false;
+    state.policy.synchronous_mode = haraft_core::sync::SyncMode::Off;
     let steps = settle(&mut state, &mut db);
     assert_eq!(steps.len(), 2, "{steps:?}");
     assert!(state.synchronous.is_empty());
@@ -397,7 +419,7 @@ fn synchronous_set_forms_and_moves_keeping_the_state_within_the_setting() {
 #[test]
 fn a_setting_haraft_did_not_write_is_left_alone() {
     let mut state = cluster(Some(2), true);
-    state.policy.synchronous_mode = true;
+    state.policy.synchronous_mode = haraft_core::sync::SyncMode::On;
     let mut d = db(true, Some(DbRole::Primary), None);
     d.synchronous_names = None;
     d.replicas = vec![Replica { name: "node1".into(), streaming: true, sync: false }];

@@ -256,6 +256,8 @@ mod tests {
             settings: Default::default(),
             pending_settings: Default::default(),
             unacknowledged_losses: vec![],
+            synchronous: None,
+            writes_blocked: None,
             members,
             cluster_state: health,
         }

@@ -661,6 +661,9 @@ pub(crate) fn render(s: &ClusterStatus) -> String {
             r.samples
         ));
     }
+    if let Some(sync) = &s.synchronous {
+        out.push_str(&format!("Synchronous:  {sync}\n"));
+    }
     if let Some(op) = &s.operation {
         let id = s.operation_id.map(|id| format!(" (operation {id}: haraftctl follow {id})")).unwrap_or_default();
         out.push_str(&format!("In progress:  {op}{id}\n"));
@@ -749,6 +752,9 @@ pub(crate) fn render(s: &ClusterStatus) -> String {
     if s.paused {
         warnings.push("paused: a failed primary is not replaced until haraftctl resume".to_string());
     }
+    if let Some(blocked) = &s.writes_blocked {
+        warnings.push(format!("writes blocked: {blocked}"));
+    }
     for loss in &s.unacknowledged_losses {
         warnings.push(format!(
             "{loss}: writes acknowledged there are lost; see haraftctl history, then haraftctl history ack"
@@ -832,6 +838,8 @@ mod tests {
             settings: Default::default(),
             pending_settings: Default::default(),
             unacknowledged_losses: vec!["node3 rewound (log index 30): diverged at 0/100; discarded 0/100–0/180 (128 B of WAL, 1 committed transaction)".into()],
+            synchronous: Some("quorum mode (node count 2): any 2 of node2, node3, node4 confirm each commit".into()),
+            writes_blocked: Some("strict synchronous mode: 2 synchronous standbys must confirm each commit and 1 stream".into()),
             members: vec![
                 member("node1", 1, RaftRole::Follower, true),
                 MemberStatus {
@@ -871,6 +879,11 @@ mod tests {
             "{t}"
         );
         assert!(t.contains("Paused:       yes"), "{t}");
+        assert!(
+            t.contains("Synchronous:  quorum mode (node count 2): any 2 of node2, node3, node4 confirm each commit"),
+            "{t}"
+        );
+        assert!(t.contains("WARNING: writes blocked: strict synchronous mode: 2 synchronous standbys"), "{t}");
         let row = t.lines().find(|l| l.starts_with("node3")).unwrap();
         assert!(row.contains("connection refused") && row.contains("unreachable"), "{row}");
     }

@@ -145,9 +145,12 @@ pub trait Database: Send + Sync + 'static {
         epoch: Epoch,
         timeout: Duration,
     ) -> impl Future<Output = Result<(), DbError>> + Send;
+    /// `quorum` of `names` confirm each commit (all of them: `FIRST n`;
+    /// fewer: `ANY k`).
     fn set_synchronous_standbys(
         &self,
         names: &[String],
+        quorum: u32,
         epoch: Epoch,
         timeout: Duration,
     ) -> impl Future<Output = Result<(), DbError>> + Send;

@@ -65,6 +65,8 @@ pub(crate) struct Settings {
     /// The other members' databases (see `Database::set_peers`).
     pub(crate) peers: Vec<Upstream>,
     pub(crate) synchronous: Vec<String>,
+    /// How many of `synchronous` confirm each commit.
+    pub(crate) synchronous_quorum: u32,
     /// New transactions are read-write by default: only while this member
     /// holds the lease (see `set_read_only`).
     pub(crate) writable: bool,
@@ -103,15 +105,32 @@ pub fn parse_timeline_history(text: &str) -> Vec<haraft_core::Fork> {
         .collect()
 }
 
-/// The members named by a `synchronous_standby_names` that haraft wrote;
-/// `None` for any other form.
-pub fn parse_synchronous_standby_names(text: &str) -> Option<Vec<String>> {
+/// A `synchronous_standby_names` that haraft wrote, read back.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SyncSetting {
+    /// The member names (without the commit guard's).
+    pub names: Vec<String>,
+    /// How many of them confirm each commit; `None` while the commit
+    /// guard holds commits (all of them and the guard must confirm).
+    pub quorum: Option<u32>,
+    /// The commit guard is in the list: commits wait.
+    pub commits_held: bool,
+}
+
+/// `FIRST n (n names)` and `ANY k (names)` as haraft writes them (names
+/// double-quoted), or empty; `None` for any other form.
+pub fn parse_synchronous_standby_names(text: &str) -> Option<SyncSetting> {
     let text = text.trim();
     if text.is_empty() {
-        return Some(Vec::new());
+        return Some(SyncSetting { names: Vec::new(), quorum: Some(0), commits_held: false });
     }
-    let rest = text.strip_prefix("FIRST ")?;
+    let (any, rest) = match (text.strip_prefix("FIRST "), text.strip_prefix("ANY ")) {
+        (Some(rest), _) => (false, rest),
+        (None, Some(rest)) => (true, rest),
+        (None, None) => return None,
+    };
     let (count, list) = rest.split_once(' ')?;
+    let count: usize = count.parse().ok()?;
     let list = list.trim().strip_prefix('(')?.strip_suffix(')')?;
     let mut names = Vec::new();
     let mut chars = list.chars().peekable();
@@ -138,7 +157,18 @@ pub fn parse_synchronous_standby_names(text: &str) -> Option<Vec<String>> {
         }
         names.push(name);
     }
-    (count.parse::<usize>().ok()? == names.len()).then_some(names)
+    let before = names.len();
+    names.retain(|n| n != COMMIT_GUARD_NAME);
+    let commits_held = names.len() != before;
+    match (any, commits_held) {
+        // Held: every name and the guard.
+        (false, true) if count == before => Some(SyncSetting { names, quorum: None, commits_held }),
+        (false, false) if count == before => Some(SyncSetting { quorum: Some(count as u32), names, commits_held }),
+        (true, false) if (1..before).contains(&count) => {
+            Some(SyncSetting { quorum: Some(count as u32), names, commits_held })
+        }
+        _ => None,
+    }
 }
 
 /// The standby the commit guard adds to `synchronous_standby_names`: no
@@ -146,11 +176,12 @@ pub fn parse_synchronous_standby_names(text: &str) -> Option<Vec<String>> {
 /// ever confirms for it and every commit waits.
 pub const COMMIT_GUARD_NAME: &str = "haraft commit guard";
 
-/// The text of `synchronous_standby_names` for a set of members: every one
-/// of them must confirm a commit, so any of them may be promoted without
-/// losing it. With `commits_held`, the commit guard's name joins them:
-/// commits wait for a confirmation that never comes.
-pub fn synchronous_standby_names(names: &[String], commits_held: bool) -> String {
+/// The text of `synchronous_standby_names` for a set of members, `quorum`
+/// of which confirm each commit: `FIRST n` naming all n when every one
+/// must, `ANY k` otherwise. With `commits_held`, every member and the
+/// commit guard's name must confirm: commits wait for a confirmation that
+/// never comes.
+pub fn synchronous_standby_names(names: &[String], quorum: u32, commits_held: bool) -> String {
     let mut all: Vec<&str> = names.iter().map(String::as_str).collect();
     if commits_held {
         all.push(COMMIT_GUARD_NAME);
@@ -159,16 +190,12 @@ pub fn synchronous_standby_names(names: &[String], commits_held: bool) -> String
         return String::new();
     }
     let list: Vec<String> = all.iter().map(|n| quote_ident(n)).collect();
-    format!("FIRST {} ({})", all.len(), list.join(", "))
-}
-
-/// The member names of a parsed `synchronous_standby_names`, and whether
-/// the commit guard is among them.
-pub fn without_commit_guard(mut names: Vec<String>) -> (Vec<String>, bool) {
-    let before = names.len();
-    names.retain(|n| n != COMMIT_GUARD_NAME);
-    let held = names.len() != before;
-    (names, held)
+    let quorum = quorum as usize;
+    if commits_held || quorum == 0 || quorum >= names.len() {
+        format!("FIRST {} ({})", all.len(), list.join(", "))
+    } else {
+        format!("ANY {quorum} ({})", list.join(", "))
+    }
 }
 
 impl Local {

@@ -26,7 +26,7 @@
 
 use crate::gs_ctl::{self, Query};
 use crate::local::{Local, PgConfig, io_err, parse_synchronous_standby_names, parse_timeline_history};
-use crate::local::{quote, quote_ident, secs, synchronous_standby_names, without_commit_guard};
+use crate::local::{quote, quote_ident, secs, synchronous_standby_names};
 use crate::{Database, DbError, DbRole, DbStatus, Replica, RewindReport, StopMode, Upstream, exec};
 use haraft_core::{Epoch, Lsn, TimelineId};
 use std::path::PathBuf;
@@ -147,6 +147,7 @@ impl OpenGauss {
         settings.writable = writable;
         if standby {
             settings.synchronous.clear();
+            settings.synchronous_quorum = 0;
             settings.commits_held = false;
         }
         let c = &self.l.cfg;
@@ -169,7 +170,11 @@ impl OpenGauss {
         set("pgxc_node_name", quote(&c.application_name));
         set(
             "synchronous_standby_names",
-            quote(&synchronous_standby_names(&settings.synchronous, settings.commits_held)),
+            quote(&synchronous_standby_names(
+                &settings.synchronous,
+                settings.synchronous_quorum,
+                settings.commits_held,
+            )),
         );
         set(READ_ONLY_SETTING, if settings.writable { "off" } else { "on" }.into());
         // A standby names its upstream only (haraft chooses it; openGauss
@@ -324,7 +329,9 @@ impl OpenGauss {
                 .map(|r| Replica {
                     name: r.get::<_, Option<String>>(0).unwrap_or_default(),
                     streaming: r.get::<_, Option<String>>(1).is_some_and(|s| s.eq_ignore_ascii_case("streaming")),
-                    sync: r.get::<_, Option<String>>(2).is_some_and(|s| s.eq_ignore_ascii_case("sync")),
+                    sync: r
+                        .get::<_, Option<String>>(2)
+                        .is_some_and(|s| s.eq_ignore_ascii_case("sync") || s.eq_ignore_ascii_case("quorum")),
                 })
                 .collect();
             let slots = if in_recovery {
@@ -340,7 +347,7 @@ impl OpenGauss {
                     .map_err(q)?;
                 Some(rows.iter().map(|r| r.get::<_, String>(0)).collect())
             };
-            let synchronous = parse_synchronous_standby_names(&row.get::<_, String>(4)).map(without_commit_guard);
+            let synchronous = parse_synchronous_standby_names(&row.get::<_, String>(4));
             let (checkpoint_timeline, _) = control.position();
             let timeline = checkpoint_timeline.max(self.newest_history().unwrap_or(checkpoint_timeline));
             let (position, replayed) = if in_recovery { (lsn(2), lsn(3)) } else { (lsn(1), lsn(1)) };
@@ -355,8 +362,9 @@ impl OpenGauss {
                 clean_shutdown: None,
                 streaming_from: if in_recovery && ha.receiving() { self.configured_upstream() } else { None },
                 replicas,
-                synchronous_names: synchronous.as_ref().map(|(names, _)| names.clone()),
-                commits_held: synchronous.is_some_and(|(_, held)| held),
+                synchronous_names: synchronous.as_ref().map(|s| s.names.clone()),
+                synchronous_quorum: synchronous.as_ref().and_then(|s| s.quorum),
+                commits_held: synchronous.is_some_and(|s| s.commits_held),
                 slots,
                 forks: if in_recovery { None } else { self.forks(timeline) },
                 read_only_default: Some(row.get::<_, String>(5) == "on"),
@@ -539,9 +547,19 @@ impl Database for OpenGauss {
         std::fs::remove_file(&marker).map_err(|e| io_err(&marker, e))
     }
 
-    async fn set_synchronous_standbys(&self, names: &[String], epoch: Epoch, timeout: Duration) -> Result<(), DbError> {
+    async fn set_synchronous_standbys(
+        &self,
+        names: &[String],
+        quorum: u32,
+        epoch: Epoch,
+        timeout: Duration,
+    ) -> Result<(), DbError> {
         self.l.guard.authorise(epoch)?;
-        self.l.settings.lock().expect("never poisoned").synchronous = names.to_vec();
+        {
+            let mut settings = self.l.settings.lock().expect("never poisoned");
+            settings.synchronous = names.to_vec();
+            settings.synchronous_quorum = quorum;
+        }
         let standby = self.recorded_standby();
         self.write_settings(standby, !standby)?;
         self.reload_if_running(timeout).await

@@ -12,8 +12,8 @@
 use crate::controldata::ControlData;
 use crate::exec;
 pub use crate::local::{
-    COMMIT_GUARD_NAME, PgConfig, parse_synchronous_standby_names, parse_timeline_history, synchronous_standby_names,
-    without_commit_guard,
+    COMMIT_GUARD_NAME, PgConfig, SyncSetting, parse_synchronous_standby_names, parse_timeline_history,
+    synchronous_standby_names,
 };
 use crate::local::{Local, io_err, quote, quote_ident, secs};
 use crate::{Database, DbError, DbRole, DbStatus, Replica, RewindReport, StopMode, Upstream};
@@ -72,6 +72,7 @@ impl Postgres {
         // hold.
         if standby {
             settings.synchronous.clear();
+            settings.synchronous_quorum = 0;
             settings.commits_held = false;
         }
         let c = &self.l.cfg;
@@ -108,7 +109,11 @@ impl Postgres {
         set("cluster_name", quote(&c.application_name));
         set(
             "synchronous_standby_names",
-            quote(&synchronous_standby_names(&settings.synchronous, settings.commits_held)),
+            quote(&synchronous_standby_names(
+                &settings.synchronous,
+                settings.synchronous_quorum,
+                settings.commits_held,
+            )),
         );
         // A server promoted by anyone but haraft refuses writes by default
         // (and libpq's target_session_attrs=read-write passes it by).
@@ -238,6 +243,7 @@ impl Postgres {
             streaming_from: None,
             replicas: Vec::new(),
             synchronous_names: None,
+            synchronous_quorum: None,
             slots: None,
             forks: None,
             read_only_default: self.settings_file_read_only(),
@@ -288,7 +294,7 @@ impl Postgres {
                 row.get::<_, Option<String>>(3).and_then(|hex| u32::from_str_radix(&hex, 16).ok()).map(TimelineId)
             };
             let (received_lsn, replayed_lsn) = if in_recovery { (lsn(4), lsn(5)) } else { (lsn(2), lsn(2)) };
-            let synchronous = parse_synchronous_standby_names(&row.get::<_, String>(9)).map(without_commit_guard);
+            let synchronous = parse_synchronous_standby_names(&row.get::<_, String>(9));
             let slots = if in_recovery {
                 None
             } else {
@@ -321,7 +327,7 @@ impl Postgres {
                 .map(|r| Replica {
                     name: r.get::<_, Option<String>>(0).unwrap_or_default(),
                     streaming: r.get::<_, Option<String>>(1).is_some_and(|s| s == "streaming"),
-                    sync: r.get::<_, Option<String>>(2).is_some_and(|s| s == "sync"),
+                    sync: r.get::<_, Option<String>>(2).is_some_and(|s| s == "sync" || s == "quorum"),
                 })
                 .collect();
             Ok(DbStatus {
@@ -336,8 +342,9 @@ impl Postgres {
                 clean_shutdown: None,
                 streaming_from: row.get(8),
                 replicas,
-                synchronous_names: synchronous.as_ref().map(|(names, _)| names.clone()),
-                commits_held: synchronous.is_some_and(|(_, held)| held),
+                synchronous_names: synchronous.as_ref().map(|s| s.names.clone()),
+                synchronous_quorum: synchronous.as_ref().and_then(|s| s.quorum),
+                commits_held: synchronous.is_some_and(|s| s.commits_held),
                 slots,
                 forks,
                 read_only_default: Some(row.get::<_, String>(11) == "on"),
@@ -614,9 +621,19 @@ impl Database for Postgres {
         std::fs::remove_file(&marker).map_err(|e| io_err(&marker, e))
     }
 
-    async fn set_synchronous_standbys(&self, names: &[String], epoch: Epoch, timeout: Duration) -> Result<(), DbError> {
+    async fn set_synchronous_standbys(
+        &self,
+        names: &[String],
+        quorum: u32,
+        epoch: Epoch,
+        timeout: Duration,
+    ) -> Result<(), DbError> {
         self.l.guard.authorise(epoch)?;
-        self.l.settings.lock().expect("never poisoned").synchronous = names.to_vec();
+        {
+            let mut settings = self.l.settings.lock().expect("never poisoned");
+            settings.synchronous = names.to_vec();
+            settings.synchronous_quorum = quorum;
+        }
         let standby = self.l.cfg.data_dir.join("standby.signal").exists();
         // Only the lease holder of `epoch` sets them: its primary stays
         // read-write.
@@ -686,12 +703,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn synchronous_names_require_every_member_of_the_set() {
-        assert_eq!(synchronous_standby_names(&[], false), "");
-        assert_eq!(synchronous_standby_names(&["node2".into()], false), "FIRST 1 (\"node2\")");
-        assert_eq!(synchronous_standby_names(&["a".into(), "b\"c".into()], false), "FIRST 2 (\"a\", \"b\"\"c\")");
-        assert_eq!(synchronous_standby_names(&[], true), "FIRST 1 (\"haraft commit guard\")");
-        assert_eq!(synchronous_standby_names(&["node2".into()], true), "FIRST 2 (\"node2\", \"haraft commit guard\")");
+    fn synchronous_names_name_all_or_a_quorum() {
+        let two = ["a".to_string(), "b\"c".to_string()];
+        assert_eq!(synchronous_standby_names(&[], 0, false), "");
+        assert_eq!(synchronous_standby_names(&["node2".into()], 1, false), "FIRST 1 (\"node2\")");
+        assert_eq!(synchronous_standby_names(&two, 2, false), "FIRST 2 (\"a\", \"b\"\"c\")");
+        assert_eq!(synchronous_standby_names(&two, 1, false), "ANY 1 (\"a\", \"b\"\"c\")");
+        assert_eq!(synchronous_standby_names(&[], 0, true), "FIRST 1 (\"haraft commit guard\")");
+        assert_eq!(
+            synchronous_standby_names(&two, 1, true),
+            "FIRST 3 (\"a\", \"b\"\"c\", \"haraft commit guard\")",
+            "held: every commit waits, whatever the quorum"
+        );
     }
 
     #[test]
@@ -705,14 +728,21 @@ mod tests {
 
     #[test]
     fn synchronous_names_parse_back() {
-        for names in [vec![], vec!["node2".to_string()], vec!["a".to_string(), "b\"c".to_string()]] {
-            assert_eq!(parse_synchronous_standby_names(&synchronous_standby_names(&names, false)), Some(names.clone()));
-            let held =
-                parse_synchronous_standby_names(&synchronous_standby_names(&names, true)).map(without_commit_guard);
-            assert_eq!(held, Some((names, true)), "the guard is told apart from the members");
+        let cases: [(Vec<String>, u32); 4] = [
+            (vec![], 0),
+            (vec!["node2".into()], 1),
+            (vec!["a".into(), "b\"c".into()], 2),
+            (vec!["a".into(), "b".into()], 1),
+        ];
+        for (names, quorum) in cases {
+            let back = parse_synchronous_standby_names(&synchronous_standby_names(&names, quorum, false));
+            assert_eq!(back, Some(SyncSetting { names: names.clone(), quorum: Some(quorum), commits_held: false }));
+            let held = parse_synchronous_standby_names(&synchronous_standby_names(&names, quorum, true));
+            assert_eq!(held, Some(SyncSetting { names, quorum: None, commits_held: true }), "the guard is told apart");
         }
         assert_eq!(parse_synchronous_standby_names("*"), None);
-        assert_eq!(parse_synchronous_standby_names("ANY 1 (a, b)"), None);
+        assert_eq!(parse_synchronous_standby_names("ANY 1 (a, b)"), None, "unquoted: not haraft's");
+        assert_eq!(parse_synchronous_standby_names("ANY 2 (\"a\", \"b\")"), None, "haraft writes FIRST for all");
         assert_eq!(parse_synchronous_standby_names("FIRST 2 (\"a\")"), None);
     }
 

@@ -289,7 +289,7 @@ async fn held_commits_wait_until_released_and_only_the_holder_releases() {
     n2.expect_system_identifier(sysid);
     n2.rebuild(&upstream(&n1), Epoch(2), T).await.unwrap();
     n2.start_standby(Some(&upstream(&n1)), Epoch(2), T).await.unwrap();
-    n1.set_synchronous_standbys(&["node2".into()], Epoch(2), T).await.unwrap();
+    n1.set_synchronous_standbys(&["node2".into()], 1, Epoch(2), T).await.unwrap();
     caught_up(&n1, &n2).await;
     sql(&n1, "INSERT INTO t VALUES (1)").await;
 

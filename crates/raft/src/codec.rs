@@ -9,7 +9,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 /// Bump when any stored or transported type changes its encoding.
-pub const FORMAT_VERSION: u8 = 5;
+pub const FORMAT_VERSION: u8 = 6;
 
 /// The CRC-32 (IEEE) at the end of every record.
 const CHECKSUM_BYTES: usize = 4;
