@@ -1,13 +1,14 @@
 //! The database boundary: the [`Database`] trait (observe the local
 //! database; act on it, every action carrying the epoch that authorises it
-//! and an explicit timeout) and its adapters: [`postgres::Postgres`] and
-//! [`opengauss::OpenGauss`], which share haraft's own files about the
-//! database (`local`).
+//! and an explicit timeout) and its adapters: [`postgres::Postgres`],
+//! [`opengauss::OpenGauss`] and [`dameng::Dameng`], which share haraft's
+//! own files about the database (`local`).
 //!
 //! What it must never do: decide. It reports observations and carries out
 //! one action at a time; `haraft_core` chooses the action.
 
 pub mod controldata;
+pub mod dameng;
 pub mod epoch_guard;
 pub mod exec;
 pub mod gs_ctl;

@@ -1,6 +1,8 @@
 //! The processes of a running PostgreSQL server, by PID: the postmaster
 //! named in `postmaster.pid`, and every process whose parent it is. Each
 //! backend calls setsid, so signalling a process group would miss them.
+//! A server that keeps no `postmaster.pid` (DM's dmserver) is the one
+//! whose PID its adapter recorded in [`SERVER_PID_FILE`].
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -20,6 +22,28 @@ pub fn postmaster_pid(data_dir: &Path) -> Option<i32> {
     let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).ok()?;
     let dir = std::fs::canonicalize(data_dir).ok()?;
     (cwd == dir).then_some(pid)
+}
+
+/// The file in the data directory where an adapter whose server keeps no
+/// `postmaster.pid` (DM's dmserver) records the PID of the server it
+/// spawned, so that the fence finds it by the data directory alone.
+pub const SERVER_PID_FILE: &str = "haraft-server.pid";
+
+/// The PID in `SERVER_PID_FILE`, if it names a live process whose command
+/// line names a file in this data directory (dmserver is started with
+/// `DATA_DIR/dm.ini`). A PID from a stale file may belong to anything now,
+/// and a zombie has no command line: neither is the server.
+pub fn recorded_server_pid(data_dir: &Path) -> Option<i32> {
+    let text = std::fs::read_to_string(data_dir.join(SERVER_PID_FILE)).ok()?;
+    let pid: i32 = text.lines().next()?.trim().parse().ok()?;
+    // SAFETY: kill with signal 0 only checks that the process exists.
+    if pid <= 0 || unsafe { libc::kill(pid, 0) } != 0 {
+        return None;
+    }
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let dir = std::fs::canonicalize(data_dir).ok()?;
+    let prefix = format!("{}/", dir.display());
+    cmdline.split(|b| *b == 0).any(|arg| arg.starts_with(prefix.as_bytes())).then_some(pid)
 }
 
 /// The parent PID of `pid`, from /proc.
@@ -96,9 +120,16 @@ fn try_release_shmem(data_dir: &Path) -> Option<bool> {
     Some(unsafe { libc::shmctl(id, libc::IPC_RMID, std::ptr::null_mut()) } == 0)
 }
 
-/// Sends `signal` to the postmaster and its children. Returns how many.
+/// Sends `signal` to the postmaster and its children, or else to the
+/// server recorded in [`SERVER_PID_FILE`] alone: such a server takes its
+/// own processes down (DM's dmserver is one process; dm-emul's PostgreSQL
+/// gets SIGQUIT when its dmserver dies, which ends every backend, where a
+/// SIGKILL of the postmaster would leave them running). Returns how many.
 pub fn signal_server(data_dir: &Path, signal: i32) -> usize {
-    let pids = server_pids(data_dir);
+    let mut pids = server_pids(data_dir);
+    if pids.is_empty() {
+        pids.extend(recorded_server_pid(data_dir));
+    }
     for &pid in &pids {
         // SAFETY: plain kill(2) on PIDs just read from this server's files.
         unsafe { libc::kill(pid, signal) };
@@ -129,6 +160,30 @@ mod tests {
         assert_eq!(signal_server(dir.path(), libc::SIGKILL), 0, "a reused PID was signalled");
         other.kill().unwrap();
         other.wait().unwrap();
+    }
+
+    #[test]
+    fn a_recorded_server_is_found_by_its_command_line_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let ini = dir.path().canonicalize().unwrap().join("dm.ini");
+        std::fs::write(&ini, "").unwrap();
+        // `sh -c SCRIPT NAME ARG`: ARG (the ini file) is in its command line.
+        let mut server = std::process::Command::new("/bin/sh")
+            .args(["-c", "sleep 10 & wait", "dmserver"])
+            .arg(&ini)
+            .spawn()
+            .unwrap();
+        let mut elsewhere = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        std::fs::write(dir.path().join(SERVER_PID_FILE), format!("{}\n", elsewhere.id())).unwrap();
+        assert_eq!(recorded_server_pid(dir.path()), None, "a process that names another directory");
+        assert_eq!(signal_server(dir.path(), libc::SIGKILL), 0);
+        std::fs::write(dir.path().join(SERVER_PID_FILE), format!("{}\n", server.id())).unwrap();
+        assert_eq!(recorded_server_pid(dir.path()), Some(server.id() as i32));
+        assert_eq!(signal_server(dir.path(), libc::SIGKILL), 1, "the server alone, not its children");
+        server.wait().unwrap();
+        assert_eq!(recorded_server_pid(dir.path()), None, "gone");
+        elsewhere.kill().unwrap();
+        elsewhere.wait().unwrap();
     }
 
     #[test]
