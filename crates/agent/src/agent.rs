@@ -355,6 +355,7 @@ pub async fn start(config: Config, listener: Option<tokio::net::TcpListener>) ->
             match pg.engine {
                 DbEngine::Postgres => start.with_db(&config, pg, haraft_db::postgres::Postgres::new(cfg))?,
                 DbEngine::OpenGauss => start.with_db(&config, pg, haraft_db::opengauss::OpenGauss::new(cfg))?,
+                DbEngine::Dameng => start.with_db(&config, pg, haraft_db::dameng::Dameng::new(cfg))?,
             }
         }
         None => (start.without_db(), None),

@@ -24,6 +24,7 @@ struct RawConfig {
     log: RawLog,
     postgresql: Option<RawPostgres>,
     opengauss: Option<RawPostgres>,
+    dameng: Option<RawPostgres>,
     #[serde(default)]
     failover: RawFailover,
     #[serde(default)]
@@ -104,8 +105,8 @@ struct RawPostgres {
     data_dir: Option<PathBuf>,
     listen: String,
     connect_address: Option<String>,
-    #[serde(default = "default_superuser")]
-    superuser: String,
+    /// Default: the engine's own (`DbEngine::default_superuser`).
+    superuser: Option<String>,
     superuser_password_file: Option<PathBuf>,
     #[serde(default = "default_replication_user")]
     replication_user: String,
@@ -130,9 +131,6 @@ struct RawPostgres {
     commit_guard_margin_ms: u64,
 }
 
-fn default_superuser() -> String {
-    "postgres".into()
-}
 fn default_replication_user() -> String {
     "replicator".into()
 }
@@ -415,11 +413,13 @@ impl std::fmt::Debug for Secret {
 }
 
 /// Which database server a member manages: the config section that
-/// describes it (`[postgresql]` or `[opengauss]`, exactly one) says.
+/// describes it (`[postgresql]`, `[opengauss]` or `[dameng]`, exactly one)
+/// says.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DbEngine {
     Postgres,
     OpenGauss,
+    Dameng,
 }
 
 impl DbEngine {
@@ -428,6 +428,24 @@ impl DbEngine {
         match self {
             DbEngine::Postgres => "postgresql",
             DbEngine::OpenGauss => "opengauss",
+            DbEngine::Dameng => "dameng",
+        }
+    }
+
+    /// The superuser when the section names none: DM's is SYSDBA.
+    pub fn default_superuser(self) -> &'static str {
+        match self {
+            DbEngine::Postgres | DbEngine::OpenGauss => "postgres",
+            DbEngine::Dameng => "SYSDBA",
+        }
+    }
+
+    /// The data directory's name under `node.data_dir` when the section
+    /// names none (for DM: the instance directory, its DB_NAME).
+    pub fn default_data_dir_name(self) -> &'static str {
+        match self {
+            DbEngine::Postgres | DbEngine::OpenGauss => "pgdata",
+            DbEngine::Dameng => "DAMENG",
         }
     }
 
@@ -436,6 +454,7 @@ impl DbEngine {
         match self {
             DbEngine::Postgres => &["pg_ctl", "initdb", "postgres", "pg_controldata", "pg_rewind", "pg_basebackup"],
             DbEngine::OpenGauss => haraft_db::opengauss::TOOLS,
+            DbEngine::Dameng => haraft_db::dameng::TOOLS,
         }
     }
 }
@@ -572,10 +591,10 @@ pub enum ConfigError {
     BadSyncMode { value: String },
     #[error("failover.synchronous_node_count = {value} must be between 1 and {max}")]
     BadSyncCount { value: u32, max: u32 },
-    #[error("{section}.bin_dir is not set: name the directory holding gs_ctl and gs_initdb (e.g. $GAUSSHOME/bin)")]
-    NoBinDir { section: &'static str },
-    #[error("both [postgresql] and [opengauss] are set: a member manages one database, keep the section of its engine")]
-    TwoEngines,
+    #[error("{section}.bin_dir is not set: name the directory holding {tools} (e.g. {example})")]
+    NoBinDir { section: &'static str, tools: String, example: &'static str },
+    #[error("{sections} are set: a member manages one database, keep the section of its engine")]
+    TwoEngines { sections: String },
     #[error("rest.listen = {value:?} is not an ip:port address (e.g. 0.0.0.0:8008)")]
     BadRestListen { value: String },
     #[error("callbacks.{key} is empty: name a program (and arguments), or remove the key")]
@@ -682,7 +701,8 @@ fn validate_postgres(
     if !host_port(&connect_address) {
         return Err(ConfigError::BadPgConnect { section, value: connect_address });
     }
-    for (key, value) in [("superuser", &raw.superuser), ("replication_user", &raw.replication_user)] {
+    let superuser = raw.superuser.unwrap_or_else(|| engine.default_superuser().to_string());
+    for (key, value) in [("superuser", &superuser), ("replication_user", &raw.replication_user)] {
         if !valid_role(value) {
             return Err(ConfigError::BadRoleName { section, key, value: value.clone() });
         }
@@ -697,7 +717,10 @@ fn validate_postgres(
             d
         }
         (None, DbEngine::Postgres) => detect_bin_dir()?,
-        (None, DbEngine::OpenGauss) => return Err(ConfigError::NoBinDir { section }),
+        (None, DbEngine::OpenGauss | DbEngine::Dameng) => {
+            let example = if engine == DbEngine::Dameng { "/opt/dmdbms/bin" } else { "$GAUSSHOME/bin" };
+            return Err(ConfigError::NoBinDir { section, tools: engine.tools().join(", "), example });
+        }
     };
     for (key, value, min) in [
         ("stream_timeout_ms", raw.stream_timeout_ms, 1000),
@@ -717,10 +740,10 @@ fn validate_postgres(
     Ok(PgSettings {
         engine,
         bin_dir,
-        data_dir: raw.data_dir.unwrap_or_else(|| data_dir.join("pgdata")),
+        data_dir: raw.data_dir.unwrap_or_else(|| data_dir.join(engine.default_data_dir_name())),
         listen,
         connect_address,
-        superuser: raw.superuser,
+        superuser,
         superuser_password: password(
             section,
             &raw.superuser_password_file,
@@ -822,11 +845,26 @@ fn validate(raw: RawConfig, base: &Path, getenv: &dyn Fn(&str) -> Option<String>
     if !matches!(raw.log.level.as_str(), "error" | "warn" | "info" | "debug" | "trace") {
         return Err(ConfigError::BadLogLevel { level: raw.log.level });
     }
-    let postgres = match (raw.postgresql, raw.opengauss) {
-        (Some(_), Some(_)) => return Err(ConfigError::TwoEngines),
-        (Some(pg), None) => Some(validate_postgres(DbEngine::Postgres, pg, &raw.node.data_dir, base, getenv)?),
-        (None, Some(og)) => Some(validate_postgres(DbEngine::OpenGauss, og, &raw.node.data_dir, base, getenv)?),
-        (None, None) => None,
+    let mut sections: Vec<(DbEngine, RawPostgres)> =
+        [(DbEngine::Postgres, raw.postgresql), (DbEngine::OpenGauss, raw.opengauss), (DbEngine::Dameng, raw.dameng)]
+            .into_iter()
+            .filter_map(|(engine, section)| Some((engine, section?)))
+            .collect();
+    let postgres = match sections.len() {
+        0 => None,
+        1 => {
+            let (engine, section) = sections.pop().expect("one section");
+            Some(validate_postgres(engine, section, &raw.node.data_dir, base, getenv)?)
+        }
+        n => {
+            let names: Vec<String> = sections.iter().map(|(e, _)| format!("[{}]", e.section())).collect();
+            let sections = if n == 2 {
+                format!("both {} and {}", names[0], names[1])
+            } else {
+                format!("{} and {}", names[..n - 1].join(", "), names[n - 1])
+            };
+            return Err(ConfigError::TwoEngines { sections });
+        }
     };
     let mut dial = Dial::default();
     for (name, d) in &raw.network.dial {
@@ -1145,6 +1183,36 @@ address = "127.0.0.1:7003"
         assert!(e.contains("both [postgresql] and [opengauss] are set"), "{e}");
         let e = with_passwords(&format!("{og}superuser = \"a b\"\n")).unwrap_err();
         assert!(e.contains("opengauss.superuser = \"a b\" is not a valid role name"), "{e}");
+    }
+
+    #[test]
+    fn a_dameng_section_and_its_tools() {
+        let tools = tempfile::tempdir().unwrap();
+        let dir = tools.path().display().to_string();
+        let dm = format!("[dameng]\nbin_dir = \"{dir}\"\nlisten = \"127.0.0.1:5236\"\n");
+        let e = with_passwords(&dm).unwrap_err();
+        assert!(e.contains(&format!("dameng.bin_dir = {dir}: dminit, dmserver, disql, dmrman not found")), "{e}");
+        for t in haraft_db::dameng::TOOLS {
+            std::fs::write(tools.path().join(t), "").unwrap();
+        }
+        let pg = with_passwords(&dm).unwrap().postgres.unwrap();
+        assert_eq!(pg.engine, DbEngine::Dameng);
+        assert_eq!(pg.superuser, "SYSDBA", "DM's superuser by default");
+        assert!(pg.data_dir.ends_with("DAMENG"), "{}", pg.data_dir.display());
+        let named = with_passwords(&format!("{dm}superuser = \"DBA2\"\n")).unwrap().postgres.unwrap();
+        assert_eq!(named.superuser, "DBA2");
+        let e = with_passwords("[dameng]\nlisten = \"127.0.0.1:5236\"\n").unwrap_err();
+        assert!(e.contains("dameng.bin_dir is not set: name the directory holding dminit, dmserver"), "{e}");
+        let og = "[opengauss]\nlisten = \"127.0.0.1:6432\"\n";
+        let e = with_passwords(&format!("{dm}{og}")).unwrap_err();
+        assert!(e.contains("both [opengauss] and [dameng] are set"), "{e}");
+        let e = with_passwords(&format!("{dm}{og}[postgresql]\nlisten = \"127.0.0.1:5432\"\n")).unwrap_err();
+        assert!(e.contains("[postgresql], [opengauss] and [dameng] are set"), "{e}");
+        // The other engines keep their superuser.
+        assert_eq!(
+            with_passwords("[postgresql]\nlisten = \"127.0.0.1:5432\"\n").unwrap().postgres.unwrap().superuser,
+            "postgres"
+        );
     }
 
     #[test]

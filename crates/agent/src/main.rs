@@ -76,17 +76,18 @@ fn main() -> ExitCode {
                     c.timing.renew_interval_ms
                 );
                 if let Some(pg) = &c.postgres {
+                    let locale = format!("--locale={} --encoding={}", pg.initdb_locale, pg.initdb_encoding);
                     let init = match pg.engine {
-                        haraft_agent::config::DbEngine::Postgres => "initdb",
-                        haraft_agent::config::DbEngine::OpenGauss => "gs_initdb",
+                        haraft_agent::config::DbEngine::Postgres => format!("initdb {locale}"),
+                        haraft_agent::config::DbEngine::OpenGauss => format!("gs_initdb {locale}"),
+                        // dminit's defaults: haraft passes no locale to it.
+                        haraft_agent::config::DbEngine::Dameng => "dminit".to_string(),
                     };
                     println!(
-                        "{}: data {}, tools {}, {init} --locale={} --encoding={} (bootstrap only; the other members copy it)",
+                        "{}: data {}, tools {}, {init} (bootstrap only; the other members copy it)",
                         pg.engine.section(),
                         pg.data_dir.display(),
                         pg.bin_dir.display(),
-                        pg.initdb_locale,
-                        pg.initdb_encoding
                     );
                 }
                 ExitCode::SUCCESS
