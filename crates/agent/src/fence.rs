@@ -85,7 +85,7 @@ pub fn check_once(path: &Path) -> bool {
     let killed = haraft_db::procs::signal_server(&pgdata, libc::SIGKILL);
     let _ = write(path, &FenceState::Fenced);
     eprintln!(
-        "haraft fence guard: lease deadline passed without renewal: killed {killed} PostgreSQL processes of {}",
+        "haraft fence guard: lease deadline passed without renewal: killed {killed} database server processes of {}",
         pgdata.display()
     );
     true
@@ -143,7 +143,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let pgdata = dir.path().join("pgdata");
         std::fs::create_dir(&pgdata).unwrap();
-        let mut server = std::process::Command::new("/bin/sleep").arg("30").spawn().unwrap();
+        // A postmaster's working directory is its data directory: without
+        // it the PID is taken for a reused one and never signalled.
+        let mut server = std::process::Command::new("/bin/sleep").arg("30").current_dir(&pgdata).spawn().unwrap();
         std::fs::write(pgdata.join("postmaster.pid"), format!("{}\n", server.id())).unwrap();
         let p = dir.path().join("fence");
         let future = FenceState::Armed { deadline: boottime().plus_ms(60_000), pgdata: pgdata.clone(), owner: 1 };
