@@ -76,13 +76,15 @@
 
 pub mod disql;
 pub mod ini;
+mod rejoin;
+mod server;
 
 use crate::local::{Local, PgConfig, io_err};
 use crate::{Database, DbError, DbRole, DbStatus, Replica, RewindReport, StopMode, Upstream, exec};
 use disql::Table;
 use haraft_core::{Epoch, Lsn, TimelineId};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The tools the adapter runs; `bin_dir` must hold them.
 pub const TOOLS: &[&str] = &["dminit", "dmserver", "disql", "dmrman"];
@@ -316,114 +318,6 @@ impl Dameng {
         ini::upstream(&read("dmmal.ini")?, &read("dmarch.ini")?)
     }
 
-    /// Spawns `dmserver INST/dm.ini mount` detached: its own process
-    /// group, output appended to `dmserver.log` in the state directory,
-    /// its PID in `procs::SERVER_PID_FILE`. A thread reaps it when it
-    /// exits (the adapter never waits on it otherwise).
-    fn spawn_server(&self) -> Result<i32, DbError> {
-        use std::os::unix::process::CommandExt;
-        let c = &self.l.cfg;
-        let ini = std::fs::canonicalize(self.dm_ini()).map_err(|e| io_err(&self.dm_ini(), e))?;
-        let log_path = self.state_file("dmserver.log");
-        let log =
-            std::fs::OpenOptions::new().create(true).append(true).open(&log_path).map_err(|e| io_err(&log_path, e))?;
-        let log2 = log.try_clone().map_err(|e| io_err(&log_path, e))?;
-        let mut cmd = std::process::Command::new(self.l.bin("dmserver"));
-        cmd.arg(&ini).arg("mount").current_dir(&c.data_dir).process_group(0);
-        cmd.stdin(std::process::Stdio::null()).stdout(log).stderr(log2);
-        for (k, _) in std::env::vars_os().filter(|(k, _)| exec::is_postgres_variable(k)) {
-            cmd.env_remove(k);
-        }
-        if let Some(r) = c.run_as {
-            cmd.uid(r.uid).gid(r.gid);
-        }
-        let mut child =
-            cmd.spawn().map_err(|e| DbError::Spawn { program: "dmserver".into(), message: e.to_string() })?;
-        let pid = child.id() as i32;
-        let reaper = std::thread::Builder::new().name("dmserver-reaper".into()).spawn(move || child.wait());
-        if let Err(e) = reaper {
-            tracing::warn!("cannot start the thread that reaps dmserver {pid}: {e}");
-        }
-        self.l.write_file(&c.data_dir.join(crate::procs::SERVER_PID_FILE), &format!("{pid}\n"))?;
-        tracing::info!(pid, data_dir = %c.data_dir.display(), "dmserver started");
-        Ok(pid)
-    }
-
-    /// Waits until the local dmserver answers disql.
-    async fn wait_answering(&self, pid: i32, timeout: Duration) -> Result<Instance, DbError> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.instance(left.max(POLL)).await {
-                Ok(i) => return Ok(i),
-                Err(DbError::NotAcceptingConnections(why)) => {
-                    // SAFETY: signal 0 only checks that the process exists.
-                    if unsafe { libc::kill(pid, 0) } != 0 {
-                        return Err(DbError::Unexpected(format!(
-                            "dmserver {pid} exited while starting: see {} ({why})",
-                            self.state_file("dmserver.log").display()
-                        )));
-                    }
-                    if left.is_zero() {
-                        return Err(DbError::Timeout { what: "dmserver answering disql".into(), after: timeout });
-                    }
-                }
-                Err(e) => return Err(e),
-            }
-            tokio::time::sleep(POLL).await;
-        }
-    }
-
-    /// Starts (or adopts a running) dmserver, sets the mode and opens it.
-    /// A standby without an upstream stays in MOUNT (it has nothing to
-    /// replay from; dm-emul would pick any other instance).
-    async fn start(&self, standby: bool, upstream: Option<&Upstream>, timeout: Duration) -> Result<(), DbError> {
-        let pid = match self.server_pid() {
-            Some(pid) => pid,
-            None => {
-                self.write_peers_config(upstream)?;
-                self.record_mode(standby)?;
-                self.record_stop(false)?;
-                self.spawn_server()?
-            }
-        };
-        let now = self.wait_answering(pid, timeout).await?;
-        let want = if standby { "STANDBY" } else { "PRIMARY" };
-        if now.open() && now.mode != want {
-            return Err(DbError::Unexpected(format!(
-                "DM is running OPEN as {}, not {want}: haraft stops it before it starts it in another mode",
-                now.mode
-            )));
-        }
-        if !now.open() {
-            self.write_peers_config(upstream)?;
-            self.record_mode(standby)?;
-            if now.mode != want {
-                self.set_mode(want, timeout).await?;
-            }
-            if !standby || upstream.is_some() {
-                self.disql("ALTER DATABASE OPEN FORCE", timeout).await?;
-            }
-        }
-        let marker = self.l.rebuild_marker();
-        if marker.exists() {
-            std::fs::remove_file(&marker).map_err(|e| io_err(&marker, e))?;
-        }
-        Ok(())
-    }
-
-    /// Waits until dmserver `pid` is gone.
-    async fn wait_exit(&self, pid: i32, timeout: Duration) -> Result<(), DbError> {
-        let deadline = Instant::now() + timeout;
-        while self.server_pid() == Some(pid) {
-            if Instant::now() >= deadline {
-                return Err(DbError::Timeout { what: format!("dmserver {pid} exiting"), after: timeout });
-            }
-            tokio::time::sleep(POLL).await;
-        }
-        Ok(())
-    }
-
     /// Whether the upstream's realtime archive to this instance is VALID
     /// (DM's standby has no view of its own receiving).
     async fn streams_from(&self, up: &Upstream) -> bool {
@@ -492,70 +386,6 @@ impl Dameng {
             ..DbStatus::default()
         }
     }
-
-    /// A new copy of `source` in a fresh instance: online backup on the
-    /// source, dminit, restore, recover; left stopped.
-    async fn restore_from(&self, source: &Upstream, epoch: Epoch, timeout: Duration) -> Result<(), DbError> {
-        let c = &self.l.cfg;
-        let stmt = format!("SELECT ID FROM {IDENTITY_TABLE}");
-        let source_id = self.table_at(&source.host, source.port, &stmt, timeout).await?.number(0, "ID");
-        let expected = *self.l.expected_system_id.lock().expect("never poisoned");
-        if let (Some(expected), Some(found)) = (expected, source_id)
-            && expected != found
-        {
-            return Err(DbError::Unexpected(format!(
-                "rebuild refused: {} holds database {found}, this cluster's is {expected}",
-                source.name
-            )));
-        }
-        let Some(source_id) = source_id else {
-            return Err(DbError::Unexpected(format!("{} has no {IDENTITY_TABLE}: not a haraft database", source.name)));
-        };
-        if let Some(pid) = self.server_pid() {
-            self.stop(StopMode::Immediate, epoch, timeout).await?;
-            self.wait_exit(pid, timeout).await?;
-        }
-        let marker = self.l.rebuild_marker();
-        if marker.exists() && c.data_dir.exists() {
-            tracing::info!(data_dir = %c.data_dir.display(), "removing an unfinished copy of an earlier rebuild");
-            self.l.clear_data_dir()?;
-        } else if let Some(aside) = self.l.set_aside(epoch)? {
-            tracing::info!(aside = %aside.display(), "old instance directory kept aside");
-        }
-        self.l.write_file(&marker, &format!("{}\n", c.data_dir.display()))?;
-        // The source's dmserver writes the set (see the module doc).
-        let backups = self.state_file("backup");
-        if backups.exists() {
-            std::fs::remove_dir_all(&backups).map_err(|e| io_err(&backups, e))?;
-        }
-        self.l.make_dir(&backups)?;
-        let set = backups.join("full");
-        let stmt = format!("BACKUP DATABASE FULL BACKUPSET '{}'", set.display());
-        self.disql_at(&source.host, source.port, &stmt, timeout).await?;
-        self.dminit(timeout).await?;
-        let ini = self.dm_ini().display().to_string();
-        for ctl in [
-            format!("RESTORE DATABASE '{ini}' FROM BACKUPSET '{}'", set.display()),
-            format!("RECOVER DATABASE '{ini}' FROM BACKUPSET '{}'", set.display()),
-            format!("RECOVER DATABASE '{ini}' UPDATE DB_MAGIC"),
-        ] {
-            exec::run(&self.l.bin("dmrman"), [format!("CTLSTMT={ctl}")], &[], c.run_as, timeout).await?;
-        }
-        self.l.write_file(&c.data_dir.join(IDENTITY_FILE), &format!("{source_id}\n"))?;
-        self.record_mode(true)?;
-        self.record_stop(true)?;
-        let _ = std::fs::remove_file(self.state_file("dameng-position"));
-        std::fs::remove_dir_all(&backups).map_err(|e| io_err(&backups, e))?;
-        std::fs::remove_file(&marker).map_err(|e| io_err(&marker, e))
-    }
-}
-
-/// A new system identifier: seconds and microseconds since the epoch and
-/// the PID, as PostgreSQL's initdb draws one, in 63 bits (DM's BIGINT).
-fn new_identity() -> u64 {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    let id = (now.as_secs() << 32) | (u64::from(now.subsec_micros()) << 12) | u64::from(std::process::id() & 0xFFF);
-    id & (i64::MAX as u64)
 }
 
 impl Database for Dameng {
@@ -603,7 +433,7 @@ impl Database for Dameng {
             )));
         }
         self.dminit(timeout).await?;
-        let id = new_identity();
+        let id = rejoin::new_identity();
         self.l.write_file(&self.data_dir().join(IDENTITY_FILE), &format!("{id}\n"))?;
         self.expect_system_identifier(id);
         self.start_primary(epoch, timeout).await?;
