@@ -336,6 +336,9 @@ impl<D: Database> DbSide<D> {
             (false, _) => None,
         };
         let streaming = haraft_core::health::streams_from_primary(state, &db);
+        if streaming {
+            self.rejoin = self.rejoin.streamed();
+        }
         self.not_streaming_since = match (db.is_running_standby() && !streaming, self.not_streaming_since) {
             (true, None) => Some(now),
             (true, since) => since,

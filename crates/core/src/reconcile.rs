@@ -25,8 +25,12 @@ pub enum MyLease {
 pub struct Rejoin {
     /// The database must be rewound before it may follow the primary.
     pub needs_rewind: bool,
-    /// pg_rewind failed: rebuild (if policy allows).
+    /// pg_rewind failed, or it succeeded and the standby still never
+    /// streamed (it said "no rewind required" of a history the primary
+    /// cannot serve): rebuild (if policy allows).
     pub rewind_failed: bool,
+    /// A rewind succeeded and no streaming was seen since.
+    pub rewound: bool,
     /// The upstream this node last configured its standby for.
     pub configured_upstream: Option<NodeId>,
 }
@@ -564,6 +568,12 @@ fn release(holder: NodeId, epoch: Epoch, why: String) -> Command {
 }
 
 impl Rejoin {
+    /// The standby was seen streaming from the primary: its last rewind
+    /// worked.
+    pub fn streamed(self) -> Rejoin {
+        Rejoin { rewound: false, ..self }
+    }
+
     /// What an action's result teaches about rejoining.
     pub fn after(self, action: &Action, reason: &Reason, ok: bool) -> Rejoin {
         let mut next = self;
@@ -571,6 +581,7 @@ impl Rejoin {
             (Action::Rewind { .. }, true) => {
                 next.needs_rewind = false;
                 next.rewind_failed = false;
+                next.rewound = true;
             }
             (Action::Rewind { .. }, false) => next.rewind_failed = true,
             (Action::Rebuild { .. } | Action::Reinit { .. }, true) => next = Rejoin::default(),
@@ -579,6 +590,10 @@ impl Rejoin {
                 if matches!(reason, Reason::NotStreaming { .. } | Reason::Diverged) =>
             {
                 next.needs_rewind = true;
+                // Rewound, and still it could not stream: another rewind
+                // would do the same.
+                next.rewind_failed |= self.rewound;
+                next.rewound = false;
             }
             (Action::StartStandby { upstream: Some(u), .. }, true) | (Action::Follow { upstream: u, .. }, true) => {
                 next.configured_upstream = Some(*u);

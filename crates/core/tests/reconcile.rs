@@ -218,6 +218,13 @@ fn rejoin_bookkeeping() {
     );
     let ok = r.after(&rewind, &Reason::NeedsRewind, true);
     assert!(!ok.needs_rewind && !ok.rewind_failed);
+    // Rewound, started, and it still never streamed (seen in CI: a server
+    // stopped mid-promotion, "no rewind required", its new timeline unknown
+    // to the primary): the next rejoin is a rebuild, not the same rewind.
+    let stuck = ok.after(&stop, &Reason::NotStreaming { for_ms: 10_001 }, true);
+    assert!(stuck.needs_rewind && stuck.rewind_failed);
+    let streamed = ok.streamed().after(&stop, &Reason::NotStreaming { for_ms: 10_001 }, true);
+    assert!(streamed.needs_rewind && !streamed.rewind_failed, "it streamed in between: a rewind again");
     let follow = ok.after(&Action::Follow { upstream: NodeId(3), epoch: E1 }, &Reason::UpstreamChanged, true);
     assert_eq!(follow.configured_upstream, Some(NodeId(3)));
     let promoted = follow.after(&Action::Promote { epoch: E1 }, &Reason::PromoteUnderLease, true);
