@@ -4,7 +4,7 @@
 //! a healthy cluster never holds a commit. Real agents and PostgreSQL 15,
 //! every link between nodes through a chaos proxy, the writer direct.
 
-use haraft_testkit::check::{LIMIT, logs, normal, primary_id, wait_normal, wait_status};
+use haraft_testkit::check::{LIMIT, logs, members, normal, primary_id, wait_normal, wait_status};
 use haraft_testkit::http;
 use haraft_testkit::procs::ProcCluster;
 use haraft_testkit::prom;
@@ -170,8 +170,15 @@ async fn a_healthy_cluster_holds_no_commit_through_ten_switchovers() {
         let target = (1..=3).map(|i| (primary + i - 1) % 3 + 1).find(|i| *i != primary).unwrap();
         let (code, out, err) = c.ctl(&["switchover", "--to", &format!("node{target}"), "--force", "--wait", "60"]);
         assert_eq!(code, 0, "switchover {round}: {out}{err}\n{}", logs(&c));
-        wait_status(&c, "the switchover's primary, every other member streaming", |s| {
-            normal(s) && primary_id(s) == Some(target)
+        // Streaming is not enough for the next switchover: a standby that
+        // reconnected streams its old timeline up to the switch point
+        // first, and a target must be on the primary's timeline (CI: the
+        // next switchover was refused, "on timeline 6, the primary is on 7").
+        wait_status(&c, "the switchover's primary, every other member streaming its timeline", |s| {
+            let timeline = members(s).iter().find(|m| m["role"] == "primary").map(|m| m["timeline"].clone());
+            normal(s)
+                && primary_id(s) == Some(target)
+                && members(s).iter().all(|m| Some(&m["timeline"]) == timeline.as_ref())
         })
         .await;
         primary = target;

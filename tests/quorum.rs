@@ -108,3 +108,47 @@ async fn strict_mode_holds_commits_while_too_few_standbys_stream_and_resumes() {
     let block = writer::longest_gap(&acks).unwrap_or_default();
     eprintln!("strict mode: commits held {block:?} while one of two synchronous standbys was gone; none lost");
 }
+
+/// The walreceiver of the server in `pgdata` (a child of its postmaster).
+fn walreceiver(pgdata: &std::path::Path) -> Option<i32> {
+    haraft_db::procs::server_pids(pgdata).into_iter().find(|pid| {
+        std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| String::from_utf8_lossy(&c).contains("walreceiver"))
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lagging_set_member_is_never_promoted_while_a_more_advanced_one_answered() {
+    // node3 is preferred by priority: only the LSN may keep it from being
+    // chosen.
+    let mut c = ProcCluster::with_postgres(3, "[failover]\nsynchronous_mode = \"quorum\"\n");
+    let node3 = c.nodes[2].config.clone();
+    let text = std::fs::read_to_string(&node3).unwrap().replacen("[postgresql]\n", "[postgresql]\npriority = 10\n", 1);
+    std::fs::write(&node3, text).unwrap();
+    c.start_all();
+    let s = wait_status(&c, "both standbys in the quorum set", |s| normal(s) && in_set(s).len() == 2).await;
+    assert_eq!(primary_id(&s), Some(1), "bootstrap chooses the lowest id");
+    let pg = c.pg.as_ref().unwrap();
+    let (ports, password) = (pg.ports.clone(), pg.superuser_password.clone());
+    let w = Writer::start(&ports, &password, Duration::from_millis(10), Duration::from_secs(240)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    // node3 stops receiving (its server and agent still answer); any 1 of
+    // the set confirms, so commits go on through node2. Within the 2 s
+    // wal_sender_timeout node3 is still in the set, lagging.
+    let receiver = walreceiver(&c.pgdata(3)).expect("node3's walreceiver");
+    // SAFETY: a PID of node3's server, read from its postmaster's children.
+    unsafe { libc::kill(receiver, libc::SIGSTOP) };
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    c.kill_host(1);
+    let s = wait_for("a new primary", LIMIT, || c.status().filter(|s| primary_id(s).is_some_and(|p| p != 1))).await;
+    // SAFETY: as above; the process may be gone, which kill reports.
+    unsafe { libc::kill(receiver, libc::SIGCONT) };
+    assert_eq!(primary_id(&s), Some(2), "a lagging member was promoted: {s}\n{}", logs(&c));
+    let granted = haraft_testkit::check::history(&c).into_iter().rev().find(|h| h["event"] == "granted").unwrap();
+    eprintln!("verdicts: {}", granted["verdicts"]);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let acks = w.stop().await;
+    let committed = writer::committed_ids(&ports, &password).await;
+    let lost = writer::lost(&acks, &committed);
+    assert!(lost.is_empty(), "quorum mode lost {} acknowledged writes: {lost:?}", lost.len());
+}

@@ -24,9 +24,12 @@
 //! `haraft-bench partition-primary [--iterations N] [--synchronous]`: see
 //! `partition.rs`.
 //!
+//! `haraft-bench idle [--seconds N]`: see `idle.rs`.
+//!
 //! Build with `cargo build --release --workspace`, then run
 //! `target/release/haraft-bench`.
 
+mod idle;
 mod partition;
 
 use haraft_testkit::procs::ProcCluster;
@@ -36,6 +39,7 @@ struct Args {
     failover: bool,
     switchover: bool,
     partition: bool,
+    idle: bool,
     /// partition-primary: with the commit guard off, for comparison.
     no_commit_guard: bool,
     iterations: u64,
@@ -53,6 +57,7 @@ fn parse_args() -> Result<Args, String> {
         failover: false,
         switchover: false,
         partition: false,
+        idle: false,
         no_commit_guard: false,
         iterations: 5,
         synchronous: false,
@@ -78,6 +83,11 @@ fn parse_args() -> Result<Args, String> {
         Some("lease") => {
             it.next();
         }
+        Some("idle") => {
+            args.idle = true;
+            args.seconds = 600;
+            it.next();
+        }
         _ => {}
     }
     while let Some(flag) = it.next() {
@@ -100,6 +110,7 @@ fn parse_args() -> Result<Args, String> {
                 println!("haraft-bench failover [--iterations N (5)] [--synchronous] [--primary-is-leader]");
                 println!("haraft-bench switchover [--iterations N (5)] [--synchronous]");
                 println!("haraft-bench partition-primary [--iterations N (5)] [--synchronous] [--no-commit-guard]");
+                println!("haraft-bench idle [--seconds N (600)]");
                 std::process::exit(0);
             }
             other => return Err(format!("unknown argument {other:?}: see --help")),
@@ -143,6 +154,8 @@ fn main() {
     };
     let result = if args.partition {
         partition::run(&args)
+    } else if args.idle {
+        idle::run(&args)
     } else if args.failover || args.switchover {
         failover(&args)
     } else {
