@@ -298,10 +298,10 @@ async fn the_fence_kills_a_dameng_primary_at_the_deadline() {
     let now = haraft_agent::clock::boottime();
     let owner = std::process::id();
     fence::write(&file, &FenceState::Armed { deadline: now.plus_ms(60_000), pgdata: data_dir.clone(), owner }).unwrap();
-    assert!(!fence::check_once(&file), "not before the deadline");
+    assert!(!fence::check_once(&file).0, "not before the deadline");
     assert!(d.observe(T).await.unwrap().running);
     fence::write(&file, &FenceState::Armed { deadline: BootTime(now.0 - 1), pgdata: data_dir.clone(), owner }).unwrap();
-    assert!(fence::check_once(&file), "fenced at the deadline");
+    assert!(fence::check_once(&file).0, "fenced at the deadline");
     assert_eq!(fence::read(&file), Some(FenceState::Fenced));
     wait("dmserver to die", || async { haraft_db::procs::recorded_server_pid(&data_dir).is_none() }).await;
     // SAFETY: signal 0 only checks that the process exists.

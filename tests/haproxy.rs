@@ -115,7 +115,12 @@ async fn writes_through_haproxy_follow_a_failover_and_a_switchover_and_never_rea
     // Reads through the replica port land on standbys only. Right after the
     // switchover HAProxy may still have every replica marked down (each
     // briefly stopped streaming while it followed the new primary): wait
-    // for one, then every read must reach a standby.
+    // for one, then every read must reach a standby. And the new primary,
+    // a replica until the switchover, stays in the replica pool until two
+    // of HAProxy's checks a second apart failed (deploy/haproxy.cfg: `inter
+    // 1s fall 2`; CI once read from it within that window): that long is
+    // waited out first.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
     let start = std::time::Instant::now();
     let mut reads = 0;
     while reads < 10 {

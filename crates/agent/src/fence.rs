@@ -3,7 +3,8 @@
 //!
 //! The agent writes the fence file on every renewal: `armed DEADLINE PGDATA
 //! OWNER` (DEADLINE in CLOCK_BOOTTIME milliseconds, OWNER the agent's PID),
-//! or `disarmed`. Two guards read it every 20 ms: a thread inside the agent
+//! or `disarmed`. Two guards read it, sleeping until its deadline (at most
+//! 200 ms at a time): a thread inside the agent
 //! and a small separate process (`haraft --fence-guard FILE`), so that a
 //! frozen or killed agent still fences. At the deadline they kill the
 //! postmaster and every child of it (SIGKILL, by PID) and rewrite the file
@@ -15,9 +16,23 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// How often the guards look at the file: the fencing delay past the
-/// deadline is at most this (plus scheduling), well inside the demote budget.
-const POLL: Duration = Duration::from_millis(20);
+/// The longest a guard sleeps between looks at the file. It wakes at the
+/// armed deadline itself (fencing then waits only for scheduling); this
+/// bound covers a file rewritten meanwhile with an earlier deadline (not
+/// written by haraft's agent, whose deadlines only move later within a
+/// lease, but cheap to cover), well inside the demote budget. Before, both
+/// guards read the file every 20 ms: 100 reads a second per member.
+const LONGEST_SLEEP: Duration = Duration::from_millis(200);
+
+/// How long to sleep after a look at the file: until its armed deadline,
+/// at most `LONGEST_SLEEP`; at least a millisecond.
+fn sleep_after(state: Option<&FenceState>, now: BootTime) -> Duration {
+    let until_deadline = match state {
+        Some(FenceState::Armed { deadline, .. }) => Duration::from_millis(now.ms_until(*deadline)),
+        _ => LONGEST_SLEEP,
+    };
+    until_deadline.clamp(Duration::from_millis(1), LONGEST_SLEEP)
+}
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum FenceState {
@@ -76,19 +91,22 @@ fn alive(pid: u32) -> bool {
 }
 
 /// One look at the file; fences when an armed deadline has passed.
-/// Returns true when it fenced.
-pub fn check_once(path: &Path) -> bool {
-    let Some(FenceState::Armed { deadline, pgdata, .. }) = read(path) else { return false };
-    if boottime() < deadline {
-        return false;
+/// Returns whether it fenced and how long to sleep before the next look.
+pub fn check_once(path: &Path) -> (bool, Duration) {
+    let state = read(path);
+    let now = boottime();
+    match &state {
+        Some(FenceState::Armed { deadline, pgdata, .. }) if now >= *deadline => {
+            let killed = haraft_db::procs::signal_server(pgdata, libc::SIGKILL);
+            let _ = write(path, &FenceState::Fenced);
+            eprintln!(
+                "haraft fence guard: lease deadline passed without renewal: killed {killed} database server processes of {}",
+                pgdata.display()
+            );
+            (true, LONGEST_SLEEP)
+        }
+        other => (false, sleep_after(other.as_ref(), now)),
     }
-    let killed = haraft_db::procs::signal_server(&pgdata, libc::SIGKILL);
-    let _ = write(path, &FenceState::Fenced);
-    eprintln!(
-        "haraft fence guard: lease deadline passed without renewal: killed {killed} database server processes of {}",
-        pgdata.display()
-    );
-    true
 }
 
 /// The in-agent guard thread. Runs until `stop` is set.
@@ -97,8 +115,8 @@ pub fn spawn_thread(path: PathBuf, stop: std::sync::Arc<std::sync::atomic::Atomi
         .name("fence-guard".into())
         .spawn(move || {
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                check_once(&path);
-                std::thread::sleep(POLL);
+                let (_, sleep) = check_once(&path);
+                std::thread::sleep(sleep);
             }
         })
         .expect("spawning the fence guard thread")
@@ -109,14 +127,14 @@ pub fn spawn_thread(path: PathBuf, stop: std::sync::Arc<std::sync::atomic::Atomi
 /// agent starts its own guard).
 pub fn run_process(path: &Path, agent: u32) {
     loop {
-        check_once(path);
+        let (_, sleep) = check_once(path);
         if !alive(agent) {
             match read(path) {
                 Some(FenceState::Armed { owner, .. }) if owner == agent => {}
                 _ => return,
             }
         }
-        std::thread::sleep(POLL);
+        std::thread::sleep(sleep);
     }
 }
 
@@ -135,7 +153,7 @@ mod tests {
         }
         std::fs::write(&p, "armed soon").unwrap();
         assert_eq!(read(&p), None);
-        assert!(!check_once(&p), "garbage never fences");
+        assert!(!check_once(&p).0, "garbage never fences");
     }
 
     #[test]
@@ -150,12 +168,23 @@ mod tests {
         let p = dir.path().join("fence");
         let future = FenceState::Armed { deadline: boottime().plus_ms(60_000), pgdata: pgdata.clone(), owner: 1 };
         write(&p, &future).unwrap();
-        assert!(!check_once(&p));
+        assert!(!check_once(&p).0);
         assert!(alive(server.id()));
         write(&p, &FenceState::Armed { deadline: BootTime(boottime().0 - 1), pgdata, owner: 1 }).unwrap();
-        assert!(check_once(&p));
+        assert!(check_once(&p).0);
         server.wait().unwrap();
         assert_eq!(read(&p), Some(FenceState::Fenced));
-        assert!(!check_once(&p), "fences once");
+        assert!(!check_once(&p).0, "fences once");
+    }
+
+    #[test]
+    fn guards_sleep_until_the_deadline_and_never_longer_than_the_bound() {
+        let now = BootTime(1_000);
+        let armed = |at: u64| FenceState::Armed { deadline: BootTime(at), pgdata: PathBuf::from("/x"), owner: 1 };
+        assert_eq!(sleep_after(Some(&armed(1_050)), now), Duration::from_millis(50));
+        assert_eq!(sleep_after(Some(&armed(61_000)), now), LONGEST_SLEEP);
+        assert_eq!(sleep_after(Some(&armed(900)), now), Duration::from_millis(1), "past: look again at once");
+        assert_eq!(sleep_after(Some(&FenceState::Disarmed), now), LONGEST_SLEEP);
+        assert_eq!(sleep_after(None, now), LONGEST_SLEEP);
     }
 }

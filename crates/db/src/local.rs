@@ -57,6 +57,10 @@ pub(crate) struct Local {
     pub(crate) guard: EpochGuard,
     pub(crate) expected_system_id: Mutex<Option<u64>>,
     pub(crate) settings: Mutex<Settings>,
+    /// The connection observations reuse (opening one costs a server
+    /// process and a password exchange, twice a second); dropped when it
+    /// closes or a query on it fails.
+    client: Mutex<Option<std::sync::Arc<tokio_postgres::Client>>>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -201,7 +205,13 @@ pub fn synchronous_standby_names(names: &[String], quorum: u32, commits_held: bo
 impl Local {
     pub(crate) fn new(cfg: PgConfig) -> Local {
         let guard = EpochGuard::new(&cfg.state_dir);
-        Local { cfg, guard, expected_system_id: Mutex::new(None), settings: Mutex::new(Settings::default()) }
+        Local {
+            cfg,
+            guard,
+            expected_system_id: Mutex::new(None),
+            settings: Mutex::new(Settings::default()),
+            client: Mutex::new(None),
+        }
     }
 
     pub(crate) fn expect_system_identifier(&self, id: u64) {
@@ -311,7 +321,25 @@ impl Local {
         let _ = tokio::task::spawn_blocking(move || crate::procs::release_stale_shmem(&dir, SHMEM_RELEASE_WAIT)).await;
     }
 
-    pub(crate) async fn connect(&self, timeout: Duration) -> Result<tokio_postgres::Client, DbError> {
+    /// The kept connection to the local server, or a new one.
+    pub(crate) async fn connect(&self, timeout: Duration) -> Result<std::sync::Arc<tokio_postgres::Client>, DbError> {
+        let kept = self.client.lock().expect("never poisoned").clone();
+        if let Some(client) = kept.filter(|c| !c.is_closed()) {
+            return Ok(client);
+        }
+        let client = std::sync::Arc::new(self.open(timeout).await?);
+        *self.client.lock().expect("never poisoned") = Some(std::sync::Arc::clone(&client));
+        Ok(client)
+    }
+
+    /// Drops the kept connection (a query on it failed or timed out: the
+    /// next one may queue behind what hangs there).
+    pub(crate) fn forget_connection(&self) {
+        *self.client.lock().expect("never poisoned") = None;
+    }
+
+    /// A new connection to the local server.
+    async fn open(&self, timeout: Duration) -> Result<tokio_postgres::Client, DbError> {
         let mut config = tokio_postgres::Config::new();
         config
             .host(&self.cfg.host)
@@ -457,10 +485,14 @@ impl Local {
             }
             Ok(())
         };
-        match tokio::time::timeout(timeout, work).await {
+        let result = match tokio::time::timeout(timeout, work).await {
             Ok(r) => r,
             Err(_) => Err(DbError::Timeout { what: "setting replication slots".into(), after: timeout }),
+        };
+        if result.is_err() {
+            self.forget_connection();
         }
+        result
     }
 
     /// The end of a stopped server's WAL (see `Database::end_of_wal`),

@@ -371,10 +371,14 @@ impl OpenGauss {
                 promotion_signalled: in_recovery && self.promotion_signalled(),
             })
         };
-        match tokio::time::timeout(timeout, work).await {
+        let result = match tokio::time::timeout(timeout, work).await {
             Ok(r) => r,
             Err(_) => Err(DbError::Timeout { what: "querying openGauss".into(), after: timeout }),
+        };
+        if result.is_err() {
+            self.l.forget_connection();
         }
+        result
     }
 
     /// Runs `gs_ctl build` with `mode` from `source` (through

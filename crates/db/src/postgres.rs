@@ -351,10 +351,14 @@ impl Postgres {
                 promotion_signalled: self.promotion_signalled_in(in_recovery),
             })
         };
-        match tokio::time::timeout(timeout, work).await {
+        let result = match tokio::time::timeout(timeout, work).await {
             Ok(r) => r,
             Err(_) => Err(DbError::Timeout { what: "querying PostgreSQL".into(), after: timeout }),
+        };
+        if result.is_err() {
+            self.l.forget_connection();
         }
+        result
     }
 
     /// Finishes crash recovery of a stopped, uncleanly shut down directory

@@ -168,9 +168,14 @@ mod tests {
         let ini = dir.path().canonicalize().unwrap().join("dm.ini");
         std::fs::write(&ini, "").unwrap();
         // `sh -c SCRIPT NAME ARG`: ARG (the ini file) is in its command line.
+        use std::os::unix::process::CommandExt;
+        // Its own process group: the `sleep` child outlives the shell's
+        // SIGKILL and is killed with the group at the end.
         let mut server = std::process::Command::new("/bin/sh")
             .args(["-c", "sleep 10 & wait", "dmserver"])
             .arg(&ini)
+            .stdout(std::process::Stdio::null())
+            .process_group(0)
             .spawn()
             .unwrap();
         let mut elsewhere = std::process::Command::new("sleep").arg("30").spawn().unwrap();
@@ -182,6 +187,8 @@ mod tests {
         assert_eq!(signal_server(dir.path(), libc::SIGKILL), 1, "the server alone, not its children");
         server.wait().unwrap();
         assert_eq!(recorded_server_pid(dir.path()), None, "gone");
+        // SAFETY: the process group this test created.
+        unsafe { libc::kill(-(server.id() as i32), libc::SIGKILL) };
         elsewhere.kill().unwrap();
         elsewhere.wait().unwrap();
     }
