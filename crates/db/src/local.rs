@@ -321,6 +321,29 @@ impl Local {
         let _ = tokio::task::spawn_blocking(move || crate::procs::release_stale_shmem(&dir, SHMEM_RELEASE_WAIT)).await;
     }
 
+    /// A server runs in the data directory: its `postmaster.pid` names a
+    /// live process working there (`procs::postmaster_pid`; a look at two
+    /// files, where `pg_ctl status` cost a process twice a second). A file
+    /// whose PID is another process now (after a crash) would also stop
+    /// the next start: it is removed, and the dead server's shared memory
+    /// segment it names released first.
+    pub(crate) async fn server_running(&self) -> Result<bool, DbError> {
+        let d = &self.cfg.data_dir;
+        if crate::procs::postmaster_pid(d).is_some() {
+            return Ok(true);
+        }
+        let pidfile = d.join("postmaster.pid");
+        if pidfile.exists() {
+            self.release_dead_servers_shmem().await;
+            tracing::warn!(path = %pidfile.display(), "stale postmaster.pid (its PID is another process now): removed");
+            match std::fs::remove_file(&pidfile) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io_err(&pidfile, e)),
+                _ => {}
+            }
+        }
+        Ok(false)
+    }
+
     /// The kept connection to the local server, or a new one.
     pub(crate) async fn connect(&self, timeout: Duration) -> Result<std::sync::Arc<tokio_postgres::Client>, DbError> {
         let kept = self.client.lock().expect("never poisoned").clone();

@@ -121,23 +121,8 @@ impl OpenGauss {
         Ok(())
     }
 
-    /// A postmaster runs in the data directory; a `postmaster.pid` whose
-    /// PID is another process now (after a crash) is removed.
     async fn is_running(&self) -> Result<bool, DbError> {
-        let d = &self.l.cfg.data_dir;
-        if crate::procs::postmaster_pid(d).is_some() {
-            return Ok(true);
-        }
-        let pidfile = d.join("postmaster.pid");
-        if pidfile.exists() {
-            self.l.release_dead_servers_shmem().await;
-            tracing::warn!(path = %pidfile.display(), "stale postmaster.pid (its PID is another process now): removed");
-            match std::fs::remove_file(&pidfile) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io_err(&pidfile, e)),
-                _ => {}
-            }
-        }
-        Ok(false)
+        self.l.server_running().await
     }
 
     /// haraft.conf, openGauss's names: see the PostgreSQL adapter's

@@ -166,30 +166,11 @@ impl Postgres {
             || (in_recovery && !d.join("standby.signal").exists() && !d.join("recovery.signal").exists())
     }
 
-    async fn is_running(&self, timeout: Duration) -> Result<bool, DbError> {
+    async fn is_running(&self, _timeout: Duration) -> Result<bool, DbError> {
         if !self.l.has_data() {
             return Ok(false);
         }
-        let data = self.l.cfg.data_dir.display().to_string();
-        match exec::run(&self.l.bin("pg_ctl"), ["status", "-D", &data], &[], self.l.cfg.run_as, timeout).await {
-            // pg_ctl only checks that the PID in postmaster.pid exists; after
-            // a crash it may belong to another process. Such a stale file
-            // would also stop PostgreSQL from starting: remove it.
-            Ok(_) if crate::procs::postmaster_pid(&self.l.cfg.data_dir).is_none() => {
-                // The file is the only record of the dead server's segment.
-                self.l.release_dead_servers_shmem().await;
-                let pidfile = self.l.cfg.data_dir.join("postmaster.pid");
-                tracing::warn!(path = %pidfile.display(), "stale postmaster.pid (its PID is another process now): removed");
-                match std::fs::remove_file(&pidfile) {
-                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io_err(&pidfile, e)),
-                    _ => Ok(false),
-                }
-            }
-            Ok(_) => Ok(true),
-            // pg_ctl status: 3 means not running, 4 no accessible data directory.
-            Err(DbError::CommandFailed { code: Some(3 | 4), .. }) => Ok(false),
-            Err(e) => Err(e),
-        }
+        self.l.server_running().await
     }
 
     async fn pg_ctl_start(&self, timeout: Duration) -> Result<(), DbError> {
