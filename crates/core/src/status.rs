@@ -317,9 +317,12 @@ pub fn build_status(state: &ClusterState, local: &LocalRaft, probes: &Probes) ->
     let holder_writable = state
         .lease
         .is_some_and(|l| !databases || members.iter().any(|m| m.id == l.holder.0 && m.role == MemberRole::Primary));
+    // A second member running a primary (promoted behind haraft's back,
+    // until its agent fences it) is never a normal cluster.
+    let primaries = members.iter().filter(|m| m.role == MemberRole::Primary).count();
     let cluster_state = if !(lease_valid && holder_writable) {
         ClusterHealth::Unavailable
-    } else if members.iter().all(|m| {
+    } else if primaries <= 1 && members.iter().all(|m| {
         matches!(m.state, MemberState::Running | MemberState::Streaming)
             || (!databases && m.state == MemberState::NoDatabase)
     }) {
@@ -562,6 +565,12 @@ mod tests {
         assert_eq!(st.members[0].lsn.as_deref(), Some("0/3E8"));
         // One replica rebuilding: degraded; the primary gone: unavailable.
         probes.insert(NodeId(3), db_probe(d(false, DbRole::Standby, 800, None), Some("rebuild source=1 epoch=1")));
+        // A replica promoted behind haraft's back: two primaries are never
+        // normal (the seed's gs_om said "Normal" of neither either).
+        probes.insert(NodeId(2), db_probe(d(true, DbRole::Primary, 900, None), None));
+        let st = build_status(&s, &local, &probes);
+        assert_eq!((st.members[1].role, st.cluster_state), (MemberRole::Primary, ClusterHealth::Degraded));
+        probes.insert(NodeId(2), db_probe(d(true, DbRole::Standby, 900, Some("127.0.0.1:5401")), None));
         let st = build_status(&s, &local, &probes);
         assert_eq!((st.members[2].role, st.members[2].state), (MemberRole::Stopped, MemberState::Rebuilding));
         assert_eq!(st.cluster_state, ClusterHealth::Degraded);

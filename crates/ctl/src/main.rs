@@ -752,6 +752,15 @@ pub(crate) fn render(s: &ClusterStatus) -> String {
     if s.paused {
         warnings.push("paused: a failed primary is not replaced until haraftctl resume".to_string());
     }
+    let primaries: Vec<&str> =
+        s.members.iter().filter(|m| m.role == MemberRole::Primary).map(|m| m.name.as_str()).collect();
+    if primaries.len() > 1 {
+        warnings.push(format!(
+            "{} run a primary: only the lease holder's takes writes (the others are read-only by default), \
+             and their agents fence them at once",
+            primaries.join(" and ")
+        ));
+    }
     if let Some(blocked) = &s.writes_blocked {
         warnings.push(format!("writes blocked: {blocked}"));
     }
