@@ -24,9 +24,13 @@
 //! haraft never calls `gs_ctl switchover`: a switchover is haraft's own
 //! committed sequence (demote, then promote the only writable candidate).
 
+mod settings;
+
+pub use settings::{ha_port, parse_replconninfo};
+
 use crate::gs_ctl::{self, Query};
 use crate::local::{Local, PgConfig, io_err, parse_synchronous_standby_names, parse_timeline_history};
-use crate::local::{quote, quote_ident, secs, synchronous_standby_names};
+use crate::local::{quote, quote_ident, secs};
 use crate::{Database, DbError, DbRole, DbStatus, Replica, RewindReport, StopMode, Upstream, exec};
 use haraft_core::{Epoch, Lsn, TimelineId};
 use std::path::PathBuf;
@@ -48,23 +52,6 @@ const PROMOTION_SIGNALS: &[&str] = &["failover", "switchover", "promote"];
 
 pub struct OpenGauss {
     l: Local,
-}
-
-/// The HA (replication) port of a node whose service port is `port`.
-pub fn ha_port(port: u16) -> u16 {
-    port.saturating_add(1)
-}
-
-/// The upstream named by a `replconninfo1` value haraft wrote:
-/// `remotehost` and the service port behind `remoteport`.
-pub fn parse_replconninfo(value: &str) -> Option<(String, u16)> {
-    let value = value.trim().trim_matches('\'');
-    let field = |name: &str| {
-        value.split_whitespace().find_map(|kv| kv.split_once('=').filter(|(k, _)| *k == name).map(|(_, v)| v))
-    };
-    let host = field("remotehost")?.to_string();
-    let port: u16 = field("remoteport")?.parse().ok()?;
-    Some((host, port.checked_sub(1)?))
 }
 
 impl OpenGauss {
@@ -123,110 +110,6 @@ impl OpenGauss {
 
     async fn is_running(&self) -> Result<bool, DbError> {
         self.l.server_running().await
-    }
-
-    /// haraft.conf, openGauss's names: see the PostgreSQL adapter's
-    /// `write_settings` for why each value.
-    fn write_settings(&self, standby: bool, writable: bool) -> Result<(), DbError> {
-        let mut settings = self.l.settings.lock().expect("never poisoned");
-        settings.writable = writable;
-        if standby {
-            settings.synchronous.clear();
-            settings.synchronous_quorum = 0;
-            settings.commits_held = false;
-        }
-        let c = &self.l.cfg;
-        let mut text = String::from("# Written by haraft before every start; edits are overwritten.\n");
-        let mut set = |k: &str, v: String| text.push_str(&format!("{k} = {v}\n"));
-        set("listen_addresses", quote(&c.listen_addresses));
-        set("port", c.port.to_string());
-        set("unix_socket_directory", quote(&c.socket_dir.display().to_string()));
-        set("wal_level", "hot_standby".into());
-        set("hot_standby", "on".into());
-        set("hot_standby_feedback", "on".into());
-        set("max_wal_senders", "10".into());
-        set("max_replication_slots", "10".into());
-        // 16 segments of 16 MB: what the rewind of a former primary needs
-        // on the new one for minutes of a busy test cluster.
-        set("wal_keep_segments", "16".into());
-        set("wal_receiver_status_interval", "1".into());
-        set("wal_sender_timeout", quote("2s"));
-        set("password_encryption_type", "1".into());
-        set("pgxc_node_name", quote(&c.application_name));
-        set(
-            "synchronous_standby_names",
-            quote(&synchronous_standby_names(
-                &settings.synchronous,
-                settings.synchronous_quorum,
-                settings.commits_held,
-            )),
-        );
-        set(READ_ONLY_SETTING, if settings.writable { "off" } else { "on" }.into());
-        // A standby names its upstream only (haraft chooses it; openGauss
-        // would try every entry); a primary names every peer: openGauss
-        // takes replication connections only on HA ports its entries name.
-        let peers: Vec<&Upstream> = match (standby, settings.upstream.as_ref()) {
-            (true, Some(up)) => vec![up],
-            (true, None) => Vec::new(),
-            (false, _) => settings.peers.iter().take(MAX_REPLCONNINFO).collect(),
-        };
-        for n in 1..=MAX_REPLCONNINFO {
-            let value = peers.get(n - 1).map_or_else(String::new, |up| {
-                format!(
-                    "localhost={} localport={} remotehost={} remoteport={}",
-                    c.listen_addresses,
-                    ha_port(c.port),
-                    up.host,
-                    ha_port(up.port)
-                )
-            });
-            set(&format!("replconninfo{n}"), quote(&value));
-        }
-        self.l.write_file(&c.data_dir.join("haraft.conf"), &text)
-    }
-
-    /// The upstream the settings file names (survives an agent restart).
-    fn configured_upstream(&self) -> Option<String> {
-        let (host, port) = parse_replconninfo(&self.l.settings_file_value("replconninfo1")?)?;
-        Some(format!("{host}:{port}"))
-    }
-
-    /// gs_initdb into the (empty) data directory, then haraft's pg_hba
-    /// and the include of its settings file.
-    async fn initdb(&self, timeout: Duration) -> Result<(), DbError> {
-        let c = &self.l.cfg;
-        self.l.make_dir(&c.data_dir)?;
-        let pwfile = c.state_dir.join("initdb.pw");
-        self.l.write_file(&pwfile, &format!("{}\n", c.superuser_password))?;
-        let args = [
-            "-D".to_string(),
-            c.data_dir.display().to_string(),
-            format!("--nodename={}", c.application_name),
-            format!("--username={}", c.superuser),
-            format!("--pwfile={}", pwfile.display()),
-            format!("--locale={}", c.initdb_locale),
-            format!("--encoding={}", c.initdb_encoding),
-        ];
-        let result = exec::run(&self.l.bin("gs_initdb"), args, &[("LC_ALL", "C")], c.run_as, timeout).await;
-        let _ = std::fs::remove_file(&pwfile);
-        result?;
-        // gs_ctl build connects as the superuser (PGUSER) on the
-        // replication protocol, the walreceivers as the replication user.
-        let hba = format!(
-            "# Written by haraft at bootstrap.\n\
-             local all all peer\n\
-             host all all 0.0.0.0/0 md5\n\
-             host all all ::/0 md5\n\
-             host replication {0},{1} 0.0.0.0/0 md5\n\
-             host replication {0},{1} ::/0 md5\n",
-            quote_ident(&c.replication_user),
-            quote_ident(&c.superuser)
-        );
-        self.l.write_file(&c.data_dir.join("pg_hba.conf"), &hba)?;
-        let conf = c.data_dir.join("postgresql.conf");
-        let mut text = std::fs::read_to_string(&conf).map_err(|e| io_err(&conf, e))?;
-        text.push_str("\n# haraft's settings (replication, role) come last.\ninclude_if_exists = 'haraft.conf'\n");
-        self.l.write_file(&conf, &text)
     }
 
     async fn start(&self, standby: bool, timeout: Duration) -> Result<(), DbError> {
@@ -621,23 +504,13 @@ impl Database for OpenGauss {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-
-    #[test]
-    fn the_upstream_is_read_back_from_replconninfo() {
-        let v = "'localhost=127.0.0.1 localport=6433 remotehost=10.0.0.3 remoteport=7433'";
-        assert_eq!(parse_replconninfo(v), Some(("10.0.0.3".into(), 7432)));
-        assert_eq!(parse_replconninfo("''"), None);
-        assert_eq!(parse_replconninfo("'remotehost=h remoteport=0'"), None);
-    }
-
     /// The adapter's SQL names only what openGauss has: no PostgreSQL 10+
     /// names (`*_wal_*`, `*_lsn`), no `pg_promote`, no `pg_control_*`, no
     /// `pg_stat_wal_receiver`.
     #[test]
     fn sql_uses_only_opengauss_names() {
-        let source = include_str!("opengauss.rs");
-        let code = source.split("#[cfg(test)]").next().unwrap();
+        let sources = [include_str!("opengauss.rs"), include_str!("opengauss/settings.rs")];
+        let code: String = sources.iter().map(|s| s.split("#[cfg(test)]").next().unwrap()).collect();
         // String literals that are SQL (settings' names are checked by
         // the emulation, which refuses what openGauss does not know).
         let sql: Vec<&str> = code.split('"').skip(1).step_by(2).filter(|t| t.contains("SELECT")).collect();
