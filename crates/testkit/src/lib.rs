@@ -12,6 +12,7 @@ pub mod chaos;
 pub mod check;
 pub mod dameng;
 pub mod disk;
+pub mod emulator;
 pub mod http;
 pub mod inproc;
 pub mod nemesis;

@@ -2,7 +2,6 @@
 //! `og-emul` binary (see its main.rs for what it follows and where it
 //! cannot be faithful).
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 /// The openGauss version whose formats and messages og-emul follows.
@@ -11,20 +10,8 @@ pub const EMULATED_VERSION: &str = "openGauss 7.0.0-RC2 (openGauss-server 7e1fc9
 /// The tools og-emul provides.
 pub const TOOLS: [&str; 4] = ["gs_initdb", "gs_ctl", "pg_controldata", "pg_xlogdump"];
 
-/// Creates `dir/bin/` with one wrapper script per tool, each running
-/// og-emul, readable and executable by every user (the database runs as
-/// another OS user than the tests); returns `dir/bin`.
+/// Creates `dir/bin/` with one wrapper script per tool running og-emul
+/// (`emulator::tools_dir`); returns `dir/bin`.
 pub fn tools_dir(dir: &Path) -> std::io::Result<PathBuf> {
-    let emul = crate::procs::binary("og-emul");
-    let emul = std::fs::canonicalize(&emul).unwrap_or(emul);
-    let bin = dir.join("bin");
-    std::fs::create_dir_all(&bin)?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))?;
-    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755))?;
-    for tool in TOOLS {
-        let path = bin.join(tool);
-        std::fs::write(&path, format!("#!/bin/sh\nexec '{}' {tool} \"$@\"\n", emul.display()))?;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))?;
-    }
-    Ok(bin)
+    crate::emulator::tools_dir(dir, "og-emul", &TOOLS)
 }
