@@ -895,6 +895,13 @@ mod tests {
         assert!(t.contains("WARNING: writes blocked: strict synchronous mode: 2 synchronous standbys"), "{t}");
         let row = t.lines().find(|l| l.starts_with("node3")).unwrap();
         assert!(row.contains("connection refused") && row.contains("unreachable"), "{row}");
+        assert!(!t.contains("run a primary"), "{t}");
+        // A second member running a primary (promoted by hand) is named.
+        let mut two = s.clone();
+        two.members[0].role = MemberRole::Primary;
+        two.members[1].role = MemberRole::Primary;
+        let t = render(&two);
+        assert!(t.contains("WARNING: node1 and node2 run a primary: only the lease holder's takes writes"), "{t}");
     }
 
     #[test]
