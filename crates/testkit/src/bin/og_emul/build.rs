@@ -1,7 +1,7 @@
 //! `gs_ctl build`: make this data directory a standby of the peer in
 //! replconninfo1, incrementally (pg_rewind) or in full (pg_basebackup).
 
-use crate::common::{self, Endpoint, pg_bin, print, psql, run, running_pid};
+use crate::common::{self, Endpoint, pg_bin, psql, run, running_pid};
 use crate::conf::{self, Mode, OgConf};
 use crate::ctl::{self, Ctx};
 use crate::state::{self, DbState, GaussState, ServerMode};
@@ -260,6 +260,5 @@ fn basebackup(ctx: &Ctx, source: &Endpoint) -> bool {
         }
     };
     show(ctx, "gs_ctl", &out);
-    let _ = print;
     out.status.success()
 }
