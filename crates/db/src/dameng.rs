@@ -398,10 +398,7 @@ impl Database for Dameng {
     }
 
     fn set_peers(&self, peers: &[Upstream]) {
-        let mut settings = self.l.settings.lock().expect("never poisoned");
-        if settings.peers != peers {
-            settings.peers = peers.to_vec();
-        }
+        self.l.set_peers(peers);
     }
 
     async fn observe(&self, timeout: Duration) -> Result<DbStatus, DbError> {

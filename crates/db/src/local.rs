@@ -436,6 +436,39 @@ impl Local {
         self.cfg.state_dir.join("rebuild-in-progress")
     }
 
+    /// Before a rebuild copies data in: an earlier rebuild's unfinished
+    /// copy is removed, never kept aside (repeated failures cannot push the
+    /// real former data directory out of the kept ones); otherwise the
+    /// directory is kept aside. Then the marker says a copy is being made;
+    /// returns it (removed when the copy is complete, or by the next start).
+    pub(crate) fn begin_rebuild(&self, epoch: Epoch) -> Result<PathBuf, DbError> {
+        let marker = self.rebuild_marker();
+        let data = &self.cfg.data_dir;
+        if marker.exists() && data.exists() {
+            tracing::info!(data_dir = %data.display(), "removing an unfinished copy of an earlier rebuild");
+            self.clear_data_dir()?;
+        } else if let Some(aside) = self.set_aside(epoch)? {
+            tracing::info!(aside = %aside.display(), "old data directory kept aside");
+        }
+        self.write_file(&marker, &format!("{}\n", data.display()))?;
+        Ok(marker)
+    }
+
+    /// A server started from the data directory: it is no unfinished copy
+    /// (if an operator put data there after a failed rebuild, it is theirs).
+    pub(crate) fn end_rebuild(&self) -> Result<(), DbError> {
+        let marker = self.rebuild_marker();
+        match std::fs::remove_file(&marker) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io_err(&marker, e)),
+            _ => Ok(()),
+        }
+    }
+
+    /// The other members' databases (`Database::set_peers`).
+    pub(crate) fn set_peers(&self, peers: &[Upstream]) {
+        self.settings.lock().expect("never poisoned").peers = peers.to_vec();
+    }
+
     /// Moves the data directory aside (for a rebuild) and prunes old ones.
     pub(crate) fn set_aside(&self, epoch: Epoch) -> Result<Option<PathBuf>, DbError> {
         if !self.cfg.data_dir.exists() {

@@ -117,11 +117,7 @@ impl OpenGauss {
         let log = self.l.log_file().display().to_string();
         let mode = if standby { "standby" } else { "primary" };
         self.gs_ctl(&["start", "-M", mode, "-w", "-t", &secs(timeout), "-l", &log], timeout).await?;
-        let marker = self.l.rebuild_marker();
-        if marker.exists() {
-            std::fs::remove_file(&marker).map_err(|e| io_err(&marker, e))?;
-        }
-        Ok(())
+        self.l.end_rebuild()
     }
 
     async fn reload_if_running(&self, timeout: Duration) -> Result<(), DbError> {
@@ -275,10 +271,7 @@ impl Database for OpenGauss {
     }
 
     fn set_peers(&self, peers: &[Upstream]) {
-        let mut settings = self.l.settings.lock().expect("never poisoned");
-        if settings.peers != peers {
-            settings.peers = peers.to_vec();
-        }
+        self.l.set_peers(peers);
     }
 
     async fn observe(&self, timeout: Duration) -> Result<DbStatus, DbError> {
@@ -404,14 +397,7 @@ impl Database for OpenGauss {
             self.stop(StopMode::Immediate, epoch, timeout).await?;
         }
         self.l.release_dead_servers_shmem().await;
-        let marker = self.l.rebuild_marker();
-        if marker.exists() && self.l.cfg.data_dir.exists() {
-            tracing::info!(data_dir = %self.l.cfg.data_dir.display(), "removing an unfinished copy of an earlier rebuild");
-            self.l.clear_data_dir()?;
-        } else if let Some(aside) = self.l.set_aside(epoch)? {
-            tracing::info!(aside = %aside.display(), "old data directory kept aside");
-        }
-        self.l.write_file(&marker, &format!("{}\n", self.l.cfg.data_dir.display()))?;
+        let marker = self.l.begin_rebuild(epoch)?;
         // openGauss builds a standby into a directory gs_initdb made (its
         // configuration files stay; the data comes from the source).
         self.initdb(timeout).await?;

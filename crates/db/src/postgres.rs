@@ -186,13 +186,7 @@ impl Postgres {
             log.into(),
         ];
         exec::run(&self.l.bin("pg_ctl"), args, &[], self.l.cfg.run_as, timeout + Duration::from_secs(2)).await?;
-        // A directory a server started from is no unfinished copy (if an
-        // operator put data there after a failed rebuild, it is theirs).
-        let marker = self.l.rebuild_marker();
-        if marker.exists() {
-            std::fs::remove_file(&marker).map_err(|e| io_err(&marker, e))?;
-        }
-        Ok(())
+        self.l.end_rebuild()
     }
 
     /// A running standby that refuses connections ("not yet accepting
@@ -570,17 +564,7 @@ impl Database for Postgres {
         // A postmaster killed -9 left its shared memory segment, which only
         // a start in this same directory would have removed.
         self.l.release_dead_servers_shmem().await;
-        let marker = self.l.rebuild_marker();
-        if marker.exists() && self.l.cfg.data_dir.exists() {
-            // What is there is an earlier rebuild's unfinished copy: it is
-            // removed, never kept aside, so repeated failures cannot push
-            // the real former data directory out of the kept ones.
-            tracing::info!(data_dir = %self.l.cfg.data_dir.display(), "removing an unfinished copy of an earlier rebuild");
-            self.l.clear_data_dir()?;
-        } else if let Some(aside) = self.l.set_aside(epoch)? {
-            tracing::info!(aside = %aside.display(), "old data directory kept aside");
-        }
-        self.l.write_file(&marker, &format!("{}\n", self.l.cfg.data_dir.display()))?;
+        let marker = self.l.begin_rebuild(epoch)?;
         self.l.make_dir(&self.l.cfg.data_dir)?;
         let data = self.l.cfg.data_dir.display().to_string();
         let port = source.port.to_string();

@@ -30,14 +30,7 @@ impl Dameng {
             self.stop(StopMode::Immediate, epoch, timeout).await?;
             self.wait_exit(pid, timeout).await?;
         }
-        let marker = self.l.rebuild_marker();
-        if marker.exists() && c.data_dir.exists() {
-            tracing::info!(data_dir = %c.data_dir.display(), "removing an unfinished copy of an earlier rebuild");
-            self.l.clear_data_dir()?;
-        } else if let Some(aside) = self.l.set_aside(epoch)? {
-            tracing::info!(aside = %aside.display(), "old instance directory kept aside");
-        }
-        self.l.write_file(&marker, &format!("{}\n", c.data_dir.display()))?;
+        let marker = self.l.begin_rebuild(epoch)?;
         // The source's dmserver writes the set (see the module doc).
         let backups = self.state_file("backup");
         if backups.exists() {

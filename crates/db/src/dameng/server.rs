@@ -102,11 +102,7 @@ impl Dameng {
                 self.disql("ALTER DATABASE OPEN FORCE", timeout).await?;
             }
         }
-        let marker = self.l.rebuild_marker();
-        if marker.exists() {
-            std::fs::remove_file(&marker).map_err(|e| io_err(&marker, e))?;
-        }
-        Ok(())
+        self.l.end_rebuild()
     }
 
     /// Waits until dmserver `pid` is gone.
