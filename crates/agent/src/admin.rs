@@ -68,6 +68,7 @@ impl admin_server::Admin for AdminService {
         let speaker = match &command {
             Command::Renew { holder, .. }
             | Command::SetSystemIdentifier { holder, .. }
+            | Command::SetDatabase { holder, .. }
             | Command::Release { holder, .. }
             | Command::SetSynchronous { holder, .. }
             | Command::SetForks { holder, .. }

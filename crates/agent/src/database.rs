@@ -182,7 +182,8 @@ impl<D: Database> DbSide<D> {
                             }
                         }
                         if status.lsn.is_some() {
-                            self.last_seen = Seen { timeline: status.timeline, lsn: status.lsn };
+                            self.last_seen =
+                                Seen { timeline: status.timeline, lsn: status.lsn, has_data: status.has_data };
                         }
                         *shared.db_status.lock().expect("never poisoned") = Some(status.clone());
                         let before = self.observation.as_ref().map(|o| (o.running, o.role));
@@ -363,6 +364,11 @@ impl<D: Database> DbSide<D> {
         if key != self.last_key {
             *shared.last_decision.lock().expect("never poisoned") = Some((action.to_string(), reason.to_string()));
             match action {
+                // Refused data: said once, loudly, and shown in status.
+                Action::Idle if matches!(reason, Reason::ForeignDataDir { .. }) => tracing::warn!(
+                    node = %shared.config.node_name,
+                    "database: left untouched: its data directory holds another database ({reason}); move it aside or point the config at this cluster's data"
+                ),
                 Action::Idle => tracing::info!(node = %shared.config.node_name, "database: idle because {reason}"),
                 _ => tracing::info!(node = %shared.config.node_name, "database: {action} because {reason}"),
             }
@@ -442,6 +448,9 @@ async fn execute<D: Database>(
                     crate::failpoint::hit("before-switchover-promoted");
                     Command::SwitchoverPromoted { holder, epoch, id, at_unix_ms }
                 }
+                Command::SetDatabase { holder, epoch, system_identifier, origin, .. } => {
+                    Command::SetDatabase { holder, epoch, system_identifier, origin, at_unix_ms }
+                }
                 Command::SwitchoverRejoined { node, id, .. } => {
                     crate::failpoint::hit("before-switchover-rejoined");
                     Command::SwitchoverRejoined { node, id, at_unix_ms }
@@ -452,7 +461,10 @@ async fn execute<D: Database>(
         }
         Action::Bootstrap { epoch } => {
             let system_identifier = pg.bootstrap(*epoch, t).await.map_err(e)?;
-            propose(shared, Command::SetSystemIdentifier { holder: me, epoch: *epoch, system_identifier }).await
+            let origin = haraft_core::DataOrigin::Created;
+            let at_unix_ms = now_unix_ms();
+            propose(shared, Command::SetDatabase { holder: me, epoch: *epoch, system_identifier, origin, at_unix_ms })
+                .await
         }
         Action::StartPrimary { epoch } => pg.start_primary(*epoch, t).await.map_err(e),
         Action::StartStandby { upstream, epoch } => {
@@ -485,7 +497,9 @@ async fn execute<D: Database>(
         }
         Action::SetSlots { slots, epoch } => pg.set_replication_slots(slots, *epoch, t).await.map_err(e),
         Action::SetReadOnly { read_only, epoch } => pg.set_read_only(*read_only, *epoch, t).await.map_err(e),
-        Action::Rebuild { source, epoch } => rebuild(shared, pg, settings, state, *source, *epoch).await,
+        Action::Rebuild { source, epoch } => {
+            rebuild(shared, pg, settings, state, *source, *epoch, last_seen.has_data).await
+        }
         Action::Restart { id, epoch, as_primary, upstream } => {
             let result = async {
                 pg.stop(StopMode::Fast, *epoch, t).await.map_err(e)?;
@@ -508,7 +522,7 @@ async fn execute<D: Database>(
                         Err(err) => tracing::warn!("rewind failed, rebuilding from a base backup instead: {err}"),
                     }
                 }
-                rebuild(shared, pg, settings, state, *source, *epoch).await
+                rebuild(shared, pg, settings, state, *source, *epoch, true).await
             }
             .await;
             task_done(shared, *id, result).await
@@ -521,6 +535,8 @@ async fn execute<D: Database>(
 pub struct Seen {
     timeline: Option<haraft_core::TimelineId>,
     lsn: Option<Lsn>,
+    /// A data directory was there (a rebuild replaces it, else makes one).
+    has_data: bool,
 }
 
 /// Bound on counting the commits a rewind discards: the history entry
@@ -602,11 +618,12 @@ async fn rebuild<D: Database>(
     state: &ClusterState,
     source: NodeId,
     epoch: haraft_core::Epoch,
+    had_data: bool,
 ) -> Result<(), String> {
     let t = Duration::from_millis(settings.rebuild_timeout_ms);
     crate::failpoint::hit("before-rebuild");
     pg.rebuild(&upstream_of(shared, state, source)?, epoch, t).await.map_err(|e| e.to_string())?;
-    let event = NodeEvent::Rebuilt { from: source };
+    let event = if had_data { NodeEvent::Rebuilt { from: source } } else { NodeEvent::Copied { from: source } };
     record(shared, Command::Report { node: shared.me(), event, at_unix_ms: now_unix_ms() }).await;
     Ok(())
 }

@@ -3,6 +3,7 @@
 use clap::Parser;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 /// haraft agent: keeps one writable primary per cluster through a Raft
 /// group of agents, one per database host.
@@ -25,6 +26,13 @@ struct Args {
     /// Validate a configuration file, print a summary and exit.
     #[arg(long, value_name = "FILE")]
     check_config: Option<PathBuf>,
+
+    /// With --check-config: list what haraft would change to adopt the
+    /// PostgreSQL server already running in the config's data directory
+    /// (README: "Moving a cluster under haraft"). Changes nothing; exit 1
+    /// when something must be fixed first.
+    #[arg(long, requires = "check_config")]
+    adopt: bool,
 
     /// Check a stopped member's Raft state offline: DIR is its
     /// node.data_dir. Prints its identity, acknowledged mark and store
@@ -89,6 +97,9 @@ fn main() -> ExitCode {
                         pg.data_dir.display(),
                         pg.bin_dir.display(),
                     );
+                }
+                if args.adopt {
+                    return check_adoption(&c);
                 }
                 ExitCode::SUCCESS
             }
@@ -166,6 +177,50 @@ fn main() -> ExitCode {
 }
 
 /// `haraft --check-store DIR`.
+/// `--check-config --adopt`: what adopting the running cluster changes
+/// in this member's data directory, read-only.
+fn check_adoption(c: &haraft_agent::config::Config) -> ExitCode {
+    let Some(pg) = c.postgres.as_ref().filter(|pg| pg.engine == haraft_agent::config::DbEngine::Postgres) else {
+        eprintln!(
+            "haraft: --adopt: haraft adopts running PostgreSQL clusters only: the config needs a [postgresql] section"
+        );
+        return ExitCode::from(2);
+    };
+    let cfg = haraft_agent::database::db_config(c, pg);
+    let others: Vec<String> = c.members.iter().filter(|m| m.id != c.node).map(|m| m.name.clone()).collect();
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("haraft: --adopt: cannot start a runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let report = match runtime.block_on(haraft_db::pg_adopt::report(cfg, &others, Duration::from_secs(5))) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("haraft: --adopt: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    for (heading, lines) in [
+        ("found", &report.found),
+        ("haraft will", &report.changes),
+        ("note", &report.notes),
+        ("fix first", &report.problems),
+    ] {
+        for line in lines {
+            println!("{heading}: {line}");
+        }
+    }
+    if report.problems.is_empty() {
+        println!("nothing was changed; start the agents on every member to adopt the cluster");
+        ExitCode::SUCCESS
+    } else {
+        println!("nothing was changed; fix the above, then check again");
+        ExitCode::from(1)
+    }
+}
+
 fn check_store(dir: &std::path::Path) -> ExitCode {
     use haraft_raft::integrity::{self, Expect, Found, Verdict};
     // DIR may also be the store directory itself (data_dir/raft).

@@ -4,6 +4,10 @@
 use crate::ids::{Lsn, TimelineId};
 use serde::{Deserialize, Serialize};
 
+/// What a probe of one member returned: it answered, with its database's
+/// status when it has one (none: a lease-only member).
+pub type Live = std::collections::BTreeMap<crate::ids::NodeId, Option<DbStatus>>;
+
 /// A member's database, as it registered itself in the replicated state.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DbMember {
@@ -72,6 +76,13 @@ pub struct DbStatus {
     /// The commit guard holds its commits: the holder's renewals are late.
     #[serde(default)]
     pub commits_held: bool,
+    /// A running server that does not take haraft's settings: its
+    /// configuration does not include haraft's settings file, or
+    /// overrides a setting haraft manages (`postgresql.auto.conf`). A
+    /// cluster haraft adopts starts so; haraft takes the settings over
+    /// with a reload, never a restart.
+    #[serde(default)]
+    pub foreign_settings: bool,
 }
 
 /// Timeline `timeline` ended at `switch_lsn`: WAL of that timeline past

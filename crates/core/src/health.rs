@@ -242,6 +242,7 @@ impl Transitions {
                 | HistoryEvent::Initialized { .. }
                 | HistoryEvent::MembersChanged { .. }
                 | HistoryEvent::Bootstrapped { .. }
+                | HistoryEvent::DatabaseSet { .. }
                 | HistoryEvent::Operation { .. }
                 | HistoryEvent::Audit { .. }
                 | HistoryEvent::LossAcknowledged { .. } => {}

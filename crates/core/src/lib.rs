@@ -8,6 +8,7 @@
 //! What it must never do: I/O, clock reads, tokio, openraft, sled or tonic.
 //! Time comes in as an argument ([`BootTime`]); rejections are values.
 
+pub mod adopt;
 pub mod auth;
 pub mod backoff;
 pub mod db;
@@ -26,7 +27,7 @@ pub mod timing;
 pub use db::{DbMember, DbPosition, DbRole, DbStatus, Fork, Replica, slot_name};
 pub use ids::{BootTime, Epoch, Lsn, NodeId, RenewalSeq, TimelineId};
 pub use state::{
-    ClusterState, Command, Effect, HistoryEntry, HistoryEvent, Lease, Member, NodeEvent, OpEvent, Operation, Outcome,
-    Rejected, Verdict,
+    ClusterState, Command, DataOrigin, Effect, HistoryEntry, HistoryEvent, Lease, Member, NodeEvent, OpEvent,
+    Operation, Outcome, Rejected, Verdict,
 };
 pub use timing::{Policy, Timing, TimingError};

@@ -8,12 +8,9 @@ use crate::lease::ExpiryTimer;
 use crate::ops::{OpOutcome, SeenAll, SwitchoverStep};
 use crate::state::{ClusterState, Command, Lease, Operation, Verdict};
 use crate::timing::{Policy, Timing};
-use std::collections::BTreeMap;
 use std::fmt;
 
-/// What a probe of one member returned: it answered, with its database's
-/// status when it has one.
-pub type Live = BTreeMap<NodeId, Option<DbStatus>>;
+pub use crate::db::Live;
 
 pub struct PlanInput<'a> {
     pub state: &'a ClusterState,
@@ -156,11 +153,15 @@ pub fn plan(input: &PlanInput) -> Plan {
     // this a cluster of databases all the same: wait for its registration.
     let databases = !state.db_members.is_empty() || live.values().any(Option::is_some);
     let verdicts = if databases { db_verdicts(state, live) } else { lease_only_verdicts(state, live, previous) };
-    // Bootstrap waits until every member has registered its database (or
-    // answered that it has none): the choice (data first, else the lowest
-    // id) must not depend on which agents happened to start first.
-    let unregistered =
-        state.members.keys().any(|id| !state.db_members.contains_key(id) && !matches!(live.get(id), Some(None)));
+    // The first grant waits until every member has registered its
+    // database (or answered that it has none) and answered this round:
+    // the choice (`adopt::bootstrap_verdicts`) must not depend on which
+    // agents happened to start first, and a member that did not answer
+    // may be running a primary that nobody may be promoted beside.
+    let unregistered = state.members.keys().any(|id| {
+        let answered = live.contains_key(id);
+        !answered || (!state.db_members.contains_key(id) && !matches!(live.get(id), Some(None)))
+    });
     if databases && state.system_identifier.is_none() && unregistered {
         return Plan { step: Step::Wait, reason: Reason::NoEligibleCandidate { verdicts } };
     }
@@ -427,12 +428,14 @@ fn lease_only_verdicts(state: &ClusterState, live: &Live, previous: Option<NodeI
     eligible
 }
 
-/// Verdicts for a cluster of databases. Before bootstrap: a member that has
-/// data (the most advanced) else the lowest id. After: running members of
+/// Verdicts for a cluster of databases. Before bootstrap: see
+/// `adopt::bootstrap_verdicts`. After: running members of
 /// this database, on the primary's timeline, within the lag limit, not
 /// tagged nofailover; the highest LSN wins, then priority, then the lowest id.
 fn db_verdicts(state: &ClusterState, live: &Live) -> Vec<Verdict> {
-    let bootstrap = state.system_identifier.is_none();
+    if state.system_identifier.is_none() {
+        return crate::adopt::bootstrap_verdicts(state, live);
+    }
     // Synchronous mode: the holder whose lease just ended has every write
     // it acknowledged, as every synchronous standby does.
     let previous = match &state.operation {
@@ -444,7 +447,7 @@ fn db_verdicts(state: &ClusterState, live: &Live) -> Vec<Verdict> {
     // (`sync::eligible`); among them the highest LSN ranks first, running
     // or not, when not every member holds every commit.
     let set = crate::sync::SyncSet::new(state.synchronous.clone(), state.synchronous_quorum);
-    let sync_on = state.policy.synchronous_mode.is_on() && !bootstrap;
+    let sync_on = state.policy.synchronous_mode.is_on();
     // An answer counts when it reports this database (another's WAL says
     // nothing about this one's commits).
     let ours = |id: &NodeId| match live.get(id) {
@@ -476,15 +479,6 @@ fn db_verdicts(state: &ClusterState, live: &Live) -> Vec<Verdict> {
         // Running candidates rank above stopped ones, then by LSN, then
         // priority.
         let key = (1u8, lsn.unwrap_or(Lsn(0)).0, db.priority);
-        if bootstrap {
-            if db.nofailover {
-                out.push(no("tagged nofailover".into(), lsn));
-                continue;
-            }
-            let why = if status.has_data { "has data to bootstrap from" } else { "can bootstrap a new database" };
-            out.push((Verdict { node: id, eligible: true, why: why.into(), lsn }, (u8::from(status.has_data), 0, 0)));
-            continue;
-        }
         let verdict = if db.nofailover {
             no("tagged nofailover".into(), lsn)
         } else if state.policy.synchronous_mode.is_on() && !state.synchronous.contains(&id) && Some(id) != previous {
@@ -548,14 +542,6 @@ fn db_verdicts(state: &ClusterState, live: &Live) -> Vec<Verdict> {
     // Eligible first; among them the best key (LSN, then priority) first;
     // ties keep id order (the sort is stable).
     out.sort_by(|(a, ka), (b, kb)| b.eligible.cmp(&a.eligible).then(kb.cmp(ka)));
-    if bootstrap {
-        // Without data, the lowest id: the stable sort kept id order.
-        if let Some((first, _)) = out.first_mut()
-            && first.eligible
-        {
-            first.why.push_str(" (chosen)");
-        }
-    }
     out.into_iter().map(|(v, _)| v).collect()
 }
 

@@ -6,7 +6,7 @@
 use crate::db::{DbMember, DbRole, DbStatus};
 use crate::ids::{Epoch, NodeId};
 use crate::ops::{NodeTask, OpId, Switchover, SwitchoverStep};
-use crate::state::{ClusterState, Command, Operation};
+use crate::state::{ClusterState, Command, DataOrigin, Operation};
 use std::fmt;
 
 /// This node's lease, as its own clock judges it.
@@ -147,6 +147,11 @@ pub enum Reason {
     },
     NoDataToBootstrap,
     AdoptExistingData,
+    /// No database is recorded yet: a running server is left as it runs.
+    AwaitingAdoption,
+    /// A running server of the cluster does not take haraft's settings
+    /// yet (an adopted cluster): haraft's are put in place by a reload.
+    AdoptSettings,
     PromoteUnderLease,
     PrimaryWithLease,
     PrimaryDownTooLong {
@@ -222,6 +227,16 @@ pub fn reconcile(input: &ReconcileInput) -> (Action, Reason) {
         return (Action::Propose(Command::Register { node: me, db: input.registration.clone() }), Reason::Unregistered);
     }
 
+    // Until the cluster has a database (its first grant, then the
+    // holder's `SetDatabase`), a running server is left exactly as it
+    // runs: a cluster being adopted keeps serving while haraft chooses its
+    // primary (`adopt::bootstrap_verdicts`), and two primaries found
+    // running are refused, never resolved by stopping one.
+    let valid = matches!(input.lease, MyLease::Valid(_));
+    if state.system_identifier.is_none() && db.running && !valid {
+        return (Action::Idle, Reason::AwaitingAdoption);
+    }
+
     // Safety first: a writable database needs a valid lease. A restarted
     // agent whose fence guard still holds the old deadline may wait for its
     // first renewal; the guard stops PostgreSQL if that deadline passes.
@@ -231,7 +246,6 @@ pub fn reconcile(input: &ReconcileInput) -> (Action, Reason) {
     // default only under a valid lease and before it promotes it, so a
     // read-only-by-default primary, or a standby asked to leave recovery,
     // without this member's valid lease, is fenced at once.
-    let valid = matches!(input.lease, MyLease::Valid(_));
     let promoted_outside = db.running
         && !valid
         && db.read_only_default == Some(true)
@@ -269,10 +283,12 @@ pub fn reconcile(input: &ReconcileInput) -> (Action, Reason) {
         if state.system_identifier.is_none() {
             return match db.system_identifier {
                 None if !db.has_data => (Action::Bootstrap { epoch }, Reason::NoDataToBootstrap),
-                Some(system_identifier) => (
-                    Action::Propose(Command::SetSystemIdentifier { holder: me, epoch, system_identifier }),
-                    Reason::AdoptExistingData,
-                ),
+                Some(system_identifier) => {
+                    let origin =
+                        if db.is_running_primary() { DataOrigin::RunningPrimary } else { DataOrigin::ExistingData };
+                    let command = Command::SetDatabase { holder: me, epoch, system_identifier, origin, at_unix_ms: 0 };
+                    (Action::Propose(command), Reason::AdoptExistingData)
+                }
                 None => (Action::Idle, Reason::NotObservedYet),
             };
         }
@@ -299,6 +315,11 @@ pub fn reconcile(input: &ReconcileInput) -> (Action, Reason) {
             return (Action::Promote { epoch }, Reason::PromoteUnderLease);
         }
         if db.is_running_primary() {
+            // An adopted primary: haraft's settings file, included and
+            // reloaded, with new transactions read-write.
+            if db.foreign_settings {
+                return (Action::SetReadOnly { read_only: false, epoch }, Reason::AdoptSettings);
+            }
             if db.read_only_default == Some(true) {
                 return (Action::SetReadOnly { read_only: false, epoch }, Reason::WritesNotYetAllowed);
             }
@@ -402,7 +423,11 @@ pub fn reconcile(input: &ReconcileInput) -> (Action, Reason) {
         }
         return (Action::StartStandby { upstream: Some(source), epoch }, Reason::StoppedStandby);
     }
-    // A running standby.
+    // A running standby. An adopted one is re-pointed through haraft's
+    // settings (its slot, its connection) with a reload.
+    if db.foreign_settings && !diverged {
+        return (Action::Follow { upstream: source, epoch }, Reason::AdoptSettings);
+    }
     if db.streaming_from.as_deref() == Some(primary.address.as_str()) {
         return (Action::Idle, Reason::Streaming);
     }
@@ -683,6 +708,8 @@ impl fmt::Display for Reason {
             }
             Reason::NoDataToBootstrap => write!(f, "lease-granted-no-data"),
             Reason::AdoptExistingData => write!(f, "adopt-existing-data"),
+            Reason::AwaitingAdoption => write!(f, "no-database-recorded-yet-server-left-running"),
+            Reason::AdoptSettings => write!(f, "adopting-server-settings"),
             Reason::PromoteUnderLease => write!(f, "lease-granted"),
             Reason::PrimaryWithLease => write!(f, "primary-with-lease"),
             Reason::PrimaryDownTooLong { down_ms, limit_ms } => {

@@ -93,6 +93,8 @@ pub enum NodeEvent {
     /// stays for entries written before. New variants go at the end: every
     /// stored log stays readable.
     RewoundAccounted { discard: crate::loss::Discard },
+    /// A first base backup made this member's data directory (it had none).
+    Copied { from: NodeId },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -151,6 +153,13 @@ pub enum HistoryEvent {
     /// entry (`haraftctl history ack`): status stops warning about them.
     LossAcknowledged {
         by: String,
+    },
+    /// `Bootstrapped`, saying how (see [`DataOrigin`]).
+    DatabaseSet {
+        holder: NodeId,
+        epoch: Epoch,
+        system_identifier: u64,
+        origin: DataOrigin,
     },
 }
 
@@ -272,6 +281,21 @@ pub enum Command {
     /// The Raft leader starts the scheduled switchover `id`: its time came
     /// and its preconditions hold. CAS: its old primary holds `epoch`.
     StartScheduled { id: OpId, epoch: Epoch, at_unix_ms: u64 },
+    /// `SetSystemIdentifier` with how the database came to be and when, for
+    /// the history; written instead of it since. New variants go at the
+    /// end: every stored log stays readable.
+    SetDatabase { holder: NodeId, epoch: Epoch, system_identifier: u64, origin: DataOrigin, at_unix_ms: u64 },
+}
+
+/// How the cluster's database came to be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DataOrigin {
+    /// The first holder created it (initdb).
+    Created,
+    /// The first holder's data directory, not running, became it.
+    ExistingData,
+    /// The first holder's running primary was adopted as it ran.
+    RunningPrimary,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -399,11 +423,14 @@ impl ClusterState {
                 Ok(())
             }
             Command::SetSystemIdentifier { holder, epoch, .. }
+            | Command::SetDatabase { holder, epoch, .. }
             | Command::Release { holder, epoch, .. }
             | Command::SetSynchronous { holder, epoch, .. }
             | Command::SetForks { holder, epoch, .. } => {
                 self.held_by(*holder, *epoch)?;
-                if let (Command::SetSystemIdentifier { .. }, Some(id)) = (command, self.system_identifier) {
+                let sets_database =
+                    matches!(command, Command::SetSystemIdentifier { .. } | Command::SetDatabase { .. });
+                if let (true, Some(id)) = (sets_database, self.system_identifier) {
                     return Err(Rejected::SystemIdentifierSet { system_identifier: id });
                 }
                 Ok(())
@@ -760,6 +787,17 @@ impl ClusterState {
                 self.record(log_index, 0, event);
                 Effect::SystemIdentifierSet
             }
+            Command::SetDatabase { holder, epoch, system_identifier, origin, at_unix_ms } => {
+                self.system_identifier = Some(*system_identifier);
+                let event = HistoryEvent::DatabaseSet {
+                    holder: *holder,
+                    epoch: *epoch,
+                    system_identifier: *system_identifier,
+                    origin: *origin,
+                };
+                self.record(log_index, *at_unix_ms, event);
+                Effect::SystemIdentifierSet
+            }
             Command::Operator { order, by, at_unix_ms } => {
                 self.order(log_index, *at_unix_ms, order, by);
                 Effect::Accepted { id: log_index }
@@ -1070,6 +1108,9 @@ impl fmt::Display for Command {
             }
             Command::SetSystemIdentifier { holder, epoch, system_identifier } => {
                 write!(f, "set-system-identifier holder={holder} epoch={epoch} id={system_identifier}")
+            }
+            Command::SetDatabase { holder, epoch, system_identifier, origin, .. } => {
+                write!(f, "set-database holder={holder} epoch={epoch} id={system_identifier} origin={origin:?}")
             }
             Command::Operator { order, by, .. } => write!(f, "operator by={by:?} {order:?}"),
             Command::SwitchoverDemoted { holder, epoch, id, last, .. } => {

@@ -3,7 +3,7 @@
 
 use crate::db::DbRole;
 use crate::ids::NodeId;
-use crate::state::{ClusterState, Operation};
+use crate::state::{ClusterState, DataOrigin, Operation};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -113,6 +113,9 @@ pub enum MemberState {
     /// A lease-only member: it manages no database.
     #[serde(rename = "no database")]
     NoDatabase,
+    /// Its data directory holds another database: refused, untouched.
+    #[serde(rename = "foreign data")]
+    ForeignData,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -158,6 +161,12 @@ pub struct MemberStatus {
     pub failing: Option<crate::backoff::FailingAction>,
     /// A synchronous standby named in the replicated state.
     pub synchronous: bool,
+    /// What an operator should know of this member in words: why its
+    /// data directory is refused, or, before the cluster has a database,
+    /// what the first grant makes of it (two primaries found running are
+    /// named here).
+    #[serde(default)]
+    pub note: Option<String>,
 }
 
 /// The answering node's own Raft facts.
@@ -247,6 +256,7 @@ pub fn build_status(state: &ClusterState, local: &LocalRaft, probes: &Probes) ->
             _ => None,
         })
         .or(state.primary_position.map(|p| p.lsn));
+    let first_grant = first_grant_notes(state, probes);
     let members: Vec<MemberStatus> = state
         .members
         .values()
@@ -267,7 +277,10 @@ pub fn build_status(state: &ClusterState, local: &LocalRaft, probes: &Probes) ->
                         (true, _) => MemberRole::Replica,
                         (false, _) => MemberRole::Stopped,
                     };
-                    let st = if acting.starts_with("rebuild") {
+                    let foreign = foreign_data(state, d).is_some();
+                    let st = if foreign {
+                        MemberState::ForeignData
+                    } else if acting.starts_with("rebuild") {
                         MemberState::Rebuilding
                     } else if p.needs_rewind || acting.starts_with("rewind") {
                         MemberState::NeedsRewind
@@ -309,6 +322,9 @@ pub fn build_status(state: &ClusterState, local: &LocalRaft, probes: &Probes) ->
                 action: ok.and_then(|p| p.action.clone()),
                 failing: ok.and_then(|p| p.failing.clone()),
                 synchronous: state.synchronous.contains(&m.id),
+                note: db
+                    .and_then(|d| foreign_data(state, d).or_else(|| adopting(state, d)))
+                    .or_else(|| first_grant.get(&m.id).cloned()),
             }
         })
         .collect();
@@ -322,10 +338,13 @@ pub fn build_status(state: &ClusterState, local: &LocalRaft, probes: &Probes) ->
     let primaries = members.iter().filter(|m| m.role == MemberRole::Primary).count();
     let cluster_state = if !(lease_valid && holder_writable) {
         ClusterHealth::Unavailable
-    } else if primaries <= 1 && members.iter().all(|m| {
-        matches!(m.state, MemberState::Running | MemberState::Streaming)
-            || (!databases && m.state == MemberState::NoDatabase)
-    }) {
+    } else if primaries <= 1
+        && members.iter().all(|m| {
+            matches!(m.state, MemberState::Running | MemberState::Streaming)
+                || (!databases && m.state == MemberState::NoDatabase)
+        })
+        && members.iter().all(|m| m.note.is_none())
+    {
         ClusterHealth::Normal
     } else {
         ClusterHealth::Degraded
@@ -391,6 +410,36 @@ pub fn build_status(state: &ClusterState, local: &LocalRaft, probes: &Probes) ->
         members,
         cluster_state,
     }
+}
+
+/// Why a member's data directory is refused, when it holds another
+/// database than the cluster's.
+fn foreign_data(state: &ClusterState, db: &crate::db::DbStatus) -> Option<String> {
+    let (expected, found) = (state.system_identifier?, db.system_identifier?);
+    (db.has_data && found != expected).then(|| {
+        format!(
+            "holds another database (system identifier {found}, this cluster's is {expected}): haraft leaves it \
+             untouched; move it aside (haraft then copies the primary's) or point the config at this cluster's data"
+        )
+    })
+}
+
+/// A server of the cluster that runs without haraft's settings yet.
+fn adopting(state: &ClusterState, db: &crate::db::DbStatus) -> Option<String> {
+    (state.system_identifier.is_some() && db.running && db.foreign_settings).then(|| {
+        "runs with settings haraft has not taken over yet (adoption): haraft's are applied by a reload".to_string()
+    })
+}
+
+/// Before the first grant: each member's verdict for it, from this
+/// round's probes.
+fn first_grant_notes(state: &ClusterState, probes: &Probes) -> BTreeMap<NodeId, String> {
+    if state.system_identifier.is_some() || state.lease.is_some() || state.db_members.is_empty() {
+        return BTreeMap::new();
+    }
+    let live: crate::db::Live =
+        probes.iter().filter_map(|(id, p)| p.as_ref().ok().map(|p| (*id, p.db.clone()))).collect();
+    crate::adopt::bootstrap_verdicts(state, &live).into_iter().map(|v| (v.node, v.why)).collect()
 }
 
 /// The synchronous set in words, and, in strict mode, why commits wait
@@ -814,6 +863,23 @@ pub fn history_view(state: &ClusterState) -> Vec<HistoryItem> {
                     item.epoch = Some(epoch.0);
                     item.detail = format!("database created, system identifier {system_identifier}");
                 }
+                HistoryEvent::DatabaseSet { holder, epoch, system_identifier, origin } => {
+                    item.event = "bootstrapped".into();
+                    let name = name_of(state, *holder);
+                    item.node = Some(name.clone());
+                    item.epoch = Some(epoch.0);
+                    item.detail = match origin {
+                        DataOrigin::Created => {
+                            format!("{name} created the database, system identifier {system_identifier}")
+                        }
+                        DataOrigin::ExistingData => format!(
+                            "{name}'s existing data directory became the cluster's database, system identifier {system_identifier}"
+                        ),
+                        DataOrigin::RunningPrimary => format!(
+                            "{name}'s running primary was adopted as it ran (not restarted), system identifier {system_identifier}"
+                        ),
+                    };
+                }
                 HistoryEvent::Node { node, event: NodeEvent::Rewound { diverged_at, timeline, discarded_to } } => {
                     let d = crate::loss::Discard::before_account(*diverged_at, *timeline, *discarded_to);
                     rewound_item(&mut item, &name_of(state, *node), &d);
@@ -865,6 +931,12 @@ pub fn history_view(state: &ClusterState) -> Vec<HistoryItem> {
                         "{} was promoted outside haraft{at}: fenced; what it wrote is discarded when it rejoins (its rewind names the range)",
                         name_of(state, *node)
                     );
+                }
+                HistoryEvent::Node { node, event: NodeEvent::Copied { from } } => {
+                    item.event = "rebuilt".into();
+                    item.node = Some(name_of(state, *node));
+                    item.detail =
+                        format!("{} copied from {} by base backup", name_of(state, *node), name_of(state, *from));
                 }
                 HistoryEvent::Node { node, event: NodeEvent::Rebuilt { from } } => {
                     item.event = "rebuilt".into();

@@ -56,6 +56,7 @@ fn db(running: bool, role: Option<DbRole>, streaming_from: Option<&str>) -> DbSt
         read_only_default: None,
         promotion_signalled: false,
         commits_held: false,
+        foreign_settings: false,
     }
 }
 
@@ -111,7 +112,13 @@ fn holder_bootstraps_then_promotes_or_restarts_in_place() {
     let existing = db(false, Some(DbRole::Primary), None);
     check(
         case(cluster(Some(2), false), MyLease::Valid(E1), existing),
-        Action::Propose(Command::SetSystemIdentifier { holder: ME, epoch: E1, system_identifier: SYSID }),
+        Action::Propose(Command::SetDatabase {
+            holder: ME,
+            epoch: E1,
+            system_identifier: SYSID,
+            origin: DataOrigin::ExistingData,
+            at_unix_ms: 0,
+        }),
     );
     check(
         case(cluster(Some(2), true), MyLease::Valid(E1), db(true, Some(DbRole::Standby), None)),
@@ -257,7 +264,9 @@ fn exhaustive_walk_keeps_the_safety_rules() {
     for d in base {
         for read_only_default in [None, Some(true), Some(false)] {
             for promotion_signalled in [false, true] {
-                dbs.push(DbStatus { read_only_default, promotion_signalled, ..d.clone() });
+                for foreign_settings in [false, d.running] {
+                    dbs.push(DbStatus { read_only_default, promotion_signalled, foreign_settings, ..d.clone() });
+                }
             }
         }
     }
@@ -300,6 +309,13 @@ fn exhaustive_walk_keeps_the_safety_rules() {
                                     | Action::Rewind { epoch, .. }
                                     | Action::Rebuild { epoch, .. } => assert_eq!(*epoch, state.epoch, "{ctx}"),
                                     _ => {}
+                                }
+                                // Before the cluster has a database, a running
+                                // server without a valid lease is left as it runs
+                                // (adoption): nothing is started, stopped or promoted.
+                                if state.system_identifier.is_none() && d.running && !valid {
+                                    assert_eq!(action, Action::Idle, "touched before adoption: {ctx}");
+                                    continue;
                                 }
                                 let may_wait = lease == MyLease::Pending && holder == Some(ME.0) && guard_armed;
                                 if d.is_running_primary() && !valid && !may_wait {
@@ -548,4 +564,43 @@ fn a_server_promoted_outside_haraft_is_fenced_and_the_holders_is_made_writable()
     // A stopped former primary keeps no read-write settings.
     let stopped = DbStatus { read_only_default: Some(false), ..db(false, Some(DbRole::Primary), None) };
     check(case(cluster(Some(1), true), MyLease::None, stopped), Action::SetReadOnly { read_only: true, epoch: E1 });
+}
+
+/// Adoption: the holder of the first grant records its running primary
+/// as the cluster's database, takes its settings over by a reload and
+/// keeps it running; a standby of it is re-pointed, not restarted.
+#[test]
+fn a_running_cluster_is_adopted_without_a_restart() {
+    let running_primary = db(true, Some(DbRole::Primary), None);
+    let adopted = DbStatus { foreign_settings: true, read_only_default: Some(false), ..running_primary.clone() };
+    // The holder of the first grant, not yet renewed: waits, never stops it.
+    let (action, reason) = run(&case(cluster(Some(2), false), MyLease::Pending, adopted.clone()));
+    assert_eq!((action, reason), (Action::Idle, Reason::AwaitingAdoption));
+    // Renewed: records it as the cluster's database, as it runs.
+    check(
+        case(cluster(Some(2), false), MyLease::Valid(E1), adopted.clone()),
+        Action::Propose(Command::SetDatabase {
+            holder: ME,
+            epoch: E1,
+            system_identifier: SYSID,
+            origin: DataOrigin::RunningPrimary,
+            at_unix_ms: 0,
+        }),
+    );
+    // Recorded: haraft's settings by a reload, writes allowed; then idle.
+    check(
+        case(cluster(Some(2), true), MyLease::Valid(E1), adopted),
+        Action::SetReadOnly { read_only: false, epoch: E1 },
+    );
+    // A standby of the adopted primary: re-pointed through haraft's settings.
+    let standby = DbStatus { foreign_settings: true, ..db(true, Some(DbRole::Standby), Some(PRIMARY_ADDR)) };
+    let (action, reason) = run(&case(cluster(Some(1), false), MyLease::None, standby.clone()));
+    assert_eq!((action, reason), (Action::Idle, Reason::AwaitingAdoption), "nothing before the database is recorded");
+    let (action, reason) = run(&case(cluster(Some(1), true), MyLease::None, standby.clone()));
+    assert_eq!((action, reason), (Action::Follow { upstream: NodeId(1), epoch: E1 }, Reason::AdoptSettings));
+    let taken_over = DbStatus { foreign_settings: false, ..standby };
+    check(case(cluster(Some(1), true), MyLease::None, taken_over), Action::Idle);
+    // A second primary found running once the first is adopted is fenced
+    // as any primary without the lease.
+    check(case(cluster(Some(1), true), MyLease::None, running_primary), Action::Stop { immediate: true });
 }

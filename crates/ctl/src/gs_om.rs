@@ -198,6 +198,8 @@ fn state(s: MemberState) -> &'static str {
         MemberState::Rebuilding => "Building",
         MemberState::Stopped => "Manually stopped",
         MemberState::Unreachable | MemberState::NoDatabase => "Unknown",
+        // gs_om's word for a datanode whose data cannot be used.
+        MemberState::ForeignData => "Abnormal",
     }
 }
 
@@ -226,6 +228,7 @@ mod tests {
             action: None,
             failing: None,
             synchronous: false,
+            note: None,
         }
     }
 

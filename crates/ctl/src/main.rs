@@ -626,6 +626,7 @@ fn member_state(s: MemberState) -> &'static str {
         MemberState::Stopped => "stopped",
         MemberState::Unreachable => "unreachable",
         MemberState::NoDatabase => "no database",
+        MemberState::ForeignData => "foreign data",
     }
 }
 
@@ -734,6 +735,15 @@ pub(crate) fn render(s: &ClusterStatus) -> String {
     for row in &rows {
         out.push_str(&line(row.iter().map(String::as_str).collect()));
     }
+    // Notes are sentences: under the table, one line a member.
+    let noted: Vec<(&str, &str)> =
+        s.members.iter().filter_map(|m| Some((m.name.as_str(), m.note.as_deref()?))).collect();
+    if !noted.is_empty() {
+        out.push('\n');
+        for (name, note) in noted {
+            out.push_str(&format!("{name}: {note}\n"));
+        }
+    }
 
     let mut warnings = Vec::new();
     if s.leader.is_none() {
@@ -816,6 +826,7 @@ mod tests {
             action: None,
             failing: None,
             synchronous: false,
+            note: None,
         }
     }
 

@@ -14,6 +14,8 @@ pub mod exec;
 pub mod gs_ctl;
 mod local;
 pub mod opengauss;
+pub mod pg_adopt;
+pub mod pg_conf;
 pub mod postgres;
 pub mod procs;
 pub mod wal;

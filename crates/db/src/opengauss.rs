@@ -233,6 +233,9 @@ impl OpenGauss {
                 forks: if in_recovery { None } else { self.forks(timeline) },
                 read_only_default: Some(row.get::<_, String>(5) == "on"),
                 promotion_signalled: in_recovery && self.promotion_signalled(),
+                // haraft adopts only PostgreSQL clusters that run; an
+                // openGauss one is taken over at its next start.
+                foreign_settings: false,
             })
         };
         let result = match tokio::time::timeout(timeout, work).await {

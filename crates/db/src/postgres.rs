@@ -16,6 +16,7 @@ pub use crate::local::{
     synchronous_standby_names,
 };
 use crate::local::{Local, io_err, quote, quote_ident, secs};
+use crate::pg_conf;
 use crate::{Database, DbError, DbRole, DbStatus, Replica, RewindReport, StopMode, Upstream};
 use haraft_core::{Epoch, Lsn, TimelineId};
 use std::time::Duration;
@@ -77,7 +78,10 @@ impl Postgres {
         }
         let c = &self.l.cfg;
         let mut text = String::from("# Written by haraft before every start; edits are overwritten.\n");
-        let mut set = |k: &str, v: String| text.push_str(&format!("{k} = {v}\n"));
+        let mut set = |k: &str, v: String| {
+            debug_assert!(pg_conf::MANAGED.contains(&k), "{k} must be listed in pg_conf::MANAGED");
+            text.push_str(&format!("{k} = {v}\n"));
+        };
         set("listen_addresses", quote(&c.listen_addresses));
         set("port", c.port.to_string());
         set("unix_socket_directories", quote(&c.socket_dir.display().to_string()));
@@ -136,6 +140,7 @@ impl Postgres {
         }
         self.l.write_file(&c.data_dir.join("haraft.conf"), &text)?;
         drop(settings);
+        self.take_settings_over()?;
         let signal = c.data_dir.join("standby.signal");
         if standby {
             // A promote request left over from someone else's promotion
@@ -149,6 +154,47 @@ impl Postgres {
             std::fs::remove_file(&signal).map_err(|e| io_err(&signal, e))?;
         }
         Ok(())
+    }
+
+    /// Makes the server's configuration take haraft's settings: the
+    /// include of `haraft.conf` last in `postgresql.conf`, and no managed
+    /// setting in `postgresql.auto.conf` (see `pg_conf`). A no-op on a
+    /// cluster haraft created; on one it adopts, what `haraft
+    /// --check-config --adopt` listed.
+    fn take_settings_over(&self) -> Result<(), DbError> {
+        let d = &self.l.cfg.data_dir;
+        let (conf_path, auto_path) = (d.join("postgresql.conf"), d.join("postgresql.auto.conf"));
+        let conf = std::fs::read_to_string(&conf_path).map_err(|e| io_err(&conf_path, e))?;
+        if !pg_conf::includes_haraft(&conf) || !pg_conf::overridden(&conf, true).is_empty() {
+            tracing::info!(path = %conf_path.display(), "including haraft.conf last");
+            let mut text: String =
+                conf.lines().filter(|l| !pg_conf::includes_haraft(l)).flat_map(|l| [l, "\n"]).collect();
+            text.push_str(pg_conf::INCLUDE_BLOCK);
+            self.l.write_file(&conf_path, &text)?;
+        }
+        let auto = match std::fs::read_to_string(&auto_path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(io_err(&auto_path, e)),
+        };
+        let overrides = pg_conf::overridden(&auto, false);
+        if !overrides.is_empty() {
+            tracing::info!(path = %auto_path.display(), "removing settings haraft manages: {}", overrides.join(", "));
+            self.l.write_file(&auto_path, &pg_conf::without_managed(&auto))?;
+        }
+        Ok(())
+    }
+
+    /// A running server's configuration does not take haraft's settings
+    /// (a cluster being adopted); an unreadable file counts as not.
+    fn foreign_settings(&self) -> bool {
+        let d = &self.l.cfg.data_dir;
+        let read = |name: &str| std::fs::read_to_string(d.join(name));
+        let auto = read("postgresql.auto.conf").unwrap_or_default();
+        match read("postgresql.conf") {
+            Ok(conf) => !d.join("haraft.conf").exists() || !pg_conf::takes_haraft_settings(&conf, &auto),
+            Err(_) => true,
+        }
     }
 
     /// What haraft's settings file gives new transactions: `None` without
@@ -225,6 +271,8 @@ impl Postgres {
             promotion_signalled: self.promotion_signalled_in(false),
             // Nothing commits on a server that answers no query.
             commits_held: false,
+            // Its next start writes haraft's settings.
+            foreign_settings: false,
         }
     }
 
@@ -324,6 +372,7 @@ impl Postgres {
                 forks,
                 read_only_default: Some(row.get::<_, String>(11) == "on"),
                 promotion_signalled: self.promotion_signalled_in(in_recovery),
+                foreign_settings: self.foreign_settings(),
             })
         };
         let result = match tokio::time::timeout(timeout, work).await {
@@ -422,12 +471,6 @@ impl Database for Postgres {
             quote_ident(&self.l.cfg.replication_user)
         );
         self.l.write_file(&self.l.cfg.data_dir.join("pg_hba.conf"), &hba)?;
-        let conf = self.l.cfg.data_dir.join("postgresql.conf");
-        let mut text = std::fs::read_to_string(&conf).map_err(|e| io_err(&conf, e))?;
-        text.push_str(
-            "\n# haraft's settings (replication, rewind, role) come last.\ninclude_if_exists = 'haraft.conf'\n",
-        );
-        self.l.write_file(&conf, &text)?;
         let system_id = self.l.controldata(timeout).await?.system_identifier;
         self.expect_system_identifier(system_id);
         self.start_primary(epoch, timeout).await?;
@@ -461,6 +504,9 @@ impl Database for Postgres {
     }
 
     async fn follow(&self, upstream: &Upstream, epoch: Epoch, timeout: Duration) -> Result<(), DbError> {
+        // An adopted standby's first action: haraft's state directory (its
+        // epoch guard, the passfile) comes first.
+        self.l.prepare_state_dir()?;
         self.l.guard.authorise(epoch)?;
         self.l.settings.lock().expect("never poisoned").upstream = Some(upstream.clone());
         self.write_settings(true, false)?;
@@ -621,11 +667,13 @@ impl Database for Postgres {
     }
 
     async fn set_read_only(&self, read_only: bool, epoch: Epoch, timeout: Duration) -> Result<(), DbError> {
-        if !read_only {
-            self.l.guard.authorise(epoch)?;
-        }
         if !self.l.has_data() {
             return Ok(());
+        }
+        if !read_only {
+            // An adopted primary's first action: haraft's state directory first.
+            self.l.prepare_state_dir()?;
+            self.l.guard.authorise(epoch)?;
         }
         let standby = self.l.cfg.data_dir.join("standby.signal").exists();
         self.write_settings(standby, !read_only)?;

@@ -24,6 +24,12 @@ pub fn postmaster_pid(data_dir: &Path) -> Option<i32> {
     (cwd == dir).then_some(pid)
 }
 
+/// The port `postmaster.pid` records (its fourth line).
+pub fn postmaster_port(data_dir: &Path) -> Option<u16> {
+    let text = std::fs::read_to_string(data_dir.join("postmaster.pid")).ok()?;
+    text.lines().nth(3)?.trim().parse().ok()
+}
+
 /// The file in the data directory where an adapter whose server keeps no
 /// `postmaster.pid` (DM's dmserver) records the PID of the server it
 /// spawned, so that the fence finds it by the data directory alone.

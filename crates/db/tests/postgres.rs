@@ -329,10 +329,14 @@ async fn a_standby_that_refuses_connections_is_observed_as_not_streaming() {
     let (_root, n1, n2, _cleanup, sysid) = primary_and_standby().await;
     caught_up(&n1, &n2).await;
     n2.stop(StopMode::Fast, Epoch(1), T).await.unwrap();
-    let auto = n2.config().data_dir.join("postgresql.auto.conf");
-    let mut text = std::fs::read_to_string(&auto).unwrap_or_default();
-    text.push_str("hot_standby = off\n");
-    std::fs::write(&auto, text).unwrap();
+    // A file included after haraft's (haraft takes over settings set in
+    // postgresql.conf and postgresql.auto.conf, and does not follow
+    // includes).
+    let data = n2.config().data_dir.clone();
+    std::fs::write(data.join("late.conf"), "hot_standby = off\n").unwrap();
+    let conf = data.join("postgresql.conf");
+    let text = std::fs::read_to_string(&conf).unwrap() + "include 'late.conf'\n";
+    std::fs::write(&conf, text).unwrap();
     // pg_ctl start -w returns once the postmaster says "standby"; no
     // connection is accepted after that.
     n2.start_standby(Some(&upstream(&n1)), Epoch(1), T).await.unwrap();
