@@ -274,11 +274,26 @@ async fn two_running_primaries_are_refused_and_both_named() {
     // nothing stopped or restarted.
     tokio::time::sleep(Duration::from_secs(5)).await;
     let s = c.status().expect("status");
-    assert_eq!(s["epoch"], 0, "no grant: {s}");
+    assert_eq!(s["epoch"], 0, "no grant: {s}\n{:?}\n{}", history(&c), logs(&c));
     assert!(s["primary"].is_null(), "{s}");
     assert_eq!(pids, (1..=3).map(|i| postmaster(&c, i)).collect::<Vec<_>>(), "a server was touched\n{}", logs(&c));
     let (code, table, _) = c.ctl(&["status"]);
     assert_eq!(code, 0);
     assert!(table.contains("node1: runs as a primary"), "{table}");
     assert!(table.contains("node2: runs as a primary"), "{table}");
+
+    // The operator decides: node2's writes do not matter. Stopped, it is
+    // still on a later timeline than node1's: refused until moved aside.
+    run("pg_ctl stop", as_db_user(&c, &format!("{BIN}/pg_ctl")).arg("stop").arg("-D").arg(c.pgdata(2)).arg("-w"));
+    wait_status(&c, "node1 refused beside node2's later timeline", |s| {
+        members(s)[0]["note"].as_str().is_some_and(|n| n.contains("node2 holds a later timeline"))
+    })
+    .await;
+    std::fs::rename(c.pgdata(2), c.dir.path().join("node2-set-aside")).expect("move node2's data aside");
+    let s = wait_normal(&c, "node1 adopted, node2 copied, node3 following").await;
+    assert_eq!(primary_id(&s), Some(1));
+    assert_eq!((pids[0], pids[2]), (postmaster(&c, 1), postmaster(&c, 3)), "node1 and node3 kept running");
+    let h = history(&c);
+    let copied = h.iter().find(|e| e["event"] == "rebuilt").expect("node2's base backup in the history");
+    assert_eq!(copied["detail"], "node2 copied from node1 by base backup", "{copied}");
 }

@@ -218,6 +218,7 @@ impl admin_server::Admin for AdminService {
             db: info.db.as_ref().map(codec::encode).unwrap_or_default(),
             action: info.action,
             needs_rewind: info.needs_rewind,
+            manages_database: info.manages_database,
             failing: info.failing.map(|f| haraft_proto::admin::FailingAction {
                 action: f.action,
                 error: f.error,

@@ -182,9 +182,9 @@ impl<D: Database> DbSide<D> {
                             }
                         }
                         if status.lsn.is_some() {
-                            self.last_seen =
-                                Seen { timeline: status.timeline, lsn: status.lsn, has_data: status.has_data };
+                            (self.last_seen.timeline, self.last_seen.lsn) = (status.timeline, status.lsn);
                         }
+                        self.last_seen.has_data = status.has_data;
                         *shared.db_status.lock().expect("never poisoned") = Some(status.clone());
                         let before = self.observation.as_ref().map(|o| (o.running, o.role));
                         if let Some(event) = health::callback_for(before, (status.running, status.role)) {
@@ -530,7 +530,8 @@ async fn execute<D: Database>(
     }
 }
 
-/// The last timeline and position the database side observed.
+/// The last timeline and position the database side observed, and
+/// whether the latest observation found a data directory.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Seen {
     timeline: Option<haraft_core::TimelineId>,

@@ -412,8 +412,12 @@ impl<D: Database> Driver<D> {
                             .probe_all()
                             .await
                             .into_iter()
+                            // One that has not observed its database yet
+                            // counts as not answering (it may run a primary).
                             .filter_map(|(id, r)| {
-                                r.ok().map(|p| (id, Seen { lease_valid_for_ms: p.lease_valid_for_ms, db: p.db }))
+                                r.ok()
+                                    .filter(|p| !p.not_observed_yet())
+                                    .map(|p| (id, Seen { lease_valid_for_ms: p.lease_valid_for_ms, db: p.db }))
                             })
                             .collect();
                         let _ = tx.send(Event::ProbeDone { live });

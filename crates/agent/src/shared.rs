@@ -367,6 +367,7 @@ impl Shared {
             action: self.db_action.lock().expect("never poisoned").clone(),
             failing: self.db_failing.lock().expect("never poisoned").clone(),
             needs_rewind: self.db_needs_rewind.load(std::sync::atomic::Ordering::Relaxed),
+            manages_database: self.config.postgres.is_some(),
         }
     }
 
@@ -412,6 +413,7 @@ impl Shared {
             },
             action: reply.action,
             needs_rewind: reply.needs_rewind,
+            manages_database: reply.manages_database,
             failing: reply.failing.map(|f| haraft_core::backoff::FailingAction {
                 action: f.action,
                 error: f.error,

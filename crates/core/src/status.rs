@@ -199,6 +199,16 @@ pub struct ProbeInfo {
     pub failing: Option<crate::backoff::FailingAction>,
     /// The member needs a rewind before it can follow the primary.
     pub needs_rewind: bool,
+    /// The member manages a database, observed (`db`) or not yet.
+    pub manages_database: bool,
+}
+
+impl ProbeInfo {
+    /// A member that manages a database but has not observed it yet says
+    /// nothing a decision may use: it may be running a primary.
+    pub fn not_observed_yet(&self) -> bool {
+        self.manages_database && self.db.is_none()
+    }
 }
 
 /// Percentiles of a set of durations, in microseconds.
@@ -437,8 +447,10 @@ fn first_grant_notes(state: &ClusterState, probes: &Probes) -> BTreeMap<NodeId, 
     if state.system_identifier.is_some() || state.lease.is_some() || state.db_members.is_empty() {
         return BTreeMap::new();
     }
-    let live: crate::db::Live =
-        probes.iter().filter_map(|(id, p)| p.as_ref().ok().map(|p| (*id, p.db.clone()))).collect();
+    let live: crate::db::Live = probes
+        .iter()
+        .filter_map(|(id, p)| p.as_ref().ok().filter(|p| !p.not_observed_yet()).map(|p| (*id, p.db.clone())))
+        .collect();
     crate::adopt::bootstrap_verdicts(state, &live).into_iter().map(|v| (v.node, v.why)).collect()
 }
 
@@ -510,6 +522,7 @@ mod tests {
                 action: None,
                 failing: None,
                 needs_rewind: false,
+                manages_database: false,
             }),
         );
         probes.insert(
@@ -524,6 +537,7 @@ mod tests {
                 action: None,
                 failing: None,
                 needs_rewind: false,
+                manages_database: false,
             }),
         );
         probes.insert(NodeId(3), Err("connection refused".into()));
@@ -555,6 +569,7 @@ mod tests {
             action: action.map(str::to_string),
             failing: None,
             needs_rewind: false,
+            manages_database: true,
         })
     }
 
