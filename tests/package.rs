@@ -47,7 +47,9 @@ fn built_package() -> Option<PathBuf> {
         .ok()?
         .flatten()
         .map(|e| e.path())
-        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("haraft_") && n.ends_with(".deb")))
+        .filter(|p| {
+            p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("haraft_") && n.ends_with(".deb"))
+        })
         .filter_map(|p| Some((p.metadata().ok()?.modified().ok()?, p)))
         .collect();
     debs.sort();
@@ -129,10 +131,7 @@ impl Drop for Instance {
 
 /// `KEY=` lines of the installed unit's `[Service]`, `%i` replaced.
 fn unit_values(unit: &str, key: &str, instance: &str) -> Vec<String> {
-    unit.lines()
-        .filter_map(|l| l.strip_prefix(&format!("{key}=")))
-        .map(|v| v.replace("%i", instance))
-        .collect()
+    unit.lines().filter_map(|l| l.strip_prefix(&format!("{key}="))).map(|v| v.replace("%i", instance)).collect()
 }
 
 fn check_files(package_files: &str) {
@@ -192,7 +191,8 @@ fn check_files(package_files: &str) {
         }
     } else {
         println!("man is not installed: the pages are checked to be roff only");
-        let out = Command::new("sh").args(["-c", "gzip -dc /usr/share/man/man1/haraftctl.1.gz"]).output().expect("gzip");
+        let out =
+            Command::new("sh").args(["-c", "gzip -dc /usr/share/man/man1/haraftctl.1.gz"]).output().expect("gzip");
         assert!(String::from_utf8_lossy(&out.stdout).contains(".TH haraftctl 1"), "not a man page");
     }
     // The installed bash completion completes a subcommand.

@@ -30,8 +30,7 @@ pub fn completions(cmd: &clap::Command, shell: Shell) -> Vec<u8> {
 /// `dir` (created if missing); returns the files written, sorted.
 pub fn man_pages(cmd: &clap::Command, dir: &Path) -> anyhow::Result<Vec<String>> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating the man page directory {}", dir.display()))?;
-    clap_mangen::generate_to(cmd.clone(), dir)
-        .with_context(|| format!("writing man pages into {}", dir.display()))?;
+    clap_mangen::generate_to(cmd.clone(), dir).with_context(|| format!("writing man pages into {}", dir.display()))?;
     let mut files: Vec<String> = std::fs::read_dir(dir)
         .with_context(|| format!("listing {}", dir.display()))?
         .filter_map(|e| e.ok())
