@@ -193,16 +193,22 @@ fn haraftctl_refuses_bad_endpoints_and_reports_unreachable_ones() {
     assert_refused(run("haraftctl", &["demo", "--nodes", "0"]), 1, "--nodes 0 is out of range");
 }
 
-/// `haraftctl completions bash`, loaded into bash, completes subcommands
-/// and each subcommand's flags from the CLI's own definition.
+/// `haraftctl completions bash` (clap_complete), loaded into bash,
+/// completes subcommands and each subcommand's flags from the CLI's own
+/// definition.
 #[test]
 fn haraftctl_completions_complete_subcommands_and_flags() {
     let (code, script, err) = run("haraftctl", &["completions", "bash"]);
     assert_eq!(code, 0, "{err}");
     let complete = |words: &str| {
         let cword = words.split(' ').count() - 1;
-        let program =
-            format!("{script}\nCOMP_WORDS=({words}); COMP_CWORD={cword}; _haraftctl; echo \"${{COMPREPLY[@]}}\"");
+        // As bash calls a completion function: the command, the word being
+        // completed and the one before it.
+        let program = format!(
+            "{script}\nCOMP_WORDS=({words}); COMP_CWORD={cword}; \
+             _haraftctl haraftctl \"${{COMP_WORDS[COMP_CWORD]}}\" \"${{COMP_WORDS[COMP_CWORD-1]}}\"; \
+             echo \"${{COMPREPLY[@]}}\""
+        );
         let out = Command::new("bash").arg("-c").arg(program).output().expect("bash");
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     };
@@ -215,7 +221,7 @@ fn haraftctl_completions_complete_subcommands_and_flags() {
     assert_eq!(complete("haraftctl history --end"), "--endpoints");
     assert_eq!(complete("haraftctl member add db4 --tok"), "--token-file");
     assert!(complete("haraftctl ''").split(' ').any(|w| w == "demo"));
-    for shell in ["zsh", "fish"] {
+    for shell in ["zsh", "fish", "elvish", "powershell"] {
         let (code, text, _) = run("haraftctl", &["completions", shell]);
         assert!(code == 0 && text.contains("switchover"), "{shell}: {text}");
     }

@@ -10,15 +10,20 @@ use std::time::Duration;
 ///
 /// Start every member listed in the config; the cluster forms by itself.
 /// A restarted agent rejoins from its data directory.
+///
+/// From the Debian package, one instance runs per cluster under systemd as
+/// the postgres user: `systemctl enable --now haraft@CLUSTER` reads
+/// /etc/haraft/CLUSTER.toml (every key: /etc/haraft/reference.toml).
+/// haraftctl(1) shows and steers the cluster.
 #[derive(Parser)]
-#[command(version, about, long_about = None)]
+#[command(name = "haraft", version)]
 struct Args {
     /// Configuration file (TOML). Relative paths inside it resolve against
     /// the working directory.
     #[arg(
         long,
         value_name = "FILE",
-        required_unless_present_any = ["check_config", "fence_guard", "check_store"],
+        required_unless_present_any = ["check_config", "fence_guard", "check_store", "man_dir"],
         conflicts_with_all = ["check_config", "check_store"]
     )]
     config: Option<PathBuf>,
@@ -48,6 +53,11 @@ struct Args {
     #[arg(long, requires = "config")]
     retire_store: bool,
 
+    /// Build step: write the man page haraft.1 into DIR (the Debian
+    /// package ships it) and exit.
+    #[arg(long, value_name = "DIR", hide = true, conflicts_with_all = ["config", "check_config", "check_store"])]
+    man_dir: Option<PathBuf>,
+
     /// Internal: run as the fence guard process on this fence file.
     #[arg(long, value_name = "FILE", hide = true, requires = "agent_pid")]
     fence_guard: Option<PathBuf>,
@@ -69,6 +79,9 @@ fn main() -> ExitCode {
         }
         haraft_agent::fence::run_process(fence, agent);
         return ExitCode::SUCCESS;
+    }
+    if let Some(dir) = &args.man_dir {
+        return write_man_page(dir);
     }
     if let Some(path) = args.check_config {
         return match haraft_agent::config::load(&path) {
@@ -171,6 +184,24 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("haraft: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `haraft --man-dir DIR`: haraft.1 from the arguments' own definition
+/// (clap_mangen leaves the hidden ones out).
+fn write_man_page(dir: &std::path::Path) -> ExitCode {
+    use clap::CommandFactory;
+    let page = clap_mangen::Man::new(Args::command());
+    let written = std::fs::create_dir_all(dir).and_then(|()| page.generate_to(dir));
+    match written {
+        Ok(path) => {
+            println!("{}", path.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("haraft: writing the man page into {}: {e}", dir.display());
             ExitCode::FAILURE
         }
     }

@@ -1,9 +1,9 @@
 //! `haraftctl`: the admin CLI. Reads the cluster's state from any agent.
 
 mod client;
-mod completions;
 mod demo;
 mod dsn;
+mod generate;
 mod gs_om;
 mod operate;
 
@@ -130,12 +130,23 @@ enum Command {
         #[arg(long)]
         keep: bool,
     },
-    /// Print a shell completion script: bash, zsh or fish, e.g.
+    /// Print a shell completion script: bash, zsh, fish, elvish or
+    /// powershell, e.g.
     ///   source <(haraftctl completions bash)
+    /// (the Debian package installs them where each shell looks).
     #[command(verbatim_doc_comment)]
     Completions {
         #[arg(value_enum)]
-        shell: completions::Shell,
+        shell: generate::Shell,
+    },
+    /// Write the man pages (haraftctl.1 and one per subcommand, e.g.
+    /// haraftctl-switchover.1) into DIR, e.g. for a build from source:
+    ///   haraftctl man --dir ~/.local/share/man/man1
+    /// (the Debian package ships them).
+    #[command(verbatim_doc_comment)]
+    Man {
+        #[arg(long, value_name = "DIR")]
+        dir: std::path::PathBuf,
     },
     /// Planned switchover: the primary stops cleanly, the target gets the
     /// next epoch once it has all of the primary's WAL, promotes, and the
@@ -370,8 +381,25 @@ fn main() -> ExitCode {
             return exit(runtime.block_on(demo::run(demo::Options { dir, nodes, keep })));
         }
         Command::Completions { shell } => {
-            print!("{}", completions::script(&Args::command(), shell));
+            use std::io::Write;
+            let script = generate::completions(&Args::command(), shell);
+            if let Err(e) = std::io::stdout().write_all(&script) {
+                eprintln!("haraftctl: writing the completion script: {e}");
+                return ExitCode::FAILURE;
+            }
             return ExitCode::SUCCESS;
+        }
+        Command::Man { dir } => {
+            return match generate::man_pages(&Args::command(), &dir) {
+                Ok(files) => {
+                    println!("{}: {}", dir.display(), files.join(" "));
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("haraftctl: {e:#}");
+                    ExitCode::FAILURE
+                }
+            };
         }
         Command::Config { command: ConfigCommand::Show { json } } => {
             return exit(runtime.block_on(config_show(endpoints, timeout, json)));
