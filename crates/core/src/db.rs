@@ -21,6 +21,17 @@ pub enum DbRole {
     Standby,
 }
 
+/// The database server a member manages: what its observations come
+/// from. Core branches on it only where a rule truly differs between
+/// engines (Dameng's switchover steps, `dm_switchover`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum Engine {
+    #[default]
+    Postgres,
+    OpenGauss,
+    Dameng,
+}
+
 /// The primary's WAL position, reported with each renewal.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DbPosition {
@@ -72,6 +83,14 @@ pub struct DbStatus {
     /// The commit guard holds its commits: the holder's renewals are late.
     #[serde(default)]
     pub commits_held: bool,
+    /// The engine whose observation this is.
+    #[serde(default)]
+    pub engine: Engine,
+    /// The server process runs but serves no session (Dameng's MOUNT:
+    /// `running` is false, `role` is its mode, `lsn` where its redo
+    /// stands). Always false for the PostgreSQL family.
+    #[serde(default)]
+    pub mounted: bool,
 }
 
 /// Timeline `timeline` ended at `switch_lsn`: WAL of that timeline past

@@ -225,6 +225,8 @@ impl Postgres {
             promotion_signalled: self.promotion_signalled_in(false),
             // Nothing commits on a server that answers no query.
             commits_held: false,
+            engine: haraft_core::Engine::Postgres,
+            mounted: false,
         }
     }
 
@@ -324,6 +326,8 @@ impl Postgres {
                 forks,
                 read_only_default: Some(row.get::<_, String>(11) == "on"),
                 promotion_signalled: self.promotion_signalled_in(in_recovery),
+                engine: haraft_core::Engine::Postgres,
+                mounted: false,
             })
         };
         let result = match tokio::time::timeout(timeout, work).await {
