@@ -322,12 +322,10 @@ pub fn build_status(state: &ClusterState, local: &LocalRaft, probes: &Probes) ->
     let primaries = members.iter().filter(|m| m.role == MemberRole::Primary).count();
     let cluster_state = if !(lease_valid && holder_writable) {
         ClusterHealth::Unavailable
-    } else if primaries <= 1
-        && members.iter().all(|m| {
-            matches!(m.state, MemberState::Running | MemberState::Streaming)
-                || (!databases && m.state == MemberState::NoDatabase)
-        })
-    {
+    } else if primaries <= 1 && members.iter().all(|m| {
+        matches!(m.state, MemberState::Running | MemberState::Streaming)
+            || (!databases && m.state == MemberState::NoDatabase)
+    }) {
         ClusterHealth::Normal
     } else {
         ClusterHealth::Degraded
