@@ -56,6 +56,8 @@ fn db(running: bool, role: Option<DbRole>, streaming_from: Option<&str>) -> DbSt
         read_only_default: None,
         promotion_signalled: false,
         commits_held: false,
+        engine: Engine::Postgres,
+        mounted: false,
     }
 }
 
