@@ -166,11 +166,12 @@ async fn a_dm_switchover_under_a_writer_loses_nothing_and_reads_like_the_seed() 
 }
 
 /// Crash whichever agent reaches `point` (armed on every member, fired
-/// once), restart it at once (as systemd would) while the CLI follows
-/// the switchover; the cluster converges with one primary, nothing
-/// acknowledged lost, no two primaries at once, and the switchover done
-/// or rolled back, as the CLI says.
-async fn crash_at(point: &str) {
+/// once), restart it at once (as systemd would), or with `stay_down` only
+/// after the CLI answered, while the CLI follows the switchover; the
+/// cluster converges with one primary, nothing acknowledged lost, no two
+/// primaries at once, and the switchover done or rolled back, as the CLI
+/// says. Returns the outcome and the old primary.
+async fn crash_at(point: &str, stay_down: bool) -> (Option<String>, u64, Value) {
     let mut c = ProcCluster::with_dameng(3, "");
     let once = c.dir.path().join("failpoint-fired").display().to_string();
     for id in 1..=3 {
@@ -189,9 +190,11 @@ async fn crash_at(point: &str) {
     let mut crashed = Vec::new();
     while !cli.is_finished() {
         for i in 1..=3 {
-            if c.exited(i) {
+            if !crashed.contains(&i) && c.exited(i) {
                 crashed.push(i);
-                c.start(i);
+                if !stay_down {
+                    c.start(i);
+                }
             }
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -199,9 +202,16 @@ async fn crash_at(point: &str) {
     let cli = cli.await.unwrap().unwrap();
     let (code, out) = (cli.status.code().unwrap_or(-1), String::from_utf8_lossy(&cli.stdout).to_string());
     let err = String::from_utf8_lossy(&cli.stderr).to_string();
+    if stay_down {
+        for i in crashed.clone() {
+            c.start(i);
+        }
+    }
     for i in 1..=3 {
         if c.exited(i) {
-            crashed.push(i);
+            if !crashed.contains(&i) {
+                crashed.push(i);
+            }
             c.start(i);
         }
     }
@@ -230,39 +240,52 @@ async fn crash_at(point: &str) {
          primary now node{now}; {} acks, none lost, never two OPEN primaries",
         acks.len()
     );
+    (outcome, from, end)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn old_primary_crashes_after_its_snapshot() {
-    crash_at("before-dm-snapshot").await;
+    crash_at("before-dm-snapshot", false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn old_primary_crashes_in_mount_before_reporting_it() {
-    crash_at("before-dm-old-mounted").await;
+    crash_at("before-dm-old-mounted", false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn target_crashes_after_applying_the_kept_redo() {
-    crash_at("before-dm-target-mounted").await;
+    crash_at("before-dm-target-mounted", false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn old_primary_crashes_as_standby_before_giving_the_lease_up() {
-    crash_at("before-dm-old-standby").await;
+    crash_at("before-dm-old-standby", false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn raft_leader_crashes_before_granting_the_target() {
-    crash_at("before-switchover-grant").await;
+    crash_at("before-switchover-grant", false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn target_crashes_open_as_primary_before_reporting_it() {
-    crash_at("before-dm-target-opened").await;
+    crash_at("before-dm-target-opened", false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn old_primary_crashes_streaming_before_reporting_it() {
-    crash_at("before-dm-old-reopened").await;
+    crash_at("before-dm-old-reopened", false).await;
+}
+
+/// The target's agent dies after applying the kept redo and stays down:
+/// the old primary, still holding its lease in MOUNT, reopens as PRIMARY
+/// under its own epoch when the step times out (rolled back), and the
+/// writes go on there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_that_stays_down_rolls_the_switchover_back_under_the_old_epoch() {
+    let (outcome, from, end) = crash_at("before-dm-target-mounted", true).await;
+    assert_eq!(outcome.as_deref(), Some("operation-rolled-back"));
+    assert_eq!(primary_id(&end), Some(from), "{end}");
+    assert_eq!(end["epoch"], 1, "rolled back under the old primary's own epoch: {end}");
 }
