@@ -172,7 +172,7 @@ pub fn check(state: &ClusterState, node: NodeId, epoch: Epoch, id: OpId, done: D
 /// What a committed `Command::DmSwitchover` changes: the next step (and
 /// the lease, when the old primary gives it up), and the history line.
 impl ClusterState {
-    pub(crate) fn dm_change(&mut self, log_index: u64, at: u64, node: NodeId, epoch: Epoch, id: OpId, done: DmDone) {
+    pub(crate) fn dm_change(&mut self, log_index: u64, at: u64, epoch: Epoch, id: OpId, done: DmDone) {
         let Some(s) = self.switchover(id).cloned() else { return };
         let (from, to) = (name(self, s.from), name(self, s.to));
         let (next, what) = match (done, s.step) {
@@ -226,7 +226,6 @@ impl ClusterState {
             // `check` admitted no other pair.
             _ => return,
         };
-        let _ = node;
         self.step_event(log_index, at, id, what);
         match next {
             Some(step) => self.set_step(id, dm(step)),

@@ -868,8 +868,8 @@ impl ClusterState {
                 self.end(log_index, *at_unix_ms, *id, outcome.clone());
                 Effect::OperationEnded
             }
-            Command::DmSwitchover { node, epoch, id, done, at_unix_ms } => {
-                self.dm_change(log_index, *at_unix_ms, *node, *epoch, *id, *done);
+            Command::DmSwitchover { epoch, id, done, at_unix_ms, .. } => {
+                self.dm_change(log_index, *at_unix_ms, *epoch, *id, *done);
                 if self.operation.is_none() { Effect::OperationEnded } else { Effect::OperationStep }
             }
             Command::StartScheduled { id, epoch, at_unix_ms } => {
