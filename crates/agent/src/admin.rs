@@ -78,6 +78,7 @@ impl admin_server::Admin for AdminService {
             | Command::Report { node, .. }
             | Command::SwitchoverRejoined { node, .. }
             | Command::TaskDone { node, .. }
+            | Command::DmSwitchover { node, .. }
             | Command::Audit { node, .. } => Some(*node),
             // Operator requests are checked on the leader (Operate), and
             // ending or starting operations is the leader's own decision.

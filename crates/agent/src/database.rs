@@ -10,6 +10,7 @@ use crate::config::PgSettings;
 use crate::fence::{self, FenceState};
 use crate::shared::Shared;
 use haraft_core::backoff::Backoff;
+use haraft_core::dm_switchover::{DmAction, DmDone};
 use haraft_core::health;
 use haraft_core::loss::Discard;
 use haraft_core::reconcile::{Action, MyLease, Reason, ReconcileInput, Rejoin, reconcile};
@@ -455,6 +456,10 @@ async fn execute<D: Database>(
                     crate::failpoint::hit("before-switchover-rejoined");
                     Command::SwitchoverRejoined { node, id, at_unix_ms }
                 }
+                Command::DmSwitchover { node, epoch, id, done, .. } => {
+                    crate::failpoint::hit(&format!("before-dm-{}", dm_point(done)));
+                    Command::DmSwitchover { node, epoch, id, done, at_unix_ms }
+                }
                 other => other,
             };
             propose(shared, command).await
@@ -513,6 +518,13 @@ async fn execute<D: Database>(
             .await;
             task_done(shared, *id, result).await
         }
+        Action::DmStep { action, epoch } => {
+            let up = match action {
+                DmAction::OpenStandby { upstream } => Some(upstream_of(shared, state, *upstream)?),
+                _ => None,
+            };
+            pg.dm_switchover_step(*action, up.as_ref(), *epoch, t).await.map_err(e)
+        }
         Action::Reinit { id, source, epoch, full } => {
             let result = async {
                 pg.stop(StopMode::Fast, *epoch, t).await.map_err(e)?;
@@ -527,6 +539,20 @@ async fn execute<D: Database>(
             .await;
             task_done(shared, *id, result).await
         }
+    }
+}
+
+/// The failpoint name of a DM switchover step's report
+/// (`before-dm-NAME`: the step's statements ran, its entry is not
+/// proposed yet).
+fn dm_point(done: DmDone) -> &'static str {
+    match done {
+        DmDone::Snapshot => "snapshot",
+        DmDone::OldMounted { .. } => "old-mounted",
+        DmDone::TargetMounted { .. } => "target-mounted",
+        DmDone::OldStandby => "old-standby",
+        DmDone::TargetOpened => "target-opened",
+        DmDone::OldReopened => "old-reopened",
     }
 }
 

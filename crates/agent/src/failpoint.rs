@@ -14,7 +14,11 @@
 //! promote), `before-switchover-grant` (Raft leader, about to grant the
 //! target its epoch), `before-switchover-promoted` (target, promoted,
 //! about to report it), `before-switchover-rejoined` (old primary,
-//! streaming from the target, about to report it), `before-promote`,
+//! streaming from the target, about to report it), `before-dm-snapshot`,
+//! `before-dm-old-mounted`, `before-dm-target-mounted`,
+//! `before-dm-old-standby`, `before-dm-target-opened`,
+//! `before-dm-old-reopened` (a Dameng switchover step's statements ran,
+//! its report is about to be proposed), `before-promote`,
 //! `before-rewind`, `before-rebuild` (any member, about to carry out that
 //! action, whatever asked for it).
 

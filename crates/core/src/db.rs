@@ -25,6 +25,17 @@ pub enum DbRole {
     Standby,
 }
 
+/// The database server a member manages: what its observations come
+/// from. Core branches on it only where a rule truly differs between
+/// engines (Dameng's switchover steps, `dm_switchover`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum Engine {
+    #[default]
+    Postgres,
+    OpenGauss,
+    Dameng,
+}
+
 /// The primary's WAL position, reported with each renewal.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DbPosition {
@@ -83,6 +94,14 @@ pub struct DbStatus {
     /// with a reload, never a restart.
     #[serde(default)]
     pub foreign_settings: bool,
+    /// The engine whose observation this is.
+    #[serde(default)]
+    pub engine: Engine,
+    /// The server process runs but serves no session (Dameng's MOUNT:
+    /// `running` is false, `role` is its mode, `lsn` where its redo
+    /// stands). Always false for the PostgreSQL family.
+    #[serde(default)]
+    pub mounted: bool,
 }
 
 /// Timeline `timeline` ended at `switch_lsn`: WAL of that timeline past

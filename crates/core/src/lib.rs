@@ -12,6 +12,7 @@ pub mod adopt;
 pub mod auth;
 pub mod backoff;
 pub mod db;
+pub mod dm_switchover;
 pub mod health;
 pub mod ids;
 pub mod lease;
@@ -24,7 +25,7 @@ pub mod status;
 pub mod sync;
 pub mod timing;
 
-pub use db::{DbMember, DbPosition, DbRole, DbStatus, Fork, Replica, slot_name};
+pub use db::{DbMember, DbPosition, DbRole, DbStatus, Engine, Fork, Replica, slot_name};
 pub use ids::{BootTime, Epoch, Lsn, NodeId, RenewalSeq, TimelineId};
 pub use state::{
     ClusterState, Command, DataOrigin, Effect, HistoryEntry, HistoryEvent, Lease, Member, NodeEvent, OpEvent,

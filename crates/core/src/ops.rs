@@ -8,7 +8,7 @@
 //! state alone (a compare-and-set, so that a request checked against an
 //! older state changes nothing).
 
-use crate::db::{DbPosition, DbStatus};
+use crate::db::{DbPosition, DbStatus, Engine};
 use crate::ids::{Epoch, NodeId};
 use crate::state::{ClusterState, Member};
 use crate::sync::SyncMode;
@@ -238,6 +238,10 @@ pub enum SwitchoverStep {
     Promoting { epoch: Epoch, last: DbPosition },
     /// The target is a running primary; the old primary restarts as its standby.
     Rejoining { epoch: Epoch, last: DbPosition },
+    /// Dameng's own step list (`dm_switchover`): the old primary is put
+    /// in MOUNT instead of stopped. Appended last: stored logs stay
+    /// readable.
+    Dm(crate::dm_switchover::DmStep),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -287,7 +291,8 @@ pub enum OpOutcome {
     Failed {
         reason: String,
     },
-    /// The old primary is primary again (at a new epoch).
+    /// The old primary is primary again (at a new epoch; a DM old primary
+    /// that never gave its lease up, at its own).
     RolledBack {
         reason: String,
     },
@@ -385,8 +390,11 @@ pub fn check_switchover(
         Some(s) if s.lease_valid_for_ms.is_none() => {
             blockers.push(format!("the primary {} has not confirmed its lease", name(lease.holder)))
         }
-        Some(_) if primary_db.is_none() => {
-            blockers.push(format!("the primary {}'s PostgreSQL is not running as primary", name(lease.holder)))
+        Some(s) if primary_db.is_none() => {
+            let dm = s.db.as_ref().is_some_and(|d| d.engine == Engine::Dameng);
+            let what =
+                if dm { "DM instance is not OPEN in PRIMARY mode" } else { "PostgreSQL is not running as primary" };
+            blockers.push(format!("the primary {}'s {what}", name(lease.holder)))
         }
         Some(_) => {}
     }
@@ -418,10 +426,16 @@ pub fn check_switchover(
                 if db.system_identifier != state.system_identifier {
                     reasons.push("holds another database".to_string());
                 } else if !db.is_running_standby() {
-                    reasons.push("is not a running standby".to_string());
+                    reasons.push(match db.engine {
+                        Engine::Dameng => "is not OPEN in STANDBY mode (DM: both instances running and OPEN)".into(),
+                        Engine::Postgres | Engine::OpenGauss => "is not a running standby".to_string(),
+                    });
                 } else {
                     if db.streaming_from.is_none() || db.streaming_from.as_deref() != primary_address {
                         reasons.push("is not streaming from the primary".to_string());
+                    }
+                    if let Some(p) = primary_db.filter(|p| p.engine == Engine::Dameng) {
+                        reasons.extend(crate::dm_switchover::candidate_reasons(state, p, &name(id), db));
                     }
                     if let Some(p) = primary_db {
                         if db.timeline != p.timeline {
@@ -621,6 +635,7 @@ pub fn step_words(state: &ClusterState, s: &Switchover) -> String {
         SwitchoverStep::Rejoining { .. } => {
             format!("{} is primary; {} restarting as its standby", name(s.to), name(s.from))
         }
+        SwitchoverStep::Dm(step) => crate::dm_switchover::step_words(state, s, step),
     }
 }
 

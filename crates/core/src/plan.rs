@@ -136,6 +136,20 @@ pub fn plan(input: &PlanInput) -> Plan {
             if let SwitchoverStep::Demoted { last } = s.step {
                 return switchover_grant(input, s.from, s.to, last, live);
             }
+            if let SwitchoverStep::Dm(crate::dm_switchover::DmStep::OldStandby { last }) = s.step {
+                let target = live.get(&s.to).and_then(Option::as_ref);
+                return match crate::dm_switchover::grant_step(state, s, last, target, input.operation_age_ms) {
+                    crate::dm_switchover::GrantStep::Grant { holder, verdicts, rollback: false } => {
+                        grant(input, holder, verdicts, Reason::SwitchoverTargetCaughtUp)
+                    }
+                    crate::dm_switchover::GrantStep::Grant { holder, verdicts, rollback: true } => {
+                        grant(input, holder, verdicts, Reason::SwitchoverRollback)
+                    }
+                    crate::dm_switchover::GrantStep::Probe => {
+                        Plan { step: Step::ProbeMembers, reason: Reason::SwitchoverWaitingForTarget }
+                    }
+                };
+            }
         }
         Some(Operation::ManualFailover { id, to, allow_data_loss }) => {
             return manual_failover(input, *id, *to, *allow_data_loss, live);
@@ -220,6 +234,10 @@ fn held_lease_operation(input: &PlanInput, lease: Lease) -> Option<Plan> {
                     crate::ops::SWITCHOVER_REJOIN_TIMEOUT_MS / 1000
                 );
                 return Some(end(input, s.id, OpOutcome::Done { note: Some(note) }));
+            }
+            SwitchoverStep::Dm(step) => {
+                let outcome = crate::dm_switchover::held_lease_timeout(state, s, step, age)?;
+                return Some(end(input, s.id, outcome));
             }
             _ => return None,
         },

@@ -125,6 +125,11 @@ pub enum Action {
         epoch: Epoch,
         full: bool,
     },
+    /// A step of Dameng's switchover (`dm_switchover`), authorised by `epoch`.
+    DmStep {
+        action: crate::dm_switchover::DmAction,
+        epoch: Epoch,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -207,6 +212,7 @@ pub enum Reason {
     ManualFailoverRequested,
     ClaimSynchronousSet,
     NotAMember,
+    DmSwitchover(crate::dm_switchover::DmWhy),
 }
 
 /// How often a node observes its database, in milliseconds: every 50 ms
@@ -293,7 +299,7 @@ pub fn reconcile(input: &ReconcileInput) -> (Action, Reason) {
             };
         }
         if let Some(s) = state.current_switchover()
-            && let Some(step) = holder_switchover(me, epoch, s, state, db)
+            && let Some(step) = holder_switchover(me, epoch, s, state, db, input.primary_down_ms)
         {
             return step;
         }
@@ -348,6 +354,10 @@ pub fn reconcile(input: &ReconcileInput) -> (Action, Reason) {
             return (Action::Propose(release(me, epoch, why)), Reason::PrimaryDownTooLong { down_ms, limit_ms });
         }
         return match db.role {
+            Some(DbRole::Standby) if db.engine == crate::db::Engine::Dameng => (
+                Action::StartPrimary { epoch },
+                Reason::DmSwitchover(crate::dm_switchover::DmWhy::HolderOpensAsPrimary),
+            ),
             Some(DbRole::Standby) => {
                 (Action::StartStandby { upstream: None, epoch }, Reason::StartStoppedStandbyToPromote)
             }
@@ -366,6 +376,9 @@ pub fn reconcile(input: &ReconcileInput) -> (Action, Reason) {
         && !db.running
     {
         return (Action::Idle, Reason::SwitchoverWaitingForTarget);
+    }
+    if let Some(step) = crate::dm_switchover::member_step(me, state, db) {
+        return step;
     }
     let Some(lease) = state.lease else { return (Action::Idle, Reason::NoPrimary) };
     if state.system_identifier.is_none() {
@@ -533,7 +546,12 @@ fn holder_switchover(
     s: &Switchover,
     state: &ClusterState,
     db: &DbStatus,
+    down_ms: Option<u64>,
 ) -> Option<(Action, Reason)> {
+    let down_limit_ms = state.policy.primary_start_timeout_ms;
+    if db.engine == crate::db::Engine::Dameng || matches!(s.step, SwitchoverStep::Dm(_)) {
+        return crate::dm_switchover::holder_step(me, epoch, s, db, down_ms, down_limit_ms);
+    }
     match s.step {
         SwitchoverStep::Requested if s.from == me && s.epoch == epoch => {
             if db.is_running_primary() {
@@ -655,6 +673,7 @@ impl Action {
             Action::SetSlots { .. } => "set-slots",
             Action::Restart { .. } => "operator-restart",
             Action::Reinit { .. } => "operator-rebuild",
+            Action::DmStep { .. } => "dm-switchover-step",
         }
     }
 }
@@ -690,6 +709,7 @@ impl fmt::Display for Action {
                 let how = if *full { "base backup" } else { "rewind" };
                 write!(f, "rebuild ({how}) operation={id} source={source} epoch={epoch}")
             }
+            Action::DmStep { action, epoch } => write!(f, "dm-switchover {action} epoch={epoch}"),
         }
     }
 }
@@ -757,6 +777,7 @@ impl fmt::Display for Reason {
             Reason::SwitchoverRejoined => write!(f, "switchover-rejoined"),
             Reason::ManualFailoverRequested => write!(f, "manual-failover-requested"),
             Reason::ClaimSynchronousSet => write!(f, "claim-synchronous-set-before-writable"),
+            Reason::DmSwitchover(why) => write!(f, "{why}"),
         }
     }
 }

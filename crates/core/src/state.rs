@@ -285,6 +285,10 @@ pub enum Command {
     /// the history; written instead of it since. New variants go at the
     /// end: every stored log stays readable.
     SetDatabase { holder: NodeId, epoch: Epoch, system_identifier: u64, origin: DataOrigin, at_unix_ms: u64 },
+    /// Dameng's switchover: `node` did its part of the current step
+    /// (`dm_switchover`). CAS on the lease, the switchover and its step.
+    /// Appended last: stored logs stay readable.
+    DmSwitchover { node: NodeId, epoch: Epoch, id: OpId, done: crate::dm_switchover::DmDone, at_unix_ms: u64 },
 }
 
 /// How the cluster's database came to be.
@@ -335,31 +339,81 @@ pub enum Effect {
 /// expected whenever leaders change.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Rejected {
-    AlreadyInitialized { cluster: String },
+    AlreadyInitialized {
+        cluster: String,
+    },
     NotInitialized,
     NoMembers,
-    UnknownMember { node: NodeId },
-    MemberLeaving { node: NodeId },
-    DuplicateMember { node: NodeId },
-    LeaseHeld { holder: NodeId, epoch: Epoch },
+    UnknownMember {
+        node: NodeId,
+    },
+    MemberLeaving {
+        node: NodeId,
+    },
+    DuplicateMember {
+        node: NodeId,
+    },
+    LeaseHeld {
+        holder: NodeId,
+        epoch: Epoch,
+    },
     LeaseVacant,
-    StaleEpoch { proposed: Epoch, current: Epoch },
-    StaleRenewal { proposed: RenewalSeq, current: RenewalSeq },
-    NotHolder { node: NodeId, holder: NodeId },
-    SystemIdentifierSet { system_identifier: u64 },
-    OperationInProgress { what: String },
-    SwitchoverScheduled { id: OpId },
+    StaleEpoch {
+        proposed: Epoch,
+        current: Epoch,
+    },
+    StaleRenewal {
+        proposed: RenewalSeq,
+        current: RenewalSeq,
+    },
+    NotHolder {
+        node: NodeId,
+        holder: NodeId,
+    },
+    SystemIdentifierSet {
+        system_identifier: u64,
+    },
+    OperationInProgress {
+        what: String,
+    },
+    SwitchoverScheduled {
+        id: OpId,
+    },
     Paused,
-    AlreadyPaused { paused: bool },
-    SameNode { node: NodeId },
-    NoDatabase { node: NodeId },
-    IsPrimary { node: NodeId },
-    TaskPending { node: NodeId, id: OpId },
-    NoSuchOperation { id: OpId },
+    AlreadyPaused {
+        paused: bool,
+    },
+    SameNode {
+        node: NodeId,
+    },
+    NoDatabase {
+        node: NodeId,
+    },
+    IsPrimary {
+        node: NodeId,
+    },
+    TaskPending {
+        node: NodeId,
+        id: OpId,
+    },
+    NoSuchOperation {
+        id: OpId,
+    },
     NothingToCancel,
-    TooLateToCancel { id: OpId },
-    BadConfig { why: String },
+    TooLateToCancel {
+        id: OpId,
+    },
+    BadConfig {
+        why: String,
+    },
     NothingToAcknowledge,
+    /// A DM switchover target reported less redo applied than the old
+    /// primary's last.
+    SwitchoverBehind {
+        node: NodeId,
+        applied: Lsn,
+        last: Lsn,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -494,12 +548,16 @@ impl ClusterState {
                 // ends a switchover: nobody else may be left as primary.
                 Some(Operation::Switchover(s)) if s.id == *id => match s.step {
                     SwitchoverStep::Requested | SwitchoverStep::Rejoining { .. } => Ok(()),
+                    SwitchoverStep::Dm(step) if crate::dm_switchover::may_end(step) => Ok(()),
                     _ => Err(Rejected::TooLateToCancel { id: *id }),
                 },
                 Some(Operation::ManualFailover { id: op, .. }) if op == id => Ok(()),
                 _ if self.scheduled.as_ref().is_some_and(|s| s.id == *id) => Ok(()),
                 _ => Err(Rejected::NoSuchOperation { id: *id }),
             },
+            Command::DmSwitchover { node, epoch, id, done, .. } => {
+                crate::dm_switchover::check(self, *node, *epoch, *id, *done)
+            }
             Command::StartScheduled { id, epoch, .. } => {
                 let Some(s) = self.scheduled.as_ref().filter(|s| s.id == *id) else {
                     return Err(Rejected::NoSuchOperation { id: *id });
@@ -848,6 +906,10 @@ impl ClusterState {
                 self.end(log_index, *at_unix_ms, *id, outcome.clone());
                 Effect::OperationEnded
             }
+            Command::DmSwitchover { epoch, id, done, at_unix_ms, .. } => {
+                self.dm_change(log_index, *at_unix_ms, *epoch, *id, *done);
+                if self.operation.is_none() { Effect::OperationEnded } else { Effect::OperationStep }
+            }
             Command::StartScheduled { id, epoch, at_unix_ms } => {
                 let Some(s) = self.scheduled.take() else { return Effect::OperationStep };
                 self.operation = Some(Operation::Switchover(Switchover {
@@ -972,7 +1034,7 @@ impl ClusterState {
         }
     }
 
-    fn set_step(&mut self, id: OpId, step: SwitchoverStep) {
+    pub(crate) fn set_step(&mut self, id: OpId, step: SwitchoverStep) {
         if let Some(Operation::Switchover(s)) = self.operation.as_mut()
             && s.id == id
         {
@@ -980,11 +1042,11 @@ impl ClusterState {
         }
     }
 
-    fn step_event(&mut self, log_index: u64, at: u64, id: OpId, what: String) {
+    pub(crate) fn step_event(&mut self, log_index: u64, at: u64, id: OpId, what: String) {
         self.record(log_index, at, HistoryEvent::Operation { id, event: OpEvent::Step { what } });
     }
 
-    fn end(&mut self, log_index: u64, at: u64, id: OpId, outcome: OpOutcome) {
+    pub(crate) fn end(&mut self, log_index: u64, at: u64, id: OpId, outcome: OpOutcome) {
         self.record(log_index, at, HistoryEvent::Operation { id, event: OpEvent::Ended { outcome } });
     }
 
@@ -992,6 +1054,14 @@ impl ClusterState {
     fn after_grant(&mut self, log_index: u64, at: u64, holder: NodeId, epoch: Epoch, verdicts: &[Verdict]) {
         match self.operation.take() {
             Some(Operation::Switchover(mut s)) => match s.step {
+                SwitchoverStep::Dm(_) if crate::dm_switchover::after_grant(self, &s, holder, epoch).is_some() => {
+                    let (step, what) =
+                        crate::dm_switchover::after_grant(self, &s, holder, epoch).expect("checked by the guard");
+                    s.step = SwitchoverStep::Dm(step);
+                    let id = s.id;
+                    self.operation = Some(Operation::Switchover(s));
+                    self.step_event(log_index, at, id, what);
+                }
                 SwitchoverStep::Demoted { last } if holder == s.to => {
                     s.step = SwitchoverStep::Promoting { epoch, last };
                     let what =
@@ -1123,6 +1193,9 @@ impl fmt::Display for Command {
             Command::TaskDone { node, id, error, .. } => write!(f, "task-done id={id} node={node} error={error:?}"),
             Command::EndOperation { id, outcome, .. } => write!(f, "end-operation id={id} {outcome}"),
             Command::StartScheduled { id, epoch, .. } => write!(f, "start-scheduled id={id} epoch={epoch}"),
+            Command::DmSwitchover { node, epoch, id, done, .. } => {
+                write!(f, "dm-switchover id={id} node={node} epoch={epoch} done={done:?}")
+            }
         }
     }
 }
@@ -1174,6 +1247,11 @@ impl fmt::Display for Rejected {
                 "switchover {id} is past the old primary's stop and can no longer be cancelled: it completes or rolls back on its own"
             ),
             Rejected::BadConfig { why } => write!(f, "{why}"),
+            Rejected::SwitchoverBehind { node, applied, last } => write!(
+                f,
+                "node {node} has applied redo up to {}, short of the old primary's last {}: it applies the kept redo first",
+                applied.0, last.0
+            ),
             Rejected::NothingToAcknowledge => {
                 write!(f, "no discarded writes wait for an acknowledgement (haraftctl history lists every rewind)")
             }

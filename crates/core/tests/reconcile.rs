@@ -57,6 +57,8 @@ fn db(running: bool, role: Option<DbRole>, streaming_from: Option<&str>) -> DbSt
         promotion_signalled: false,
         commits_held: false,
         foreign_settings: false,
+        engine: Engine::Postgres,
+        mounted: false,
     }
 }
 

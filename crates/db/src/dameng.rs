@@ -78,10 +78,12 @@ pub mod disql;
 pub mod ini;
 mod rejoin;
 mod server;
+mod switchover;
 
 use crate::local::{Local, PgConfig, io_err};
 use crate::{Database, DbError, DbRole, DbStatus, Replica, RewindReport, StopMode, Upstream, exec};
 use disql::Table;
+use haraft_core::dm_switchover::DmAction;
 use haraft_core::{Epoch, Lsn, TimelineId};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -388,6 +390,27 @@ impl Dameng {
     }
 }
 
+impl Dameng {
+    /// The observation, before it is marked as DM's.
+    async fn observe_server(&self, timeout: Duration) -> Result<DbStatus, DbError> {
+        self.check_engine()?;
+        if !self.has_data() {
+            return Ok(DbStatus::default());
+        }
+        let recorded = if self.recorded_standby() { DbRole::Standby } else { DbRole::Primary };
+        if self.server_pid().is_none() {
+            return Ok(self.not_serving(recorded, false));
+        }
+        match self.instance(timeout).await {
+            // Starting: not serving yet.
+            Err(DbError::NotAcceptingConnections(_)) => Ok(self.not_serving(recorded, true)),
+            Err(e) => Err(e),
+            Ok(i) if !i.open() => Ok(self.in_mount(&i, timeout).await),
+            Ok(i) => self.observe_open(&i, timeout).await,
+        }
+    }
+}
+
 impl Database for Dameng {
     fn engine(&self) -> &'static str {
         "Dameng"
@@ -402,21 +425,18 @@ impl Database for Dameng {
     }
 
     async fn observe(&self, timeout: Duration) -> Result<DbStatus, DbError> {
-        self.check_engine()?;
-        if !self.has_data() {
-            return Ok(DbStatus::default());
-        }
-        let recorded = if self.recorded_standby() { DbRole::Standby } else { DbRole::Primary };
-        if self.server_pid().is_none() {
-            return Ok(self.not_serving(recorded, false));
-        }
-        match self.instance(timeout).await {
-            // Starting: not serving yet.
-            Err(DbError::NotAcceptingConnections(_)) => Ok(self.not_serving(recorded, true)),
-            Err(e) => Err(e),
-            Ok(i) if !i.open() => Ok(self.not_serving(i.role(), true)),
-            Ok(i) => self.observe_open(&i, timeout).await,
-        }
+        let seen = self.observe_server(timeout).await?;
+        Ok(DbStatus { engine: haraft_core::Engine::Dameng, ..seen })
+    }
+
+    async fn dm_switchover_step(
+        &self,
+        action: DmAction,
+        upstream: Option<&Upstream>,
+        epoch: Epoch,
+        timeout: Duration,
+    ) -> Result<(), DbError> {
+        self.switchover_step(action, upstream, epoch, timeout).await
     }
 
     async fn bootstrap(&self, epoch: Epoch, timeout: Duration) -> Result<u64, DbError> {

@@ -20,6 +20,7 @@ pub mod postgres;
 pub mod procs;
 pub mod wal;
 
+use haraft_core::dm_switchover::DmAction;
 use haraft_core::{Epoch, Lsn, TimelineId};
 use std::future::Future;
 use std::time::Duration;
@@ -202,6 +203,24 @@ pub trait Database: Send + Sync + 'static {
     /// A cheap look (no query, no process) for a request to leave
     /// recovery that haraft did not make: see `promotion_signalled`.
     fn promotion_signalled(&self) -> bool;
+    /// One step of Dameng's switchover (`haraft_core::dm_switchover`):
+    /// the statements of `action`; `upstream` is the new primary for
+    /// `OpenStandby`. Only the DM adapter has these steps: core gives them
+    /// to no other engine, and the others refuse them.
+    fn dm_switchover_step(
+        &self,
+        action: DmAction,
+        _upstream: Option<&Upstream>,
+        _epoch: Epoch,
+        _timeout: Duration,
+    ) -> impl Future<Output = Result<(), DbError>> + Send {
+        let engine = self.engine();
+        async move {
+            Err(DbError::Unexpected(format!(
+                "the Dameng switchover step {action} is not supported by {engine}: its switchover stops the old primary instead"
+            )))
+        }
+    }
 }
 
 impl DbError {

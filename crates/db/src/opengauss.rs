@@ -236,6 +236,8 @@ impl OpenGauss {
                 // haraft adopts only PostgreSQL clusters that run; an
                 // openGauss one is taken over at its next start.
                 foreign_settings: false,
+                engine: haraft_core::Engine::OpenGauss,
+                mounted: false,
             })
         };
         let result = match tokio::time::timeout(timeout, work).await {
@@ -264,20 +266,9 @@ impl OpenGauss {
     }
 }
 
-impl Database for OpenGauss {
-    fn engine(&self) -> &'static str {
-        "openGauss"
-    }
-
-    fn expect_system_identifier(&self, id: u64) {
-        self.l.expect_system_identifier(id);
-    }
-
-    fn set_peers(&self, peers: &[Upstream]) {
-        self.l.set_peers(peers);
-    }
-
-    async fn observe(&self, timeout: Duration) -> Result<DbStatus, DbError> {
+impl OpenGauss {
+    /// The observation, before it is marked as openGauss's.
+    async fn observe_server(&self, timeout: Duration) -> Result<DbStatus, DbError> {
         if !self.l.has_data() {
             return Ok(DbStatus::default());
         }
@@ -296,6 +287,25 @@ impl Database for OpenGauss {
             }
             other => other,
         }
+    }
+}
+
+impl Database for OpenGauss {
+    fn engine(&self) -> &'static str {
+        "openGauss"
+    }
+
+    fn expect_system_identifier(&self, id: u64) {
+        self.l.expect_system_identifier(id);
+    }
+
+    fn set_peers(&self, peers: &[Upstream]) {
+        self.l.set_peers(peers);
+    }
+
+    async fn observe(&self, timeout: Duration) -> Result<DbStatus, DbError> {
+        let seen = self.observe_server(timeout).await?;
+        Ok(DbStatus { engine: haraft_core::Engine::OpenGauss, ..seen })
     }
 
     async fn bootstrap(&self, epoch: Epoch, timeout: Duration) -> Result<u64, DbError> {

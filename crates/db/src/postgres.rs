@@ -273,6 +273,8 @@ impl Postgres {
             commits_held: false,
             // Its next start writes haraft's settings.
             foreign_settings: false,
+            engine: haraft_core::Engine::Postgres,
+            mounted: false,
         }
     }
 
@@ -373,6 +375,8 @@ impl Postgres {
                 read_only_default: Some(row.get::<_, String>(11) == "on"),
                 promotion_signalled: self.promotion_signalled_in(in_recovery),
                 foreign_settings: self.foreign_settings(),
+                engine: haraft_core::Engine::Postgres,
+                mounted: false,
             })
         };
         let result = match tokio::time::timeout(timeout, work).await {

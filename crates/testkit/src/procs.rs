@@ -224,6 +224,21 @@ impl ProcCluster {
         c
     }
 
+    /// `with_postgres`, each node's database a Dameng DM8 one
+    /// (`[dameng]`), its tools emulated over PostgreSQL 15 by dm-emul (in
+    /// the cluster directory's `dameng/bin`). Applications connect to a
+    /// node's port as `SYSDBA` with the superuser password.
+    pub fn with_dameng(n: usize, extra: &str) -> ProcCluster {
+        let c = ProcCluster::with_postgres(n, extra);
+        let bin = crate::dameng::tools_dir(&c.dir.path().join("dameng")).expect("dm-emul's tools");
+        for node in &c.nodes {
+            let text = std::fs::read_to_string(&node.config).expect("read config");
+            let section = format!("[dameng]\nbin_dir = \"{}\"\n", bin.display());
+            std::fs::write(&node.config, text.replacen("[postgresql]\n", &section, 1)).expect("write config");
+        }
+        c
+    }
+
     /// openGauss's `gs_ctl` (og-emul's) with `args` on node `id`'s data
     /// directory, as the database OS user.
     pub fn gs_ctl(&self, id: u64, args: &[&str]) -> std::process::Output {

@@ -28,11 +28,15 @@ pub struct Writer {
 }
 
 fn config(ports: &[u16], password: &str, read_write: bool) -> tokio_postgres::Config {
+    config_as("postgres", ports, password, read_write)
+}
+
+fn config_as(user: &str, ports: &[u16], password: &str, read_write: bool) -> tokio_postgres::Config {
     let mut c = tokio_postgres::Config::new();
     for p in ports {
         c.host("127.0.0.1").port(*p);
     }
-    c.user("postgres").password(password).dbname("postgres").connect_timeout(Duration::from_secs(1));
+    c.user(user).password(password).dbname("postgres").connect_timeout(Duration::from_secs(1));
     if read_write {
         c.target_session_attrs(tokio_postgres::config::TargetSessionAttrs::ReadWrite);
     }
@@ -51,6 +55,13 @@ impl Writer {
     /// writing one row every `every` until stopped, for at most `limit`.
     pub async fn start(ports: &[u16], password: &str, every: Duration, limit: Duration) -> Writer {
         let c = config(ports, password, true);
+        let client = Writer::create_table(&c).await.expect("a writable server for the writer's table");
+        Writer::start_with(c, Some(client), 1, every, limit, false)
+    }
+
+    /// `start` as another database user (dm-emul's servers know SYSDBA).
+    pub async fn start_as(user: &str, ports: &[u16], password: &str, every: Duration, limit: Duration) -> Writer {
+        let c = config_as(user, ports, password, true);
         let client = Writer::create_table(&c).await.expect("a writable server for the writer's table");
         Writer::start_with(c, Some(client), 1, every, limit, false)
     }
@@ -164,7 +175,12 @@ impl Writer {
 
 /// The ids present on the writable server now.
 pub async fn committed_ids(ports: &[u16], password: &str) -> Vec<i64> {
-    let client = connect(&config(ports, password, true)).await.expect("a writable server to read back from");
+    committed_ids_as("postgres", ports, password).await
+}
+
+/// `committed_ids` as another database user.
+pub async fn committed_ids_as(user: &str, ports: &[u16], password: &str) -> Vec<i64> {
+    let client = connect(&config_as(user, ports, password, true)).await.expect("a writable server to read back from");
     client
         .query("SELECT id FROM writes ORDER BY id", &[])
         .await

@@ -222,8 +222,14 @@ impl Server {
     /// The primary watcher's recovery: once RECOVER_DELAY passed since the
     /// archive was set INVALID and every realtime standby streams again,
     /// the archive is VALID again.
+    /// RECOVER_DELAY passed since the archive was set INVALID (or it was
+    /// set by an earlier dmserver run).
+    fn recovery_due(&self) -> bool {
+        self.arch_invalid_since.is_none_or(|t| t.elapsed() >= RECOVER_DELAY)
+    }
+
     pub fn watcher_recovery(&mut self) {
-        let due = self.arch_invalid_since.is_none_or(|t| t.elapsed() >= RECOVER_DELAY);
+        let due = self.recovery_due();
         if !self.state.arch_invalid || !due || self.state.mode != Mode::Primary || self.status != Status::Open {
             return;
         }
@@ -245,11 +251,14 @@ impl Server {
             View::ArchStatus => {
                 self.watcher_recovery();
                 let primary_open = self.state.mode == Mode::Primary && self.status == Status::Open;
+                // The watcher recovers each standby on its own: once the
+                // delay passed, a destination that streams is VALID even
+                // while another one is still being recovered.
+                let recovered = !self.state.arch_invalid || self.recovery_due();
                 ini::archives(&self.inst)
                     .into_iter()
                     .map(|(kind, dest)| {
-                        let valid =
-                            kind == "LOCAL" || (primary_open && !self.state.arch_invalid && self.streaming(&dest));
+                        let valid = kind == "LOCAL" || (primary_open && recovered && self.streaming(&dest));
                         let st = if valid { "VALID" } else { "INVALID" };
                         vec![kind, dest, st.into(), self.name.clone()]
                     })

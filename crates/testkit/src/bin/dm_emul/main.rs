@@ -70,8 +70,10 @@
 //!   PRIMARY whose PostgreSQL streams to D and whose archive is not
 //!   flagged INVALID. `SP_SET_ARCH_STATUS('INVALID')` flags it; the
 //!   watcher's recovery (emulated inside dmserver, checked every second)
-//!   clears the flag 3 s later (the seed's INST_RECOVER_TIME after a
-//!   switchover) once every REALTIME destination streams. OPEN without
+//!   makes each destination that streams VALID again 3 s later (the
+//!   seed's INST_RECOVER_TIME after a switchover; the seed shows one
+//!   standby, so recovering each on its own is an assumption) and clears
+//!   the flag once every REALTIME destination streams. OPEN without
 //!   FORCE of a PRIMARY or STANDBY whose archive is flagged INVALID is
 //!   refused; OPEN FORCE of a STANDBY clears its flag.
 //! - V$RLOG: integer LSNs ((hi << 32) | lo of PostgreSQL's): on a primary
