@@ -644,6 +644,69 @@ mod tests {
     }
 
     #[test]
+    fn foreign_data_and_adoption_are_shown_per_member_and_in_the_history() {
+        use crate::db::{DbMember, DbStatus};
+        use crate::ids::{Lsn, TimelineId};
+        use crate::state::{DataOrigin, NodeEvent};
+        let mut s = ClusterState::default();
+        s.apply(1, &Command::Initialize { cluster: "c".into(), config: Timing::default(), policy: Policy::default() });
+        let members =
+            (1..=3).map(|i| Member { id: NodeId(i), name: format!("node{i}"), address: format!("a{i}") }).collect();
+        s.apply(2, &Command::SetMembers { members });
+        for i in 1..=3 {
+            let db = DbMember { address: format!("127.0.0.1:540{i}"), nofailover: false, priority: 1 };
+            s.apply(3, &Command::Register { node: NodeId(i), db });
+        }
+        let d = |role, sysid, from: Option<&str>, foreign_settings| DbStatus {
+            has_data: true,
+            running: true,
+            role: Some(role),
+            timeline: Some(TimelineId(1)),
+            lsn: Some(Lsn(100)),
+            system_identifier: Some(sysid),
+            streaming_from: from.map(str::to_string),
+            foreign_settings,
+            ..DbStatus::default()
+        };
+        let local = LocalRaft {
+            node: NodeId(1),
+            term: 1,
+            leader: Some(NodeId(1)),
+            commit_index: Some(9),
+            voters: BTreeSet::new(),
+            consistent: true,
+        };
+        let mut probes = Probes::new();
+        let mut primary = db_probe(d(DbRole::Primary, 7, None, false), None).unwrap();
+        primary.lease_valid_for_ms = Some(2000);
+        probes.insert(NodeId(1), Ok(primary));
+        probes.insert(NodeId(2), db_probe(d(DbRole::Standby, 7, Some("127.0.0.1:5401"), true), None));
+        probes.insert(NodeId(3), db_probe(d(DbRole::Standby, 9, None, false), None));
+        // Before the first grant: each member's verdict for it.
+        let st = build_status(&s, &local, &probes);
+        assert!(st.members[0].note.as_deref().is_some_and(|n| n.contains("adopted as it runs (chosen)")), "{st:?}");
+        s.apply(4, &Command::Grant { holder: NodeId(1), epoch: Epoch(1), verdicts: vec![], at_unix_ms: 0 });
+        let origin = DataOrigin::RunningPrimary;
+        let set =
+            Command::SetDatabase { holder: NodeId(1), epoch: Epoch(1), system_identifier: 7, origin, at_unix_ms: 42 };
+        s.apply(5, &set);
+        let st = build_status(&s, &local, &probes);
+        assert_eq!(st.members[2].state, MemberState::ForeignData);
+        let note = st.members[2].note.as_deref().unwrap_or_default();
+        assert!(note.contains("holds another database (system identifier 9, this cluster's is 7)"), "{note}");
+        assert!(st.members[1].note.as_deref().is_some_and(|n| n.contains("not taken over yet")), "{st:?}");
+        assert_eq!(st.members[1].state, MemberState::Streaming);
+        assert_eq!(st.cluster_state, ClusterHealth::Degraded, "adopting, and a foreign member: not normal");
+        s.apply(6, &Command::Report { node: NodeId(3), event: NodeEvent::Copied { from: NodeId(1) }, at_unix_ms: 43 });
+        let h = history_view(&s);
+        let boot = h.iter().find(|i| i.event == "bootstrapped").expect("bootstrapped");
+        assert_eq!(boot.at_unix_ms, Some(42));
+        assert!(boot.detail.contains("node1's running primary was adopted as it ran"), "{}", boot.detail);
+        let copied = h.iter().find(|i| i.event == "rebuilt").expect("rebuilt");
+        assert_eq!(copied.detail, "node3 copied from node1 by base backup");
+    }
+
+    #[test]
     fn history_names_members_and_keeps_the_decision_inputs() {
         use crate::ids::{Lsn, TimelineId};
         use crate::state::{NodeEvent, Verdict};

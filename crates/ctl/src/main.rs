@@ -941,6 +941,13 @@ mod tests {
         two.members[1].role = MemberRole::Primary;
         let t = render(&two);
         assert!(t.contains("WARNING: node1 and node2 run a primary: only the lease holder's takes writes"), "{t}");
+        // A member's note is a sentence under the table; its state a word.
+        let mut foreign = s.clone();
+        foreign.members[1].state = MemberState::ForeignData;
+        foreign.members[1].note = Some("holds another database (system identifier 9, this cluster's is 7)".into());
+        let t = render(&foreign);
+        assert!(t.contains("foreign data"), "{t}");
+        assert!(t.contains("\nnode2: holds another database (system identifier 9, this cluster's is 7)\n"), "{t}");
     }
 
     #[test]
