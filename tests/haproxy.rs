@@ -5,73 +5,11 @@
 //! through its replica port reach only standbys.
 
 use haraft_testkit::check::{LIMIT, normal, primary_id, wait_normal, wait_status};
-use haraft_testkit::procs::{ProcCluster, free_ports};
+use haraft_testkit::haproxy::Haproxy;
+use haraft_testkit::procs::ProcCluster;
 use haraft_testkit::wait_for;
 use haraft_testkit::writer::{self, Writer};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
-
-/// HAProxy, in its own process group, stopped when dropped.
-struct Haproxy {
-    child: Child,
-    pub write_port: u16,
-    pub read_port: u16,
-}
-
-impl Haproxy {
-    /// Starts HAProxy with deploy/haproxy.cfg, its three servers pointed
-    /// at the cluster's PostgreSQL servers and REST APIs.
-    fn start(c: &ProcCluster) -> Haproxy {
-        let shipped = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/haproxy.cfg"))
-            .expect("deploy/haproxy.cfg");
-        let pg = c.pg.as_ref().expect("postgres cluster");
-        let ports = free_ports(2);
-        let mut text = String::new();
-        for line in shipped.lines() {
-            let mut line = line.replace("bind *:5000", &format!("bind 127.0.0.1:{}", ports[0]));
-            line = line.replace("bind *:5001", &format!("bind 127.0.0.1:{}", ports[1]));
-            for i in 1..=3usize {
-                let rest_port = c.rest[i - 1].rsplit(':').next().expect("host:port");
-                line = line.replace(
-                    &format!("10.0.0.1{i}:5432 maxconn 400 check port 8008"),
-                    &format!("127.0.0.1:{} maxconn 400 check port {rest_port}", pg.ports[i - 1]),
-                );
-            }
-            text.push_str(&line);
-            text.push('\n');
-        }
-        assert!(!text.contains("10.0.0.1"), "a server line of deploy/haproxy.cfg was not rewritten:\n{text}");
-        let config = c.dir.path().join("haproxy.cfg");
-        std::fs::write(&config, text).expect("write haproxy.cfg");
-        let binary = ["/usr/sbin/haproxy", "/usr/local/sbin/haproxy"]
-            .into_iter()
-            .find(|p| std::path::Path::new(p).exists())
-            .expect("haproxy is not installed: apt-get install haproxy (.ci/run installs it)");
-        let check = Command::new(binary).arg("-c").arg("-f").arg(&config).output().expect("run haproxy -c");
-        assert!(check.status.success(), "haproxy refuses the config: {}", String::from_utf8_lossy(&check.stderr));
-        use std::os::unix::process::CommandExt;
-        let log = std::fs::File::create(c.dir.path().join("haproxy.log")).expect("haproxy log");
-        let child = Command::new(binary)
-            .arg("-db")
-            .arg("-f")
-            .arg(&config)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("dup log"))
-            .stderr(log)
-            .process_group(0)
-            .spawn()
-            .expect("start haproxy");
-        Haproxy { child, write_port: ports[0], read_port: ports[1] }
-    }
-}
-
-impl Drop for Haproxy {
-    fn drop(&mut self) {
-        // SAFETY: kill(2) on the process group this test created for HAProxy.
-        unsafe { libc::kill(-(self.child.id() as i32), libc::SIGKILL) };
-        let _ = self.child.wait();
-    }
-}
 
 /// Whether a connection through the replica port lands on a standby.
 async fn read_lands_on_standby(port: u16, password: &str) -> Option<bool> {
@@ -89,7 +27,7 @@ async fn writes_through_haproxy_follow_a_failover_and_a_switchover_and_never_rea
     let mut c = ProcCluster::with_postgres(3, "[failover]\nsynchronous_mode = true\n");
     c.start_all();
     let first = primary_id(&wait_normal(&c, "bootstrap").await).unwrap();
-    let proxy = Haproxy::start(&c);
+    let proxy = Haproxy::start(&c).expect("HAProxy with the shipped config");
     let (ports, password) = {
         let pg = c.pg.as_ref().unwrap();
         (pg.ports.clone(), pg.superuser_password.clone())

@@ -13,6 +13,7 @@ pub mod check;
 pub mod dameng;
 pub mod disk;
 pub mod emulator;
+pub mod haproxy;
 pub mod http;
 pub mod inproc;
 pub mod nemesis;

@@ -90,7 +90,7 @@ fn iterations(
         lost_all.push(lost as f64);
         first_new.push(new_first);
         acked_total += acks.len();
-        let _ = runtime.block_on(crate::drop_writes(&ports, &password));
+        let _ = runtime.block_on(crate::failover::drop_writes(&ports, &password));
     }
     let (_, last_med, last_max) = spread(&last_after_cut);
     let (lost_min, lost_med, lost_max) = spread(&lost_all);
