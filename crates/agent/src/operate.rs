@@ -5,9 +5,10 @@
 
 use crate::clock::now_unix_ms;
 use crate::shared::{ProposeError, Shared};
+use haraft_core::members::{AddStep, check_add_member, check_remove_member};
 use haraft_core::ops::{
-    AddStep, CandidateCheck, OperateReply, OperateRequest, Order, Request, Seen, SeenAll, apply_config_changes,
-    audit_entry, check_add_member, check_remove_member, check_switchover,
+    CandidateCheck, OperateReply, OperateRequest, Order, Request, Seen, SeenAll, apply_config_changes, audit_entry,
+    check_switchover,
 };
 use haraft_core::plan::check_failover;
 use haraft_core::{ClusterState, Command, Effect, NodeId, Outcome};

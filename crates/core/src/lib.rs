@@ -17,6 +17,7 @@ pub mod health;
 pub mod ids;
 pub mod lease;
 pub mod loss;
+pub mod members;
 pub mod ops;
 pub mod plan;
 pub mod reconcile;
@@ -24,6 +25,7 @@ pub mod state;
 pub mod status;
 pub mod sync;
 pub mod timing;
+pub mod verdicts;
 
 pub use db::{DbMember, DbPosition, DbRole, DbStatus, Engine, Fork, Replica, slot_name};
 pub use ids::{BootTime, Epoch, Lsn, NodeId, RenewalSeq, TimelineId};

@@ -314,7 +314,7 @@ fn switchover_checks_name_every_candidate() {
 
 #[test]
 fn member_changes_are_checked_and_a_removed_holder_renews_no_more() {
-    use haraft_core::ops::{AddStep, check_add_member, check_remove_member};
+    use haraft_core::members::{AddStep, check_add_member, check_remove_member};
     let mut s = cluster(Policy { synchronous_mode: haraft_core::sync::SyncMode::On, ..Policy::default() });
     let voters: std::collections::BTreeSet<NodeId> = (1..=3).map(n).collect();
     // Adding: a fresh id, name and address only.
