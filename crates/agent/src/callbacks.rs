@@ -46,7 +46,11 @@ pub fn environment(node: &str, cluster: &str, event: CallbackEvent, role: &str, 
 pub fn spawn(callbacks: &Callbacks, node: &str, cluster: &str, event: CallbackEvent, role: &str, epoch: u64) {
     let Some(words) = callbacks.command(event) else { return };
     let (program, args) = words.split_first().expect("validated: a callback names a program");
-    let mut command = tokio::process::Command::new(program);
+    // An operator's program runs at the database's priority, not the
+    // lease path's (see `haraft_db::exec::child_nice`).
+    let mut std_command = std::process::Command::new(program);
+    haraft_db::exec::at_child_priority(&mut std_command);
+    let mut command = tokio::process::Command::from(std_command);
     command
         .args(args)
         .args([event.name(), role, &epoch.to_string(), cluster])

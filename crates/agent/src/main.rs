@@ -172,6 +172,12 @@ fn main() -> ExitCode {
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .init();
+    if let Some(nice) = haraft_db::exec::own_nice().filter(|n| *n < 0) {
+        tracing::info!(
+            "running at nice {nice} (the unit's Nice=): the lease path is favoured; the database and the tools start at nice {}",
+            haraft_db::exec::child_nice().unwrap_or(nice)
+        );
+    }
 
     let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(r) => r,

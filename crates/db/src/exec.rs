@@ -48,6 +48,40 @@ impl RunAs {
     }
 }
 
+/// The nice value the tools and servers the agent starts get: 0 when the
+/// agent itself runs at a raised priority (a negative nice value, from the
+/// unit's `Nice=`), so that the lease path is favoured under CPU
+/// starvation and the database is not; `None` (inherit) otherwise. Read
+/// once.
+pub fn child_nice() -> Option<i32> {
+    static CHILD_NICE: std::sync::OnceLock<Option<i32>> = std::sync::OnceLock::new();
+    *CHILD_NICE.get_or_init(|| own_nice().filter(|n| *n < 0).map(|_| 0))
+}
+
+/// This process's nice value (`/proc/self/stat`, field 19: getpriority
+/// cannot tell -1 from an error without errno).
+pub fn own_nice() -> Option<i32> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The command name (field 2) is in parentheses and may hold spaces.
+    let after = &stat[stat.rfind(')')? + 1..];
+    after.split_whitespace().nth(16)?.parse().ok()
+}
+
+/// Makes `command`'s process start at `child_nice()`.
+pub fn at_child_priority(command: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    if let Some(nice) = child_nice() {
+        // SAFETY: setpriority is a single system call, async-signal-safe;
+        // lowering one's own priority needs no privilege.
+        unsafe {
+            command.pre_exec(move || {
+                libc::setpriority(libc::PRIO_PROCESS, 0, nice);
+                Ok(())
+            })
+        };
+    }
+}
+
 /// How many lines of a failing tool's stderr an error carries.
 const STDERR_TAIL_LINES: usize = 6;
 
@@ -89,7 +123,9 @@ where
     S: AsRef<OsStr>,
 {
     let name = program.file_name().map_or_else(|| program.display().to_string(), |n| n.to_string_lossy().into_owned());
-    let mut command = tokio::process::Command::new(program);
+    let mut std_command = std::process::Command::new(program);
+    at_child_priority(&mut std_command);
+    let mut command = tokio::process::Command::from(std_command);
     command.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
     for (k, _) in std::env::vars_os().filter(|(k, _)| is_postgres_variable(k)) {
         command.env_remove(k);
@@ -134,6 +170,50 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[tokio::test]
+    async fn tools_start_at_the_childrens_priority() {
+        let out =
+            run(Path::new("/bin/sh"), ["-c", "cut -d' ' -f19 /proc/self/stat"], &[], None, Duration::from_secs(5))
+                .await
+                .expect("runs");
+        let own = own_nice().expect("this process's nice value");
+        let expected = child_nice().unwrap_or(own);
+        assert_eq!(out.stdout.trim(), expected.to_string(), "own nice {own}");
+        assert!(own >= 0 || expected == 0, "a raised agent starts its tools at 0");
+    }
+
+    /// Runs itself at nice -5 (as root): the raised process's tools start
+    /// at nice 0.
+    #[tokio::test]
+    async fn a_raised_agent_starts_its_tools_at_nice_zero() {
+        const NAME: &str = "exec::tests::a_raised_agent_starts_its_tools_at_nice_zero";
+        if std::env::var_os("HARAFT_EXEC_PRIORITY_PROBE").is_some() {
+            assert_eq!(own_nice(), Some(-5), "the probe runs raised");
+            let cmd = ["-c", "cut -d' ' -f19 /proc/self/stat"];
+            let out = run(Path::new("/bin/sh"), cmd, &[], None, Duration::from_secs(5)).await.expect("runs");
+            assert_eq!(out.stdout.trim(), "0", "a tool of a raised process starts at nice 0");
+            return;
+        }
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("skipped: raising a priority needs root");
+            return;
+        }
+        use std::os::unix::process::CommandExt;
+        let mut probe = std::process::Command::new(std::env::current_exe().expect("test binary"));
+        probe.args(["--exact", NAME, "--nocapture"]).env("HARAFT_EXEC_PRIORITY_PROBE", "1");
+        // SAFETY: one system call in the child; root may raise a priority.
+        unsafe {
+            probe.pre_exec(|| {
+                libc::setpriority(libc::PRIO_PROCESS, 0, -5);
+                Ok(())
+            })
+        };
+        let out = probe.output().expect("run the probe");
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success() && text.contains("1 passed"), "{text}");
     }
 
     #[test]

@@ -497,6 +497,25 @@ impl ProcCluster {
         }
     }
 
+    /// Sets every thread of node `id`'s agent and fence guard to `nice`, as
+    /// a unit's `Nice=` would have started them (a raised priority needs
+    /// root: the tests' runner). Returns how many threads.
+    pub fn renice_agent(&self, id: u64, nice: i32) -> usize {
+        let node_dir = self.dir.path().join(&self.nodes[id as usize - 1].data);
+        let pids = self.nodes[id as usize - 1].pid().map(|p| p as i32).into_iter();
+        let mut count = 0;
+        for pid in pids.chain(haraft_db::procs::fence_guard_pid(&node_dir)) {
+            for task in std::fs::read_dir(format!("/proc/{pid}/task")).into_iter().flatten().flatten() {
+                let Some(tid) = task.file_name().to_str().and_then(|t| t.parse::<u32>().ok()) else { continue };
+                // SAFETY: setpriority on a thread of a process this cluster started.
+                if unsafe { libc::setpriority(libc::PRIO_PROCESS, tid, nice) } == 0 {
+                    count += 1;
+                }
+            }
+        }
+        count
+    }
+
     /// kill -9 of the node's PostgreSQL only. Returns how many processes.
     pub fn kill_postgres(&self, id: u64) -> usize {
         haraft_db::procs::signal_server(&self.pgdata(id), libc::SIGKILL)

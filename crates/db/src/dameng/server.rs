@@ -22,6 +22,7 @@ impl Dameng {
         let log2 = log.try_clone().map_err(|e| io_err(&log_path, e))?;
         let mut cmd = std::process::Command::new(self.l.bin("dmserver"));
         cmd.arg(&ini).arg("mount").current_dir(&c.data_dir).process_group(0);
+        exec::at_child_priority(&mut cmd);
         cmd.stdin(std::process::Stdio::null()).stdout(log).stderr(log2);
         for (k, _) in std::env::vars_os().filter(|(k, _)| exec::is_postgres_variable(k)) {
             cmd.env_remove(k);

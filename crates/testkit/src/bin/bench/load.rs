@@ -3,7 +3,9 @@
 //! (4 clients) against the primary — while a writer inserts every 10 ms.
 //! Counts failovers (epochs granted during the run), self-fences (leases
 //! that lapsed or were released) and the longest gap between two
-//! acknowledged writes. The goal: 0, 0 and under 1 s.
+//! acknowledged writes. The goal: 0, 0 and under 1 s. The agents run at
+//! `--agent-nice` (-5 by default, as the shipped unit's `Nice=`: run as
+//! root), their PostgreSQL at 0 (the agent starts it so).
 
 use crate::{Args, normal, primary_of, runtime, wait_until};
 use haraft_testkit::procs::ProcCluster;
@@ -31,6 +33,12 @@ fn spawn(command: &mut Command) -> Result<Child, String> {
     command.spawn().map_err(|e| format!("starting {command:?}: {e}"))
 }
 
+/// A process's nice value (`/proc/PID/stat`, field 19).
+fn nice_of(pid: u32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat[stat.rfind(')')? + 1..].split_whitespace().nth(16)?.parse().ok()
+}
+
 /// History entries of `kinds` after log index `after`.
 fn count(history: &[serde_json::Value], after: u64, kinds: &[&str]) -> usize {
     history
@@ -52,8 +60,17 @@ pub(crate) fn run(args: &Args) -> Result<(), String> {
     let runtime = runtime()?;
     let mut c = ProcCluster::with_postgres(3, "");
     c.start_all();
+    let renice = |c: &ProcCluster| (1..=3).map(|id| c.renice_agent(id, args.agent_nice)).sum::<usize>();
+    if args.agent_nice != 0 && renice(&c) == 0 {
+        return Err(format!("cannot set the agents to nice {} (run as root, or --agent-nice 0)", args.agent_nice));
+    }
     let limit = Duration::from_secs(120);
     wait_until("a normal cluster", limit, || c.status().is_some_and(|s| normal(&s)))?;
+    if args.agent_nice != 0 {
+        renice(&c);
+    }
+    let server_nice: Vec<Option<i32>> =
+        (1..=3).map(|id| haraft_db::procs::postmaster_pid(&c.pgdata(id)).and_then(|pid| nice_of(pid as u32))).collect();
     let status = c.status().ok_or("no status")?;
     let primary = primary_of(&status).ok_or("no primary")?;
     let epoch = status["epoch"].as_u64().unwrap_or(0);
@@ -100,6 +117,8 @@ pub(crate) fn run(args: &Args) -> Result<(), String> {
     let report = serde_json::json!({
         "bench": "load",
         "seconds": args.seconds,
+        "agent_nice": args.agent_nice,
+        "postgres_nice": server_nice,
         "busy_loops": cores,
         "pgbench_clients": 4,
         "failovers": failovers,
@@ -109,8 +128,9 @@ pub(crate) fn run(args: &Args) -> Result<(), String> {
     });
     println!("{report}");
     println!(
-        "load ({} s, {cores} busy loops + pgbench): {failovers} failovers, {self_fences} self-fences, longest gap between acknowledged writes {gap:.2} s ({} writes)",
+        "load ({} s, {cores} busy loops + pgbench, agents at nice {}): {failovers} failovers, {self_fences} self-fences, longest gap between acknowledged writes {gap:.2} s ({} writes)",
         args.seconds,
+        args.agent_nice,
         acks.len()
     );
     Ok(())

@@ -57,6 +57,8 @@ struct Args {
     nodes: usize,
     /// The writer goes through HAProxy with the shipped config.
     via_haproxy: bool,
+    /// load: the agents' nice value, as the shipped unit's `Nice=` sets it.
+    agent_nice: i32,
     /// partition-primary: with the commit guard off, for comparison.
     no_commit_guard: bool,
     iterations: u64,
@@ -79,6 +81,7 @@ fn parse_args() -> Result<Args, String> {
         load: false,
         nodes: 3,
         via_haproxy: false,
+        agent_nice: -5,
         no_commit_guard: false,
         iterations: 5,
         synchronous: false,
@@ -134,6 +137,13 @@ fn parse_args() -> Result<Args, String> {
             "--primary-is-leader" => args.primary_is_leader = true,
             "--no-commit-guard" => args.no_commit_guard = true,
             "--via-haproxy" => args.via_haproxy = true,
+            "--agent-nice" => {
+                let v = it.next().ok_or("--agent-nice needs a value")?;
+                args.agent_nice = match v.parse::<i32>() {
+                    Ok(n) if (-20..=19).contains(&n) => n,
+                    _ => return Err(format!("--agent-nice takes -20 to 19, got {v:?}")),
+                };
+            }
             "--nodes" => {
                 args.nodes = match value("--nodes")? {
                     n @ (3 | 5 | 7) => n as usize,
@@ -151,7 +161,7 @@ fn parse_args() -> Result<Args, String> {
                     "haraft-bench switchover [--iterations N (5)] [--synchronous] [--nodes 3|5|7] [--via-haproxy]"
                 );
                 println!("haraft-bench bootstrap [--iterations N (5)] [--nodes 3|5|7]");
-                println!("haraft-bench load [--seconds N (600)]");
+                println!("haraft-bench load [--seconds N (600)] [--agent-nice N (-5, as the shipped unit)]");
                 println!("haraft-bench partition-primary [--iterations N (5)] [--synchronous] [--no-commit-guard]");
                 println!("haraft-bench idle [--seconds N (600)]");
                 std::process::exit(0);
