@@ -225,3 +225,60 @@ impl Servers {
         confirmed as u32 >= quorum
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server(timeline: u32, lsn: u64, forks: &[(u32, u64)]) -> Server {
+        Server {
+            has_data: true,
+            system_identifier: Some(1),
+            timeline,
+            lsn,
+            forks: forks.iter().map(|(t, l)| Fork { timeline: TimelineId(*t), switch_lsn: Lsn(*l) }).collect(),
+            ..Server::default()
+        }
+    }
+
+    #[test]
+    fn a_standby_follows_only_a_history_it_is_on() {
+        let primary = server(2, 500, &[(1, 300)]);
+        assert!(server(1, 300, &[]).can_follow(&primary), "at the switch point of the old timeline");
+        assert!(server(2, 400, &[(1, 300)]).can_follow(&primary));
+        assert!(!server(1, 350, &[]).can_follow(&primary), "wrote past the switch point: needs a rewind");
+        assert!(!server(3, 10, &[(1, 5)]).can_follow(&primary), "a timeline the primary never had");
+        let mut foreign = server(1, 100, &[]);
+        foreign.system_identifier = Some(2);
+        assert!(!foreign.can_follow(&primary), "another system");
+    }
+
+    #[test]
+    fn writes_survive_only_on_the_history_that_holds_them() {
+        let s = server(3, 900, &[(1, 300), (2, 600)]);
+        assert!(s.holds(1, 300) && s.holds(2, 600) && s.holds(3, 900));
+        assert!(!s.holds(1, 301) && !s.holds(2, 601) && !s.holds(3, 901) && !s.holds(4, 1));
+        assert_eq!(server(1, 350, &[]).diverged_at(&server(2, 500, &[(1, 300)])), Some((1, 300)));
+    }
+
+    #[test]
+    fn a_synchronous_commit_needs_its_quorum_streaming_and_caught_up() {
+        let servers = Servers::new(&[1, 2]);
+        {
+            let mut t = servers.lock();
+            let p = t.servers.get_mut(&1).expect("node 1");
+            *p = Server { name: "node1".into(), running: true, role: Some(DbRole::Primary), ..server(1, 500, &[]) };
+            p.sync_names = Some(vec!["node2".into()]);
+            p.sync_quorum = Some(1);
+            let s = t.servers.get_mut(&2).expect("node 2");
+            *s = Server { name: "node2".into(), running: true, role: Some(DbRole::Standby), ..server(1, 100, &[]) };
+            s.upstream = Some(1);
+        }
+        assert!(!servers.commit_confirmed(1, 1, 500), "the standby has not received it");
+        servers.replicate(&|_, _| true);
+        assert!(servers.commit_confirmed(1, 1, 500), "streamed and caught up");
+        servers.lock().servers.get_mut(&2).expect("node 2").lsn = 100;
+        servers.replicate(&|_, _| false);
+        assert!(!servers.commit_confirmed(1, 1, 500), "cut off: not streaming");
+    }
+}
