@@ -252,10 +252,8 @@ impl RaftStateMachine<TypeConfig> for MemStateMachine {
         meta: &SnapshotMeta,
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), StorageError> {
-        let data: SmData = crate::codec::decode("snapshot data", snapshot.get_ref()).map_err(|e| {
-            StorageError::IO {
-                source: openraft::StorageIOError::read_snapshot(Some(meta.signature()), openraft::AnyError::new(&e)),
-            }
+        let data: SmData = crate::codec::decode("snapshot data", snapshot.get_ref()).map_err(|e| StorageError::IO {
+            source: openraft::StorageIOError::read_snapshot(Some(meta.signature()), openraft::AnyError::new(&e)),
         })?;
         let mut d = self.disk.lock();
         d.sm = data.clone();

@@ -77,7 +77,7 @@ impl Database for ModelDb {
         let mut status = {
             let t = self.servers.lock();
             let s = t.servers.get(&self.id).ok_or_else(|| DbError::Unexpected("no such server".into()))?;
-            s.status(&crate::model::host_of(self.id))
+            s.status()
         };
         if status.is_running_primary() {
             status.replicas = self.servers.replicas_of(self.id);
@@ -226,7 +226,10 @@ impl Database for ModelDb {
                 return Err(failed("pg_rewind", "source and target clusters are from different systems"));
             }
             let Some((timeline, at)) = s.diverged_at(&src) else {
-                return Err(failed("pg_rewind", "could not find common ancestor of the source and target cluster's timelines"));
+                return Err(failed(
+                    "pg_rewind",
+                    "could not find common ancestor of the source and target cluster's timelines",
+                ));
             };
             s.timeline = src.timeline;
             s.forks = src.forks.clone();
@@ -267,7 +270,13 @@ impl Database for ModelDb {
         .await
     }
 
-    async fn set_synchronous_standbys(&self, names: &[String], quorum: u32, epoch: Epoch, _t: Duration) -> Result<(), DbError> {
+    async fn set_synchronous_standbys(
+        &self,
+        names: &[String],
+        quorum: u32,
+        epoch: Epoch,
+        _t: Duration,
+    ) -> Result<(), DbError> {
         let names = names.to_vec();
         self.act(QUICK, Some(epoch), move |t, id| {
             let s = me(t, id);

@@ -49,7 +49,10 @@ fn node_config(dir: &std::path::Path, id: u64, n: u64, election_ms: u64, synchro
         std::fs::write(bin.join(tool), "")?;
     }
     let data = dir.join(format!("node{id}"));
-    let mut text = format!("[cluster]\nname = \"sim\"\n\n[node]\nid = {id}\ndata_dir = \"{}\"\nlisten = \"127.0.0.1:1\"\n\n", data.display());
+    let mut text = format!(
+        "[cluster]\nname = \"sim\"\n\n[node]\nid = {id}\ndata_dir = \"{}\"\nlisten = \"127.0.0.1:1\"\n\n",
+        data.display()
+    );
     for m in 1..=n {
         text.push_str(&format!("[[member]]\nid = {m}\nname = \"node{m}\"\naddress = \"sim-node{m}:7000\"\n\n"));
     }
@@ -156,7 +159,10 @@ async fn guard(path: std::path::PathBuf, id: u64, servers: Servers) {
         {
             crash_db(&servers, id);
             let _ = fence::write(&path, &FenceState::Fenced);
-            tracing::warn!(node = id, "simulated fence guard: lease deadline passed without renewal: stopped the database");
+            tracing::warn!(
+                node = id,
+                "simulated fence guard: lease deadline passed without renewal: stopped the database"
+            );
         }
     }
 }

@@ -96,7 +96,7 @@ impl Server {
         .last()
     }
 
-    pub fn status(&self, host: &str) -> DbStatus {
+    pub fn status(&self) -> DbStatus {
         let mut s = DbStatus { has_data: self.has_data, running: self.running, ..DbStatus::default() };
         if !self.has_data {
             return s;
@@ -118,7 +118,6 @@ impl Server {
             s.slots = Some(self.slots.clone());
             s.forks = Some(self.forks.clone());
         }
-        let _ = host;
         s
     }
 }

@@ -156,8 +156,9 @@ impl PeerCalls for SimPeers {
                 .carry(me, target.0, |s| {
                     let svc = Arc::clone(s.admin.get(&target.0)?);
                     let request = request.clone();
-                    Some(Box::pin(async move { svc.propose(tonic::Request::new(request)).await.map(|r| r.into_inner()) })
-                        as PeerCall<ProposeReply>)
+                    Some(Box::pin(
+                        async move { svc.propose(tonic::Request::new(request)).await.map(|r| r.into_inner()) },
+                    ) as PeerCall<ProposeReply>)
                 })
                 .await
         })

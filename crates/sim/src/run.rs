@@ -200,9 +200,6 @@ async fn drive(seed: u64, setup: &Setup) -> anyhow::Result<Outcome> {
                 trace.violate(format!("node{id} did not restart: {e:#}"));
             }
         }
-        if now >= fault_end && heal_at.is_none() && !restarts.is_empty() {
-            // keep restarting as scheduled
-        }
         if now < fault_end && now >= next_fault && !setup.faults.is_empty() && heal_at.is_none() {
             let fault = setup.faults[rng.range(0, setup.faults.len() as u64 - 1) as usize];
             inject(fault, &mut cluster, &mut rng, &mut trace, &mut restarts, &mut heal_at, now).await;
@@ -258,8 +255,9 @@ async fn drive(seed: u64, setup: &Setup) -> anyhow::Result<Outcome> {
                 let holder = state.lease.map(|l| l.holder);
                 trace.note(format!("epoch {max_epoch} granted to {holder:?}"));
                 let t = cluster.servers.lock();
-                for (id, s) in t.servers.iter().filter(|(_, s)| s.accepts_writes() && s.epoch_high < max_epoch) {
-                    let _ = s;
+                for id in
+                    t.servers.iter().filter(|(_, s)| s.accepts_writes() && s.epoch_high < max_epoch).map(|(id, _)| id)
+                {
                     trace.violate(format!("epoch {max_epoch} granted while node{id} still took writes"));
                 }
             }
@@ -288,13 +286,7 @@ async fn drive(seed: u64, setup: &Setup) -> anyhow::Result<Outcome> {
             let _ = agent.shutdown().await;
         }
     }
-    Ok(Outcome {
-        seed,
-        violation: trace.violation,
-        simulated_ms,
-        trace_hash: hash(&trace.lines),
-        trace: trace.lines,
-    })
+    Ok(Outcome { seed, violation: trace.violation, simulated_ms, trace_hash: hash(&trace.lines), trace: trace.lines })
 }
 
 /// One primary taking writes and every other member's database a running
@@ -302,7 +294,10 @@ async fn drive(seed: u64, setup: &Setup) -> anyhow::Result<Outcome> {
 fn converged(cluster: &Cluster, writable: &[u64]) -> bool {
     let [primary] = writable else { return false };
     let t = cluster.servers.lock();
-    t.servers.iter().filter(|(id, _)| *id != primary).all(|(_, s)| s.running && s.streaming && s.upstream == Some(*primary))
+    t.servers
+        .iter()
+        .filter(|(id, _)| *id != primary)
+        .all(|(_, s)| s.running && s.streaming && s.upstream == Some(*primary))
 }
 
 /// Every write acknowledged in synchronous mode is in the final primary's
