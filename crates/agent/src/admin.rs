@@ -33,6 +33,12 @@ impl AdminService {
         AdminServer::new(AdminService { shared })
     }
 
+    /// The service itself, not wrapped for a tonic server: a simulator
+    /// calls its `admin_server::Admin` methods directly.
+    pub fn plain(shared: Arc<Shared>) -> AdminService {
+        AdminService { shared }
+    }
+
     fn admit(&self, cluster: &str, target: u64) -> Result<(), Status> {
         admit(cluster, target, &self.shared.config.cluster, self.shared.me().0, &self.shared.faults)
     }

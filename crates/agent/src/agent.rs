@@ -128,7 +128,19 @@ impl AgentHandle {
     }
 }
 
-fn raft_config(config: &Config) -> anyhow::Result<openraft::Config> {
+/// This member's database side over `db`, having taken over a fence file
+/// armed by an earlier agent.
+pub(crate) fn db_side<D: haraft_db::Database>(
+    config: &Config,
+    pg: &crate::config::PgSettings,
+    db: D,
+) -> crate::database::DbSide<D> {
+    let mut side = crate::database::DbSide::new(config, pg.clone(), Arc::new(db));
+    side.adopt_fence();
+    side
+}
+
+pub(crate) fn raft_config(config: &Config) -> anyhow::Result<openraft::Config> {
     let c = openraft::Config {
         cluster_name: config.cluster.clone(),
         heartbeat_interval: config.raft.heartbeat_interval_ms,
@@ -300,36 +312,7 @@ pub async fn start(config: Config, listener: Option<tokio::net::TcpListener>) ->
         })
     };
 
-    // A pristine store joins the static membership. Every listed member
-    // may do this: openraft accepts the same initial membership from
-    // several nodes, and a node with any Raft state skips it.
-    let initialized = raft.is_initialized().await.context("reading raft state")?;
-    if !initialized && config.join {
-        tracing::info!(
-            node = %config.node_name,
-            "node.join = true: waiting to be added; on a member run: haraftctl member add {} --id {} --address {}",
-            config.node_name,
-            config.node.0,
-            config.member(config.node).map_or("?", |m| m.address.as_str())
-        );
-    }
-    if !initialized && !config.join {
-        let members: BTreeMap<u64, RaftNode> = config
-            .members
-            .iter()
-            .map(|m| (m.id.0, RaftNode { name: m.name.clone(), address: m.address.clone() }))
-            .collect();
-        // Local only (it waits for the membership entry to be flushed here,
-        // not for a quorum), but bounded like every other Raft call.
-        let timeout = Duration::from_millis(config.raft.write_timeout_ms);
-        match tokio::time::timeout(timeout, raft.initialize(members)).await {
-            Ok(Ok(())) => {
-                tracing::info!(node = %config.node_name, "pristine data dir: started Raft with the member list from the config")
-            }
-            Ok(Err(e)) => tracing::info!(node = %config.node_name, "not initializing: {e}"),
-            Err(_) => bail!("initializing raft did not finish within {} ms", config.raft.write_timeout_ms),
-        }
-    }
+    join_if_pristine(&config, &raft).await?;
 
     // SAFETY: geteuid has no preconditions.
     if config.postgres.is_some() && unsafe { libc::geteuid() } == 0 {
@@ -374,6 +357,40 @@ pub async fn start(config: Config, listener: Option<tokio::net::TcpListener>) ->
     })
 }
 
+/// A pristine store joins the static membership. Every listed member
+/// may do this: openraft accepts the same initial membership from
+/// several nodes, and a node with any Raft state skips it.
+pub(crate) async fn join_if_pristine(config: &Config, raft: &Raft) -> anyhow::Result<()> {
+    let initialized = raft.is_initialized().await.context("reading raft state")?;
+    if !initialized && config.join {
+        tracing::info!(
+            node = %config.node_name,
+            "node.join = true: waiting to be added; on a member run: haraftctl member add {} --id {} --address {}",
+            config.node_name,
+            config.node.0,
+            config.member(config.node).map_or("?", |m| m.address.as_str())
+        );
+    }
+    if !initialized && !config.join {
+        let members: BTreeMap<u64, RaftNode> = config
+            .members
+            .iter()
+            .map(|m| (m.id.0, RaftNode { name: m.name.clone(), address: m.address.clone() }))
+            .collect();
+        // Local only (it waits for the membership entry to be flushed here,
+        // not for a quorum), but bounded like every other Raft call.
+        let timeout = Duration::from_millis(config.raft.write_timeout_ms);
+        match tokio::time::timeout(timeout, raft.initialize(members)).await {
+            Ok(Ok(())) => {
+                tracing::info!(node = %config.node_name, "pristine data dir: started Raft with the member list from the config")
+            }
+            Ok(Err(e)) => tracing::info!(node = %config.node_name, "not initializing: {e}"),
+            Err(_) => bail!("initializing raft did not finish within {} ms", config.raft.write_timeout_ms),
+        }
+    }
+    Ok(())
+}
+
 /// What the driver is started with, whichever the database engine.
 struct DriverStart {
     shared: Arc<Shared>,
@@ -391,8 +408,7 @@ impl DriverStart {
         pg: &crate::config::PgSettings,
         db: D,
     ) -> anyhow::Result<(tokio::task::JoinHandle<()>, Option<Guards>)> {
-        let mut side = crate::database::DbSide::new(config, pg.clone(), Arc::new(db));
-        side.adopt_fence();
+        let side = db_side(config, pg, db);
         let guards = Guards::start(side.fence_path().clone())?;
         let driver = tokio::spawn(driver::run(self.shared, Some(side), self.lease_tx, self.events, self.shutdown));
         Ok((driver, Some(guards)))

@@ -58,12 +58,9 @@ pub struct DbSide<D: Database> {
     guard: GuardShell,
 }
 
-/// A random number for back-off jitter (std's per-process random hash keys).
+/// A random number for back-off jitter (through the clock seam).
 fn jitter() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
-    h.finish()
+    crate::clock::random_u64()
 }
 
 /// `path` made absolute against the working directory: PostgreSQL runs in

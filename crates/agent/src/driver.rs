@@ -366,8 +366,7 @@ impl<D: Database> Driver<D> {
         let operation_age_ms = self.operation_seen.as_ref().map_or(0, |(_, since)| since.ms_until(now));
         let live = self.live.as_ref().filter(|(_, at)| at.ms_until(now) <= PROBE_FRESH_MS).map(|(l, _)| l);
         let config = &self.shared.config;
-        let now_unix_ms =
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        let now_unix_ms = crate::clock::now_unix_ms();
         let decided = plan(&PlanInput {
             state,
             cluster: &config.cluster,

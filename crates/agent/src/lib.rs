@@ -18,6 +18,7 @@ pub mod commit_guard;
 pub mod config;
 pub mod database;
 pub mod driver;
+pub mod embedded;
 pub mod failpoint;
 pub mod fence;
 pub mod operate;

@@ -8,7 +8,7 @@ use haraft_core::status::LatencySummary;
 use haraft_core::status::{ProbeInfo, RaftRole};
 use haraft_core::{BootTime, ClusterState, Command, Epoch, Member, NodeId, Outcome};
 use haraft_proto::admin::admin_client::AdminClient;
-use haraft_proto::admin::{ProbeRequest, ProposeRequest};
+use haraft_proto::admin::{ProbeReply, ProbeRequest, ProposeReply, ProposeRequest};
 use haraft_raft::Raft;
 use haraft_raft::codec;
 use haraft_raft::network::{NetworkFaults, lazy_channel};
@@ -63,8 +63,32 @@ pub enum ProposeError {
     LeaderChanged { from: Option<u64>, to: Option<u64> },
 }
 
+/// A boxed future of a call to another member.
+pub type PeerCall<T> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, tonic::Status>> + Send>>;
+
+/// How this agent calls other members' admin services when it does not
+/// use gRPC: the seam a simulator routes through its own network. Errors
+/// are the `tonic::Status` a gRPC call would give (`Unavailable` for an
+/// unreachable member), so both ways are handled by the same code.
+pub trait PeerCalls: Send + Sync + 'static {
+    fn probe(&self, target: NodeId, request: ProbeRequest) -> PeerCall<ProbeReply>;
+    fn propose(&self, target: NodeId, request: ProposeRequest) -> PeerCall<ProposeReply>;
+}
+
+/// How this agent reaches other members' admin services.
+#[derive(Clone, Default)]
+pub enum Peers {
+    /// gRPC to each member's address (the daemon).
+    #[default]
+    Grpc,
+    /// Through a simulator's network.
+    Calls(Arc<dyn PeerCalls>),
+}
+
 pub struct Shared {
     pub config: Config,
+    /// How probes and forwarded proposals reach other members.
+    pub peers: Peers,
     pub raft: Raft,
     pub applied: watch::Receiver<Applied>,
     pub committed: watch::Receiver<Option<u64>>,
@@ -191,6 +215,7 @@ impl Shared {
             committed,
             lease_view,
             faults,
+            peers: Peers::Grpc,
             clients: Mutex::new(HashMap::new()),
             renewal_latencies_us: Mutex::new(VecDeque::new()),
             db_status: Mutex::new(None),
@@ -331,14 +356,20 @@ impl Shared {
 
     async fn forward(&self, leader: NodeId, address: &str, command: Command) -> Result<Outcome, ProposeError> {
         let fail = |message: String| ProposeError::Forward { leader: format!("node {leader} at {address}"), message };
-        let mut client = self.client_for(leader, address).map_err(fail)?;
         let request = ProposeRequest {
             cluster: self.config.cluster.clone(),
             target: leader.0,
             from: self.me().0,
             command: codec::encode(&command),
         };
-        let reply = client.propose(request).await.map_err(|s| fail(s.message().to_string()))?.into_inner();
+        let reply = match &self.peers {
+            Peers::Grpc => {
+                let mut client = self.client_for(leader, address).map_err(fail)?;
+                client.propose(request).await.map(tonic::Response::into_inner)
+            }
+            Peers::Calls(peers) => peers.propose(leader, request).await,
+        }
+        .map_err(|s| fail(s.message().to_string()))?;
         codec::decode::<Outcome>("propose reply", &reply.outcome).map_err(|e| fail(e.to_string()))
     }
 
@@ -379,15 +410,22 @@ impl Shared {
         if self.faults.isolated() {
             return Err("isolated by fault injection".into());
         }
-        let mut client = self.client_for(member.id, &member.address)?;
         let request = ProbeRequest { cluster: self.config.cluster.clone(), target: member.id.0 };
-        let reply = match tokio::time::timeout(PROBE_TIMEOUT, client.probe(request)).await {
+        let call = match &self.peers {
+            Peers::Grpc => {
+                let mut client = self.client_for(member.id, &member.address)?;
+                Box::pin(async move { client.probe(request).await.map(tonic::Response::into_inner) })
+                    as PeerCall<ProbeReply>
+            }
+            Peers::Calls(peers) => peers.probe(member.id, request),
+        };
+        let reply = match tokio::time::timeout(PROBE_TIMEOUT, call).await {
             Err(_) => return Err(format!("no answer within {} ms", PROBE_TIMEOUT.as_millis())),
             Ok(Err(status)) if status.code() == tonic::Code::Unavailable => {
                 return Err(format!("unreachable ({})", status.message()));
             }
             Ok(Err(status)) => return Err(status.message().to_string()),
-            Ok(Ok(r)) => r.into_inner(),
+            Ok(Ok(r)) => r,
         };
         if reply.node_id != member.id.0 || reply.cluster != self.config.cluster {
             return Err(format!(

@@ -18,6 +18,7 @@ pub mod acked;
 pub mod codec;
 pub mod identity;
 pub mod integrity;
+pub mod memstore;
 pub mod network;
 pub mod server;
 pub mod store;

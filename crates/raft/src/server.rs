@@ -78,7 +78,20 @@ impl RaftService {
         tls: bool,
         configured: std::collections::BTreeMap<u64, String>,
     ) -> raft_server::RaftServer<RaftService> {
-        raft_server::RaftServer::new(RaftService { raft, cluster: cluster.to_string(), me, faults, tls, configured })
+        raft_server::RaftServer::new(RaftService::plain(raft, cluster, me, faults, tls, configured))
+    }
+
+    /// The service itself, not wrapped for a tonic server: a simulator
+    /// calls its `raft_server::Raft` methods directly.
+    pub fn plain(
+        raft: Raft,
+        cluster: &str,
+        me: u64,
+        faults: NetworkFaults,
+        tls: bool,
+        configured: std::collections::BTreeMap<u64, String>,
+    ) -> RaftService {
+        RaftService { raft, cluster: cluster.to_string(), me, faults, tls, configured }
     }
 
     fn open<T: serde::de::DeserializeOwned>(

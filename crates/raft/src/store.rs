@@ -160,10 +160,31 @@ fn sm_err(verb: ErrorVerb, e: impl std::fmt::Display) -> StorageError {
 
 /// The persisted state machine.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
-struct SmData {
-    applied: Option<LogId>,
-    membership: StoredMembership,
-    state: ClusterState,
+pub(crate) struct SmData {
+    pub(crate) applied: Option<LogId>,
+    pub(crate) membership: StoredMembership,
+    pub(crate) state: ClusterState,
+}
+
+impl SmData {
+    /// Applies one entry; the command's outcome for a normal entry. Every
+    /// store (sled here, memory in `memstore`) applies through this.
+    pub(crate) fn apply_entry(&mut self, entry: Entry) -> Option<haraft_core::Outcome> {
+        let index = entry.log_id.index;
+        self.applied = Some(entry.log_id);
+        match entry.payload {
+            EntryPayload::Blank => None,
+            EntryPayload::Normal(command) => Some(self.state.apply(index, &command)),
+            EntryPayload::Membership(membership) => {
+                let members = members_of(&membership);
+                self.membership = StoredMembership::new(Some(entry.log_id), membership);
+                if !members.is_empty() {
+                    self.state.apply(index, &Command::SetMembers { members });
+                }
+                None
+            }
+        }
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -492,23 +513,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
     {
-        let mut replies = Vec::new();
-        for entry in entries {
-            let index = entry.log_id.index;
-            self.data.applied = Some(entry.log_id);
-            match entry.payload {
-                EntryPayload::Blank => replies.push(None),
-                EntryPayload::Normal(command) => replies.push(Some(self.data.state.apply(index, &command))),
-                EntryPayload::Membership(membership) => {
-                    let members = members_of(&membership);
-                    self.data.membership = StoredMembership::new(Some(entry.log_id), membership);
-                    if !members.is_empty() {
-                        self.data.state.apply(index, &Command::SetMembers { members });
-                    }
-                    replies.push(None);
-                }
-            }
-        }
+        let replies = entries.into_iter().map(|entry| self.data.apply_entry(entry)).collect();
         self.persist_state()?;
         self.publish();
         Ok(replies)
