@@ -267,7 +267,7 @@ mod garbled {
                     cluster: "test".into(),
                     target: 2,
                     from: 1,
-                    payload: vec![haraft_raft::codec::FORMAT_VERSION, 0xff, 0xff, 0xff],
+                    payload: vec![haraft_raft::codec::Format::NEWEST as u8, 0xff, 0xff, 0xff],
                 },
                 tonic::Code::InvalidArgument,
                 "garbled",

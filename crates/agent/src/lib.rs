@@ -19,6 +19,7 @@ pub mod config;
 pub mod database;
 pub mod driver;
 pub mod failpoint;
+pub mod features;
 pub mod fence;
 pub mod operate;
 pub mod rest;

@@ -13,6 +13,7 @@ pub mod auth;
 pub mod backoff;
 pub mod db;
 pub mod dm_switchover;
+pub mod features;
 pub mod health;
 pub mod ids;
 pub mod lease;
@@ -26,6 +27,7 @@ pub mod sync;
 pub mod timing;
 
 pub use db::{DbMember, DbPosition, DbRole, DbStatus, Engine, Fork, Replica, slot_name};
+pub use features::FeatureLevel;
 pub use ids::{BootTime, Epoch, Lsn, NodeId, RenewalSeq, TimelineId};
 pub use state::{
     ClusterState, Command, DataOrigin, Effect, HistoryEntry, HistoryEvent, Lease, Member, NodeEvent, OpEvent,
