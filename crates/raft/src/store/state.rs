@@ -181,4 +181,47 @@ mod tests {
         assert_ne!(old.encode(Format::Bincode6), as_now);
         assert!(matches!(codec::decode::<SmDataV6>("state", &as_now), Err(CodecError::Garbled { .. })));
     }
+
+    /// Sizes and costs of the state record in both formats, printed; a
+    /// measurement, not a check:
+    /// `cargo test --release -p haraft-raft --lib store::state::tests::format_cost -- --ignored --nocapture`
+    #[test]
+    #[ignore = "a measurement"]
+    fn format_cost() {
+        use haraft_core::{Command, RenewalSeq};
+        let mut state = ClusterState::default();
+        let members = (1..=3)
+            .map(|i| Member { id: NodeId(i), name: format!("node{i}"), address: format!("10.0.0.1{i}:7001") })
+            .collect();
+        state.apply(1, &Command::Initialize { cluster: "main".into(), config: Timing::default(), policy: Policy::default() });
+        state.apply(2, &Command::SetMembers { members });
+        for i in 0..400u64 {
+            state.apply(3 + i, &Command::Audit {
+                node: NodeId(1),
+                what: format!("switchover to node{}", i % 3 + 1),
+                by: "ops@db1".into(),
+                refused: true,
+                result: "refused: node3 lags 48 MiB (limit 16 MiB)".into(),
+                at_unix_ms: 1_700_000_000_000 + i,
+            });
+        }
+        let data = SmData { applied: None, membership: StoredMembership::default(), state };
+        let renew = Command::Renew { holder: NodeId(2), epoch: Epoch(7), renewal: RenewalSeq(9), position: None };
+        for format in [Format::Bincode6, Format::Cbor7] {
+            let started = std::time::Instant::now();
+            let rounds = 200;
+            let mut bytes = Vec::new();
+            for _ in 0..rounds {
+                bytes = data.encode(format);
+                SmData::decode("state", &bytes).unwrap();
+            }
+            let each = started.elapsed() / rounds;
+            println!(
+                "{format:?}: state with {} history entries {} bytes, encode+decode {each:?}; a renewal {} bytes",
+                data.state.history.len(),
+                bytes.len(),
+                codec::encode_as(format, &renew).len()
+            );
+        }
+    }
 }

@@ -1,0 +1,228 @@
+//! `haraft-bench upgrade --from COMMIT | --from-bin-dir DIR`: a rolling
+//! upgrade under a writer. A 3-node cluster with PostgreSQL starts on the
+//! previous build; each replica host's agent is stopped (SIGTERM, as
+//! `systemctl stop`: PostgreSQL and the fence guard keep running) and
+//! started again on this build; then the primary is switched over to an
+//! upgraded member and its host upgraded last. Reports the grants (the
+//! one planned switchover is expected, anything more is a failover),
+//! acknowledged writes lost, write unavailability inside and outside the
+//! switchover, and when the cluster's feature level was raised.
+//!
+//! `--from COMMIT` builds that commit once (`git archive` of this
+//! repository, `cargo build --release`, minutes) into
+//! `target/upgrade/COMMIT/` and reuses it afterwards; `--from-bin-dir DIR`
+//! takes a directory holding a previous build's `haraft` instead (this
+//! build's own `target/release` exercises the procedure against itself).
+//! This build's binaries are the ones next to `haraft-bench`.
+
+use crate::{normal, primary_of, runtime, wait_until};
+use haraft_testkit::procs::{ProcCluster, binary};
+use haraft_testkit::writer::{self, Ack, Writer};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// A pause in acknowledged writes longer than this counts as
+/// unavailability: the writer writes every 10 ms, and on this 2-core
+/// machine a busy moment delays one write by up to ~100 ms.
+const GAP_COUNTED: Duration = Duration::from_millis(250);
+
+/// How long the leader may take to raise the feature level once every
+/// member runs this build: it checks every 5 s (agent `features.rs`).
+const RAISE_WITHIN: Duration = Duration::from_secs(20);
+
+pub fn run(from: &str, from_is_dir: bool) -> Result<(), String> {
+    let old = if from_is_dir { PathBuf::from(from).join("haraft") } else { build_commit(from)? };
+    if !old.is_file() {
+        return Err(format!("no haraft at {}: build it first", old.display()));
+    }
+    let new = binary("haraft");
+    let runtime = runtime()?;
+    let limit = Duration::from_secs(120);
+    let mut c = ProcCluster::with_postgres(3, "");
+    for node in &mut c.nodes {
+        node.haraft = Some(old.clone());
+    }
+    c.start_all();
+    let result = upgrade(&mut c, &new, &runtime, limit);
+    if result.is_err() {
+        crate::print_logs(&c, 40);
+    }
+    let report = result?;
+    println!("{report}");
+    println!(
+        "rolling upgrade from {from}: {} grants (1 expected: the planned switchover), lost {} of {} acknowledged writes; writes unavailable {:.3} s during the switchover, {:.3} s outside it (gaps over {} ms); feature level {} -> {} raised {:.1} s after the last member was upgraded",
+        report["grants"],
+        report["lost_acknowledged_writes"],
+        report["acknowledged_writes"],
+        report["switchover_unavailability_s"].as_f64().unwrap_or(f64::NAN),
+        report["unavailability_outside_switchover_s"].as_f64().unwrap_or(f64::NAN),
+        GAP_COUNTED.as_millis(),
+        report["feature_level_before"],
+        report["feature_level_after"],
+        report["feature_level_raised_after_s"].as_f64().unwrap_or(f64::NAN),
+    );
+    let clean = report["grants"] == 1
+        && report["lost_acknowledged_writes"] == 0
+        && report["unavailability_outside_switchover_s"].as_f64() == Some(0.0);
+    if clean { Ok(()) } else { Err("the upgrade was not clean: see the report".into()) }
+}
+
+fn upgrade(
+    c: &mut ProcCluster,
+    new: &Path,
+    runtime: &tokio::runtime::Runtime,
+    limit: Duration,
+) -> Result<serde_json::Value, String> {
+    wait_until("a normal cluster on the previous build", limit, || c.status().is_some_and(|s| normal(&s)))?;
+    let before = c.status().ok_or("no status")?;
+    let (epoch_before, level_before) = (before["epoch"].as_u64().unwrap_or(0), before["feature_level"].clone());
+    let versions_before = versions(&before);
+    let primary = primary_of(&before).ok_or("no primary")?;
+    let pg = c.pg.as_ref().expect("a cluster with PostgreSQL");
+    let (ports, password) = (pg.ports.clone(), pg.superuser_password.clone());
+    let w = runtime.block_on(Writer::start(&ports, &password, Duration::from_millis(10), Duration::from_secs(600)));
+    std::thread::sleep(Duration::from_secs(2));
+
+    // Replica hosts first, one at a time, each back to normal before the next.
+    let replicas: Vec<u64> = (1..=3).filter(|id| *id != primary).collect();
+    for &id in &replicas {
+        replace_agent(c, id, new, limit)?;
+    }
+    // The primary's host: switch over to an upgraded member first.
+    let target = replicas[0];
+    let switch_started = Instant::now();
+    let out = c
+        .ctl_command(&["switchover", "--to", &format!("node{target}"), "--force"])
+        .output()
+        .map_err(|e| format!("running haraftctl: {e}"))?;
+    let switch_ended = Instant::now();
+    if !out.status.success() {
+        return Err(format!(
+            "switchover to node{target} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    wait_until("a normal cluster after the switchover", limit, || c.status().is_some_and(|s| normal(&s)))?;
+    replace_agent(c, primary, new, limit)?;
+    let last_upgraded = Instant::now();
+    // (Already at this build's level when the previous build is this one.)
+    let supported = u64::from(haraft_core::FeatureLevel::SUPPORTED.0);
+    let raised_after = if level_before.as_u64() < Some(supported) {
+        wait_until("the feature level raised", RAISE_WITHIN, || {
+            c.status().is_some_and(|s| s["feature_level"].as_u64() == Some(supported))
+        })?;
+        Some(last_upgraded.elapsed().as_secs_f64())
+    } else {
+        None
+    };
+    // Writes go on at the new level for a while.
+    std::thread::sleep(Duration::from_secs(3));
+    let after = c.status().ok_or("no status")?;
+    let acks = runtime.block_on(w.stop());
+    let committed = runtime.block_on(writer::committed_ids(&ports, &password));
+    let lost = writer::lost(&acks, &committed).len();
+    let (during, outside) = unavailability(&acks, switch_started, switch_ended);
+    Ok(serde_json::json!({
+        "bench": "upgrade",
+        "versions_before": versions_before,
+        "versions_after": versions(&after),
+        "grants": after["epoch"].as_u64().unwrap_or(0).saturating_sub(epoch_before),
+        "lost_acknowledged_writes": lost,
+        "acknowledged_writes": acks.len(),
+        "switchover_unavailability_s": during,
+        "unavailability_outside_switchover_s": outside,
+        "switchover_s": (switch_ended - switch_started).as_secs_f64(),
+        "feature_level_before": level_before,
+        "feature_level_after": after["feature_level"],
+        "feature_level_raised_after_s": raised_after,
+        "cluster_state_after": after["cluster_state"],
+    }))
+}
+
+/// Stops node `id`'s agent as a package upgrade does and starts `new` in
+/// its place; waits until the cluster is normal again with it.
+fn replace_agent(c: &mut ProcCluster, id: u64, new: &Path, limit: Duration) -> Result<(), String> {
+    let stopped = Instant::now();
+    c.terminate(id);
+    c.nodes[id as usize - 1].haraft = Some(new.to_path_buf());
+    c.start(id);
+    wait_until(&format!("node{id} back on the new build"), limit, || {
+        c.status().is_some_and(|s| {
+            normal(&s) && s["members"][id as usize - 1]["version"] == env!("CARGO_PKG_VERSION")
+        })
+    })?;
+    eprintln!("node{id}: agent replaced, cluster normal again after {:.2} s", stopped.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// Each member's haraft release as status shows it (`null`: 0.1, which
+/// does not say).
+fn versions(status: &serde_json::Value) -> Vec<serde_json::Value> {
+    status["members"].as_array().map(|m| m.iter().map(|m| m["version"].clone()).collect()).unwrap_or_default()
+}
+
+/// Seconds without an acknowledged write (pauses over [`GAP_COUNTED`]),
+/// overlapping the switchover and outside it.
+fn unavailability(acks: &[Ack], switch_started: Instant, switch_ended: Instant) -> (f64, f64) {
+    let mut times: Vec<Instant> = acks.iter().map(|a| a.at).collect();
+    times.sort();
+    let (mut during, mut outside) = (0.0, 0.0);
+    for pair in times.windows(2) {
+        let (a, b) = (pair[0], pair[1]);
+        let gap = b - a;
+        if gap <= GAP_COUNTED {
+            continue;
+        }
+        if a < switch_ended && b > switch_started {
+            during += gap.as_secs_f64();
+        } else {
+            outside += gap.as_secs_f64();
+        }
+    }
+    (during, outside)
+}
+
+/// Builds `commit` of this repository once, into `target/upgrade/COMMIT`
+/// (`git archive`, then `cargo build --release --locked` of the agent and
+/// haraftctl); returns its `haraft`.
+fn build_commit(commit: &str) -> Result<PathBuf, String> {
+    let top = output(Command::new("git").args(["rev-parse", "--show-toplevel"]))?;
+    let full = output(Command::new("git").args(["rev-parse", "--verify", &format!("{commit}^{{commit}}")]))?;
+    let short = &full[..full.len().min(12)];
+    let dir = Path::new(top.trim()).join("target/upgrade").join(short);
+    let built = dir.join("target/release/haraft");
+    if built.is_file() {
+        return Ok(built);
+    }
+    let src = dir.join("src");
+    std::fs::create_dir_all(&src).map_err(|e| format!("creating {}: {e}", src.display()))?;
+    eprintln!("building {short} into {} (once; minutes)", dir.display());
+    let archive = Command::new("sh")
+        .arg("-c")
+        .arg(format!("git archive {full} | tar -x -C '{}'", src.display()))
+        .status()
+        .map_err(|e| format!("git archive: {e}"))?;
+    if !archive.success() {
+        return Err(format!("git archive {full} failed"));
+    }
+    let build = Command::new("cargo")
+        .args(["build", "--release", "--locked", "-p", "haraft-agent", "-p", "haraft-ctl", "--target-dir"])
+        .arg(dir.join("target"))
+        .current_dir(&src)
+        .status()
+        .map_err(|e| format!("cargo build: {e}"))?;
+    if !build.success() {
+        return Err(format!("building {short} failed"));
+    }
+    Ok(built)
+}
+
+fn output(command: &mut Command) -> Result<String, String> {
+    let out = command.output().map_err(|e| format!("{command:?}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("{command:?}: {}", String::from_utf8_lossy(&out.stderr).trim()));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
