@@ -750,7 +750,7 @@ pub(crate) fn render(s: &ClusterStatus) -> String {
             [
                 m.name.clone(),
                 m.id.to_string(),
-                member_version(m),
+                member_version(s, m),
                 role(m.raft_role).to_string(),
                 yes_no(m.voter).to_string(),
                 yes_no(m.reachable).to_string(),
@@ -794,7 +794,7 @@ pub(crate) fn render(s: &ClusterStatus) -> String {
             warnings.push(format!(
                 "{} runs haraft {} (feature level {level}), which cannot read this cluster's records (level {}): upgrade it",
                 m.name,
-                member_version(m),
+                member_version(s, m),
                 s.feature_level
             ));
         }
@@ -854,11 +854,15 @@ pub(crate) fn render(s: &ClusterStatus) -> String {
     out
 }
 
-/// A member's haraft release for the table: haraft 0.1 does not say it.
-fn member_version(m: &haraft_core::status::MemberStatus) -> String {
+/// A member's haraft release for the table: haraft 0.1 does not say it,
+/// and a status document built by a 0.1 leader carries no versions at all
+/// (then they are unknown: `?`).
+fn member_version(s: &ClusterStatus, m: &haraft_core::status::MemberStatus) -> String {
+    let reported = s.members.iter().any(|m| m.version.is_some());
     match (&m.version, m.reachable) {
         (Some(v), _) => v.clone(),
-        (None, true) => "0.1".to_string(),
+        (None, true) if reported => "0.1".to_string(),
+        (None, true) => "?".to_string(),
         (None, false) => "-".to_string(),
     }
 }
@@ -866,8 +870,11 @@ fn member_version(m: &haraft_core::status::MemberStatus) -> String {
 /// After the feature level: whether members run different releases, and
 /// what raises the level.
 fn versions_in_words(s: &ClusterStatus) -> String {
+    if !s.members.iter().any(|m| m.version.is_some()) {
+        return " (answered by a Raft leader running haraft 0.1, which does not report versions)".to_string();
+    }
     let reachable: Vec<_> = s.members.iter().filter(|m| m.reachable).collect();
-    let mut versions: Vec<String> = reachable.iter().map(|m| member_version(m)).collect();
+    let mut versions: Vec<String> = reachable.iter().map(|m| member_version(s, m)).collect();
     versions.sort();
     versions.dedup();
     let readable = reachable.iter().filter_map(|m| m.feature_level).min();
@@ -912,6 +919,42 @@ mod tests {
             version: reachable.then(|| "0.2.0".to_string()),
             feature_level: reachable.then_some(1),
         }
+    }
+
+    #[test]
+    fn versions_during_an_upgrade() {
+        let base = |members: Vec<MemberStatus>, level: u32| ClusterStatus {
+            members,
+            feature_level: level,
+            ..serde_json::from_value(serde_json::json!({
+                "cluster": "c", "answered_by": "node1", "consistent": true, "leader": "node1", "leader_id": 1,
+                "term": 1, "commit_index": 1, "epoch": 1, "primary": null, "lease": null, "operation": null,
+                "cluster_state": "Normal", "members": [],
+            }))
+            .expect("a status document")
+        };
+        let old = |name: &str, id: u64| MemberStatus {
+            version: None,
+            feature_level: Some(0),
+            ..member(name, id, RaftRole::Follower, true)
+        };
+        // Mid-upgrade, answered by an upgraded leader.
+        let t = render(&base(vec![member("node1", 1, RaftRole::Leader, true), old("node2", 2)], 0));
+        assert!(t.contains("Features:     level 0 (members run 0.1, 0.2.0: an upgrade in progress"), "{t}");
+        assert!(t.contains("node2   2   0.1 "), "{t}");
+        // Every member upgraded, the raise due.
+        let t = render(&base(
+            vec![member("node1", 1, RaftRole::Leader, true), member("node2", 2, RaftRole::Follower, true)],
+            0,
+        ));
+        assert!(t.contains("level 0 (every member reads 1: the Raft leader raises it within seconds)"), "{t}");
+        // Answered by a 0.1 leader: nothing is known of versions.
+        let t = render(&base(vec![old("node1", 1), old("node2", 2)], 0));
+        assert!(t.contains("answered by a Raft leader running haraft 0.1"), "{t}");
+        assert!(t.contains("node2   2   ?"), "{t}");
+        // A member below the level in force (rolled back after the raise).
+        let t = render(&base(vec![member("node1", 1, RaftRole::Leader, true), old("node2", 2)], 1));
+        assert!(t.contains("WARNING: node2 runs haraft 0.1 (feature level 0), which cannot read this cluster's records (level 1): upgrade it"), "{t}");
     }
 
     #[test]

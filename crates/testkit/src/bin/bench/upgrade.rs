@@ -76,18 +76,23 @@ fn upgrade(
 ) -> Result<serde_json::Value, String> {
     wait_until("a normal cluster on the previous build", limit, || c.status().is_some_and(|s| normal(&s)))?;
     let before = c.status().ok_or("no status")?;
-    let (epoch_before, level_before) = (before["epoch"].as_u64().unwrap_or(0), before["feature_level"].clone());
+    // A 0.1 leader's status has no feature level: 0.1 is level 0.
+    let (epoch_before, level_before) =
+        (before["epoch"].as_u64().unwrap_or(0), before["feature_level"].as_u64().unwrap_or(0));
     let versions_before = versions(&before);
     let primary = primary_of(&before).ok_or("no primary")?;
     let pg = c.pg.as_ref().expect("a cluster with PostgreSQL");
     let (ports, password) = (pg.ports.clone(), pg.superuser_password.clone());
     let w = runtime.block_on(Writer::start(&ports, &password, Duration::from_millis(10), Duration::from_secs(600)));
+    let started = Instant::now();
     std::thread::sleep(Duration::from_secs(2));
 
     // Replica hosts first, one at a time, each back to normal before the next.
     let replicas: Vec<u64> = (1..=3).filter(|id| *id != primary).collect();
     for &id in &replicas {
         replace_agent(c, id, new, limit)?;
+        // Writes go on in the mixed cluster for a while.
+        std::thread::sleep(Duration::from_secs(3));
     }
     // The primary's host: switch over to an upgraded member first.
     let target = replicas[0];
@@ -109,7 +114,7 @@ fn upgrade(
     let last_upgraded = Instant::now();
     // (Already at this build's level when the previous build is this one.)
     let supported = u64::from(haraft_core::FeatureLevel::SUPPORTED.0);
-    let raised_after = if level_before.as_u64() < Some(supported) {
+    let raised_after = if level_before < supported {
         wait_until("the feature level raised", RAISE_WITHIN, || {
             c.status().is_some_and(|s| s["feature_level"].as_u64() == Some(supported))
         })?;
@@ -137,6 +142,7 @@ fn upgrade(
         "feature_level_before": level_before,
         "feature_level_after": after["feature_level"],
         "feature_level_raised_after_s": raised_after,
+        "seconds": started.elapsed().as_secs_f64(),
         "cluster_state_after": after["cluster_state"],
     }))
 }
@@ -148,9 +154,15 @@ fn replace_agent(c: &mut ProcCluster, id: u64, new: &Path, limit: Duration) -> R
     c.terminate(id);
     c.nodes[id as usize - 1].haraft = Some(new.to_path_buf());
     c.start(id);
+    // A status answered by a Raft leader of the previous build carries no
+    // versions (0.1 does not know them): then its being reachable again
+    // (the old agent has exited) is what says the new one runs.
     wait_until(&format!("node{id} back on the new build"), limit, || {
         c.status().is_some_and(|s| {
-            normal(&s) && s["members"][id as usize - 1]["version"] == env!("CARGO_PKG_VERSION")
+            let member = &s["members"][id as usize - 1];
+            normal(&s)
+                && member["reachable"] == true
+                && member["version"].as_str().is_none_or(|v| v == env!("CARGO_PKG_VERSION"))
         })
     })?;
     eprintln!("node{id}: agent replaced, cluster normal again after {:.2} s", stopped.elapsed().as_secs_f64());
