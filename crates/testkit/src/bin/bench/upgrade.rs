@@ -87,16 +87,21 @@ fn upgrade(
     let started = Instant::now();
     std::thread::sleep(Duration::from_secs(2));
 
+    // What was being done when, to place each pause in writes.
+    let mut steps = vec![(started, "writing on the previous build".to_string())];
     // Replica hosts first, one at a time, each back to normal before the next.
     let replicas: Vec<u64> = (1..=3).filter(|id| *id != primary).collect();
     for &id in &replicas {
+        steps.push((Instant::now(), format!("replacing node{id}'s agent (a replica)")));
         replace_agent(c, id, new, limit)?;
+        steps.push((Instant::now(), format!("writing after node{id}'s replacement")));
         // Writes go on in the mixed cluster for a while.
         std::thread::sleep(Duration::from_secs(3));
     }
     // The primary's host: switch over to an upgraded member first.
     let target = replicas[0];
     let switch_started = Instant::now();
+    steps.push((switch_started, format!("switchover node{primary} -> node{target}")));
     let out = c
         .ctl_command(&["switchover", "--to", &format!("node{target}"), "--force"])
         .output()
@@ -109,9 +114,12 @@ fn upgrade(
             String::from_utf8_lossy(&out.stderr)
         ));
     }
+    steps.push((switch_ended, "after the switchover".to_string()));
     wait_until("a normal cluster after the switchover", limit, || c.status().is_some_and(|s| normal(&s)))?;
+    steps.push((Instant::now(), format!("replacing node{primary}'s agent (the old primary's host)")));
     replace_agent(c, primary, new, limit)?;
     let last_upgraded = Instant::now();
+    steps.push((last_upgraded, "writing, every member on the new build".to_string()));
     // (Already at this build's level when the previous build is this one.)
     let supported = u64::from(haraft_core::FeatureLevel::SUPPORTED.0);
     let raised_after = if level_before < supported {
@@ -128,7 +136,7 @@ fn upgrade(
     let acks = runtime.block_on(w.stop());
     let committed = runtime.block_on(writer::committed_ids(&ports, &password));
     let lost = writer::lost(&acks, &committed).len();
-    let (during, outside) = unavailability(&acks, switch_started, switch_ended);
+    let (during, outside, pauses) = unavailability(&acks, switch_started, switch_ended, started, &steps);
     Ok(serde_json::json!({
         "bench": "upgrade",
         "versions_before": versions_before,
@@ -138,6 +146,7 @@ fn upgrade(
         "acknowledged_writes": acks.len(),
         "switchover_unavailability_s": during,
         "unavailability_outside_switchover_s": outside,
+        "pauses": pauses,
         "switchover_s": (switch_ended - switch_started).as_secs_f64(),
         "feature_level_before": level_before,
         "feature_level_after": after["feature_level"],
@@ -176,11 +185,18 @@ fn versions(status: &serde_json::Value) -> Vec<serde_json::Value> {
 }
 
 /// Seconds without an acknowledged write (pauses over [`GAP_COUNTED`]),
-/// overlapping the switchover and outside it.
-fn unavailability(acks: &[Ack], switch_started: Instant, switch_ended: Instant) -> (f64, f64) {
+/// overlapping the switchover and outside it, and each pause: when (from
+/// `started`), how long, and during which step.
+fn unavailability(
+    acks: &[Ack],
+    switch_started: Instant,
+    switch_ended: Instant,
+    started: Instant,
+    steps: &[(Instant, String)],
+) -> (f64, f64, Vec<serde_json::Value>) {
     let mut times: Vec<Instant> = acks.iter().map(|a| a.at).collect();
     times.sort();
-    let (mut during, mut outside) = (0.0, 0.0);
+    let (mut during, mut outside, mut pauses) = (0.0, 0.0, Vec::new());
     for pair in times.windows(2) {
         let (a, b) = (pair[0], pair[1]);
         let gap = b - a;
@@ -192,8 +208,14 @@ fn unavailability(acks: &[Ack], switch_started: Instant, switch_ended: Instant) 
         } else {
             outside += gap.as_secs_f64();
         }
+        let step = steps.iter().rev().find(|(at, _)| *at <= a).map_or("", |(_, what)| what.as_str());
+        pauses.push(serde_json::json!({
+            "at_s": a.saturating_duration_since(started).as_secs_f64(),
+            "seconds": gap.as_secs_f64(),
+            "during": step,
+        }));
     }
-    (during, outside)
+    (during, outside, pauses)
 }
 
 /// Builds `commit` of this repository once, into `target/upgrade/COMMIT`
