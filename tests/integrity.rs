@@ -119,9 +119,8 @@ async fn a_damaged_store_stops_its_member_and_the_documented_recovery_brings_it_
         for vote in [encode_as(Format::Bincode6, &vote), encode_as(Format::Cbor7, &vote)] {
             // sled may keep older, dead copies of a record: change a byte of
             // every copy, so that the one it reads is changed too.
-            let copies: Vec<usize> = (0..data.len().saturating_sub(vote.len()))
-                .filter(|&i| data[i..i + vote.len()] == vote[..])
-                .collect();
+            let copies: Vec<usize> =
+                (0..data.len().saturating_sub(vote.len())).filter(|&i| data[i..i + vote.len()] == vote[..]).collect();
             found |= !copies.is_empty();
             for at in copies {
                 data[at + vote.len() / 2] ^= 0x10;

@@ -3,7 +3,8 @@
 //! What it is for: the replicated [`ClusterState`] and the [`Command`]s that
 //! change it ([`ClusterState::apply`]), the lease arithmetic and both sides of
 //! the lease contract ([`lease`]), the planner that runs on the Raft leader
-//! ([`plan`]), and the status document ([`status`]).
+//! ([`plan`]), the status document ([`status`]), and the cluster feature
+//! level that lets members of two releases work together ([`features`]).
 //!
 //! What it must never do: I/O, clock reads, tokio, openraft, sled or tonic.
 //! Time comes in as an argument ([`BootTime`]); rejections are values.

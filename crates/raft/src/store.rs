@@ -15,8 +15,10 @@
 //!   - tree `meta`: `identity`, `vote`, `committed`, `last_purged`
 //!   - tree `sm`: `state` (applied log id, membership, ClusterState), `snapshot`
 //!
-//! Every value is a `codec` record with a format-version byte and a
-//! checksum, verified on every read.
+//! Every value is a `codec` record with a format byte and a checksum,
+//! verified on every read, and written in the format the feature level of
+//! the applied state allows ([`codec::WriteFormat`]; `state` keeps haraft
+//! 0.1's shape of the state machine record).
 
 use crate::acked::{Mark, MarkFile};
 use crate::codec::{self, CodecError, Format, WriteFormat};

@@ -65,7 +65,12 @@ pub fn run(from: &str, from_is_dir: bool) -> Result<(), String> {
     let clean = report["grants"] == 1
         && report["lost_acknowledged_writes"] == 0
         && report["unavailability_outside_switchover_s"].as_f64() == Some(0.0);
-    if clean { Ok(()) } else { Err("the upgrade was not clean: see the report".into()) }
+    if clean {
+        Ok(())
+    } else {
+        crate::print_logs(&c, 80);
+        Err("the upgrade was not clean: see the report and the logs above".into())
+    }
 }
 
 fn upgrade(
@@ -92,7 +97,7 @@ fn upgrade(
     // Replica hosts first, one at a time, each back to normal before the next.
     let replicas: Vec<u64> = (1..=3).filter(|id| *id != primary).collect();
     for &id in &replicas {
-        steps.push((Instant::now(), format!("replacing node{id}'s agent (a replica)")));
+        steps.push((Instant::now(), format!("replacing node{id}'s agent (a replica{})", leader_note(c, id))));
         replace_agent(c, id, new, limit)?;
         steps.push((Instant::now(), format!("writing after node{id}'s replacement")));
         // Writes go on in the mixed cluster for a while.
@@ -116,7 +121,10 @@ fn upgrade(
     }
     steps.push((switch_ended, "after the switchover".to_string()));
     wait_until("a normal cluster after the switchover", limit, || c.status().is_some_and(|s| normal(&s)))?;
-    steps.push((Instant::now(), format!("replacing node{primary}'s agent (the old primary's host)")));
+    steps.push((
+        Instant::now(),
+        format!("replacing node{primary}'s agent (the old primary's host{})", leader_note(c, primary)),
+    ));
     replace_agent(c, primary, new, limit)?;
     let last_upgraded = Instant::now();
     steps.push((last_upgraded, "writing, every member on the new build".to_string()));
@@ -147,6 +155,10 @@ fn upgrade(
         "switchover_unavailability_s": during,
         "unavailability_outside_switchover_s": outside,
         "pauses": pauses,
+        "steps": steps
+            .iter()
+            .map(|(at, what)| serde_json::json!({"at_s": at.saturating_duration_since(started).as_secs_f64(), "what": what}))
+            .collect::<Vec<_>>(),
         "switchover_s": (switch_ended - switch_started).as_secs_f64(),
         "feature_level_before": level_before,
         "feature_level_after": after["feature_level"],
@@ -176,6 +188,12 @@ fn replace_agent(c: &mut ProcCluster, id: u64, new: &Path, limit: Duration) -> R
     })?;
     eprintln!("node{id}: agent replaced, cluster normal again after {:.2} s", stopped.elapsed().as_secs_f64());
     Ok(())
+}
+
+/// ", the Raft leader" when node `id` leads Raft.
+fn leader_note(c: &ProcCluster, id: u64) -> &'static str {
+    let leader = c.status().and_then(|s| s["leader_id"].as_u64());
+    if leader == Some(id) { ", the Raft leader" } else { "" }
 }
 
 /// Each member's haraft release as status shows it (`null`: 0.1, which
