@@ -76,7 +76,8 @@ fn every_release_s_data_directory_opens_and_reads() {
         assert!(raw.len() >= 3, "{name}: the fixture has a log (initialize, members, grant)");
         for (index, bytes) in &raw {
             let format = codec::format_of(bytes).expect("a format this build reads");
-            let entry: Entry = codec::decode("log entry", bytes).unwrap_or_else(|e| panic!("{name}: entry {index}: {e}"));
+            let entry: Entry =
+                codec::decode("log entry", bytes).unwrap_or_else(|e| panic!("{name}: entry {index}: {e}"));
             assert_eq!(entry.log_id.index, *index);
             assert_eq!(&codec::encode_as(format, &entry), bytes, "{name}: entry {index} re-encodes differently");
         }

@@ -193,17 +193,23 @@ mod tests {
         let members = (1..=3)
             .map(|i| Member { id: NodeId(i), name: format!("node{i}"), address: format!("10.0.0.1{i}:7001") })
             .collect();
-        state.apply(1, &Command::Initialize { cluster: "main".into(), config: Timing::default(), policy: Policy::default() });
+        state.apply(
+            1,
+            &Command::Initialize { cluster: "main".into(), config: Timing::default(), policy: Policy::default() },
+        );
         state.apply(2, &Command::SetMembers { members });
         for i in 0..400u64 {
-            state.apply(3 + i, &Command::Audit {
-                node: NodeId(1),
-                what: format!("switchover to node{}", i % 3 + 1),
-                by: "ops@db1".into(),
-                refused: true,
-                result: "refused: node3 lags 48 MiB (limit 16 MiB)".into(),
-                at_unix_ms: 1_700_000_000_000 + i,
-            });
+            state.apply(
+                3 + i,
+                &Command::Audit {
+                    node: NodeId(1),
+                    what: format!("switchover to node{}", i % 3 + 1),
+                    by: "ops@db1".into(),
+                    refused: true,
+                    result: "refused: node3 lags 48 MiB (limit 16 MiB)".into(),
+                    at_unix_ms: 1_700_000_000_000 + i,
+                },
+            );
         }
         let data = SmData { applied: None, membership: StoredMembership::default(), state };
         let renew = Command::Renew { holder: NodeId(2), epoch: Epoch(7), renewal: RenewalSeq(9), position: None };
