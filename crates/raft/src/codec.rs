@@ -98,14 +98,21 @@ fn bincode_config() -> impl bincode::config::Config {
 pub enum CodecError {
     #[error("{what} is empty")]
     Empty { what: &'static str },
-    #[error(
-        "{what} has format version {found}, this haraft reads versions 6 and 7: it was written by a newer haraft; upgrade this member"
-    )]
+    #[error("{what} has format version {found}, this haraft reads versions 6 and 7: {}", version_hint(*.found))]
     Version { what: &'static str, found: u8 },
     #[error("{what} is garbled: {detail}")]
     Garbled { what: &'static str, detail: String },
     #[error("{what} fails its checksum: its bytes changed after it was written")]
     Checksum { what: &'static str },
+}
+
+/// What to do about a record of format `found`, which this build cannot read.
+pub fn version_hint(found: u8) -> &'static str {
+    if found > Format::NEWEST as u8 {
+        "it was written by a newer haraft; run that release (or a later one) on this member"
+    } else {
+        "it was written by a development build before haraft 0.1, whose records no release reads"
+    }
 }
 
 /// Encodes `value` in the newest format.

@@ -44,9 +44,12 @@ fn bad_record(what: String, e: CodecError) -> String {
     match e {
         CodecError::Checksum { .. } => format!("{what} fails its checksum: its bytes changed after it was written"),
         CodecError::Empty { .. } => format!("{what} is empty"),
-        CodecError::Version { found, .. } => format!(
-            "{what} has format version {found}, this haraft reads versions 6 and 7: written by a newer haraft; upgrade this member"
-        ),
+        CodecError::Version { found, .. } => {
+            format!(
+                "{what} has format version {found}, this haraft reads versions 6 and 7: {}",
+                codec::version_hint(found)
+            )
+        }
         CodecError::Garbled { detail, .. } => format!("{what} is garbled: {detail}"),
     }
 }

@@ -50,17 +50,21 @@ pub fn run(from: &str, from_is_dir: bool) -> Result<(), String> {
     }
     let report = result?;
     println!("{report}");
+    let level = match report["feature_level_raised_after_s"].as_f64() {
+        Some(s) => format!(
+            "feature level {} -> {} raised {s:.1} s after the last member was upgraded",
+            report["feature_level_before"], report["feature_level_after"]
+        ),
+        None => format!("feature level {} throughout (the previous build knew it)", report["feature_level_after"]),
+    };
     println!(
-        "rolling upgrade from {from}: {} grants (1 expected: the planned switchover), lost {} of {} acknowledged writes; writes unavailable {:.3} s during the switchover, {:.3} s outside it (gaps over {} ms); feature level {} -> {} raised {:.1} s after the last member was upgraded",
+        "rolling upgrade from {from}: {} grants (1 expected: the planned switchover), lost {} of {} acknowledged writes; writes unavailable {:.3} s during the switchover, {:.3} s outside it (gaps over {} ms); {level}",
         report["grants"],
         report["lost_acknowledged_writes"],
         report["acknowledged_writes"],
         report["switchover_unavailability_s"].as_f64().unwrap_or(f64::NAN),
         report["unavailability_outside_switchover_s"].as_f64().unwrap_or(f64::NAN),
         GAP_COUNTED.as_millis(),
-        report["feature_level_before"],
-        report["feature_level_after"],
-        report["feature_level_raised_after_s"].as_f64().unwrap_or(f64::NAN),
     );
     let clean = report["grants"] == 1
         && report["lost_acknowledged_writes"] == 0
