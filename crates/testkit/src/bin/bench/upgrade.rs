@@ -34,7 +34,8 @@ const RAISE_WITHIN: Duration = Duration::from_secs(20);
 pub fn run(from: &str, from_is_dir: bool) -> Result<(), String> {
     let old = if from_is_dir { PathBuf::from(from).join("haraft") } else { build_commit(from)? };
     // Absolute: the agents start in the cluster's directory.
-    let old = std::fs::canonicalize(&old).map_err(|e| format!("no haraft at {}: {e}: build it first", old.display()))?;
+    let old =
+        std::fs::canonicalize(&old).map_err(|e| format!("no haraft at {}: {e}: build it first", old.display()))?;
     let new = binary("haraft");
     let runtime = runtime()?;
     let limit = Duration::from_secs(120);
