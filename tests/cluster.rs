@@ -245,6 +245,39 @@ async fn restarting_all_three_keeps_the_state() {
     c.shutdown().await;
 }
 
+/// A cluster of one build raises its feature level by itself (every member
+/// reads it), every member applies it, and the stores, now holding records
+/// of both formats, survive a restart of every member.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leader_raises_the_feature_level_once_every_member_reads_it() {
+    use haraft_core::{FeatureLevel, HistoryEvent};
+    let mut c = started().await;
+    // The leader looks every 5 s.
+    wait_for("the feature level raised", LIMIT, || {
+        (1..=3).all(|id| c.agent(id).state().feature_level == FeatureLevel::SUPPORTED).then_some(())
+    })
+    .await;
+    let raised: Vec<_> = c
+        .state()
+        .history
+        .iter()
+        .filter(|h| matches!(h.event, HistoryEvent::FeatureLevelRaised { .. }))
+        .cloned()
+        .collect();
+    assert_eq!(raised.len(), 1, "raised once: {raised:?}");
+    let epoch = c.state().epoch;
+    for id in 1..=3 {
+        c.stop(id).await;
+    }
+    for id in 1..=3 {
+        c.restart(id).await;
+    }
+    wait_for("one valid holder again", LIMIT, || (c.valid_holders().len() == 1).then_some(())).await;
+    assert_eq!(c.state().feature_level, FeatureLevel::SUPPORTED);
+    assert!(c.state().epoch >= epoch);
+    c.shutdown().await;
+}
+
 mod garbled {
     use super::*;
     use haraft_proto::admin::ProposeRequest;
@@ -267,7 +300,7 @@ mod garbled {
                     cluster: "test".into(),
                     target: 2,
                     from: 1,
-                    payload: vec![haraft_raft::codec::FORMAT_VERSION, 0xff, 0xff, 0xff],
+                    payload: vec![haraft_raft::codec::Format::NEWEST as u8, 0xff, 0xff, 0xff],
                 },
                 tonic::Code::InvalidArgument,
                 "garbled",

@@ -111,15 +111,22 @@ async fn a_damaged_store_stops_its_member_and_the_documented_recovery_brings_it_
     type Damage<'a> = Box<dyn Fn() + 'a>;
     let flip_vote: Damage = Box::new(|| {
         let mut data = std::fs::read(db).unwrap();
-        let vote = haraft_raft::codec::encode(&mark.vote.expect("the member voted"));
-        // sled may keep older, dead copies of a record: change a byte of
-        // every copy, so that the one it reads is changed too.
-        let copies: Vec<usize> =
-            (0..data.len().saturating_sub(vote.len())).filter(|&i| data[i..i + vote.len()] == vote[..]).collect();
-        assert!(!copies.is_empty(), "the vote is not in sled's file");
-        for at in copies {
-            data[at + vote.len() / 2] ^= 0x10;
+        // In the format of the feature level it was written at (format 6
+        // until the leader raised the level, 7 after).
+        let vote = mark.vote.expect("the member voted");
+        use haraft_raft::codec::{Format, encode_as};
+        let mut found = false;
+        for vote in [encode_as(Format::Bincode6, &vote), encode_as(Format::Cbor7, &vote)] {
+            // sled may keep older, dead copies of a record: change a byte of
+            // every copy, so that the one it reads is changed too.
+            let copies: Vec<usize> =
+                (0..data.len().saturating_sub(vote.len())).filter(|&i| data[i..i + vote.len()] == vote[..]).collect();
+            found |= !copies.is_empty();
+            for at in copies {
+                data[at + vote.len() / 2] ^= 0x10;
+            }
         }
+        assert!(found, "the vote is not in sled's file");
         std::fs::write(db, data).unwrap();
     });
     let cut = |fraction: f64| -> Damage {

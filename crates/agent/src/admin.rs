@@ -94,7 +94,8 @@ impl admin_server::Admin for AdminService {
             | Command::Lapse { .. }
             | Command::Operator { .. }
             | Command::EndOperation { .. }
-            | Command::StartScheduled { .. } => None,
+            | Command::StartScheduled { .. }
+            | Command::SetFeatureLevel { .. } => None,
         };
         match speaker {
             None => {
@@ -111,7 +112,9 @@ impl admin_server::Admin for AdminService {
             Some(_) => {}
         }
         match self.shared.propose_here(command).await {
-            Ok(outcome) => Ok(Response::new(ProposeReply { outcome: codec::encode(&outcome) })),
+            Ok(outcome) => {
+                Ok(Response::new(ProposeReply { outcome: codec::encode_as(self.shared.write_format(), &outcome) }))
+            }
             Err(e @ ProposeError::Timeout { .. }) => Err(Status::deadline_exceeded(e.to_string())),
             Err(e @ ProposeError::NotLeader { .. }) => Err(Status::failed_precondition(e.to_string())),
             Err(e) => Err(Status::unavailable(e.to_string())),
@@ -222,10 +225,12 @@ impl admin_server::Admin for AdminService {
                 max_us: r.max_us,
                 samples: r.samples,
             }),
-            db: info.db.as_ref().map(codec::encode).unwrap_or_default(),
+            db: info.db.as_ref().map(|db| codec::encode_as(self.shared.write_format(), db)).unwrap_or_default(),
             action: info.action,
             needs_rewind: info.needs_rewind,
             manages_database: info.manages_database,
+            version: info.version.unwrap_or_default(),
+            feature_level: info.feature_level.0,
             failing: info.failing.map(|f| haraft_proto::admin::FailingAction {
                 action: f.action,
                 error: f.error,

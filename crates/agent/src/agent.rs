@@ -254,10 +254,12 @@ pub async fn start(config: Config, listener: Option<tokio::net::TcpListener>) ->
         }
     }
     let committed = log_store.committed();
+    let write_format = log_store.write_format();
     let faults = NetworkFaults::default();
     let dial = config.dial.raft.iter().map(|(id, a)| (id.0, a.clone())).collect();
     let tls = config.tls.as_ref().map(|t| Arc::clone(&t.loaded));
-    let network = NetworkFactory::new(&config.cluster, config.node.0, faults.clone(), dial, tls.clone());
+    let network =
+        NetworkFactory::new(&config.cluster, config.node.0, faults.clone(), dial, tls.clone(), write_format.clone());
     let raft = Raft::new(config.node.0, Arc::new(raft_config(&config)?), network, log_store, sm_store)
         .await
         .context("starting raft")?;
@@ -299,6 +301,7 @@ pub async fn start(config: Config, listener: Option<tokio::net::TcpListener>) ->
                 faults,
                 tls.is_some(),
                 config.members.iter().map(|m| (m.id.0, m.name.clone())).collect(),
+                write_format,
             ))
             .add_service(AdminService::new(Arc::clone(&shared)));
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
@@ -331,6 +334,7 @@ pub async fn start(config: Config, listener: Option<tokio::net::TcpListener>) ->
         }
         None => None,
     };
+    tokio::spawn(crate::features::raise_when_every_member_can(Arc::clone(&shared), shutdown_rx.clone()));
     let start = DriverStart { shared: Arc::clone(&shared), lease_tx, events: events.clone(), shutdown: shutdown_rx };
     let (driver, guards) = match &config.postgres {
         Some(pg) => {

@@ -105,6 +105,9 @@ where
         faults,
         false,
         config.members.iter().map(|m| (m.id.0, m.name.clone())).collect(),
+        // Every simulated member runs this build: replies in the newest
+        // format (the feature level's switch is not simulated).
+        haraft_raft::codec::WriteFormat::new(haraft_raft::codec::Format::NEWEST),
     ));
     let admin_service = Arc::new(AdminService::plain(Arc::clone(&shared)));
     crate::agent::join_if_pristine(&config, &raft).await?;

@@ -20,6 +20,7 @@ pub mod database;
 pub mod driver;
 pub mod embedded;
 pub mod failpoint;
+pub mod features;
 pub mod fence;
 pub mod operate;
 pub mod rest;

@@ -6,7 +6,7 @@ use crate::clock::boottime;
 use crate::config::Config;
 use haraft_core::status::LatencySummary;
 use haraft_core::status::{ProbeInfo, RaftRole};
-use haraft_core::{BootTime, ClusterState, Command, Epoch, Member, NodeId, Outcome};
+use haraft_core::{BootTime, ClusterState, Command, Epoch, FeatureLevel, Member, NodeId, Outcome};
 use haraft_proto::admin::admin_client::AdminClient;
 use haraft_proto::admin::{ProbeReply, ProbeRequest, ProposeReply, ProposeRequest};
 use haraft_raft::Raft;
@@ -240,6 +240,12 @@ impl Shared {
         Arc::clone(&self.applied.borrow().state)
     }
 
+    /// The codec format this member writes: what every member reads at the
+    /// feature level of the state applied here (as the store's own).
+    pub fn write_format(&self) -> codec::Format {
+        codec::Format::for_level(self.applied.borrow().state.feature_level)
+    }
+
     pub fn metrics(&self) -> RaftMetrics {
         self.raft.metrics().borrow().clone()
     }
@@ -360,7 +366,7 @@ impl Shared {
             cluster: self.config.cluster.clone(),
             target: leader.0,
             from: self.me().0,
-            command: codec::encode(&command),
+            command: codec::encode_as(self.write_format(), &command),
         };
         let reply = match &self.peers {
             Peers::Grpc => {
@@ -399,6 +405,8 @@ impl Shared {
             failing: self.db_failing.lock().expect("never poisoned").clone(),
             needs_rewind: self.db_needs_rewind.load(std::sync::atomic::Ordering::Relaxed),
             manages_database: self.config.postgres.is_some(),
+            version: Some(env!("CARGO_PKG_VERSION").to_string()),
+            feature_level: FeatureLevel::SUPPORTED,
         }
     }
 
@@ -452,6 +460,9 @@ impl Shared {
             action: reply.action,
             needs_rewind: reply.needs_rewind,
             manages_database: reply.manages_database,
+            // haraft 0.1 sends neither: no version, level 0.
+            version: Some(reply.version).filter(|v| !v.is_empty()),
+            feature_level: FeatureLevel(reply.feature_level),
             failing: reply.failing.map(|f| haraft_core::backoff::FailingAction {
                 action: f.action,
                 error: f.error,

@@ -245,7 +245,8 @@ impl Transitions {
                 | HistoryEvent::DatabaseSet { .. }
                 | HistoryEvent::Operation { .. }
                 | HistoryEvent::Audit { .. }
-                | HistoryEvent::LossAcknowledged { .. } => {}
+                | HistoryEvent::LossAcknowledged { .. }
+                | HistoryEvent::FeatureLevelRaised { .. } => {}
             }
         }
         self.seen_index = newest;

@@ -3,7 +3,8 @@
 //! What it is for: the replicated [`ClusterState`] and the [`Command`]s that
 //! change it ([`ClusterState::apply`]), the lease arithmetic and both sides of
 //! the lease contract ([`lease`]), the planner that runs on the Raft leader
-//! ([`plan`]), and the status document ([`status`]).
+//! ([`plan`]), the status document ([`status`]), and the cluster feature
+//! level that lets members of two releases work together ([`features`]).
 //!
 //! What it must never do: I/O, clock reads, tokio, openraft, sled or tonic.
 //! Time comes in as an argument ([`BootTime`]); rejections are values.
@@ -13,6 +14,7 @@ pub mod auth;
 pub mod backoff;
 pub mod db;
 pub mod dm_switchover;
+pub mod features;
 pub mod health;
 pub mod ids;
 pub mod lease;
@@ -28,6 +30,7 @@ pub mod timing;
 pub mod verdicts;
 
 pub use db::{DbMember, DbPosition, DbRole, DbStatus, Engine, Fork, Replica, slot_name};
+pub use features::FeatureLevel;
 pub use ids::{BootTime, Epoch, Lsn, NodeId, RenewalSeq, TimelineId};
 pub use state::{
     ClusterState, Command, DataOrigin, Effect, HistoryEntry, HistoryEvent, Lease, Member, NodeEvent, OpEvent,

@@ -4,6 +4,7 @@
 //! is answered with a `Rejected` value and changes nothing.
 
 use crate::db::{DbMember, DbPosition};
+use crate::features::FeatureLevel;
 use crate::ids::{Epoch, Lsn, NodeId, RenewalSeq};
 use crate::ops::{NodeRequest, NodeTask, OpId, OpOutcome, Order, Scheduled, Switchover, SwitchoverStep};
 use crate::timing::{Policy, Timing};
@@ -161,6 +162,12 @@ pub enum HistoryEvent {
         system_identifier: u64,
         origin: DataOrigin,
     },
+    /// Every member runs a build that reads level `to`: members now write
+    /// what only such builds read.
+    FeatureLevelRaised {
+        from: FeatureLevel,
+        to: FeatureLevel,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -228,6 +235,10 @@ pub struct ClusterState {
     /// decision (no database, no lease, not synchronous). Being voters
     /// still, they learn of it, and their agents stop their databases.
     pub leaving: std::collections::BTreeSet<NodeId>,
+    /// What every member's build reads ([`crate::features`]); 0 in a
+    /// cluster started on haraft 0.1, raised by `SetFeatureLevel`.
+    #[serde(default)]
+    pub feature_level: FeatureLevel,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -289,6 +300,10 @@ pub enum Command {
     /// (`dm_switchover`). CAS on the lease, the switchover and its step.
     /// Appended last: stored logs stay readable.
     DmSwitchover { node: NodeId, epoch: Epoch, id: OpId, done: crate::dm_switchover::DmDone, at_unix_ms: u64 },
+    /// The Raft leader's: every member reported a build that supports
+    /// `to` (CAS on `from`). Feature level 1: proposed only when every
+    /// member knows it, like every later variant.
+    SetFeatureLevel { from: FeatureLevel, to: FeatureLevel, at_unix_ms: u64 },
 }
 
 /// How the cluster's database came to be.
@@ -333,6 +348,9 @@ pub enum Effect {
     },
     OperationStep,
     OperationEnded,
+    FeatureLevelSet {
+        level: FeatureLevel,
+    },
 }
 
 /// Why a command changed nothing. A value, not an error: stale commands are
@@ -413,6 +431,12 @@ pub enum Rejected {
         node: NodeId,
         applied: Lsn,
         last: Lsn,
+    },
+    /// A `SetFeatureLevel` whose `from` is not the level in force, or that
+    /// would not raise it.
+    StaleFeatureLevel {
+        proposed: FeatureLevel,
+        current: FeatureLevel,
     },
 }
 
@@ -557,6 +581,12 @@ impl ClusterState {
             },
             Command::DmSwitchover { node, epoch, id, done, .. } => {
                 crate::dm_switchover::check(self, *node, *epoch, *id, *done)
+            }
+            Command::SetFeatureLevel { from, to, .. } => {
+                if *from != self.feature_level || to <= from {
+                    return Err(Rejected::StaleFeatureLevel { proposed: *to, current: self.feature_level });
+                }
+                Ok(())
             }
             Command::StartScheduled { id, epoch, .. } => {
                 let Some(s) = self.scheduled.as_ref().filter(|s| s.id == *id) else {
@@ -910,6 +940,11 @@ impl ClusterState {
                 self.dm_change(log_index, *at_unix_ms, *epoch, *id, *done);
                 if self.operation.is_none() { Effect::OperationEnded } else { Effect::OperationStep }
             }
+            Command::SetFeatureLevel { from, to, at_unix_ms } => {
+                self.feature_level = *to;
+                self.record(log_index, *at_unix_ms, HistoryEvent::FeatureLevelRaised { from: *from, to: *to });
+                Effect::FeatureLevelSet { level: *to }
+            }
             Command::StartScheduled { id, epoch, at_unix_ms } => {
                 let Some(s) = self.scheduled.take() else { return Effect::OperationStep };
                 self.operation = Some(Operation::Switchover(Switchover {
@@ -1196,6 +1231,7 @@ impl fmt::Display for Command {
             Command::DmSwitchover { node, epoch, id, done, .. } => {
                 write!(f, "dm-switchover id={id} node={node} epoch={epoch} done={done:?}")
             }
+            Command::SetFeatureLevel { from, to, .. } => write!(f, "set-feature-level from={from} to={to}"),
         }
     }
 }
@@ -1254,6 +1290,9 @@ impl fmt::Display for Rejected {
             ),
             Rejected::NothingToAcknowledge => {
                 write!(f, "no discarded writes wait for an acknowledgement (haraftctl history lists every rewind)")
+            }
+            Rejected::StaleFeatureLevel { proposed, current } => {
+                write!(f, "feature level {proposed} would not raise the level in force, {current}")
             }
         }
     }

@@ -70,6 +70,10 @@ pub struct ClusterStatus {
     #[serde(default)]
     pub writes_blocked: Option<String>,
     pub members: Vec<MemberStatus>,
+    /// The feature level in force ([`crate::features`]): what every
+    /// member's build must read.
+    #[serde(default)]
+    pub feature_level: u32,
     /// Normal: a primary holds a valid lease and every member follows it.
     /// Degraded: a primary holds a valid lease, but some member is
     /// unreachable, stopped or behind. Unavailable: no writable primary.
@@ -167,6 +171,14 @@ pub struct MemberStatus {
     /// named here).
     #[serde(default)]
     pub note: Option<String>,
+    /// The haraft release the member runs, as its probe said; `None` when
+    /// it did not answer, or runs haraft 0.1 (which does not say).
+    #[serde(default)]
+    pub version: Option<String>,
+    /// The highest feature level its build reads; `None` when it did not
+    /// answer.
+    #[serde(default)]
+    pub feature_level: Option<u32>,
 }
 
 /// The answering node's own Raft facts.
@@ -201,6 +213,10 @@ pub struct ProbeInfo {
     pub needs_rewind: bool,
     /// The member manages a database, observed (`db`) or not yet.
     pub manages_database: bool,
+    /// Its haraft release; `None` from haraft 0.1, which does not say.
+    pub version: Option<String>,
+    /// The highest feature level its build reads (0 from haraft 0.1).
+    pub feature_level: crate::features::FeatureLevel,
 }
 
 impl ProbeInfo {
@@ -335,6 +351,8 @@ pub fn build_status(state: &ClusterState, local: &LocalRaft, probes: &Probes) ->
                 note: db
                     .and_then(|d| foreign_data(state, d).or_else(|| adopting(state, d)))
                     .or_else(|| first_grant.get(&m.id).cloned()),
+                version: ok.and_then(|p| p.version.clone()),
+                feature_level: ok.map(|p| p.feature_level.0),
             }
         })
         .collect();
@@ -418,6 +436,7 @@ pub fn build_status(state: &ClusterState, local: &LocalRaft, probes: &Probes) ->
         synchronous,
         writes_blocked,
         members,
+        feature_level: state.feature_level.0,
         cluster_state,
     }
 }
@@ -523,6 +542,8 @@ mod tests {
                 failing: None,
                 needs_rewind: false,
                 manages_database: false,
+                version: Some("0.2.0".into()),
+                feature_level: crate::features::FeatureLevel(1),
             }),
         );
         probes.insert(
@@ -538,6 +559,8 @@ mod tests {
                 failing: None,
                 needs_rewind: false,
                 manages_database: false,
+                version: Some("0.2.0".into()),
+                feature_level: crate::features::FeatureLevel(1),
             }),
         );
         probes.insert(NodeId(3), Err("connection refused".into()));
@@ -552,6 +575,9 @@ mod tests {
         assert_eq!(st.members[2].state, MemberState::Unreachable);
         assert_eq!(st.members[0].state, MemberState::NoDatabase);
         assert_eq!(st.cluster_state, ClusterHealth::Degraded);
+        assert_eq!(st.members[0].version.as_deref(), Some("0.2.0"));
+        assert_eq!((st.members[0].feature_level, st.members[2].feature_level), (Some(1), None));
+        assert_eq!(st.feature_level, 0);
         let json = serde_json_like(&st);
         for key in ["cluster", "leader", "term", "epoch", "primary", "members"] {
             assert!(json.contains(key), "{key} missing");
@@ -570,6 +596,8 @@ mod tests {
             failing: None,
             needs_rewind: false,
             manages_database: true,
+            version: None,
+            feature_level: crate::features::FeatureLevel(0),
         })
     }
 
@@ -964,6 +992,12 @@ pub fn history_view(state: &ClusterState) -> Vec<HistoryItem> {
                 }
                 HistoryEvent::Node { node, event: NodeEvent::RewoundAccounted { discard } } => {
                     rewound_item(&mut item, &name_of(state, *node), discard);
+                }
+                HistoryEvent::FeatureLevelRaised { from, to } => {
+                    item.event = "feature-level-raised".into();
+                    item.detail = format!(
+                        "every member runs a build that reads feature level {to}: raised from {from} (a host rolled back to an older build can no longer read the cluster's records)"
+                    );
                 }
                 HistoryEvent::LossAcknowledged { by } => {
                     item.event = "loss-acknowledged".into();

@@ -229,6 +229,8 @@ mod tests {
             failing: None,
             synchronous: false,
             note: None,
+            version: Some("0.2.0".into()),
+            feature_level: Some(1),
         }
     }
 
@@ -262,6 +264,7 @@ mod tests {
             synchronous: None,
             writes_blocked: None,
             members,
+            feature_level: 1,
             cluster_state: health,
         }
     }

@@ -711,11 +711,25 @@ pub(crate) fn render(s: &ClusterStatus) -> String {
     } else {
         "its own copy (not confirmed by a quorum)"
     };
+    out.push_str(&format!("Features:     level {}{}\n", s.feature_level, versions_in_words(s)));
     out.push_str(&format!("Answered by:  {}, from {view}\n\n", s.answered_by));
 
-    let header =
-        ["MEMBER", "ID", "RAFT", "VOTER", "REACHABLE", "ROLE", "STATE", "DB ADDRESS", "TL", "LSN", "LAG", "NOTE"];
-    let rows: Vec<[String; 12]> = s
+    let header = [
+        "MEMBER",
+        "ID",
+        "VERSION",
+        "RAFT",
+        "VOTER",
+        "REACHABLE",
+        "ROLE",
+        "STATE",
+        "DB ADDRESS",
+        "TL",
+        "LSN",
+        "LAG",
+        "NOTE",
+    ];
+    let rows: Vec<[String; 13]> = s
         .members
         .iter()
         .map(|m| {
@@ -736,6 +750,7 @@ pub(crate) fn render(s: &ClusterStatus) -> String {
             [
                 m.name.clone(),
                 m.id.to_string(),
+                member_version(s, m),
                 role(m.raft_role).to_string(),
                 yes_no(m.voter).to_string(),
                 yes_no(m.reachable).to_string(),
@@ -774,6 +789,16 @@ pub(crate) fn render(s: &ClusterStatus) -> String {
     }
 
     let mut warnings = Vec::new();
+    for m in &s.members {
+        if let Some(level) = m.feature_level.filter(|l| *l < s.feature_level) {
+            warnings.push(format!(
+                "{} runs haraft {} (feature level {level}), which cannot read this cluster's records (level {}): upgrade it",
+                m.name,
+                member_version(s, m),
+                s.feature_level
+            ));
+        }
+    }
     if s.leader.is_none() {
         warnings.push(
             "no Raft leader: no lease can be renewed or granted until a majority of members reach each other"
@@ -829,6 +854,42 @@ pub(crate) fn render(s: &ClusterStatus) -> String {
     out
 }
 
+/// A member's haraft release for the table: haraft 0.1 does not say it,
+/// and a status document built by a 0.1 leader carries no versions at all
+/// (then they are unknown: `?`).
+fn member_version(s: &ClusterStatus, m: &haraft_core::status::MemberStatus) -> String {
+    let reported = s.members.iter().any(|m| m.version.is_some());
+    match (&m.version, m.reachable) {
+        (Some(v), _) => v.clone(),
+        (None, true) if reported => "0.1".to_string(),
+        (None, true) => "?".to_string(),
+        (None, false) => "-".to_string(),
+    }
+}
+
+/// After the feature level: whether members run different releases, and
+/// what raises the level.
+fn versions_in_words(s: &ClusterStatus) -> String {
+    if !s.members.iter().any(|m| m.version.is_some()) {
+        return " (answered by a Raft leader running haraft 0.1, which does not report versions)".to_string();
+    }
+    let reachable: Vec<_> = s.members.iter().filter(|m| m.reachable).collect();
+    let mut versions: Vec<String> = reachable.iter().map(|m| member_version(s, m)).collect();
+    versions.sort();
+    versions.dedup();
+    let readable = reachable.iter().filter_map(|m| m.feature_level).min();
+    match (versions.len(), readable) {
+        (0 | 1, Some(r)) if r > s.feature_level && reachable.len() == s.members.len() => {
+            format!(" (every member reads {r}: the Raft leader raises it within seconds)")
+        }
+        (0 | 1, _) => String::new(),
+        _ => format!(
+            " (members run {}: an upgrade in progress; the level is raised once every member reads a higher one)",
+            versions.join(", ")
+        ),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -855,7 +916,45 @@ mod tests {
             failing: None,
             synchronous: false,
             note: None,
+            version: reachable.then(|| "0.2.0".to_string()),
+            feature_level: reachable.then_some(1),
         }
+    }
+
+    #[test]
+    fn versions_during_an_upgrade() {
+        let base = |members: Vec<MemberStatus>, level: u32| ClusterStatus {
+            members,
+            feature_level: level,
+            ..serde_json::from_value(serde_json::json!({
+                "cluster": "c", "answered_by": "node1", "consistent": true, "leader": "node1", "leader_id": 1,
+                "term": 1, "commit_index": 1, "epoch": 1, "primary": null, "lease": null, "operation": null,
+                "cluster_state": "Normal", "members": [],
+            }))
+            .expect("a status document")
+        };
+        let old = |name: &str, id: u64| MemberStatus {
+            version: None,
+            feature_level: Some(0),
+            ..member(name, id, RaftRole::Follower, true)
+        };
+        // Mid-upgrade, answered by an upgraded leader.
+        let t = render(&base(vec![member("node1", 1, RaftRole::Leader, true), old("node2", 2)], 0));
+        assert!(t.contains("Features:     level 0 (members run 0.1, 0.2.0: an upgrade in progress"), "{t}");
+        assert!(t.contains("node2   2   0.1 "), "{t}");
+        // Every member upgraded, the raise due.
+        let t = render(&base(
+            vec![member("node1", 1, RaftRole::Leader, true), member("node2", 2, RaftRole::Follower, true)],
+            0,
+        ));
+        assert!(t.contains("level 0 (every member reads 1: the Raft leader raises it within seconds)"), "{t}");
+        // Answered by a 0.1 leader: nothing is known of versions.
+        let t = render(&base(vec![old("node1", 1), old("node2", 2)], 0));
+        assert!(t.contains("answered by a Raft leader running haraft 0.1"), "{t}");
+        assert!(t.contains("node2   2   ?"), "{t}");
+        // A member below the level in force (rolled back after the raise).
+        let t = render(&base(vec![member("node1", 1, RaftRole::Leader, true), old("node2", 2)], 1));
+        assert!(t.contains("WARNING: node2 runs haraft 0.1 (feature level 0), which cannot read this cluster's records (level 1): upgrade it"), "{t}");
     }
 
     #[test]
@@ -901,9 +1000,12 @@ mod tests {
                 },
                 member("node3", 3, RaftRole::Unknown, false),
             ],
+            feature_level: 1,
             cluster_state: ClusterHealth::Degraded,
         };
         let t = render(&s);
+        assert!(t.contains("Features:     level 1\n"), "{t}");
+        assert!(t.contains("node1   1   0.2.0    follower"), "{t}");
         assert!(t.contains("Raft leader:  node2 (term 3), commit index 40"), "{t}");
         assert!(t.contains("Primary:      node1 (epoch 4, lease valid for 2100 ms)"), "{t}");
         assert!(t.contains("lease holder, epoch 4"), "{t}");

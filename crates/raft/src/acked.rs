@@ -16,7 +16,7 @@
 //! a power loss damages only the slot being written, and the other still
 //! holds the previous mark.
 
-use crate::codec;
+use crate::codec::{self, Format};
 use crate::identity::StoreId;
 use crate::types::{LogId, Vote};
 use serde::{Deserialize, Serialize};
@@ -82,11 +82,12 @@ pub struct MarkFile {
 
 impl MarkFile {
     /// Creates the file with `mark` in both slots, durably (file and its
-    /// directory), before anything else of the store exists.
+    /// directory), before anything else of the store exists. In format 6:
+    /// a new store is at feature level 0 until its state says otherwise.
     pub fn create(path: &Path, mark: Mark) -> std::io::Result<MarkFile> {
         let file = std::fs::OpenOptions::new().read(true).write(true).create_new(true).open(path)?;
-        file.write_all_at(&slot_bytes(&mark), 0)?;
-        file.write_all_at(&slot_bytes(&mark), SLOT_BYTES as u64)?;
+        file.write_all_at(&slot_bytes(Format::Bincode6, &mark), 0)?;
+        file.write_all_at(&slot_bytes(Format::Bincode6, &mark), SLOT_BYTES as u64)?;
         file.sync_all()?;
         File::open(path.parent().unwrap_or(Path::new(".")))?.sync_all()?;
         Ok(MarkFile { file, current: mark })
@@ -110,8 +111,8 @@ impl MarkFile {
     }
 
     /// Applies `change` and writes the result durably (fdatasync: the file
-    /// never changes size, so its metadata needs no sync).
-    pub fn update(&mut self, change: impl FnOnce(&mut Mark)) -> std::io::Result<()> {
+    /// never changes size, so its metadata needs no sync), in `format`.
+    pub fn update(&mut self, format: Format, change: impl FnOnce(&mut Mark)) -> std::io::Result<()> {
         let mut next = self.current.clone();
         change(&mut next);
         if next == self.current {
@@ -119,15 +120,15 @@ impl MarkFile {
         }
         next.seq = self.current.seq + 1;
         let offset = if next.seq.is_multiple_of(2) { 0 } else { SLOT_BYTES as u64 };
-        self.file.write_all_at(&slot_bytes(&next), offset)?;
+        self.file.write_all_at(&slot_bytes(format, &next), offset)?;
         self.file.sync_data()?;
         self.current = next;
         Ok(())
     }
 }
 
-fn slot_bytes(mark: &Mark) -> Vec<u8> {
-    let record = codec::encode(mark);
+fn slot_bytes(format: Format, mark: &Mark) -> Vec<u8> {
+    let record = codec::encode_as(format, mark);
     assert!(record.len() + LEN_BYTES <= SLOT_BYTES, "a mark is about 100 bytes, not {}", record.len());
     let mut slot = vec![0; SLOT_BYTES];
     slot[..LEN_BYTES].copy_from_slice(&(record.len() as u16).to_le_bytes());
@@ -150,8 +151,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("haraft.acked");
         let mut f = MarkFile::create(&path, Mark::new(StoreId(7))).unwrap();
-        f.update(|m| m.vote = Some(Vote::new(3, 2))).unwrap();
-        f.update(|m| m.last_log = Some(log_id(3, 10))).unwrap();
+        f.update(Format::NEWEST, |m| m.vote = Some(Vote::new(3, 2))).unwrap();
+        f.update(Format::NEWEST, |m| m.last_log = Some(log_id(3, 10))).unwrap();
         let seq = f.current().seq;
         assert_eq!(MarkFile::open(&path).unwrap().current(), f.current());
         // Tear the newer slot: the older one, one write behind, is read.
@@ -167,12 +168,25 @@ mod tests {
     }
 
     #[test]
+    fn a_mark_of_either_format_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("haraft.acked");
+        let mut f = MarkFile::create(&path, Mark::new(StoreId(u128::MAX - 5))).unwrap();
+        f.update(Format::Bincode6, |m| m.vote = Some(Vote::new(3, 2))).unwrap();
+        assert_eq!(MarkFile::open(&path).unwrap().current(), f.current());
+        f.update(Format::Cbor7, |m| m.last_log = Some(log_id(3, 10))).unwrap();
+        let read = MarkFile::open(&path).unwrap();
+        assert_eq!(read.current(), f.current());
+        assert_eq!(read.current().store, Some(StoreId(u128::MAX - 5)));
+    }
+
+    #[test]
     fn an_unchanged_mark_is_not_rewritten() {
         let dir = tempfile::tempdir().unwrap();
         let mut f = MarkFile::create(&dir.path().join("m"), Mark::new(StoreId(1))).unwrap();
-        f.update(|m| m.vote = Some(Vote::new(1, 1))).unwrap();
+        f.update(Format::NEWEST, |m| m.vote = Some(Vote::new(1, 1))).unwrap();
         let seq = f.current().seq;
-        f.update(|m| m.vote = Some(Vote::new(1, 1))).unwrap();
+        f.update(Format::NEWEST, |m| m.vote = Some(Vote::new(1, 1))).unwrap();
         assert_eq!(f.current().seq, seq);
     }
 
@@ -187,7 +201,7 @@ mod tests {
         const UPDATES: u64 = 500;
         let started = std::time::Instant::now();
         for i in 1..=UPDATES {
-            f.update(|m| m.last_log = Some(log_id(1, i))).unwrap();
+            f.update(Format::NEWEST, |m| m.last_log = Some(log_id(1, i))).unwrap();
         }
         let each = started.elapsed() / UPDATES as u32;
         println!(

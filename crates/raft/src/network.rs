@@ -3,7 +3,7 @@
 //! before retrying such a peer); every other transport failure maps to
 //! `Network`, as openraft's `RaftNetwork` docs ask.
 
-use crate::codec;
+use crate::codec::{self, WriteFormat};
 use crate::tls::Tls;
 use crate::types::{RaftNode, TypeConfig};
 use haraft_proto::raft::RaftRequest;
@@ -68,6 +68,8 @@ pub struct NetworkFactory {
     /// Where to connect to a peer instead of its advertised address.
     dial: Arc<std::collections::BTreeMap<u64, String>>,
     tls: Option<Arc<Tls>>,
+    /// Requests go out in the format every member reads.
+    format: WriteFormat,
 }
 
 impl NetworkFactory {
@@ -77,8 +79,9 @@ impl NetworkFactory {
         faults: NetworkFaults,
         dial: std::collections::BTreeMap<u64, String>,
         tls: Option<Arc<Tls>>,
+        format: WriteFormat,
     ) -> Self {
-        NetworkFactory { cluster: cluster.into(), me, faults, dial: Arc::new(dial), tls }
+        NetworkFactory { cluster: cluster.into(), me, faults, dial: Arc::new(dial), tls, format }
     }
 }
 
@@ -90,7 +93,14 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
         let tls = self.tls.as_deref().map(|t| (t, node.name.as_str()));
         let client =
             lazy_channel(address, tls).map(RaftClient::new).map_err(|e| format!("bad address {address:?}: {e}"));
-        PeerClient { cluster: Arc::clone(&self.cluster), me: self.me, target, client, faults: self.faults.clone() }
+        PeerClient {
+            cluster: Arc::clone(&self.cluster),
+            me: self.me,
+            target,
+            client,
+            faults: self.faults.clone(),
+            format: self.format.clone(),
+        }
     }
 }
 
@@ -100,6 +110,7 @@ pub struct PeerClient {
     target: u64,
     client: Result<RaftClient<Channel>, String>,
     faults: NetworkFaults,
+    format: WriteFormat,
 }
 
 #[derive(Clone, Copy)]
@@ -138,7 +149,7 @@ impl PeerClient {
             cluster: self.cluster.to_string(),
             target: self.target,
             from: self.me,
-            payload: codec::encode(req),
+            payload: codec::encode_as(self.format.get(), req),
         };
         let call = async {
             match rpc {

@@ -2,7 +2,7 @@
 //! the right cluster and target node before it reaches openraft; a payload
 //! that does not decode is refused with InvalidArgument and never panics.
 
-use crate::codec;
+use crate::codec::{self, WriteFormat};
 use crate::network::NetworkFaults;
 use crate::types::{Raft, TypeConfig};
 use haraft_proto::raft::raft_server;
@@ -40,6 +40,8 @@ pub struct RaftService {
     /// Member names from the config file, for senders the Raft membership
     /// does not hold yet (a joining node hears from the leader first).
     configured: std::collections::BTreeMap<u64, String>,
+    /// Replies go out in the format every member reads.
+    format: WriteFormat,
 }
 
 /// With TLS, the member a request speaks for (`from`) must be the one its
@@ -77,8 +79,9 @@ impl RaftService {
         faults: NetworkFaults,
         tls: bool,
         configured: std::collections::BTreeMap<u64, String>,
+        format: WriteFormat,
     ) -> raft_server::RaftServer<RaftService> {
-        raft_server::RaftServer::new(RaftService::plain(raft, cluster, me, faults, tls, configured))
+        raft_server::RaftServer::new(RaftService::plain(raft, cluster, me, faults, tls, configured, format))
     }
 
     /// The service itself, not wrapped for a tonic server: a simulator
@@ -90,8 +93,9 @@ impl RaftService {
         faults: NetworkFaults,
         tls: bool,
         configured: std::collections::BTreeMap<u64, String>,
+        format: WriteFormat,
     ) -> RaftService {
-        RaftService { raft, cluster: cluster.to_string(), me, faults, tls, configured }
+        RaftService { raft, cluster: cluster.to_string(), me, faults, tls, configured, format }
     }
 
     fn open<T: serde::de::DeserializeOwned>(
@@ -119,18 +123,18 @@ impl raft_server::Raft for RaftService {
     async fn append_entries(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
         let rpc: AppendEntriesRequest<TypeConfig> = self.open("append-entries request", request)?;
         let result = self.raft.append_entries(rpc).await;
-        Ok(Response::new(RaftReply { payload: codec::encode(&result) }))
+        Ok(Response::new(RaftReply { payload: codec::encode_as(self.format.get(), &result) }))
     }
 
     async fn vote(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
         let rpc: VoteRequest<u64> = self.open("vote request", request)?;
         let result = self.raft.vote(rpc).await;
-        Ok(Response::new(RaftReply { payload: codec::encode(&result) }))
+        Ok(Response::new(RaftReply { payload: codec::encode_as(self.format.get(), &result) }))
     }
 
     async fn install_snapshot(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
         let rpc: InstallSnapshotRequest<TypeConfig> = self.open("install-snapshot request", request)?;
         let result = self.raft.install_snapshot(rpc).await;
-        Ok(Response::new(RaftReply { payload: codec::encode(&result) }))
+        Ok(Response::new(RaftReply { payload: codec::encode_as(self.format.get(), &result) }))
     }
 }

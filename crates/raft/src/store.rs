@@ -15,16 +15,18 @@
 //!   - tree `meta`: `identity`, `vote`, `committed`, `last_purged`
 //!   - tree `sm`: `state` (applied log id, membership, ClusterState), `snapshot`
 //!
-//! Every value is a `codec` record with a format-version byte and a
-//! checksum, verified on every read.
+//! Every value is a `codec` record with a format byte and a checksum,
+//! verified on every read, and written in the format the feature level of
+//! the applied state allows ([`codec::WriteFormat`]; `state` keeps haraft
+//! 0.1's shape of the state machine record).
 
 use crate::acked::{Mark, MarkFile};
-use crate::codec::{self, CodecError};
+use crate::codec::{self, CodecError, Format, WriteFormat};
 use crate::identity::{Identity, StoreId};
 use crate::types::{Entry, LogId, RaftNode, SnapshotMeta, StorageError, StoredMembership, TypeConfig, Vote};
-use haraft_core::{ClusterState, Command, Member, NodeId};
+use haraft_core::{ClusterState, Member, NodeId};
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage, RaftStateMachine, Snapshot};
-use openraft::{AnyError, EntryPayload, ErrorSubject, ErrorVerb, RaftLogReader, RaftSnapshotBuilder, StorageIOError};
+use openraft::{AnyError, ErrorSubject, ErrorVerb, RaftLogReader, RaftSnapshotBuilder, StorageIOError};
 use serde::{Deserialize, Serialize};
 use std::fs::File;
 use std::io::Cursor;
@@ -100,6 +102,9 @@ struct Inner {
     sm: sled::Tree,
     data_file: File,
     mark: Mutex<MarkFile>,
+    /// What this member writes (in the store and on the wire), from the
+    /// feature level of the state it applied last.
+    format: WriteFormat,
 }
 
 impl Inner {
@@ -111,7 +116,7 @@ impl Inner {
         tokio::task::spawn_blocking(move || {
             inner.db.flush().map_err(std::io::Error::other)?;
             inner.data_file.sync_data()?;
-            inner.mark.lock().expect("never poisoned").update(change)
+            inner.mark.lock().expect("never poisoned").update(inner.format.get(), change)
         })
         .await
         .map_err(std::io::Error::other)?
@@ -121,9 +126,11 @@ impl Inner {
     /// that must go down before the store changes.
     async fn mark(self: &Arc<Self>, change: impl FnOnce(&mut Mark) + Send + 'static) -> std::io::Result<()> {
         let inner = Arc::clone(self);
-        tokio::task::spawn_blocking(move || inner.mark.lock().expect("never poisoned").update(change))
-            .await
-            .map_err(std::io::Error::other)?
+        tokio::task::spawn_blocking(move || {
+            inner.mark.lock().expect("never poisoned").update(inner.format.get(), change)
+        })
+        .await
+        .map_err(std::io::Error::other)?
     }
 
     fn get<T: serde::de::DeserializeOwned>(tree: &sled::Tree, key: &'static str) -> Result<Option<T>, ReadError> {
@@ -158,41 +165,6 @@ fn sm_err(verb: ErrorVerb, e: impl std::fmt::Display) -> StorageError {
     io_err(ErrorSubject::StateMachine, verb, e)
 }
 
-/// The persisted state machine.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub(crate) struct SmData {
-    pub(crate) applied: Option<LogId>,
-    pub(crate) membership: StoredMembership,
-    pub(crate) state: ClusterState,
-}
-
-impl SmData {
-    /// Applies one entry; the command's outcome for a normal entry. Every
-    /// store (sled here, memory in `memstore`) applies through this.
-    pub(crate) fn apply_entry(&mut self, entry: Entry) -> Option<haraft_core::Outcome> {
-        let index = entry.log_id.index;
-        self.applied = Some(entry.log_id);
-        match entry.payload {
-            EntryPayload::Blank => None,
-            EntryPayload::Normal(command) => Some(self.state.apply(index, &command)),
-            EntryPayload::Membership(membership) => {
-                let members = members_of(&membership);
-                self.membership = StoredMembership::new(Some(entry.log_id), membership);
-                if !members.is_empty() {
-                    self.state.apply(index, &Command::SetMembers { members });
-                }
-                None
-            }
-        }
-    }
-}
-
-#[derive(Serialize, Deserialize)]
-struct StoredSnapshot {
-    meta: SnapshotMeta,
-    data: Vec<u8>,
-}
-
 /// How long `open` waits for sled's lock on a store just closed in this
 /// process.
 const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
@@ -222,7 +194,9 @@ fn open_sled(dir: &Path) -> Result<sled::Db, OpenError> {
 }
 
 mod scan;
+mod state;
 pub use scan::{StoreReport, scan};
+pub(crate) use state::{SmData, StoredSnapshot};
 
 /// Whether another process (or this one) holds sled's lock on the store
 /// in `dir` (sled takes an exclusive `flock` on its data file).
@@ -262,7 +236,8 @@ pub fn create(layout: &Layout, identity: &Identity) -> Result<Opened, OpenError>
     std::fs::create_dir_all(layout.raft_dir()).map_err(file_err(layout.raft_dir()))?;
     let db = open_sled(&layout.raft_dir())?;
     let meta = db.open_tree("meta").map_err(|source| OpenError::Sled { path: layout.raft_dir(), source })?;
-    meta.insert("identity", codec::encode(&StoreIdentity::from(identity)))
+    // A new store is at feature level 0 until its state says otherwise.
+    meta.insert("identity", codec::encode_as(Format::Bincode6, &StoreIdentity::from(identity)))
         .and_then(|_| db.flush())
         .map_err(|source| OpenError::Sled { path: layout.raft_dir(), source })?;
     let data_path = layout.raft_dir().join("db");
@@ -286,23 +261,28 @@ pub fn open(layout: &Layout) -> Result<Opened, OpenError> {
     let data_path = dir.join("db");
     let data_file = File::open(&data_path).map_err(|source| OpenError::File { path: data_path, source })?;
     let mark = MarkFile::open(&layout.acked()).map_err(|message| OpenError::Mark { path: layout.acked(), message })?;
-    let inner = Arc::new(Inner { db, log, meta, sm, data_file, mark: Mutex::new(mark) });
+    let format = WriteFormat::new(Format::Bincode6);
+    let inner = Arc::new(Inner { db, log, meta, sm, data_file, mark: Mutex::new(mark), format });
 
     let record_err = |e: ReadError| match e {
         ReadError::Sled(source) => OpenError::Sled { path: dir.to_path_buf(), source },
         ReadError::Record(source) => OpenError::Record { path: dir.to_path_buf(), source },
     };
-    let mut data = Inner::get::<SmData>(&inner.sm, "state").map_err(record_err)?.unwrap_or_default();
+    let mut data = match inner.sm.get("state").map_err(|e| record_err(ReadError::Sled(e)))? {
+        Some(bytes) => SmData::decode("state", &bytes).map_err(|e| record_err(ReadError::Record(e)))?,
+        None => SmData::default(),
+    };
     let snapshot = Inner::get::<StoredSnapshot>(&inner.sm, "snapshot").map_err(record_err)?;
     if let Some(snap) = &snapshot {
         // The state record is written without a sync after each apply; a
         // synced snapshot may be newer after a crash.
         if snap.meta.last_log_id > data.applied {
-            data = codec::decode("snapshot data", &snap.data)
+            data = SmData::decode("snapshot data", &snap.data)
                 .map_err(|source| OpenError::Record { path: dir.to_path_buf(), source })?;
         }
     }
 
+    inner.format.set(Format::for_level(data.state.feature_level));
     let committed = Inner::get::<Option<LogId>>(&inner.meta, "committed").map_err(record_err)?.flatten();
     let (committed_tx, _) = watch::channel(committed.map(|l| l.index));
     let (applied_tx, applied_rx) =
@@ -319,6 +299,11 @@ pub struct LogStore {
 }
 
 impl LogStore {
+    /// What this member writes, for its transport and admin service.
+    pub fn write_format(&self) -> WriteFormat {
+        self.inner.format.clone()
+    }
+
     /// The commit index as openraft last reported it to this store.
     pub fn committed(&self) -> watch::Receiver<Option<u64>> {
         self.committed_tx.subscribe()
@@ -330,7 +315,7 @@ impl LogStore {
         let mut batch = sled::Batch::default();
         let mut last = None;
         for entry in entries {
-            batch.insert(&index_key(entry.log_id.index), codec::encode(&entry));
+            batch.insert(&index_key(entry.log_id.index), codec::encode_as(self.inner.format.get(), &entry));
             last = Some(entry.log_id);
         }
         self.inner.log.apply_batch(batch).map_err(write_logs_err)?;
@@ -389,7 +374,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
         let err = |e: String| io_err(ErrorSubject::Vote, ErrorVerb::Write, e);
-        self.inner.meta.insert("vote", codec::encode(vote)).map_err(|e| err(e.to_string()))?;
+        self.inner
+            .meta
+            .insert("vote", codec::encode_as(self.inner.format.get(), vote))
+            .map_err(|e| err(e.to_string()))?;
         let vote = *vote;
         self.inner.sync(move |m| m.vote = Some(vote)).await.map_err(|e| err(e.to_string()))
     }
@@ -401,7 +389,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
         // Not synced: losing it only makes a restarted node wait for the
         // leader to tell it the commit index again.
-        self.inner.meta.insert("committed", codec::encode(&committed)).map_err(write_logs_err)?;
+        self.inner
+            .meta
+            .insert("committed", codec::encode_as(self.inner.format.get(), &committed))
+            .map_err(write_logs_err)?;
         self.committed_tx.send_replace(committed.map(|l| l.index));
         Ok(())
     }
@@ -453,7 +444,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
         // Record the purge point first: a crash in between leaves entries
         // that are merely ignored, never a gap.
-        self.inner.meta.insert("last_purged", codec::encode(&log_id)).map_err(write_logs_err)?;
+        self.inner
+            .meta
+            .insert("last_purged", codec::encode_as(self.inner.format.get(), &log_id))
+            .map_err(write_logs_err)?;
         let mut batch = sled::Batch::default();
         for item in self.inner.log.range(..=index_key(log_id.index)) {
             let (key, _) = item.map_err(write_logs_err)?;
@@ -489,7 +483,10 @@ impl StateMachineStore {
     }
 
     fn persist_state(&self) -> Result<(), StorageError> {
-        self.inner.sm.insert("state", codec::encode(&self.data)).map_err(|e| sm_err(ErrorVerb::Write, e))?;
+        // The level this state is at decides the format from here on.
+        let format = Format::for_level(self.data.state.feature_level);
+        self.inner.format.set(format);
+        self.inner.sm.insert("state", self.data.encode(format)).map_err(|e| sm_err(ErrorVerb::Write, e))?;
         Ok(())
     }
 }
@@ -534,13 +531,16 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), StorageError> {
         let bytes = snapshot.into_inner();
-        let data: SmData = codec::decode("snapshot data", &bytes).map_err(|e| StorageError::IO {
+        let data = SmData::decode("snapshot data", &bytes).map_err(|e| StorageError::IO {
             source: StorageIOError::read_snapshot(Some(meta.signature()), AnyError::new(&e)),
         })?;
         self.data = data;
         self.persist_state()?;
         let stored = StoredSnapshot { meta: meta.clone(), data: bytes };
-        self.inner.sm.insert("snapshot", codec::encode(&stored)).map_err(|e| sm_err(ErrorVerb::Write, e))?;
+        self.inner
+            .sm
+            .insert("snapshot", codec::encode_as(self.inner.format.get(), &stored))
+            .map_err(|e| sm_err(ErrorVerb::Write, e))?;
         self.inner.sync(|_| {}).await.map_err(|e| sm_err(ErrorVerb::Write, e))?;
         self.publish();
         Ok(())
@@ -561,7 +561,8 @@ pub struct SnapshotBuilder {
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
-        let data = codec::encode(&self.data);
+        let format = Format::for_level(self.data.state.feature_level);
+        let data = self.data.encode(format);
         let snapshot_id = match self.data.applied {
             Some(l) => format!("{}-{}-{}", l.leader_id.term, l.index, self.seq),
             None => format!("none-{}", self.seq),
@@ -569,7 +570,10 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         let meta =
             SnapshotMeta { last_log_id: self.data.applied, last_membership: self.data.membership.clone(), snapshot_id };
         let stored = StoredSnapshot { meta: meta.clone(), data: data.clone() };
-        self.inner.sm.insert("snapshot", codec::encode(&stored)).map_err(|e| sm_err(ErrorVerb::Write, e))?;
+        self.inner
+            .sm
+            .insert("snapshot", codec::encode_as(self.inner.format.get(), &stored))
+            .map_err(|e| sm_err(ErrorVerb::Write, e))?;
         self.inner.sync(|_| {}).await.map_err(|e| sm_err(ErrorVerb::Write, e))?;
         Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) })
     }

@@ -119,10 +119,12 @@ fn a_changed_byte_in_any_stored_record_is_refused() {
     let base = tempfile::tempdir().unwrap();
     let whole = member(&base.path().join("whole"), 1, 1);
     let data = std::fs::read(whole.raft_dir().join("db")).unwrap();
-    // Where sled keeps our records' bytes: the vote and a spread of entries.
-    let mut records = vec![("the vote".to_string(), haraft_raft::codec::encode(&Vote::new_committed(2, 1)))];
+    // Where sled keeps our records' bytes: the vote and a spread of entries
+    // (in format 6: this store's state is at feature level 0).
+    use haraft_raft::codec::{Format, encode_as};
+    let mut records = vec![("the vote".to_string(), encode_as(Format::Bincode6, &Vote::new_committed(2, 1)))];
     for i in [1, 2, 50, 100, 150, 199, ENTRIES] {
-        records.push((format!("entry {i}"), haraft_raft::codec::encode(&entry(i))));
+        records.push((format!("entry {i}"), encode_as(Format::Bincode6, &entry(i))));
     }
     for (what, record) in records {
         let at = data.windows(record.len()).rposition(|w| w == record.as_slice());

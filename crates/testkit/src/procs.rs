@@ -79,13 +79,16 @@ pub struct Node {
     child: Option<Child>,
     /// Every process group this node's agents ran in.
     groups: Vec<i32>,
+    /// The `haraft` it runs from its next start: this build's unless set
+    /// (the upgrade bench runs a previous release's).
+    pub haraft: Option<PathBuf>,
 }
 
 impl Node {
     /// Node `id` of the cluster in `dir`, not started; its log is
     /// `dir/nodeID.log`.
     fn new(dir: &Path, id: u64, config: PathBuf, data: PathBuf) -> Node {
-        Node { id, config, data, log: dir.join(format!("node{id}.log")), child: None, groups: Vec::new() }
+        Node { id, config, data, log: dir.join(format!("node{id}.log")), child: None, groups: Vec::new(), haraft: None }
     }
 
     /// The `node.data_dir` the testkit's own configs give node `id`.
@@ -412,7 +415,7 @@ impl ProcCluster {
         let node = &mut self.nodes[id as usize - 1];
         assert!(node.child.is_none(), "node {id} already running");
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&node.log).expect("open log");
-        let mut command = Command::new(binary("haraft"));
+        let mut command = Command::new(node.haraft.clone().unwrap_or_else(|| binary("haraft")));
         command
             .arg("--config")
             .arg(&node.config)

@@ -44,10 +44,12 @@ fn bad_record(what: String, e: CodecError) -> String {
     match e {
         CodecError::Checksum { .. } => format!("{what} fails its checksum: its bytes changed after it was written"),
         CodecError::Empty { .. } => format!("{what} is empty"),
-        CodecError::Version { found, .. } => format!(
-            "{what} has format version {found}, this haraft reads version {}: written by an incompatible haraft version",
-            codec::FORMAT_VERSION
-        ),
+        CodecError::Version { found, .. } => {
+            format!(
+                "{what} has format version {found}, this haraft reads versions 6 and 7: {}",
+                codec::version_hint(found)
+            )
+        }
         CodecError::Garbled { detail, .. } => format!("{what} is garbled: {detail}"),
     }
 }
@@ -97,12 +99,14 @@ pub fn scan(dir: &Path) -> Result<StoreReport, String> {
         }
         report.entries.push(entry.log_id);
     }
-    let state: Option<SmData> = read_record(&sm, "state", "the state machine record")?;
+    let state = sm.get("state").map_err(|e| format!("sled cannot read the state machine record: {}", sled_text(&e)))?;
+    let state = state
+        .map(|b| SmData::decode("state", &b).map_err(|e| bad_record("the state machine record".into(), e)))
+        .transpose()?;
     let snapshot: Option<StoredSnapshot> = read_record(&sm, "snapshot", "the snapshot record")?;
     report.applied = state.and_then(|s| s.applied);
     if let Some(snap) = snapshot {
-        let _: SmData =
-            codec::decode("snapshot data", &snap.data).map_err(|e| bad_record("the snapshot's data".into(), e))?;
+        SmData::decode("snapshot data", &snap.data).map_err(|e| bad_record("the snapshot's data".into(), e))?;
         report.applied = report.applied.max(snap.meta.last_log_id);
     }
     if let Some(purged) = report.purged

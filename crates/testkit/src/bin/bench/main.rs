@@ -34,6 +34,9 @@
 //!
 //! `haraft-bench idle [--seconds N]`: see `idle.rs`.
 //!
+//! `haraft-bench upgrade --from COMMIT | --from-bin-dir DIR`: a rolling
+//! upgrade from a previous build under a writer; see `upgrade.rs`.
+//!
 //! Build with `cargo build --release --workspace`, then run
 //! `target/release/haraft-bench`.
 
@@ -42,6 +45,7 @@ mod failover;
 mod idle;
 mod load;
 mod partition;
+mod upgrade;
 
 use haraft_testkit::procs::ProcCluster;
 use std::time::{Duration, Instant};
@@ -69,6 +73,8 @@ struct Args {
     /// failover: switch over to the Raft leader first, so that every kill
     /// takes the primary and the leader at once.
     primary_is_leader: bool,
+    /// upgrade: the previous build, a commit or (true) a directory of binaries.
+    upgrade_from: Option<(String, bool)>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -89,7 +95,9 @@ fn parse_args() -> Result<Args, String> {
         renew_interval_ms: 100,
         idle_seconds: 20,
         primary_is_leader: false,
+        upgrade_from: None,
     };
+    let mut upgrade = false;
     let mut it = std::env::args().skip(1).peekable();
     match it.peek().map(String::as_str) {
         Some("failover") => {
@@ -121,6 +129,10 @@ fn parse_args() -> Result<Args, String> {
             args.seconds = 600;
             it.next();
         }
+        Some("upgrade") => {
+            upgrade = true;
+            it.next();
+        }
         _ => {}
     }
     while let Some(flag) = it.next() {
@@ -129,6 +141,10 @@ fn parse_args() -> Result<Args, String> {
             v.parse().map_err(|_| format!("{name} takes a whole number, got {v:?}"))
         };
         match flag.as_str() {
+            "--from" | "--from-bin-dir" => {
+                let v = it.next().ok_or(format!("{flag} needs a value"))?;
+                args.upgrade_from = Some((v, flag == "--from-bin-dir"));
+            }
             "--seconds" => args.seconds = value("--seconds")?,
             "--renew-interval-ms" => args.renew_interval_ms = value("--renew-interval-ms")?,
             "--idle-seconds" => args.idle_seconds = value("--idle-seconds")?,
@@ -164,10 +180,14 @@ fn parse_args() -> Result<Args, String> {
                 println!("haraft-bench load [--seconds N (600)] [--agent-nice N (-5, as the shipped unit)]");
                 println!("haraft-bench partition-primary [--iterations N (5)] [--synchronous] [--no-commit-guard]");
                 println!("haraft-bench idle [--seconds N (600)]");
+                println!("haraft-bench upgrade --from COMMIT | --from-bin-dir DIR");
                 std::process::exit(0);
             }
             other => return Err(format!("unknown argument {other:?}: see --help")),
         }
+    }
+    if upgrade && args.upgrade_from.is_none() {
+        return Err("upgrade needs --from COMMIT or --from-bin-dir DIR (the previous build)".into());
     }
     Ok(args)
 }
@@ -205,7 +225,9 @@ fn main() {
             std::process::exit(2);
         }
     };
-    let result = if args.partition {
+    let result = if let Some((from, is_dir)) = &args.upgrade_from {
+        upgrade::run(from, *is_dir)
+    } else if args.partition {
         partition::run(&args)
     } else if args.idle {
         idle::run(&args)
