@@ -619,7 +619,10 @@ pub fn describe_operation(state: &ClusterState, op: &crate::state::Operation) ->
 pub fn step_words(state: &ClusterState, s: &Switchover) -> String {
     let name = |id: NodeId| state.member_name(id).unwrap_or("?").to_string();
     match s.step {
-        SwitchoverStep::Requested => format!("stopping {} cleanly", name(s.from)),
+        // Engine-neutral: the state learns a Dameng switchover's engine
+        // only at its next step (PostgreSQL: a clean stop; Dameng: the
+        // snapshot of both modes, then MOUNT).
+        SwitchoverStep::Requested => format!("{} stops taking writes first", name(s.from)),
         SwitchoverStep::Demoted { last } => {
             format!(
                 "{} stopped at {} (timeline {}); waiting for {} to have it",
