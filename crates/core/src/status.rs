@@ -601,15 +601,11 @@ mod tests {
         })
     }
 
-    #[test]
-    fn database_roles_states_lag_and_cluster_state() {
-        use crate::db::{DbMember, DbStatus};
-        use crate::ids::{Lsn, TimelineId};
+    /// Three members with registered databases, nothing granted.
+    fn three_registered() -> ClusterState {
+        use crate::db::DbMember;
         let mut s = ClusterState::default();
-        s.apply(
-            1,
-            &Command::Initialize { cluster: "demo".into(), config: Timing::default(), policy: Policy::default() },
-        );
+        s.apply(1, &Command::Initialize { cluster: "c".into(), config: Timing::default(), policy: Policy::default() });
         let members =
             (1..=3).map(|i| Member { id: NodeId(i), name: format!("node{i}"), address: format!("a{i}") }).collect();
         s.apply(2, &Command::SetMembers { members });
@@ -617,6 +613,26 @@ mod tests {
             let db = DbMember { address: format!("127.0.0.1:540{i}"), nofailover: false, priority: 1 };
             s.apply(3, &Command::Register { node: NodeId(i), db });
         }
+        s
+    }
+
+    /// Node 1's view as the Raft leader.
+    fn leader_view() -> LocalRaft {
+        LocalRaft {
+            node: NodeId(1),
+            term: 1,
+            leader: Some(NodeId(1)),
+            commit_index: Some(9),
+            voters: BTreeSet::new(),
+            consistent: true,
+        }
+    }
+
+    #[test]
+    fn database_roles_states_lag_and_cluster_state() {
+        use crate::db::DbStatus;
+        use crate::ids::{Lsn, TimelineId};
+        let mut s = three_registered();
         s.apply(4, &Command::Grant { holder: NodeId(1), epoch: Epoch(1), verdicts: vec![], at_unix_ms: 0 });
         let d = |running, role, lsn: u64, from: Option<&str>| DbStatus {
             has_data: true,
@@ -634,14 +650,7 @@ mod tests {
             forks: None,
             ..DbStatus::default()
         };
-        let local = LocalRaft {
-            node: NodeId(1),
-            term: 1,
-            leader: Some(NodeId(1)),
-            commit_index: Some(9),
-            voters: BTreeSet::new(),
-            consistent: true,
-        };
+        let local = leader_view();
         let mut probes = Probes::new();
         let mut primary = db_probe(d(true, DbRole::Primary, 1000, None), None).unwrap();
         primary.lease_valid_for_ms = Some(2000);
@@ -673,18 +682,10 @@ mod tests {
 
     #[test]
     fn foreign_data_and_adoption_are_shown_per_member_and_in_the_history() {
-        use crate::db::{DbMember, DbStatus};
+        use crate::db::DbStatus;
         use crate::ids::{Lsn, TimelineId};
         use crate::state::{DataOrigin, NodeEvent};
-        let mut s = ClusterState::default();
-        s.apply(1, &Command::Initialize { cluster: "c".into(), config: Timing::default(), policy: Policy::default() });
-        let members =
-            (1..=3).map(|i| Member { id: NodeId(i), name: format!("node{i}"), address: format!("a{i}") }).collect();
-        s.apply(2, &Command::SetMembers { members });
-        for i in 1..=3 {
-            let db = DbMember { address: format!("127.0.0.1:540{i}"), nofailover: false, priority: 1 };
-            s.apply(3, &Command::Register { node: NodeId(i), db });
-        }
+        let mut s = three_registered();
         let d = |role, sysid, from: Option<&str>, foreign_settings| DbStatus {
             has_data: true,
             running: true,
@@ -696,14 +697,7 @@ mod tests {
             foreign_settings,
             ..DbStatus::default()
         };
-        let local = LocalRaft {
-            node: NodeId(1),
-            term: 1,
-            leader: Some(NodeId(1)),
-            commit_index: Some(9),
-            voters: BTreeSet::new(),
-            consistent: true,
-        };
+        let local = leader_view();
         let mut probes = Probes::new();
         let mut primary = db_probe(d(DbRole::Primary, 7, None, false), None).unwrap();
         primary.lease_valid_for_ms = Some(2000);
