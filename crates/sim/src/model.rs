@@ -173,22 +173,33 @@ impl Servers {
     /// whether the network carries `from`'s WAL to `to`.
     pub fn replicate(&self, reachable: &dyn Fn(u64, u64) -> bool) {
         let mut t = self.lock();
-        let snapshot = t.servers.clone();
-        for (id, s) in t.servers.iter_mut() {
-            s.streaming = false;
-            if !(s.running && s.role == Some(DbRole::Standby)) {
+        // Every standby moves against its upstream as it was before this
+        // step (decided first, applied after), without copying the table:
+        // this runs every checker step.
+        let mut moves: Vec<(u64, bool, u64, Option<(u32, Vec<Fork>)>)> = Vec::new();
+        for (id, s) in t.servers.iter() {
+            let follows = s.running && s.role == Some(DbRole::Standby);
+            let up = s.upstream.filter(|_| follows).and_then(|u| t.servers.get(&u).map(|up| (u, up)));
+            let Some((_, up)) = up.filter(|(u, up)| {
+                up.running && up.has_data && reachable(*u, *id) && s.can_follow(up)
+            }) else {
+                if s.streaming {
+                    moves.push((*id, false, s.lsn, None));
+                }
                 continue;
-            }
-            let Some(up_id) = s.upstream else { continue };
-            let Some(up) = snapshot.get(&up_id) else { continue };
-            if !up.running || !up.has_data || !reachable(up_id, *id) || !s.can_follow(up) {
-                continue;
-            }
-            s.streaming = true;
-            s.lsn = up.lsn.min(s.lsn + STREAM_STEP);
-            if s.timeline != up.timeline && s.lsn >= up.end_of_timeline(s.timeline).unwrap_or(0) {
-                s.timeline = up.timeline;
-                s.forks = up.forks.clone();
+            };
+            let lsn = up.lsn.min(s.lsn + STREAM_STEP);
+            let switch = (s.timeline != up.timeline && lsn >= up.end_of_timeline(s.timeline).unwrap_or(0))
+                .then(|| (up.timeline, up.forks.clone()));
+            moves.push((*id, true, lsn, switch));
+        }
+        for (id, streaming, lsn, switch) in moves {
+            let Some(s) = t.servers.get_mut(&id) else { continue };
+            s.streaming = streaming;
+            s.lsn = lsn;
+            if let Some((timeline, forks)) = switch {
+                s.timeline = timeline;
+                s.forks = forks;
             }
         }
     }
