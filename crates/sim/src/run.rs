@@ -275,7 +275,8 @@ async fn drive(seed: u64, setup: &Setup) -> anyhow::Result<Outcome> {
     }
     if trace.violation.is_none() {
         if converged_at.is_none() {
-            trace.violate(format!("no convergence within {} s after the faults ended", setup.converge_seconds));
+            let servers = describe(&cluster);
+            trace.violate(format!("no convergence within {} s after the faults ended: {servers}", setup.converge_seconds));
         } else if setup.synchronous {
             check_acked(&cluster, &mut trace);
         }
@@ -298,6 +299,25 @@ fn converged(cluster: &Cluster, writable: &[u64]) -> bool {
         .iter()
         .filter(|(id, _)| *id != primary)
         .all(|(_, s)| s.running && s.streaming && s.upstream == Some(*primary))
+}
+
+/// Each database in a few words, for a failed convergence.
+fn describe(cluster: &Cluster) -> String {
+    let t = cluster.servers.lock();
+    let words: Vec<String> = t
+        .servers
+        .iter()
+        .map(|(id, s)| {
+            let state = match (s.running, s.role) {
+                (false, _) => "stopped".to_string(),
+                (true, role) => format!("{role:?}").to_lowercase(),
+            };
+            let up = s.upstream.map_or(String::new(), |u| format!(" from node{u}"));
+            let streaming = if s.streaming { " streaming" } else { "" };
+            format!("node{id} {state}{up}{streaming} timeline {} lsn {:X}", s.timeline, s.lsn)
+        })
+        .collect();
+    words.join("; ")
 }
 
 /// Every write acknowledged in synchronous mode is in the final primary's
