@@ -410,7 +410,7 @@ impl DriverStart {
     ) -> anyhow::Result<(tokio::task::JoinHandle<()>, Option<Guards>)> {
         let side = db_side(config, pg, db);
         let guards = Guards::start(side.fence_path().clone())?;
-        let driver = tokio::spawn(driver::run(self.shared, Some(side), self.lease_tx, self.events, self.shutdown));
+        let driver = tokio::spawn(driver::run(self.shared, Some(side), self.lease_tx, self.events, self.shutdown, driver::Gate::open()));
         Ok((driver, Some(guards)))
     }
 
@@ -423,6 +423,7 @@ impl DriverStart {
             self.lease_tx,
             self.events,
             self.shutdown,
+            driver::Gate::open(),
         ))
     }
 }

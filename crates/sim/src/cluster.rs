@@ -116,6 +116,7 @@ impl Cluster {
             committed: opened.committed,
             peers: Arc::new(SimPeers { me: id, router: router.clone() }),
             db: Some(ModelDb { id, servers: servers.clone(), reach }),
+            gate: router.gate(id),
         };
         let agent = embedded::start(node.config.clone(), parts).await?;
         router.register(id, agent.raft_service(), agent.admin_service());
@@ -128,6 +129,8 @@ impl Cluster {
     /// once; with `lose_unsynced`, as in a power loss.
     pub async fn crash(&mut self, id: u64, lose_unsynced: bool) {
         self.router.unregister(id);
+        // A paused process dies too; the next life runs.
+        self.router.set_running(id, true);
         let node = self.node(id);
         if let Some(g) = node.guard.take() {
             g.abort();
