@@ -6,6 +6,8 @@ use crate::net::Link;
 use crate::rng::Rng;
 use haraft_core::ops::Order;
 use haraft_core::{Command, NodeId};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
 
 /// The faults a run may inject.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -18,6 +20,8 @@ pub enum Fault {
     Loss,
     Delay,
     DbCrash,
+    DiskFull,
+    FailedRewind,
     Pause,
     Switchover,
     Failover,
@@ -25,7 +29,7 @@ pub enum Fault {
 }
 
 impl Fault {
-    pub const ALL: [Fault; 12] = [
+    pub const ALL: [Fault; 14] = [
         Fault::Crash,
         Fault::PowerLoss,
         Fault::Partition,
@@ -34,6 +38,8 @@ impl Fault {
         Fault::Loss,
         Fault::Delay,
         Fault::DbCrash,
+        Fault::DiskFull,
+        Fault::FailedRewind,
         Fault::Pause,
         Fault::Switchover,
         Fault::Failover,
@@ -50,6 +56,8 @@ impl Fault {
             Fault::Loss => "loss",
             Fault::Delay => "delay",
             Fault::DbCrash => "db-crash",
+            Fault::DiskFull => "disk-full",
+            Fault::FailedRewind => "failed-rewind",
             Fault::Pause => "pause",
             Fault::Switchover => "switchover",
             Fault::Failover => "failover",
@@ -69,6 +77,8 @@ pub enum Later {
     Restart(u64),
     /// The paused agent process runs again (SIGCONT).
     Resume(u64),
+    /// Space is freed on the member's data directory's file system.
+    DiskFreed(u64),
     /// The operator ends the maintenance pause.
     OperatorResume,
 }
@@ -87,6 +97,8 @@ pub struct Schedule {
     pub later: Vec<(u64, Later)>,
     pub heal_at: Option<u64>,
     pub flap: Option<Flap>,
+    /// The fate of the operator's pause order, until the cluster resumed.
+    pub pause_order: Option<Arc<AtomicU8>>,
 }
 
 /// A lease ttl of the reference configuration (`config/reference.toml`):
@@ -117,17 +129,25 @@ fn leader(cluster: &Cluster) -> Option<u64> {
 
 /// The operator's order, sent to the Raft leader as `haraftctl` does
 /// (members do not forward operator orders), without waiting for it.
-/// Returns the leader it went to.
-fn order(cluster: &Cluster, order: Order) -> Option<u64> {
+/// Returns the leader it went to and the order's fate (`IN_FLIGHT`, then
+/// `DECIDED` or `FAILED`).
+fn order(cluster: &Cluster, order: Order) -> Option<(u64, Arc<AtomicU8>)> {
     let via = leader(cluster)?;
     let agent = cluster.nodes[via as usize - 1].agent.as_ref()?;
     let command = Command::Operator { order, by: "sim".into(), at_unix_ms: haraft_agent::clock::now_unix_ms() };
-    let shared = std::sync::Arc::clone(&agent.shared);
+    let shared = Arc::clone(&agent.shared);
+    let fate = Arc::new(AtomicU8::new(IN_FLIGHT));
+    let set = Arc::clone(&fate);
     tokio::spawn(async move {
-        let _ = shared.propose(command).await;
+        let decided = shared.propose(command).await.is_ok();
+        set.store(if decided { DECIDED } else { FAILED }, Ordering::Relaxed);
     });
-    Some(via)
+    Some((via, fate))
 }
+
+const IN_FLIGHT: u8 = 0;
+const DECIDED: u8 = 1;
+const FAILED: u8 = 2;
 
 /// Injects `fault` at `now`, noting it in `note`.
 pub async fn inject(
@@ -190,6 +210,21 @@ pub async fn inject(
             note(format!("database of node{id} crashes"));
             crash_db(&cluster.servers, id);
         }
+        Fault::DiskFull => {
+            let full = rng.range(1000, 15_000);
+            note(format!("the data directory of node{id} is full for {full} ms"));
+            crash_db(&cluster.servers, id);
+            if let Some(s) = cluster.servers.lock().servers.get_mut(&id) {
+                s.disk_full = true;
+            }
+            schedule.later.push((now + full, Later::DiskFreed(id)));
+        }
+        Fault::FailedRewind => {
+            note(format!("the next pg_rewind on node{id} fails part-way"));
+            if let Some(s) = cluster.servers.lock().servers.get_mut(&id) {
+                s.rewind_breaks = true;
+            }
+        }
         Fault::Pause => {
             if !cluster.running(id) || cluster.router.paused(id) {
                 return;
@@ -205,22 +240,23 @@ pub async fn inject(
             let to = if lease.holder.0 == id { NodeId(other) } else { NodeId(id) };
             let switchover =
                 Order::Switchover { from: lease.holder, to, epoch: lease.epoch, at_unix_ms: None, force: false };
-            if let Some(via) = order(cluster, switchover) {
+            if let Some((via, _)) = order(cluster, switchover) {
                 note(format!("operator asks node{via} for a switchover {} -> {to}", lease.holder));
             }
         }
         Fault::Failover => {
-            if let Some(via) = order(cluster, Order::Failover { to: NodeId(id), allow_data_loss: false }) {
+            if let Some((via, _)) = order(cluster, Order::Failover { to: NodeId(id), allow_data_loss: false }) {
                 note(format!("operator asks node{via} for a failover to node{id}"));
             }
         }
         Fault::Maintenance => {
-            if schedule.later.iter().any(|(_, l)| *l == Later::OperatorResume) {
+            if schedule.pause_order.is_some() {
                 return;
             }
             let lasting = rng.range(500, 10_000);
-            if let Some(via) = order(cluster, Order::Pause) {
+            if let Some((via, fate)) = order(cluster, Order::Pause) {
                 note(format!("operator pauses the cluster through node{via} for {lasting} ms"));
+                schedule.pause_order = Some(fate);
                 schedule.later.push((now + lasting, Later::OperatorResume));
             }
         }
@@ -256,18 +292,30 @@ pub async fn due(cluster: &mut Cluster, schedule: &mut Schedule, note: &mut dyn 
     for later in due {
         match later {
             Later::Restart(id) => restarted.push(id),
+            Later::DiskFreed(id) => {
+                note(format!("space freed on node{id}"));
+                if let Some(s) = cluster.servers.lock().servers.get_mut(&id) {
+                    s.disk_full = false;
+                }
+            }
             Later::Resume(id) => {
                 note(format!("the agent of node{id} runs again"));
                 cluster.router.set_running(id, true);
             }
             Later::OperatorResume => {
-                // Until the Raft leader's state says resumed, again every
-                // second (a proposal can be lost, or find no leader).
-                if leader_state(cluster).is_some_and(|s| !s.paused) {
+                // Once the pause order is decided (or failed), until the
+                // Raft leader's state says resumed, again every second (a
+                // proposal can be lost, or find no leader).
+                let fate = schedule.pause_order.as_ref().map_or(FAILED, |f| f.load(Ordering::Relaxed));
+                let resumed = fate == FAILED || (fate == DECIDED && leader_state(cluster).is_some_and(|s| !s.paused));
+                if resumed {
                     note("the cluster is resumed".into());
+                    schedule.pause_order = None;
                     continue;
                 }
-                if let Some(via) = order(cluster, Order::Resume) {
+                if fate == DECIDED
+                    && let Some((via, _)) = order(cluster, Order::Resume)
+                {
                     note(format!("operator resumes the cluster through node{via}"));
                 }
                 schedule.later.push((now + 1000, Later::OperatorResume));

@@ -20,8 +20,8 @@ struct Args {
     #[arg(long)]
     trace: bool,
     /// Comma-separated faults, "all" or "none": crash, power-loss,
-    /// partition, one-way, flap, loss, delay, db-crash, pause, switchover,
-    /// failover, maintenance.
+    /// partition, one-way, flap, loss, delay, db-crash, disk-full,
+    /// failed-rewind, pause, switchover, failover, maintenance.
     #[arg(long, default_value = "all")]
     faults: String,
     #[arg(long, default_value_t = 3)]

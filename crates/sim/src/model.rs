@@ -48,6 +48,17 @@ pub struct Server {
     /// The data directory is on a host that crashed: the server is down
     /// until the agent starts it again.
     pub crashed: bool,
+    /// The file system of the data directory is full: the server stopped
+    /// (PostgreSQL PANICs when it cannot write WAL) and nothing that
+    /// writes there (start, pg_rewind, pg_basebackup, initdb) succeeds
+    /// until space is freed.
+    pub disk_full: bool,
+    /// The next pg_rewind fails part-way (I/O error, killed), leaving the
+    /// data directory `damaged`, as PostgreSQL's documentation warns.
+    pub rewind_breaks: bool,
+    /// A data directory a failed pg_rewind left behind: it does not start;
+    /// only a new base backup replaces it.
+    pub damaged: bool,
 }
 
 impl Server {
