@@ -245,7 +245,9 @@ impl Database for ModelDb {
             if s.disk_full {
                 return Err(no_space("pg_rewind"));
             }
-            if s.rewind_breaks {
+            // A directory an earlier pg_rewind left part-way is not one it
+            // can finish: PostgreSQL's documentation asks for a new backup.
+            if s.rewind_breaks || s.damaged {
                 s.rewind_breaks = false;
                 s.damaged = true;
                 return Err(failed("pg_rewind", "fatal: could not write file: Input/output error"));
