@@ -78,7 +78,11 @@ impl Cluster {
         // The fence file is real and written with fdatasync on every lease
         // renewal: on tmpfs that costs no disk flush (and needs no disk).
         let shm = std::path::Path::new("/dev/shm");
-        let dir = if shm.is_dir() { tempfile::tempdir_in(shm).or_else(|_| tempfile::tempdir())? } else { tempfile::tempdir()? };
+        let dir = if shm.is_dir() {
+            tempfile::tempdir_in(shm).or_else(|_| tempfile::tempdir())?
+        } else {
+            tempfile::tempdir()?
+        };
         let ids: Vec<u64> = (1..=n).collect();
         let mut nodes = Vec::new();
         for id in &ids {

@@ -271,7 +271,13 @@ fn leader_state(cluster: &Cluster) -> Option<std::sync::Arc<haraft_core::Cluster
 
 /// Runs what is due at `now`: restarts, resumed processes, the operator's
 /// resume, flapping links and the heal. Returns the members restarted.
-pub async fn due(cluster: &mut Cluster, schedule: &mut Schedule, note: &mut dyn FnMut(String), rng: &mut Rng, now: u64) -> Vec<u64> {
+pub async fn due(
+    cluster: &mut Cluster,
+    schedule: &mut Schedule,
+    note: &mut dyn FnMut(String),
+    rng: &mut Rng,
+    now: u64,
+) -> Vec<u64> {
     if schedule.heal_at.is_some_and(|t| now >= t) {
         cluster.router.heal_all();
         schedule.heal_at = None;

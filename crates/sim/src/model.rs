@@ -191,9 +191,9 @@ impl Servers {
         for (id, s) in t.servers.iter() {
             let follows = s.running && s.role == Some(DbRole::Standby);
             let up = s.upstream.filter(|_| follows).and_then(|u| t.servers.get(&u).map(|up| (u, up)));
-            let Some((_, up)) = up.filter(|(u, up)| {
-                up.running && up.has_data && reachable(*u, *id) && s.can_follow(up)
-            }) else {
+            let Some((_, up)) =
+                up.filter(|(u, up)| up.running && up.has_data && reachable(*u, *id) && s.can_follow(up))
+            else {
                 if s.streaming {
                     moves.push((*id, false, s.lsn, None));
                 }

@@ -229,7 +229,10 @@ async fn drive(seed: u64, setup: &Setup) -> anyhow::Result<Outcome> {
     if trace.violation.is_none() {
         if converged_at.is_none() {
             let servers = describe(&cluster);
-            trace.violate(format!("no convergence within {} s after the faults ended: {servers}", setup.converge_seconds));
+            trace.violate(format!(
+                "no convergence within {} s after the faults ended: {servers}",
+                setup.converge_seconds
+            ));
         } else if setup.synchronous {
             check_acked(&cluster, &mut trace);
         }
@@ -288,4 +291,3 @@ fn check_acked(cluster: &Cluster, trace: &mut Trace) {
         ));
     }
 }
-
