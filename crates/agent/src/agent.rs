@@ -410,7 +410,14 @@ impl DriverStart {
     ) -> anyhow::Result<(tokio::task::JoinHandle<()>, Option<Guards>)> {
         let side = db_side(config, pg, db);
         let guards = Guards::start(side.fence_path().clone())?;
-        let driver = tokio::spawn(driver::run(self.shared, Some(side), self.lease_tx, self.events, self.shutdown, driver::Gate::open()));
+        let driver = tokio::spawn(driver::run(
+            self.shared,
+            Some(side),
+            self.lease_tx,
+            self.events,
+            self.shutdown,
+            driver::Gate::open(),
+        ));
         Ok((driver, Some(guards)))
     }
 

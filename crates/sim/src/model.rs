@@ -104,7 +104,7 @@ impl Server {
             let theirs = if theirs == u64::MAX { source.lsn } else { theirs };
             Some((tl, end.min(theirs)))
         })
-        .last()
+        .next_back()
     }
 
     pub fn status(&self) -> DbStatus {
@@ -187,7 +187,9 @@ impl Servers {
         // Every standby moves against its upstream as it was before this
         // step (decided first, applied after), without copying the table:
         // this runs every checker step.
-        let mut moves: Vec<(u64, bool, u64, Option<(u32, Vec<Fork>)>)> = Vec::new();
+        // (standby, streaming, new WAL end, new timeline and history)
+        type Move = (u64, bool, u64, Option<(u32, Vec<Fork>)>);
+        let mut moves: Vec<Move> = Vec::new();
         for (id, s) in t.servers.iter() {
             let follows = s.running && s.role == Some(DbRole::Standby);
             let up = s.upstream.filter(|_| follows).and_then(|u| t.servers.get(&u).map(|up| (u, up)));

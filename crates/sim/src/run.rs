@@ -219,11 +219,10 @@ async fn drive(seed: u64, setup: &Setup) -> anyhow::Result<Outcome> {
         if let Some(p) = panics.first() {
             trace.violate(format!("panic: {p}"));
         }
-        if now >= fault_end && schedule.heal_at.is_none() && schedule.later.is_empty() && converged_at.is_none() {
-            if converged(&cluster, &writable) {
-                converged_at = Some(now);
-                trace.note("converged".into());
-            }
+        let quiet = now >= fault_end && schedule.heal_at.is_none() && schedule.later.is_empty();
+        if quiet && converged_at.is_none() && converged(&cluster, &writable) {
+            converged_at = Some(now);
+            trace.note("converged".into());
         }
     }
     if trace.violation.is_none() {
