@@ -69,10 +69,14 @@ impl Backoff {
                 self.by_kind.remove(kind);
             }
             Err(error) => {
-                let count = self.by_kind.get(kind).map_or(0, |f| f.count) + 1;
+                // Failures against another source or upstream do not count
+                // (simulator seed 105116: a rebuild that failed five times
+                // against a cut-off primary waited 34 s after its first
+                // failure against the new one, tried while it was starting).
+                let peer = peer_of(action);
+                let count = self.by_kind.get(kind).filter(|f| f.peer == peer).map_or(0, |f| f.count) + 1;
                 let wait = delay_ms(count, jitter);
                 let error = one_line(error);
-                let peer = peer_of(action);
                 let failures =
                     Failures { error, count, peer, next_at: now.plus_ms(wait), next_unix_ms: now_unix_ms + wait };
                 self.by_kind.insert(kind, failures);
@@ -194,6 +198,9 @@ mod tests {
         let from_another = Action::Rebuild { source: NodeId(3), epoch: Epoch(2) };
         assert!(b.admit(&from_another, t(2000)), "failures against one source do not hold another");
         assert!(!b.admit(&Action::Rebuild { source: NodeId(1), epoch: Epoch(2) }, t(2000)), "same source, held");
+        b.record(&from_another, Err("refused"), t(2000), 7000, 0);
+        assert_eq!(b.worst().unwrap().count, 1, "counting starts again against another source");
+        assert!(b.admit(&from_another, t(2800)), "after the first wait, not the third");
         // Fencing never waits, whatever failed before.
         let fence = Action::Stop { immediate: true };
         b.record(&fence, Err("pg_ctl stop failed"), t(2000), 7000, 0);
