@@ -45,9 +45,9 @@ fn violations(seeds: std::ops::Range<u64>, synchronous: bool) -> Vec<String> {
 }
 
 /// 210 seeds asynchronous (here) and 50 synchronous (below), 40 virtual
-/// seconds each: together about 85 s of a debug build on one idle core of
-/// this machine (measured 2026-12-07; two tests so that each stays well
-/// inside nextest's limit on a loaded machine).
+/// seconds each: together 125 s of a debug build with this machine loaded
+/// to 5, 94 s of CPU (measured 2026-12-07; two tests so that each stays
+/// inside nextest's 180 s limit on a loaded machine).
 #[test]
 fn fixed_seed_set_finds_no_violation() {
     let found = violations(0..210, false);
