@@ -414,7 +414,14 @@ impl DriverStart {
     ) -> anyhow::Result<(tokio::task::JoinHandle<()>, Option<Guards>)> {
         let side = db_side(config, pg, db);
         let guards = Guards::start(side.fence_path().clone())?;
-        let driver = tokio::spawn(driver::run(self.shared, Some(side), self.lease_tx, self.events, self.shutdown));
+        let driver = tokio::spawn(driver::run(
+            self.shared,
+            Some(side),
+            self.lease_tx,
+            self.events,
+            self.shutdown,
+            driver::Gate::open(),
+        ));
         Ok((driver, Some(guards)))
     }
 
@@ -427,6 +434,7 @@ impl DriverStart {
             self.lease_tx,
             self.events,
             self.shutdown,
+            driver::Gate::open(),
         ))
     }
 }

@@ -22,6 +22,35 @@ use tokio::sync::{broadcast, mpsc, watch};
 /// default renewal interval and costs nothing measurable at idle.
 const TICK: Duration = Duration::from_millis(50);
 
+/// Whether the agent's process runs. The daemon's gate is always open and
+/// costs one `Option` check a step; the simulator closes an embedded
+/// agent's gate to freeze it as SIGSTOP would: the loop takes no step, so
+/// nothing is decided, renewed or written to the fence file until the gate
+/// opens again, while the database and the fence guard (other processes)
+/// go on.
+#[derive(Clone, Debug, Default)]
+pub struct Gate(Option<watch::Receiver<bool>>);
+
+impl Gate {
+    /// The daemon's: never closed.
+    pub fn open() -> Gate {
+        Gate(None)
+    }
+
+    /// Open while `running` holds `true`.
+    pub fn controlled(running: watch::Receiver<bool>) -> Gate {
+        Gate(Some(running))
+    }
+
+    /// Waits until the gate is open (at once for the daemon's; a dropped
+    /// controller counts as open).
+    pub async fn pass(&mut self) {
+        if let Some(running) = &mut self.0 {
+            let _ = running.wait_for(|open| *open).await;
+        }
+    }
+}
+
 /// How long a probe result may be used to choose a new primary.
 const PROBE_FRESH_MS: u64 = 1000;
 
@@ -103,6 +132,7 @@ pub async fn run<D: Database>(
     lease_view: watch::Sender<LeaseView>,
     events: broadcast::Sender<AgentEvent>,
     mut shutdown: watch::Receiver<bool>,
+    mut gate: Gate,
 ) {
     let (tx, mut rx) = mpsc::unbounded_channel();
     let mut applied = shared.applied.clone();
@@ -139,6 +169,7 @@ pub async fn run<D: Database>(
         if matches!(event, Event::Shutdown) {
             break;
         }
+        gate.pass().await;
         let started = std::time::Instant::now();
         driver.handle(event);
         driver.shared.loop_stats.record(boottime(), started.elapsed());

@@ -37,6 +37,9 @@ pub struct Parts<N, L, S, D> {
     pub peers: Arc<dyn PeerCalls>,
     /// The local database; `None` for a voter without one.
     pub db: Option<D>,
+    /// Whether the process runs: `Gate::open()`, or one the embedder closes
+    /// to pause the agent (its network side is the embedder's to hold).
+    pub gate: driver::Gate,
 }
 
 pub struct EmbeddedAgent {
@@ -117,11 +120,11 @@ where
         (Some(pg), Some(db)) => {
             let side = crate::agent::db_side(&config, pg, db);
             let fence = side.fence_path().clone();
-            let run = driver::run(Arc::clone(&shared), Some(side), lease_tx, events.clone(), shutdown_rx);
+            let run = driver::run(Arc::clone(&shared), Some(side), lease_tx, events.clone(), shutdown_rx, parts.gate);
             (tokio::spawn(run), Some(fence))
         }
         _ => {
-            let run = driver::run::<D>(Arc::clone(&shared), None, lease_tx, events.clone(), shutdown_rx);
+            let run = driver::run::<D>(Arc::clone(&shared), None, lease_tx, events.clone(), shutdown_rx, parts.gate);
             (tokio::spawn(run), None)
         }
     };

@@ -26,7 +26,7 @@ const LONGEST_SLEEP: Duration = Duration::from_millis(200);
 
 /// How long to sleep after a look at the file: until its armed deadline,
 /// at most `LONGEST_SLEEP`; at least a millisecond.
-fn sleep_after(state: Option<&FenceState>, now: BootTime) -> Duration {
+pub fn sleep_after(state: Option<&FenceState>, now: BootTime) -> Duration {
     let until_deadline = match state {
         Some(FenceState::Armed { deadline, .. }) => Duration::from_millis(now.ms_until(*deadline)),
         _ => LONGEST_SLEEP,

@@ -5,7 +5,7 @@
 //! do not retry in step. What failed, how often and when it is tried next
 //! is shown per member in the status ([`FailingAction`]).
 
-use crate::ids::BootTime;
+use crate::ids::{BootTime, NodeId};
 use crate::reconcile::Action;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -42,6 +42,8 @@ pub struct FailingAction {
 struct Failures {
     error: String,
     count: u32,
+    /// The member the failed action depended on (its source or upstream).
+    peer: Option<NodeId>,
     next_at: BootTime,
     next_unix_ms: u64,
 }
@@ -67,10 +69,16 @@ impl Backoff {
                 self.by_kind.remove(kind);
             }
             Err(error) => {
-                let count = self.by_kind.get(kind).map_or(0, |f| f.count) + 1;
+                // Failures against another source or upstream do not count
+                // (simulator seed 105116: a rebuild that failed five times
+                // against a cut-off primary waited 34 s after its first
+                // failure against the new one, tried while it was starting).
+                let peer = peer_of(action);
+                let count = self.by_kind.get(kind).filter(|f| f.peer == peer).map_or(0, |f| f.count) + 1;
                 let wait = delay_ms(count, jitter);
                 let error = one_line(error);
-                let failures = Failures { error, count, next_at: now.plus_ms(wait), next_unix_ms: now_unix_ms + wait };
+                let failures =
+                    Failures { error, count, peer, next_at: now.plus_ms(wait), next_unix_ms: now_unix_ms + wait };
                 self.by_kind.insert(kind, failures);
             }
         }
@@ -78,12 +86,18 @@ impl Backoff {
 
     /// Whether `action` may run now. An operator's rebuild or restart
     /// always may, and forgets every failure: whatever follows it is tried
-    /// at once too. Other kinds wait for their next try.
+    /// at once too. Other kinds wait for their next try, unless they now
+    /// depend on another member than the one they failed against: a rebuild
+    /// that failed while its source was cut off says nothing about a new
+    /// primary (found by the simulator, seed 54: a member waited out a
+    /// 33 s back-off earned against the old primary after the faults had
+    /// healed and a new one was streaming).
     pub fn admit(&mut self, action: &Action, now: BootTime) -> bool {
         if matches!(action, Action::Restart { .. } | Action::Reinit { .. }) {
             self.by_kind.clear();
         }
-        !backs_off(action) || self.by_kind.get(action.kind()).is_none_or(|f| now >= f.next_at)
+        !backs_off(action)
+            || self.by_kind.get(action.kind()).is_none_or(|f| now >= f.next_at || f.peer != peer_of(action))
     }
 
     /// The reconciler's decision this pass: in a healthy state (a
@@ -112,6 +126,27 @@ impl Backoff {
 
 fn view(kind: &str, f: &Failures) -> FailingAction {
     FailingAction { action: kind.to_string(), error: f.error.clone(), count: f.count, next_try_unix_ms: f.next_unix_ms }
+}
+
+/// The member an action reads from or follows, where it has one.
+fn peer_of(action: &Action) -> Option<NodeId> {
+    match action {
+        Action::Rewind { source, .. } | Action::Rebuild { source, .. } => Some(*source),
+        Action::StartStandby { upstream, .. } => *upstream,
+        Action::Follow { upstream, .. } => Some(*upstream),
+        Action::Idle
+        | Action::Propose(_)
+        | Action::Bootstrap { .. }
+        | Action::StartPrimary { .. }
+        | Action::Promote { .. }
+        | Action::Stop { .. }
+        | Action::SetSynchronous { .. }
+        | Action::SetReadOnly { .. }
+        | Action::SetSlots { .. }
+        | Action::Restart { .. }
+        | Action::Reinit { .. }
+        | Action::DmStep { .. } => None,
+    }
 }
 
 fn backs_off(action: &Action) -> bool {
@@ -160,6 +195,12 @@ mod tests {
         assert_eq!((worst.action.as_str(), worst.error.as_str(), worst.count), ("rebuild", "again", 2));
         assert_eq!(worst.next_try_unix_ms, 5800 + 1600);
         assert!(!b.admit(&rebuild, t(2000)));
+        let from_another = Action::Rebuild { source: NodeId(3), epoch: Epoch(2) };
+        assert!(b.admit(&from_another, t(2000)), "failures against one source do not hold another");
+        assert!(!b.admit(&Action::Rebuild { source: NodeId(1), epoch: Epoch(2) }, t(2000)), "same source, held");
+        b.record(&from_another, Err("refused"), t(2000), 7000, 0);
+        assert_eq!(b.worst().unwrap().count, 1, "counting starts again against another source");
+        assert!(b.admit(&from_another, t(2800)), "after the first wait, not the third");
         // Fencing never waits, whatever failed before.
         let fence = Action::Stop { immediate: true };
         b.record(&fence, Err("pg_ctl stop failed"), t(2000), 7000, 0);

@@ -55,6 +55,11 @@ impl ModelDb {
     }
 }
 
+/// What every program that writes into a full data directory reports.
+fn no_space(tool: &str) -> DbError {
+    failed(tool, "could not write to file: No space left on device")
+}
+
 fn me(t: &mut crate::model::Table, id: u64) -> &mut Server {
     t.servers.get_mut(&id).expect("act() checked the server exists")
 }
@@ -95,6 +100,9 @@ impl Database for ModelDb {
         self.act(START, Some(epoch), |t, id| {
             let sysid = t.next_sysid;
             let s = me(t, id);
+            if s.disk_full {
+                return Err(no_space("initdb"));
+            }
             if s.has_data {
                 return Err(failed("initdb", "directory exists but is not empty"));
             }
@@ -123,6 +131,12 @@ impl Database for ModelDb {
             if !s.has_data || s.running {
                 return Err(failed("pg_ctl", "no stopped data directory to start"));
             }
+            if s.disk_full {
+                return Err(no_space("pg_ctl"));
+            }
+            if s.damaged {
+                return Err(failed("pg_ctl", "PANIC: could not locate a valid checkpoint record"));
+            }
             if s.role == Some(DbRole::Standby) {
                 // Started without standby.signal: it leaves recovery on a
                 // new timeline, as a promotion does.
@@ -146,6 +160,12 @@ impl Database for ModelDb {
             let s = me(t, id);
             if !s.has_data || s.running {
                 return Err(failed("pg_ctl", "no stopped data directory to start"));
+            }
+            if s.disk_full {
+                return Err(no_space("pg_ctl"));
+            }
+            if s.damaged {
+                return Err(failed("pg_ctl", "PANIC: could not locate a valid checkpoint record"));
             }
             s.running = true;
             s.crashed = false;
@@ -222,6 +242,16 @@ impl Database for ModelDb {
             if s.running {
                 return Err(failed("pg_rewind", "target server must be shut down cleanly"));
             }
+            if s.disk_full {
+                return Err(no_space("pg_rewind"));
+            }
+            // A directory an earlier pg_rewind left part-way is not one it
+            // can finish: PostgreSQL's documentation asks for a new backup.
+            if s.rewind_breaks || s.damaged {
+                s.rewind_breaks = false;
+                s.damaged = true;
+                return Err(failed("pg_rewind", "fatal: could not write file: Input/output error"));
+            }
             if !s.has_data || s.system_identifier != src.system_identifier {
                 return Err(failed("pg_rewind", "source and target clusters are from different systems"));
             }
@@ -250,6 +280,9 @@ impl Database for ModelDb {
             let s = me(t, id);
             if s.running {
                 return Err(failed("pg_basebackup", "the target's server is running"));
+            }
+            if s.disk_full {
+                return Err(no_space("pg_basebackup"));
             }
             *s = Server {
                 name: s.name.clone(),

@@ -12,10 +12,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinHandle;
 
-/// How often the simulated fence guard looks at the fence file; the real
-/// guards sleep until the deadline, at most a second.
-const GUARD_LOOK: Duration = Duration::from_millis(10);
-
 /// A simulated fsync of the Raft store: sled's flush plus fdatasync on
 /// these machines' disks takes 1–5 ms.
 const SYNC_DELAY: Duration = Duration::from_millis(2);
@@ -49,6 +45,9 @@ fn node_config(dir: &std::path::Path, id: u64, n: u64, election_ms: u64, synchro
         std::fs::write(bin.join(tool), "")?;
     }
     let data = dir.join(format!("node{id}"));
+    // The agent's data directory holds the real fence file the database
+    // side writes and the simulated guard reads.
+    std::fs::create_dir_all(&data)?;
     let mut text = format!(
         "[cluster]\nname = \"sim\"\n\n[node]\nid = {id}\ndata_dir = \"{}\"\nlisten = \"127.0.0.1:1\"\n\n",
         data.display()
@@ -76,7 +75,14 @@ fn node_config(dir: &std::path::Path, id: u64, n: u64, election_ms: u64, synchro
 
 impl Cluster {
     pub fn new(n: u64, synchronous: bool, router: Router, election_ms: &[u64]) -> anyhow::Result<Cluster> {
-        let dir = tempfile::tempdir()?;
+        // The fence file is real and written with fdatasync on every lease
+        // renewal: on tmpfs that costs no disk flush (and needs no disk).
+        let shm = std::path::Path::new("/dev/shm");
+        let dir = if shm.is_dir() {
+            tempfile::tempdir_in(shm).or_else(|_| tempfile::tempdir())?
+        } else {
+            tempfile::tempdir()?
+        };
         let ids: Vec<u64> = (1..=n).collect();
         let mut nodes = Vec::new();
         for id in &ids {
@@ -114,6 +120,7 @@ impl Cluster {
             committed: opened.committed,
             peers: Arc::new(SimPeers { me: id, router: router.clone() }),
             db: Some(ModelDb { id, servers: servers.clone(), reach }),
+            gate: router.gate(id),
         };
         let agent = embedded::start(node.config.clone(), parts).await?;
         router.register(id, agent.raft_service(), agent.admin_service());
@@ -126,6 +133,8 @@ impl Cluster {
     /// once; with `lose_unsynced`, as in a power loss.
     pub async fn crash(&mut self, id: u64, lose_unsynced: bool) {
         self.router.unregister(id);
+        // A paused process dies too; the next life runs.
+        self.router.set_running(id, true);
         let node = self.node(id);
         if let Some(g) = node.guard.take() {
             g.abort();
@@ -150,19 +159,25 @@ pub fn crash_db(servers: &Servers, id: u64) {
 }
 
 /// The simulated fence guard: what `fence::check_once` does, with the
-/// model's immediate stop in place of killing processes.
+/// model's immediate stop in place of killing processes, and the real
+/// guards' schedule (`fence::sleep_after`: until the armed deadline, at
+/// most 200 ms between looks).
 async fn guard(path: std::path::PathBuf, id: u64, servers: Servers) {
     loop {
-        tokio::time::sleep(GUARD_LOOK).await;
-        if let Some(FenceState::Armed { deadline, .. }) = fence::read(&path)
-            && haraft_agent::clock::boottime() >= deadline
-        {
-            crash_db(&servers, id);
-            let _ = fence::write(&path, &FenceState::Fenced);
-            tracing::warn!(
-                node = id,
-                "simulated fence guard: lease deadline passed without renewal: stopped the database"
-            );
-        }
+        let state = fence::read(&path);
+        let now = haraft_agent::clock::boottime();
+        let sleep = match &state {
+            Some(FenceState::Armed { deadline, .. }) if now >= *deadline => {
+                crash_db(&servers, id);
+                let _ = fence::write(&path, &FenceState::Fenced);
+                tracing::warn!(
+                    node = id,
+                    "simulated fence guard: lease deadline passed without renewal: stopped the database"
+                );
+                fence::sleep_after(None, now)
+            }
+            other => fence::sleep_after(other.as_ref(), now),
+        };
+        tokio::time::sleep(sleep).await;
     }
 }

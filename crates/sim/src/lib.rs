@@ -8,7 +8,8 @@
 //!   streaming, synchronous commit); [`adapter`]: the `Database` trait over it
 //! - [`net`]: the router (Raft and admin calls; cut, loss, delay, duplicates)
 //! - [`cluster`]: members started, crashed, restarted; the simulated fence guard
-//! - [`run`]: one seed: faults, the writing client, the checker, the trace
+//! - [`faults`]: the faults a seed injects and what each schedules for later
+//! - [`run`]: one seed: the writing client, the checker, the trace
 //!
 //! What it must never do: change how an agent decides or acts. Anything
 //! the agent needs from the world comes through a seam it also has in
@@ -16,6 +17,7 @@
 
 pub mod adapter;
 pub mod cluster;
+pub mod faults;
 pub mod model;
 pub mod net;
 pub mod rng;

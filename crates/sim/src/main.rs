@@ -19,8 +19,9 @@ struct Args {
     seed: Option<u64>,
     #[arg(long)]
     trace: bool,
-    /// Comma-separated faults, or "all": crash, power-loss, partition,
-    /// one-way, loss, delay, db-crash, switchover.
+    /// Comma-separated faults, "all" or "none": crash, power-loss,
+    /// partition, one-way, flap, loss, delay, db-crash, disk-full,
+    /// failed-rewind, pause, switchover, failover, maintenance.
     #[arg(long, default_value = "all")]
     faults: String,
     #[arg(long, default_value_t = 3)]

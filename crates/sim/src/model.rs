@@ -48,6 +48,17 @@ pub struct Server {
     /// The data directory is on a host that crashed: the server is down
     /// until the agent starts it again.
     pub crashed: bool,
+    /// The file system of the data directory is full: the server stopped
+    /// (PostgreSQL PANICs when it cannot write WAL) and nothing that
+    /// writes there (start, pg_rewind, pg_basebackup, initdb) succeeds
+    /// until space is freed.
+    pub disk_full: bool,
+    /// The next pg_rewind fails part-way (I/O error, killed), leaving the
+    /// data directory `damaged`, as PostgreSQL's documentation warns.
+    pub rewind_breaks: bool,
+    /// A data directory a failed pg_rewind left behind: it does not start;
+    /// only a new base backup replaces it.
+    pub damaged: bool,
 }
 
 impl Server {
@@ -93,7 +104,7 @@ impl Server {
             let theirs = if theirs == u64::MAX { source.lsn } else { theirs };
             Some((tl, end.min(theirs)))
         })
-        .last()
+        .next_back()
     }
 
     pub fn status(&self) -> DbStatus {
@@ -173,22 +184,35 @@ impl Servers {
     /// whether the network carries `from`'s WAL to `to`.
     pub fn replicate(&self, reachable: &dyn Fn(u64, u64) -> bool) {
         let mut t = self.lock();
-        let snapshot = t.servers.clone();
-        for (id, s) in t.servers.iter_mut() {
-            s.streaming = false;
-            if !(s.running && s.role == Some(DbRole::Standby)) {
+        // Every standby moves against its upstream as it was before this
+        // step (decided first, applied after), without copying the table:
+        // this runs every checker step.
+        // (standby, streaming, new WAL end, new timeline and history)
+        type Move = (u64, bool, u64, Option<(u32, Vec<Fork>)>);
+        let mut moves: Vec<Move> = Vec::new();
+        for (id, s) in t.servers.iter() {
+            let follows = s.running && s.role == Some(DbRole::Standby);
+            let up = s.upstream.filter(|_| follows).and_then(|u| t.servers.get(&u).map(|up| (u, up)));
+            let Some((_, up)) =
+                up.filter(|(u, up)| up.running && up.has_data && reachable(*u, *id) && s.can_follow(up))
+            else {
+                if s.streaming {
+                    moves.push((*id, false, s.lsn, None));
+                }
                 continue;
-            }
-            let Some(up_id) = s.upstream else { continue };
-            let Some(up) = snapshot.get(&up_id) else { continue };
-            if !up.running || !up.has_data || !reachable(up_id, *id) || !s.can_follow(up) {
-                continue;
-            }
-            s.streaming = true;
-            s.lsn = up.lsn.min(s.lsn + STREAM_STEP);
-            if s.timeline != up.timeline && s.lsn >= up.end_of_timeline(s.timeline).unwrap_or(0) {
-                s.timeline = up.timeline;
-                s.forks = up.forks.clone();
+            };
+            let lsn = up.lsn.min(s.lsn + STREAM_STEP);
+            let switch = (s.timeline != up.timeline && lsn >= up.end_of_timeline(s.timeline).unwrap_or(0))
+                .then(|| (up.timeline, up.forks.clone()));
+            moves.push((*id, true, lsn, switch));
+        }
+        for (id, streaming, lsn, switch) in moves {
+            let Some(s) = t.servers.get_mut(&id) else { continue };
+            s.streaming = streaming;
+            s.lsn = lsn;
+            if let Some((timeline, forks)) = switch {
+                s.timeline = timeline;
+                s.forks = forks;
             }
         }
     }

@@ -43,6 +43,8 @@ struct State {
     raft: BTreeMap<u64, Arc<RaftService>>,
     admin: BTreeMap<u64, Arc<AdminService>>,
     links: BTreeMap<(u64, u64), Link>,
+    /// Per member: whether its agent process runs (`false`: paused).
+    running: BTreeMap<u64, tokio::sync::watch::Sender<bool>>,
     rng: Option<Rng>,
 }
 
@@ -75,6 +77,34 @@ impl Router {
         let mut s = self.lock();
         s.raft.remove(&id);
         s.admin.remove(&id);
+    }
+
+    /// The gate of member `id`'s agent process, open until `pause`.
+    pub fn gate(&self, id: u64) -> haraft_agent::driver::Gate {
+        let mut s = self.lock();
+        let running = s.running.entry(id).or_insert_with(|| tokio::sync::watch::channel(true).0);
+        haraft_agent::driver::Gate::controlled(running.subscribe())
+    }
+
+    /// Freezes member `id`'s agent (`false`) or lets it go on (`true`).
+    pub fn set_running(&self, id: u64, running: bool) {
+        let mut s = self.lock();
+        let gate = s.running.entry(id).or_insert_with(|| tokio::sync::watch::channel(true).0);
+        gate.send_replace(running);
+    }
+
+    pub fn paused(&self, id: u64) -> bool {
+        self.lock().running.get(&id).is_some_and(|g| !*g.borrow())
+    }
+
+    /// Waits while member `id`'s process is paused: what it sends leaves,
+    /// and what reaches it is read, only once it runs again.
+    async fn wait_running(&self, id: u64) {
+        if !self.paused(id) {
+            return;
+        }
+        let mut gate = self.gate(id);
+        gate.pass().await;
     }
 
     pub fn set_link(&self, from: u64, to: u64, link: Link) {
@@ -113,8 +143,10 @@ impl Router {
         to: u64,
         call: impl Fn(&State) -> Option<PeerCall<T>>,
     ) -> Result<T, tonic::Status> {
+        self.wait_running(from).await;
         let Fate::Delivered { delay, duplicate } = self.fate(from, to) else { return std::future::pending().await };
         tokio::time::sleep(delay).await;
+        self.wait_running(to).await;
         let Some(first) = call(&self.lock()) else { return std::future::pending().await };
         if duplicate && let Some(copy) = call(&self.lock()) {
             tokio::spawn(async move {
@@ -122,8 +154,10 @@ impl Router {
             });
         }
         let answer = first.await;
+        self.wait_running(to).await;
         let Fate::Delivered { delay, .. } = self.fate(to, from) else { return std::future::pending().await };
         tokio::time::sleep(delay).await;
+        self.wait_running(from).await;
         answer
     }
 }

@@ -1,56 +1,16 @@
 //! One seed: a cluster, a fault schedule, a writing client and the
 //! invariant checker, all on one paused-time tokio runtime.
 
-use crate::cluster::{Cluster, crash_db};
+use crate::cluster::Cluster;
+use crate::faults::{Schedule, due, inject};
 use crate::model::{Acked, WRITE_BYTES};
-use crate::net::{Link, Router};
+use crate::net::Router;
 use crate::rng::Rng;
-use haraft_core::{Command, Epoch, NodeId};
+use haraft_core::Epoch;
 use std::cell::{Cell, RefCell};
 use std::time::Duration;
 
-/// The faults a run may inject.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Fault {
-    Crash,
-    PowerLoss,
-    Partition,
-    OneWay,
-    Loss,
-    Delay,
-    DbCrash,
-    Switchover,
-}
-
-impl Fault {
-    pub const ALL: [Fault; 8] = [
-        Fault::Crash,
-        Fault::PowerLoss,
-        Fault::Partition,
-        Fault::OneWay,
-        Fault::Loss,
-        Fault::Delay,
-        Fault::DbCrash,
-        Fault::Switchover,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Fault::Crash => "crash",
-            Fault::PowerLoss => "power-loss",
-            Fault::Partition => "partition",
-            Fault::OneWay => "one-way",
-            Fault::Loss => "loss",
-            Fault::Delay => "delay",
-            Fault::DbCrash => "db-crash",
-            Fault::Switchover => "switchover",
-        }
-    }
-
-    pub fn parse(word: &str) -> Option<Fault> {
-        Fault::ALL.into_iter().find(|f| f.name() == word)
-    }
-}
+pub use crate::faults::Fault;
 
 #[derive(Clone, Debug)]
 pub struct Setup {
@@ -167,8 +127,7 @@ async fn drive(seed: u64, setup: &Setup) -> anyhow::Result<Outcome> {
     let end = fault_end + setup.converge_seconds * 1000;
     let mut next_fault = rng.range(2000, 6000);
     let mut next_write = 0;
-    let mut restarts: Vec<(u64, u64)> = Vec::new();
-    let mut heal_at: Option<u64> = None;
+    let mut schedule = Schedule::default();
     let mut epochs: Vec<Epoch> = vec![Epoch(0); setup.nodes as usize];
     let mut max_epoch = Epoch(0);
     let mut converged_at = None;
@@ -180,15 +139,9 @@ async fn drive(seed: u64, setup: &Setup) -> anyhow::Result<Outcome> {
         if now >= end || trace.violation.is_some() {
             break;
         }
-        // Heal and restart on schedule.
-        if heal_at.is_some_and(|t| now >= t) {
-            router.heal_all();
-            heal_at = None;
-            trace.note("heal network".into());
-        }
-        let due: Vec<u64> = restarts.iter().filter(|(_, t)| now >= *t).map(|(id, _)| *id).collect();
-        restarts.retain(|(_, t)| now < *t);
-        for id in due {
+        // Heal, resume and restart on schedule.
+        let restarted = due(&mut cluster, &mut schedule, &mut |l| trace.note(l), &mut rng, now).await;
+        for id in restarted {
             trace.note(format!("restart node{id}"));
             // A new life replays its log from what its store kept (after a
             // power loss: its last snapshot), so its applied epoch starts
@@ -200,9 +153,9 @@ async fn drive(seed: u64, setup: &Setup) -> anyhow::Result<Outcome> {
                 trace.violate(format!("node{id} did not restart: {e:#}"));
             }
         }
-        if now < fault_end && now >= next_fault && !setup.faults.is_empty() && heal_at.is_none() {
+        if now < fault_end && now >= next_fault && !setup.faults.is_empty() && schedule.heal_at.is_none() {
             let fault = setup.faults[rng.range(0, setup.faults.len() as u64 - 1) as usize];
-            inject(fault, &mut cluster, &mut rng, &mut trace, &mut restarts, &mut heal_at, now).await;
+            inject(fault, &mut cluster, &mut rng, &mut |l| trace.note(l), &mut schedule, now).await;
             next_fault = now + rng.range(1000, 8000);
         }
         cluster.servers.replicate(&|a, b| router.reachable(a, b));
@@ -266,16 +219,19 @@ async fn drive(seed: u64, setup: &Setup) -> anyhow::Result<Outcome> {
         if let Some(p) = panics.first() {
             trace.violate(format!("panic: {p}"));
         }
-        if now >= fault_end && heal_at.is_none() && restarts.is_empty() && converged_at.is_none() {
-            if converged(&cluster, &writable) {
-                converged_at = Some(now);
-                trace.note("converged".into());
-            }
+        let quiet = now >= fault_end && schedule.heal_at.is_none() && schedule.later.is_empty();
+        if quiet && converged_at.is_none() && converged(&cluster, &writable) {
+            converged_at = Some(now);
+            trace.note("converged".into());
         }
     }
     if trace.violation.is_none() {
         if converged_at.is_none() {
-            trace.violate(format!("no convergence within {} s after the faults ended", setup.converge_seconds));
+            let servers = describe(&cluster);
+            trace.violate(format!(
+                "no convergence within {} s after the faults ended: {servers}",
+                setup.converge_seconds
+            ));
         } else if setup.synchronous {
             check_acked(&cluster, &mut trace);
         }
@@ -300,6 +256,25 @@ fn converged(cluster: &Cluster, writable: &[u64]) -> bool {
         .all(|(_, s)| s.running && s.streaming && s.upstream == Some(*primary))
 }
 
+/// Each database in a few words, for a failed convergence.
+fn describe(cluster: &Cluster) -> String {
+    let t = cluster.servers.lock();
+    let words: Vec<String> = t
+        .servers
+        .iter()
+        .map(|(id, s)| {
+            let state = match (s.running, s.role) {
+                (false, _) => "stopped".to_string(),
+                (true, role) => format!("{role:?}").to_lowercase(),
+            };
+            let up = s.upstream.map_or(String::new(), |u| format!(" from node{u}"));
+            let streaming = if s.streaming { " streaming" } else { "" };
+            format!("node{id} {state}{up}{streaming} timeline {} lsn {:X}", s.timeline, s.lsn)
+        })
+        .collect();
+    words.join("; ")
+}
+
 /// Every write acknowledged in synchronous mode is in the final primary's
 /// history.
 fn check_acked(cluster: &Cluster, trace: &mut Trace) {
@@ -313,85 +288,5 @@ fn check_acked(cluster: &Cluster, trace: &mut Trace) {
             "{count} acknowledged synchronous writes lost, first on node{} timeline {} lsn {:X} (epoch {})",
             lost.node, lost.timeline, lost.lsn, lost.epoch
         ));
-    }
-}
-
-async fn inject(
-    fault: Fault,
-    cluster: &mut Cluster,
-    rng: &mut Rng,
-    trace: &mut Trace,
-    restarts: &mut Vec<(u64, u64)>,
-    heal_at: &mut Option<u64>,
-    now: u64,
-) {
-    let n = cluster.nodes.len() as u64;
-    let id = rng.range(1, n);
-    let other = 1 + (id + rng.range(0, n - 2)) % n;
-    match fault {
-        Fault::Crash | Fault::PowerLoss => {
-            if !cluster.running(id) {
-                return;
-            }
-            let lose = fault == Fault::PowerLoss;
-            let down = rng.range(500, 10_000);
-            trace.note(format!("{} node{id} for {down} ms", fault.name()));
-            cluster.crash(id, lose).await;
-            restarts.push((id, now + down));
-        }
-        Fault::Partition | Fault::OneWay | Fault::Loss | Fault::Delay => {
-            let lasting = rng.range(1000, 15_000);
-            *heal_at = Some(now + lasting);
-            match fault {
-                Fault::Partition => {
-                    trace.note(format!("partition node{id} for {lasting} ms"));
-                    for o in (1..=n).filter(|o| *o != id) {
-                        cluster.router.set_link(id, o, Link { cut: true, ..Link::default() });
-                        cluster.router.set_link(o, id, Link { cut: true, ..Link::default() });
-                    }
-                }
-                Fault::OneWay => {
-                    trace.note(format!("cut node{id} -> node{other} for {lasting} ms"));
-                    cluster.router.set_link(id, other, Link { cut: true, ..Link::default() });
-                }
-                Fault::Loss => {
-                    let percent = rng.range(10, 60);
-                    trace.note(format!("lose {percent}% and duplicate 5% of all messages for {lasting} ms"));
-                    for (a, b) in (1..=n).flat_map(|a| (1..=n).map(move |b| (a, b))).filter(|(a, b)| a != b) {
-                        let link = Link { loss_percent: percent, duplicate_percent: 5, ..Link::default() };
-                        cluster.router.set_link(a, b, link);
-                    }
-                }
-                _ => {
-                    let ms = rng.range(50, 1500);
-                    trace.note(format!("delay node{id} <-> node{other} by {ms} ms for {lasting} ms"));
-                    cluster.router.set_link(id, other, Link { extra_delay_ms: ms, ..Link::default() });
-                    cluster.router.set_link(other, id, Link { extra_delay_ms: ms, ..Link::default() });
-                }
-            }
-        }
-        Fault::DbCrash => {
-            trace.note(format!("database of node{id} crashes"));
-            crash_db(&cluster.servers, id);
-        }
-        Fault::Switchover => {
-            let Some(agent) = cluster.nodes[id as usize - 1].agent.as_ref() else { return };
-            let state = agent.shared.state();
-            let Some(lease) = state.lease else { return };
-            let to = if lease.holder.0 == id { NodeId(other) } else { NodeId(id) };
-            trace.note(format!("operator asks node{id} for a switchover {} -> {to}", lease.holder));
-            let order = haraft_core::ops::Order::Switchover {
-                from: lease.holder,
-                to,
-                epoch: lease.epoch,
-                at_unix_ms: None,
-                force: false,
-            };
-            let command = Command::Operator { order, by: "sim".into(), at_unix_ms: haraft_agent::clock::now_unix_ms() };
-            let shared = std::sync::Arc::clone(&agent.shared);
-            tokio::spawn(async move {
-                let _ = shared.propose(command).await;
-            });
-        }
     }
 }
