@@ -389,6 +389,20 @@ impl Postgres {
         result
     }
 
+    /// When the kept connection's session last read the configuration;
+    /// `None` when the server cannot be asked.
+    async fn conf_load_time(&self, timeout: Duration) -> Option<String> {
+        let client = self.l.connect(timeout).await.ok()?;
+        let ask = client.query_one("SELECT pg_catalog.pg_conf_load_time()::text", &[]);
+        match tokio::time::timeout(timeout, ask).await {
+            Ok(Ok(row)) => Some(row.get(0)),
+            _ => {
+                self.l.forget_connection();
+                None
+            }
+        }
+    }
+
     /// Finishes crash recovery of a stopped, uncleanly shut down directory
     /// with a single-user server, so that pg_rewind accepts it.
     async fn finish_crash_recovery(&self, timeout: Duration) -> Result<(), DbError> {
@@ -665,9 +679,26 @@ impl Database for Postgres {
         self.l.sync_slots(slots, "SELECT pg_create_physical_replication_slot($1, true)", timeout).await
     }
 
+    /// `pg_ctl reload`, then waits (at most a second) until the kept
+    /// connection has re-read the configuration: a reload is a signal,
+    /// answered asynchronously, and an observation made on a session that
+    /// has not re-read it yet reports the settings from before (the commit
+    /// guard's test saw `commits_held: false` right after holding them).
     async fn reload(&self, timeout: Duration) -> Result<(), DbError> {
+        let loaded_before = self.conf_load_time(timeout).await;
         let data = self.l.cfg.data_dir.display().to_string();
-        exec::run(&self.l.bin("pg_ctl"), ["reload", "-D", &data], &[], self.l.cfg.run_as, timeout).await.map(|_| ())
+        exec::run(&self.l.bin("pg_ctl"), ["reload", "-D", &data], &[], self.l.cfg.run_as, timeout).await?;
+        let Some(before) = loaded_before else { return Ok(()) };
+        let until = std::time::Instant::now() + timeout.min(Duration::from_secs(1));
+        while std::time::Instant::now() < until {
+            match self.conf_load_time(timeout).await {
+                Some(now) if now != before => return Ok(()),
+                Some(_) => tokio::time::sleep(Duration::from_millis(5)).await,
+                None => return Ok(()),
+            }
+        }
+        tracing::warn!(data_dir = %data, "the kept connection did not re-read the configuration within a second of a reload");
+        Ok(())
     }
 
     async fn set_read_only(&self, read_only: bool, epoch: Epoch, timeout: Duration) -> Result<(), DbError> {
