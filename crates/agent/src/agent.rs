@@ -412,7 +412,9 @@ impl DriverStart {
         pg: &crate::config::PgSettings,
         db: D,
     ) -> anyhow::Result<(tokio::task::JoinHandle<()>, Option<Guards>)> {
-        let side = db_side(config, pg, db);
+        let mut side = db_side(config, pg, db);
+        // A promote request in the data directory wakes the loop.
+        side.dir_watched = true;
         let guards = Guards::start(side.fence_path().clone())?;
         let driver = tokio::spawn(driver::run(
             self.shared,

@@ -56,6 +56,13 @@ pub struct DbSide<D: Database> {
     backoff: Backoff,
     /// The commit guard, beside the one action at a time.
     guard: GuardShell,
+    /// An action was decided but held back (its pause after a failure, its
+    /// back-off): look again then.
+    act_again_at: Option<BootTime>,
+    /// The daemon's loop watches the data directory (`dirwatch`): a promote
+    /// request wakes it. Otherwise (the simulator, inotify unavailable) a
+    /// running standby's directory is looked at every tick.
+    pub dir_watched: bool,
 }
 
 /// A random number for back-off jitter (through the clock seam).
@@ -141,10 +148,16 @@ impl<D: Database> DbSide<D> {
             primary_down_since: None,
             not_streaming_since: None,
             last_key: String::new(),
+            act_again_at: None,
+            dir_watched: false,
             last_seen: Seen::default(),
             backoff: Backoff::default(),
             guard: GuardShell::default(),
         }
+    }
+
+    pub fn data_dir(&self) -> &std::path::Path {
+        &self.settings.data_dir
     }
 
     pub fn fence_path(&self) -> &PathBuf {
@@ -155,6 +168,19 @@ impl<D: Database> DbSide<D> {
     pub fn position(&self) -> Option<DbPosition> {
         let o = self.observation.as_ref().filter(|o| o.is_running_primary())?;
         Some(DbPosition { timeline: o.timeline?, lsn: o.lsn? })
+    }
+
+    /// When the loop must step for this side without an event: the next
+    /// observation, or a held-back action's next look. An action or an
+    /// observation in flight ends with an event.
+    pub fn next_due(&self, now: BootTime) -> Option<BootTime> {
+        if self.action_in_flight {
+            return None;
+        }
+        let observe = (!self.observe_in_flight).then_some(self.next_observe_at);
+        let look = (!self.dir_watched && self.observation.as_ref().is_some_and(DbStatus::is_running_standby))
+            .then(|| now.plus_ms(crate::driver::TICK_MS));
+        [observe, self.act_again_at, look].into_iter().flatten().map(|t| t.max(now.plus_ms(1))).min()
     }
 
     pub fn needs_rewind(&self) -> bool {
@@ -376,12 +402,20 @@ impl<D: Database> DbSide<D> {
         *shared.db_failing.lock().expect("never poisoned") = self.backoff.worst();
         // Fencing does not wait out the pause after a failed action.
         let fencing = action == Action::Stop { immediate: true };
-        if action == Action::Idle || self.action_in_flight || (now < self.next_action_at && !fencing) {
+        self.act_again_at = None;
+        if action == Action::Idle || self.action_in_flight {
+            return;
+        }
+        if now < self.next_action_at && !fencing {
+            self.act_again_at = Some(self.next_action_at);
             return;
         }
         let may_run = self.backoff.admit(&action, now);
         *shared.db_failing.lock().expect("never poisoned") = self.backoff.worst();
         if !may_run {
+            // The back-off's next try is minutes away at most; a tick is
+            // cheap next to the action it holds back.
+            self.act_again_at = Some(now.plus_ms(crate::driver::TICK_MS));
             return;
         }
         self.action_in_flight = true;

@@ -17,10 +17,17 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{broadcast, mpsc, watch};
 
-/// How often the loop wakes without other events. It bounds how late a
-/// fired expiry timer or a due renewal is noticed: 50 ms is 5% of the
-/// default renewal interval and costs nothing measurable at idle.
-const TICK: Duration = Duration::from_millis(50);
+/// How soon the loop steps again while something waits on time that no
+/// instant names: a leader whose plan is not settled (choosing a primary,
+/// an operation and its step bounds), a database action held back by its
+/// pause or back-off.
+pub(crate) const TICK_MS: u64 = 50;
+
+/// The longest the loop sleeps in a steady cluster. Every instant the
+/// lease path depends on (renewal due, validity over, commit guard, the
+/// expiry timer) is named by `next_wake`, and every change arrives as an
+/// event; this bound only caps a wrong estimate.
+const IDLE_WAKE_MS: u64 = 1000;
 
 /// Whether the agent's process runs. The daemon's gate is always open and
 /// costs one `Option` check a step; the simulator closes an embedded
@@ -94,6 +101,8 @@ enum Event {
     ProposalDone { command: Command, result: Result<Outcome, ProposeError> },
     ProbeDone { live: SeenAll },
     Db(DbEvent),
+    /// A file appeared in or left the data directory (`dirwatch`).
+    DataDirChanged,
     Shutdown,
 }
 
@@ -121,6 +130,10 @@ pub struct Driver<D: Database> {
     /// which only ever lengthens a bound).
     operation_seen: Option<(String, BootTime)>,
     last_plan_key: String,
+    /// The leader's last plan waits only for events and the expiry timer
+    /// (the lease is valid or the cluster paused, no operation runs): the
+    /// loop need not step on a tick.
+    plan_settled: bool,
     was_valid: Option<Epoch>,
     /// The local database, when this member manages one.
     db: Option<DbSide<D>>,
@@ -128,13 +141,14 @@ pub struct Driver<D: Database> {
 
 pub async fn run<D: Database>(
     shared: Arc<Shared>,
-    db: Option<DbSide<D>>,
+    mut db: Option<DbSide<D>>,
     lease_view: watch::Sender<LeaseView>,
     events: broadcast::Sender<AgentEvent>,
     mut shutdown: watch::Receiver<bool>,
     mut gate: Gate,
 ) {
     let (tx, mut rx) = mpsc::unbounded_channel();
+    let mut dir_watch = db.as_mut().and_then(|side| watch_data_dir(side, &shared));
     let mut applied = shared.applied.clone();
     let mut metrics = shared.raft.metrics();
     let mut driver = Driver {
@@ -153,18 +167,46 @@ pub async fn run<D: Database>(
         live: None,
         operation_seen: None,
         last_plan_key: String::new(),
+        plan_settled: true,
         was_valid: None,
         db,
     };
-    let mut tick = tokio::time::interval(TICK);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The loop sleeps until the next instant something is due (`next_wake`)
+    // or an event arrives; it does not poll.
+    let wake = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(wake);
+    let mut raft_seen = RaftKey::of(&metrics.borrow());
     loop {
         let event = tokio::select! {
             _ = shutdown.changed() => Event::Shutdown,
-            _ = tick.tick() => Event::Tick,
+            _ = &mut wake => Event::Tick,
             r = applied.changed() => if r.is_ok() { Event::StateApplied } else { Event::Shutdown },
-            r = metrics.changed() => if r.is_ok() { Event::RaftChanged } else { Event::Shutdown },
+            r = metrics.changed() => match r {
+                Ok(()) => {
+                    // openraft publishes its metrics on every heartbeat
+                    // answer; only a change of role, term, leader or
+                    // membership is news to the loop.
+                    let key = RaftKey::of(&metrics.borrow_and_update());
+                    if key == raft_seen {
+                        continue;
+                    }
+                    raft_seen = key;
+                    Event::RaftChanged
+                }
+                Err(_) => Event::Shutdown,
+            },
             Some(e) = rx.recv() => e,
+            r = async { dir_watch.as_ref().expect("guarded").changed().await }, if dir_watch.is_some() => match r {
+                Ok(()) => Event::DataDirChanged,
+                Err(e) => {
+                    tracing::warn!(node = %driver.name(), "watching the data directory failed ({e}): looking at it every {TICK_MS} ms instead");
+                    dir_watch = None;
+                    if let Some(side) = driver.db.as_mut() {
+                        side.dir_watched = false;
+                    }
+                    Event::DataDirChanged
+                }
+            },
         };
         if matches!(event, Event::Shutdown) {
             break;
@@ -172,7 +214,46 @@ pub async fn run<D: Database>(
         gate.pass().await;
         let started = std::time::Instant::now();
         driver.handle(event);
-        driver.shared.loop_stats.record(boottime(), started.elapsed());
+        let now = boottime();
+        driver.shared.loop_stats.record(now, started.elapsed());
+        let sleep_ms = now.ms_until(driver.next_wake(now)).max(1);
+        wake.as_mut().reset(tokio::time::Instant::now() + Duration::from_millis(sleep_ms));
+    }
+}
+
+/// The daemon's watch of its data directory, when `side` asks for one and
+/// inotify gives it (the simulator's sides do not ask: they poll).
+fn watch_data_dir<D: Database>(side: &mut DbSide<D>, shared: &Shared) -> Option<crate::dirwatch::DirWatch> {
+    if !side.dir_watched {
+        return None;
+    }
+    match crate::dirwatch::DirWatch::new(side.data_dir()) {
+        Ok(w) => Some(w),
+        Err(e) => {
+            tracing::warn!(node = %shared.config.node_name, data_dir = %side.data_dir().display(), "cannot watch the data directory ({e}): looking at it every {TICK_MS} ms instead");
+            side.dir_watched = false;
+            None
+        }
+    }
+}
+
+/// What the loop reads of openraft's metrics.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct RaftKey {
+    term: u64,
+    leader: Option<u64>,
+    state: ServerState,
+    membership: Option<openraft::LogId<u64>>,
+}
+
+impl RaftKey {
+    fn of(m: &haraft_raft::types::RaftMetrics) -> RaftKey {
+        RaftKey {
+            term: m.current_term,
+            leader: m.current_leader,
+            state: m.state,
+            membership: m.membership_config.log_id().as_ref().copied(),
+        }
     }
 }
 
@@ -185,10 +266,34 @@ impl<D: Database> Driver<D> {
         self.shared.state().config.unwrap_or(self.shared.config.timing)
     }
 
+    /// When the loop must step next without an event: the lease keeper's
+    /// next instant, the leader's expiry timer and proposal pause, a tick
+    /// while the leader's plan or the database side waits on time, the
+    /// next observation of the database; at most `IDLE_WAKE_MS` away.
+    fn next_wake(&self, now: BootTime) -> BootTime {
+        let margin_ms = self.shared.config.postgres.as_ref().map_or(0, |p| p.commit_guard_margin_ms);
+        let keeper = self.keeper.next_due(now, &self.timing(), CommitGuard { margin_ms });
+        let leader = match self.leading {
+            None => vec![],
+            Some(_) => vec![
+                self.timer.fires_at(),
+                Some(self.next_proposal_at),
+                (!self.plan_settled).then(|| now.plus_ms(TICK_MS)),
+            ],
+        };
+        let db = self.db.as_ref().and_then(|d| d.next_due(now));
+        leader
+            .into_iter()
+            .chain([keeper, db])
+            .flatten()
+            .filter(|t| *t > now)
+            .fold(now.plus_ms(IDLE_WAKE_MS), BootTime::min)
+    }
+
     fn handle(&mut self, event: Event) {
         let now = boottime();
         match event {
-            Event::Tick | Event::StateApplied | Event::RaftChanged | Event::Shutdown => {}
+            Event::Tick | Event::StateApplied | Event::RaftChanged | Event::DataDirChanged | Event::Shutdown => {}
             Event::RenewAnswered { t_send, latency_us, answer } => {
                 let timing = self.timing();
                 match &answer {
@@ -380,6 +485,7 @@ impl<D: Database> Driver<D> {
 
     /// The Raft leader's side: initialize, lapse, grant.
     fn plan(&mut self, state: &haraft_core::ClusterState, now: BootTime) {
+        self.plan_settled = true;
         if self.leading.is_none() {
             return;
         }
@@ -409,6 +515,10 @@ impl<D: Database> Driver<D> {
             live,
             operation_age_ms,
         });
+        self.plan_settled = decided.step == Step::Wait
+            && matches!(decided.reason, Reason::LeaseValid { .. } | Reason::Paused)
+            && state.operation.is_none()
+            && state.scheduled.is_none();
         let key = match &decided.reason {
             Reason::LeaseValid { holder, .. } => format!("lease-valid {holder}"),
             r => r.to_string(),

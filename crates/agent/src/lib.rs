@@ -17,6 +17,7 @@ pub mod clock;
 pub mod commit_guard;
 pub mod config;
 pub mod database;
+pub mod dirwatch;
 pub mod driver;
 pub mod embedded;
 pub mod failpoint;

@@ -50,6 +50,11 @@ impl ExpiryTimer {
         now.ms_until(self.expires_at)
     }
 
+    /// When the timer fires, while it watches a lease.
+    pub fn fires_at(&self) -> Option<BootTime> {
+        self.watching.map(|_| self.expires_at)
+    }
+
     pub fn watching(&self) -> Option<Lease> {
         self.watching
     }
@@ -152,6 +157,19 @@ impl LeaseKeeper {
             return false;
         }
         self.confirmed_at.and_then(|t| guard.engages_at(t, timing)).is_some_and(|at| now >= at)
+    }
+
+    /// The next instant after `now` at which `tick`, `valid` or
+    /// `commits_held` can answer differently without an answer arriving or
+    /// the applied lease changing: the next renewal attempt (unless one is
+    /// in flight), the end of validity, and when the commit guard engages.
+    /// A shell that steps at these instants (and on every event) misses
+    /// nothing.
+    pub fn next_due(&self, now: BootTime, timing: &Timing, guard: CommitGuard) -> Option<BootTime> {
+        let held = self.held?;
+        let attempt = (!self.in_flight).then_some(self.next_attempt);
+        let engages = self.confirmed_at.and_then(|t| guard.engages_at(t, timing));
+        [attempt, held.valid_until, engages].into_iter().flatten().filter(|t| *t > now).min()
     }
 
     /// When the last renewal was confirmed, for the guard's log line.
@@ -279,6 +297,41 @@ mod tests {
         // Observing the same lease again does not restart it.
         assert!(!t.observe(Some(lease(1, 1)), BootTime(6000), 3000));
         assert_eq!(t.remaining_ms(BootTime(6000)), 500);
+    }
+
+    #[test]
+    fn keeper_next_due_names_every_instant_its_answers_change() {
+        let guard = CommitGuard { margin_ms: 200 };
+        let mut k = LeaseKeeper::default();
+        assert_eq!(k.next_due(BootTime(0), &TIMING, guard), None, "no lease: nothing due");
+        k.tick(ME, Some(lease(1, 0)), BootTime(0), None);
+        assert_eq!(k.next_due(BootTime(0), &TIMING, guard), None, "in flight, not valid yet: the answer wakes");
+        k.on_answer(BootTime(0), BootTime(10), Some(&renewed(1, 1)), &TIMING);
+        // No answer arrives any more: every change of what the keeper says
+        // (a renewal due, commits held, validity over) happens at an
+        // instant that next_due named one millisecond before.
+        let says = |t: BootTime| {
+            (k.clone().tick(ME, Some(lease(1, 1)), t, None).is_some(), k.valid(t).is_some(), k.commits_held(t, &TIMING, guard))
+        };
+        let mut changes = 0;
+        for t in 11..4000u64 {
+            if says(BootTime(t)) != says(BootTime(t - 1)) {
+                changes += 1;
+                assert_eq!(k.next_due(BootTime(t - 1), &TIMING, guard), Some(BootTime(t)), "at {t}");
+            }
+        }
+        // The renewal due at 1000, the guard at 10 + 1000 + 200, validity
+        // over at 2470.
+        assert_eq!(changes, 3);
+        assert_eq!(k.next_due(BootTime(2470), &TIMING, guard), None, "everything past");
+    }
+
+    #[test]
+    fn timer_fires_at_is_when_expired_starts_answering() {
+        let t = ExpiryTimer::start(Some(lease(1, 0)), BootTime(100), 3000);
+        assert_eq!(t.fires_at(), Some(BootTime(3100)));
+        assert!(t.expired(BootTime(3099)).is_none() && t.expired(BootTime(3100)).is_some());
+        assert_eq!(ExpiryTimer::start(None, BootTime(0), 10).fires_at(), None);
     }
 
     #[test]

@@ -698,7 +698,7 @@ mod tests {
         let e = set("failover.synchronous_node_count", "0").unwrap_err();
         assert!(e.contains("expected 1 to"), "{e}");
         assert!(set("failover.synchronous_strict", "true").unwrap().1.synchronous_strict);
-        let e = set("lease.ttl_ms", "1000").unwrap_err();
+        let e = set("lease.ttl_ms", "600").unwrap_err();
         assert!(e.contains("raise lease.ttl_ms to at least"), "{e}");
         let e = set("postgresql.archive_command", "rm -rf /").unwrap_err();
         assert!(e.contains("runs a shell command"), "{e}");

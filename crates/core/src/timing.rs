@@ -21,16 +21,22 @@ pub struct Timing {
 }
 
 impl Default for Timing {
-    /// ttl 2.5 s: a failover waits up to one ttl after the last renewal
-    /// (also when the Raft leader died with the primary: its successor
-    /// counts from when it applied the last renewal, not from its
-    /// election), measured by haraft-bench failover. Renewal every 500 ms: the holder's 1.975 s validity
-    /// survives an election of the leader (renewals fail meanwhile) and
-    /// still has a lost renewal to spare. 1% drift is 20x the 500 ppm that
-    /// NTP may slew a clock; 500 ms is far above a measured immediate
-    /// shutdown of PostgreSQL (well under 100 ms on these machines).
+    /// ttl 1.3 s, renewal every 250 ms, demote budget 100 ms (haraft-bench
+    /// load and failover, README "Performance"). A failover waits at most
+    /// one ttl after the last renewal the Raft leader applied (also when
+    /// the Raft leader died with the primary: its successor counts from
+    /// when it applied the last renewal, not from its election), then the
+    /// promotion (0.1-0.3 s): median about 1.4 s. The holder's validity,
+    /// 1.3 s x 0.99 - 0.1 s = 1.187 s, outlasts the replacement of a dead
+    /// Raft leader at the default Raft timing (at most 0.8 s after its last
+    /// heartbeat, see `RaftTiming`) plus a renewal interval, so a primary
+    /// is not fenced because a replica host that led Raft died. 1% drift
+    /// is 20x the 500 ppm NTP may slew a clock; the fence guard kills the
+    /// server at the holder's deadline, and 100 ms after it is far more
+    /// than a kill takes (the commit guard stops acknowledging commits
+    /// long before, at the renewal interval + its margin).
     fn default() -> Self {
-        Timing { lease_ttl_ms: 2500, renew_interval_ms: 500, clock_drift_ppm: 10_000, demote_budget_ms: 500 }
+        Timing { lease_ttl_ms: 1300, renew_interval_ms: 250, clock_drift_ppm: 10_000, demote_budget_ms: 100 }
     }
 }
 
@@ -186,15 +192,15 @@ mod tests {
     #[test]
     fn holder_deadline_subtracts_drift_and_budget() {
         let t = Timing::default();
-        // 2500 * 0.99 - 500 = 1975
-        assert_eq!(t.holder_deadline(BootTime(10_000)), BootTime(11_975));
+        // 1300 * 0.99 - 100 = 1187
+        assert_eq!(t.holder_deadline(BootTime(10_000)), BootTime(11_187));
     }
 
     #[test]
     fn a_renewal_attempt_leaves_room_for_another_before_the_deadline() {
         let t = Timing::default();
-        // (2500 * 0.99 - 500) / 2
-        assert_eq!(t.renewal_attempt_ms(), 987);
+        // (1300 * 0.99 - 100) / 2
+        assert_eq!(t.renewal_attempt_ms(), 593);
         for ttl in [2500u64, 3000, 10_000, 60_000] {
             for renew in [100u64, 500, 1000] {
                 for budget in [0u64, 500] {
@@ -241,7 +247,7 @@ mod tests {
         let t = Timing { lease_ttl_ms: 2000, renew_interval_ms: 1000, ..Timing::default() };
         match t.validate() {
             Err(TimingError::TtlTooShort { minimum_ttl_ms, .. }) => {
-                assert_eq!(minimum_ttl_ms, 2526);
+                assert_eq!(minimum_ttl_ms, 2122);
                 let fixed = Timing { lease_ttl_ms: minimum_ttl_ms, ..t };
                 assert!(fixed.validate().is_ok());
                 let one_less = Timing { lease_ttl_ms: minimum_ttl_ms - 1, ..t };

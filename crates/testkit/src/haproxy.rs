@@ -23,8 +23,15 @@ impl Haproxy {
     pub fn start(c: &ProcCluster) -> Result<Haproxy, String> {
         let pg = c.pg.as_ref().ok_or("HAProxy needs a cluster managing PostgreSQL")?;
         let ports = free_ports(2);
+        // Another config to measure (haraft-bench --haproxy-config FILE):
+        // the same three server lines and two binds are rewritten.
+        let config = match std::env::var_os("HARAFT_HAPROXY_CONFIG") {
+            Some(path) => std::fs::read_to_string(&path)
+                .map_err(|e| format!("HAProxy config {}: {e}", std::path::Path::new(&path).display()))?,
+            None => SHIPPED.to_string(),
+        };
         let mut text = String::new();
-        for line in SHIPPED.lines() {
+        for line in config.lines() {
             let mut line = line.replace("bind *:5000", &format!("bind 127.0.0.1:{}", ports[0]));
             line = line.replace("bind *:5001", &format!("bind 127.0.0.1:{}", ports[1]));
             for i in 1..=3usize.min(c.rest.len()) {

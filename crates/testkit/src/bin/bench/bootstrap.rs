@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 pub(crate) fn run(args: &Args) -> Result<(), String> {
     let mut ready = Vec::new();
     for i in 0..args.iterations {
-        let mut c = ProcCluster::with_postgres(args.nodes, "");
+        let mut c = ProcCluster::with_postgres(args.nodes, &args.extra(""));
         let started = Instant::now();
         c.start_all();
         let result = wait_until("one primary and every replica streaming", Duration::from_secs(120), || {

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 pub(crate) fn run(args: &Args) -> Result<(), String> {
     let runtime = runtime()?;
     let extra = if args.synchronous { "[failover]\nsynchronous_mode = true\n" } else { "" };
-    let mut c = ProcCluster::with_postgres(args.nodes, extra);
+    let mut c = ProcCluster::with_postgres(args.nodes, &args.extra(extra));
     c.start_all();
     let proxy = if args.via_haproxy { Some(Haproxy::start(&c)?) } else { None };
     let through = proxy.as_ref().map(|p| p.write_port);

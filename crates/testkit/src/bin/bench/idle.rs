@@ -20,7 +20,7 @@ fn cpu_ticks(pid: i32) -> Result<u64, String> {
 }
 
 pub fn run(args: &Args) -> Result<(), String> {
-    let mut c = ProcCluster::with_postgres(3, "");
+    let mut c = ProcCluster::with_postgres(3, &args.extra(""));
     c.start_all();
     wait_healthy(&c, Duration::from_secs(120))?;
     // Let bootstrap, base backups and the first checkpoints settle.

@@ -58,7 +58,7 @@ fn history(c: &ProcCluster) -> Result<Vec<serde_json::Value>, String> {
 
 pub(crate) fn run(args: &Args) -> Result<(), String> {
     let runtime = runtime()?;
-    let mut c = ProcCluster::with_postgres(3, "");
+    let mut c = ProcCluster::with_postgres(3, &args.extra(""));
     c.start_all();
     let renice = |c: &ProcCluster| (1..=3).map(|id| c.renice_agent(id, args.agent_nice)).sum::<usize>();
     if args.agent_nice != 0 && renice(&c) == 0 {

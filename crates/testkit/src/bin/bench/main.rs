@@ -24,7 +24,8 @@
 //! primary streams from the new one), the time until every member
 //! streams from the new primary, and acknowledged writes lost.
 //! `--via-haproxy`: the writer goes through the shipped
-//! `deploy/haproxy.cfg` (HAProxy started in front of the cluster).
+//! `deploy/haproxy.cfg` (HAProxy started in front of the cluster);
+//! `--haproxy-config FILE`: through another config of the same shape.
 //!
 //! `haraft-bench bootstrap [--iterations N] [--nodes N]`: see
 //! `bootstrap.rs`. `haraft-bench load [--seconds N]`: see `load.rs`.
@@ -75,6 +76,16 @@ struct Args {
     primary_is_leader: bool,
     /// upgrade: the previous build, a commit or (true) a directory of binaries.
     upgrade_from: Option<(String, bool)>,
+    /// `--config FILE`: TOML appended to every node's config (e.g. a
+    /// `[lease]` and `[raft]` section to measure other timing).
+    config: String,
+}
+
+impl Args {
+    /// The extra config of every node: the bench's own lines, then `--config`'s.
+    fn extra(&self, own: &str) -> String {
+        format!("{own}\n{}", self.config)
+    }
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -96,6 +107,7 @@ fn parse_args() -> Result<Args, String> {
         idle_seconds: 20,
         primary_is_leader: false,
         upgrade_from: None,
+        config: String::new(),
     };
     let mut upgrade = false;
     let mut it = std::env::args().skip(1).peekable();
@@ -145,6 +157,14 @@ fn parse_args() -> Result<Args, String> {
                 let v = it.next().ok_or(format!("{flag} needs a value"))?;
                 args.upgrade_from = Some((v, flag == "--from-bin-dir"));
             }
+            "--config" => {
+                let file = it.next().ok_or("--config needs a file")?;
+                args.config = std::fs::read_to_string(&file)
+                    .map_err(|e| format!("--config {file}: {e}: give a readable TOML file"))?;
+                if let Err(e) = args.config.parse::<toml::Table>() {
+                    return Err(format!("--config {file} is not TOML: {e}"));
+                }
+            }
             "--seconds" => args.seconds = value("--seconds")?,
             "--renew-interval-ms" => args.renew_interval_ms = value("--renew-interval-ms")?,
             "--idle-seconds" => args.idle_seconds = value("--idle-seconds")?,
@@ -153,6 +173,16 @@ fn parse_args() -> Result<Args, String> {
             "--primary-is-leader" => args.primary_is_leader = true,
             "--no-commit-guard" => args.no_commit_guard = true,
             "--via-haproxy" => args.via_haproxy = true,
+            "--haproxy-config" => {
+                let file = it.next().ok_or("--haproxy-config needs a file")?;
+                if !std::path::Path::new(&file).is_file() {
+                    return Err(format!("--haproxy-config {file}: no such file: give an HAProxy config shaped like deploy/haproxy.cfg"));
+                }
+                // Read by testkit::haproxy when it starts HAProxy.
+                // SAFETY: set before any thread is started.
+                unsafe { std::env::set_var("HARAFT_HAPROXY_CONFIG", &file) };
+                args.via_haproxy = true;
+            }
             "--agent-nice" => {
                 let v = it.next().ok_or("--agent-nice needs a value")?;
                 args.agent_nice = match v.parse::<i32>() {
@@ -174,13 +204,14 @@ fn parse_args() -> Result<Args, String> {
                     "haraft-bench failover [--iterations N (5)] [--synchronous] [--primary-is-leader] [--nodes 3|5|7] [--via-haproxy]"
                 );
                 println!(
-                    "haraft-bench switchover [--iterations N (5)] [--synchronous] [--nodes 3|5|7] [--via-haproxy]"
+                    "haraft-bench switchover [--iterations N (5)] [--synchronous] [--nodes 3|5|7] [--via-haproxy] [--haproxy-config FILE]"
                 );
                 println!("haraft-bench bootstrap [--iterations N (5)] [--nodes 3|5|7]");
                 println!("haraft-bench load [--seconds N (600)] [--agent-nice N (-5, as the shipped unit)]");
                 println!("haraft-bench partition-primary [--iterations N (5)] [--synchronous] [--no-commit-guard]");
                 println!("haraft-bench idle [--seconds N (600)]");
                 println!("haraft-bench upgrade --from COMMIT | --from-bin-dir DIR");
+                println!("every command but upgrade: [--config FILE] (TOML appended to each node's config)");
                 std::process::exit(0);
             }
             other => return Err(format!("unknown argument {other:?}: see --help")),

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 pub fn run(args: &Args) -> Result<(), String> {
     let runtime = crate::runtime()?;
     let extra = if args.synchronous { "[failover]\nsynchronous_mode = true\n" } else { "" };
-    let (mut c, chaos) = runtime.block_on(ProcCluster::with_chaos(3, extra));
+    let (mut c, chaos) = runtime.block_on(ProcCluster::with_chaos(3, &args.extra(extra)));
     if args.no_commit_guard {
         for node in &c.nodes {
             let text = std::fs::read_to_string(&node.config).map_err(|e| e.to_string())?;
