@@ -26,8 +26,10 @@ pub(crate) const TICK_MS: u64 = 50;
 /// The longest the loop sleeps in a steady cluster. Every instant the
 /// lease path depends on (renewal due, validity over, commit guard, the
 /// expiry timer) is named by `next_wake`, and every change arrives as an
-/// event; this bound only caps a wrong estimate.
-const IDLE_WAKE_MS: u64 = 1000;
+/// event; this bound caps a wrong estimate, and keeps /liveness ("the loop
+/// ran within a lease ttl") true on a member without a database, whose
+/// loop has nothing else to wake it.
+const IDLE_WAKE_MS: u64 = 500;
 
 /// Whether the agent's process runs. The daemon's gate is always open and
 /// costs one `Option` check a step; the simulator closes an embedded

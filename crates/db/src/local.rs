@@ -362,7 +362,7 @@ impl Local {
     }
 
     /// A new connection to the local server.
-    async fn open(&self, timeout: Duration) -> Result<tokio_postgres::Client, DbError> {
+    pub(crate) async fn open(&self, timeout: Duration) -> Result<tokio_postgres::Client, DbError> {
         let mut config = tokio_postgres::Config::new();
         config
             .host(&self.cfg.host)
