@@ -68,15 +68,6 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    // glibc gives each thread that allocates an arena of its own (up to 8
-    // per core); the agent's dozen threads (tokio's workers and blocking
-    // pool, sled's, the fence guard's) allocate little, and their arenas'
-    // slack was most of the RSS above what the agent uses. Two arenas keep
-    // allocation uncontended enough for a loop that allocates rarely.
-    // SAFETY: mallopt before any thread is started only sets a parameter.
-    unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, 2);
-    }
     let args = Args::parse();
     if let (Some(fence), Some(agent)) = (&args.fence_guard, args.agent_pid) {
         // The guard must outlive a Ctrl-C or SIGTERM aimed at the agent's
