@@ -10,8 +10,8 @@ use haraft_testkit::wait_for;
 use std::time::Duration;
 use tokio::sync::broadcast;
 
-/// Default lease timing (ttl 2.5 s): the tests exercise the shipped settings.
-const TTL_MS: u64 = 2500;
+/// Default lease timing: the tests exercise the shipped settings.
+const TTL_MS: u64 = haraft_core::Timing::DEFAULT.lease_ttl_ms;
 const LIMIT: Duration = Duration::from_secs(30);
 
 async fn started() -> Cluster {

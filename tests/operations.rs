@@ -99,7 +99,7 @@ async fn refused_operations_say_why_and_change_nothing() {
     refused(&["switchover", "--from", &name(other), "--force"], &format!("{} is not the primary", name(other)));
     refused(&["failover", "--to", &name(other), "--force"], "healthy primary holding the lease");
     refused(&["rebuild", &name(first), "--force"], "is the primary");
-    refused(&["config", "set", "lease.ttl_ms=1000"], "raise lease.ttl_ms to at least");
+    refused(&["config", "set", "lease.ttl_ms=600"], "raise lease.ttl_ms to at least");
     refused(&["config", "set", "postgresql.archive_command=rm -rf /"], "runs a shell command");
     refused(&["config", "set", "lease.bogus=1"], "unknown setting");
     refused(&["switchover", "--cancel"], "no switchover is running or scheduled");
@@ -161,7 +161,7 @@ async fn refused_operations_say_why_and_change_nothing() {
     let (code, shown, _) = c.ctl(&["config", "show"]);
     assert_eq!(code, 0);
     assert!(shown.contains("failover.maximum_lag_on_failover_bytes = 16777216"), "{shown}");
-    assert!(shown.contains("lease.ttl_ms = 2500  (set to 3000: takes effect with the next epoch)"), "{shown}");
+    assert!(shown.contains("lease.ttl_ms = 1300  (set to 3000: takes effect with the next epoch)"), "{shown}");
     assert_eq!(primary_id(&s), Some(first), "nothing changed the primary");
     assert!(normal(&c.status().unwrap()));
 }

@@ -36,8 +36,14 @@ impl Default for Timing {
     /// than a kill takes (the commit guard stops acknowledging commits
     /// long before, at the renewal interval + its margin).
     fn default() -> Self {
-        Timing { lease_ttl_ms: 1300, renew_interval_ms: 250, clock_drift_ppm: 10_000, demote_budget_ms: 100 }
+        Timing::DEFAULT
     }
+}
+
+impl Timing {
+    /// `Timing::default()`, usable in constants.
+    pub const DEFAULT: Timing =
+        Timing { lease_ttl_ms: 1300, renew_interval_ms: 250, clock_drift_ppm: 10_000, demote_budget_ms: 100 };
 }
 
 /// A timing rule that a setting breaks, with the numbers.

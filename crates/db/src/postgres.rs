@@ -559,6 +559,22 @@ impl Database for Postgres {
         }
         // Promoted: the next start must be as primary.
         self.write_settings(false, true)?;
+        // The other members' slots, before they connect: a standby that
+        // re-points at once would otherwise be refused ("replication slot
+        // does not exist") and wait out its retry interval until the
+        // reconciler's SetSlots, an observation later. Missing ones only;
+        // SetSlots drops what no member needs.
+        let peers: Vec<String> = {
+            let settings = self.l.settings.lock().expect("never poisoned");
+            settings.peers.iter().map(|p| haraft_core::slot_name(&p.name)).collect()
+        };
+        for slot in &peers {
+            let create = "SELECT pg_create_physical_replication_slot($1, true)
+                           WHERE NOT EXISTS (SELECT FROM pg_replication_slots WHERE slot_name = $1)";
+            if let Err(e) = client.execute(create, &[slot]).await {
+                tracing::warn!(%slot, "creating a replication slot after the promotion failed (the reconciler tries again): {e}");
+            }
+        }
         // PostgreSQL 15 writes the new timeline to its control file only at
         // the next checkpoint, which fast promotion merely requests (spread
         // over checkpoint_timeout). A former primary's pg_rewind reads the

@@ -103,9 +103,7 @@ pub struct Schedule {
 
 /// The default lease ttl (the simulated members run the default lease
 /// timing): pauses run from well under it to three times it.
-fn ttl_ms() -> u64 {
-    haraft_core::Timing::default().lease_ttl_ms
-}
+const TTL_MS: u64 = haraft_core::Timing::DEFAULT.lease_ttl_ms;
 
 /// How long a flapping link stays in one state: from a few heartbeats to a
 /// few election timeouts.
@@ -231,7 +229,7 @@ pub async fn inject(
             if !cluster.running(id) || cluster.router.paused(id) {
                 return;
             }
-            let paused = rng.range(ttl_ms() / 5, 3 * ttl_ms());
+            let paused = rng.range(TTL_MS / 5, 3 * TTL_MS);
             note(format!("pause the agent of node{id} for {paused} ms"));
             cluster.router.set_running(id, false);
             schedule.later.push((now + paused, Later::Resume(id)));
