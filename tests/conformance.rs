@@ -156,8 +156,12 @@ async fn conforms<A: Adapter>(bin_dir: &Path) {
     assert_eq!((o.running, o.role, o.has_data), (false, None, false));
 
     // Bootstrap: a running primary on timeline 1.
+    n1.set_peers(&[upstream(&n2)]);
     let sysid = n1.bootstrap(Epoch(1), T).await.unwrap();
     let o = n1.observe(T).await.unwrap();
+    if engine == "PostgreSQL" {
+        assert_eq!(o.slots, Some(vec!["haraft_node2".into()]), "a new primary has its peers' slots at once");
+    }
     assert!(o.running && o.has_data, "{engine}: {o:?}");
     assert_eq!(o.role, Some(DbRole::Primary));
     assert_eq!(o.timeline, Some(TimelineId(1)));
@@ -208,9 +212,13 @@ async fn conforms<A: Adapter>(bin_dir: &Path) {
     // Failover: node1 crashes, node2 is promoted on timeline 2.
     caught_up(&n1, &n2).await;
     n1.stop(StopMode::Immediate, Epoch(1), T).await.unwrap();
+    n2.set_peers(&[upstream(&n1)]);
     n2.promote(Epoch(2), T).await.unwrap();
     wait("node2 to be primary", || async { n2.observe(T).await.unwrap().role == Some(DbRole::Primary) }).await;
     let o2 = n2.observe(T).await.unwrap();
+    if engine == "PostgreSQL" {
+        assert_eq!(o2.slots, Some(vec!["haraft_node1".into()]), "a promoted primary has its peers' slots at once");
+    }
     assert_eq!(o2.timeline, Some(TimelineId(2)), "{engine}: {o2:?}");
     assert_eq!(o2.forks.as_ref().map(Vec::len), Some(1), "{engine}: timeline 1's end is in its history");
     sql(&n2, "INSERT INTO t VALUES (200)").await;

@@ -405,6 +405,26 @@ impl Postgres {
 
     /// Finishes crash recovery of a stopped, uncleanly shut down directory
     /// with a single-user server, so that pg_rewind accepts it.
+    /// The other members' slots on a new primary, before they connect: a
+    /// standby that starts or re-points at once would otherwise be refused
+    /// ("replication slot does not exist") and wait out its retry interval
+    /// until the reconciler's SetSlots, an observation later. Missing ones
+    /// only; SetSlots drops what no member needs. Best effort: SetSlots
+    /// tries again.
+    async fn create_peer_slots(&self, client: &tokio_postgres::Client) {
+        let slots: Vec<String> = {
+            let settings = self.l.settings.lock().expect("never poisoned");
+            settings.peers.iter().map(|p| haraft_core::slot_name(&p.name)).collect()
+        };
+        let create = "SELECT pg_create_physical_replication_slot($1, true)
+                       WHERE NOT EXISTS (SELECT FROM pg_replication_slots WHERE slot_name = $1)";
+        for slot in &slots {
+            if let Err(e) = client.execute(create, &[slot]).await {
+                tracing::warn!(%slot, "creating the replication slot of a member failed (the reconciler tries again): {e}");
+            }
+        }
+    }
+
     async fn finish_crash_recovery(&self, timeout: Duration) -> Result<(), DbError> {
         // Single-user mode refuses standby mode.
         for signal in ["standby.signal", "recovery.signal"] {
@@ -426,6 +446,11 @@ impl Database for Postgres {
 
     fn expect_system_identifier(&self, id: u64) {
         self.l.expect_system_identifier(id);
+    }
+
+    /// Kept for the slots a new primary creates at once (`create_peer_slots`).
+    fn set_peers(&self, peers: &[Upstream]) {
+        self.l.set_peers(peers);
     }
 
     async fn observe(&self, timeout: Duration) -> Result<DbStatus, DbError> {
@@ -499,6 +524,7 @@ impl Database for Postgres {
             quote(&self.l.replication_password())
         );
         client.batch_execute(&sql).await.map_err(|e| DbError::query(&e))?;
+        self.create_peer_slots(&client).await;
         Ok(system_id)
     }
 
@@ -559,22 +585,7 @@ impl Database for Postgres {
         }
         // Promoted: the next start must be as primary.
         self.write_settings(false, true)?;
-        // The other members' slots, before they connect: a standby that
-        // re-points at once would otherwise be refused ("replication slot
-        // does not exist") and wait out its retry interval until the
-        // reconciler's SetSlots, an observation later. Missing ones only;
-        // SetSlots drops what no member needs.
-        let peers: Vec<String> = {
-            let settings = self.l.settings.lock().expect("never poisoned");
-            settings.peers.iter().map(|p| haraft_core::slot_name(&p.name)).collect()
-        };
-        for slot in &peers {
-            let create = "SELECT pg_create_physical_replication_slot($1, true)
-                           WHERE NOT EXISTS (SELECT FROM pg_replication_slots WHERE slot_name = $1)";
-            if let Err(e) = client.execute(create, &[slot]).await {
-                tracing::warn!(%slot, "creating a replication slot after the promotion failed (the reconciler tries again): {e}");
-            }
-        }
+        self.create_peer_slots(&client).await;
         // PostgreSQL 15 writes the new timeline to its control file only at
         // the next checkpoint, which fast promotion merely requests (spread
         // over checkpoint_timeout). A former primary's pg_rewind reads the
