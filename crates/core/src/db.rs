@@ -102,6 +102,15 @@ pub struct DbStatus {
     /// stands). Always false for the PostgreSQL family.
     #[serde(default)]
     pub mounted: bool,
+    /// A rewind (pg_rewind, `gs_ctl build -b incremental`) started on this
+    /// data directory and did not complete: it may be left part-way, and
+    /// PostgreSQL's documentation asks for a new base backup. The adapter
+    /// keeps this on disk (beside the data directory), so an agent that
+    /// restarted knows it too (simulator seeds 100271, 105131: such a
+    /// directory looked like a stopped standby and was started again and
+    /// again, never rebuilt).
+    #[serde(default)]
+    pub rewind_unfinished: bool,
 }
 
 /// Timeline `timeline` ended at `switch_lsn`: WAL of that timeline past

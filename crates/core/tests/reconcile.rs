@@ -59,6 +59,7 @@ fn db(running: bool, role: Option<DbRole>, streaming_from: Option<&str>) -> DbSt
         foreign_settings: false,
         engine: Engine::Postgres,
         mounted: false,
+        rewind_unfinished: false,
     }
 }
 

@@ -242,6 +242,9 @@ impl Database for ModelDb {
             if s.running {
                 return Err(failed("pg_rewind", "target server must be shut down cleanly"));
             }
+            // The adapter's marker, written once the source answered, just
+            // before pg_rewind runs; removed when it succeeded.
+            s.rewind_unfinished = true;
             if s.disk_full {
                 return Err(no_space("pg_rewind"));
             }
@@ -266,6 +269,7 @@ impl Database for ModelDb {
             s.lsn = src.lsn;
             s.role = Some(DbRole::Standby);
             s.clean_shutdown = true;
+            s.rewind_unfinished = false;
             Ok(RewindReport { diverged_at: Some(Lsn(at)), diverged_timeline: Some(TimelineId(timeline)) })
         })
         .await

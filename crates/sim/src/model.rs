@@ -59,6 +59,11 @@ pub struct Server {
     /// A data directory a failed pg_rewind left behind: it does not start;
     /// only a new base backup replaces it.
     pub damaged: bool,
+    /// The adapter's marker beside the data directory (`rewind-in-progress`
+    /// in its state directory): a pg_rewind started and has not succeeded
+    /// since, nor a base backup replaced the directory. It outlives the
+    /// agent, as the file does.
+    pub rewind_unfinished: bool,
 }
 
 impl Server {
@@ -120,6 +125,7 @@ impl Server {
         s.clean_shutdown = (!self.running).then_some(self.clean_shutdown);
         s.read_only_default = Some(self.read_only);
         s.commits_held = self.commits_held && self.running;
+        s.rewind_unfinished = self.rewind_unfinished;
         if self.running && self.role == Some(DbRole::Standby) && self.streaming {
             s.streaming_from = self.upstream.map(|u| format!("{}:5432", host_of(u)));
         }
