@@ -309,17 +309,22 @@ pub async fn due(
                 cluster.router.set_running(id, true);
             }
             Later::OperatorResume => {
-                // Once the pause order is decided (or failed), until the
-                // Raft leader's state says resumed, again every second (a
-                // proposal can be lost, or find no leader).
+                // Once the pause order is decided or failed, until the Raft
+                // leader's state says resumed, again every second (a
+                // proposal can be lost, or find no leader). A pause order
+                // that failed (timed out) may still have been committed:
+                // the operator looks at the status, as with haraftctl,
+                // rather than trusting the error (seed 101359: a pause
+                // applied after its proposal timed out was never resumed).
                 let fate = schedule.pause_order.as_ref().map_or(FAILED, |f| f.load(Ordering::Relaxed));
-                let resumed = fate == FAILED || (fate == DECIDED && leader_state(cluster).is_some_and(|s| !s.paused));
-                if resumed {
+                let paused = leader_state(cluster).map(|s| s.paused);
+                if fate != IN_FLIGHT && paused == Some(false) {
                     note("the cluster is resumed".into());
                     schedule.pause_order = None;
                     continue;
                 }
-                if fate == DECIDED
+                if fate != IN_FLIGHT
+                    && paused == Some(true)
                     && let Some((via, _)) = order(cluster, Order::Resume)
                 {
                     note(format!("operator resumes the cluster through node{via}"));
