@@ -172,6 +172,7 @@ impl Database for ModelDb {
             s.role = Some(DbRole::Standby);
             s.upstream = up;
             s.streaming = false;
+            s.standby_settings();
             Ok(())
         })
         .await
@@ -186,6 +187,7 @@ impl Database for ModelDb {
             }
             s.upstream = Some(up);
             s.streaming = false;
+            s.standby_settings();
             Ok(())
         })
         .await
@@ -270,6 +272,7 @@ impl Database for ModelDb {
             s.role = Some(DbRole::Standby);
             s.clean_shutdown = true;
             s.rewind_unfinished = false;
+            s.standby_settings();
             Ok(RewindReport { diverged_at: Some(Lsn(at)), diverged_timeline: Some(TimelineId(timeline)) })
         })
         .await
