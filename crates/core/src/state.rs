@@ -938,9 +938,8 @@ impl ClusterState {
                     // eligible: the target was no synchronous standby and
                     // the former holder was no previous holder any more.
                     if matches!(ended, Some(Operation::ManualFailover { .. })) && self.lease.is_none() {
-                        self.operation = self
-                            .last_lost_lease()
-                            .map(|from| Operation::Failover { from, lapsed_epoch: self.epoch });
+                        self.operation =
+                            self.last_lost_lease().map(|from| Operation::Failover { from, lapsed_epoch: self.epoch });
                     }
                 } else {
                     self.scheduled = None;

@@ -557,8 +557,7 @@ fn a_refused_failover_after_the_release_fails_over_from_the_former_holder() {
     let mut s = cluster(Policy { synchronous_mode: haraft_core::sync::SyncMode::On, ..Policy::default() });
     applied(&mut s, 7, Command::SetSynchronous { holder: n(1), epoch: Epoch(1), standbys: [n(2)].into(), quorum: 1 });
     let order = Order::Failover { to: n(3), allow_data_loss: false };
-    let Effect::Accepted { id } = applied(&mut s, 8, Command::Operator { order, by: "x".into(), at_unix_ms: 0 })
-    else {
+    let Effect::Accepted { id } = applied(&mut s, 8, Command::Operator { order, by: "x".into(), at_unix_ms: 0 }) else {
         panic!("not accepted")
     };
     applied(&mut s, 9, Command::Release { holder: n(1), epoch: Epoch(1), why: "asked".into(), at_unix_ms: 0 });
