@@ -162,7 +162,6 @@ pub(crate) fn db_verdicts(state: &ClusterState, live: &Live) -> Vec<Verdict> {
             no(why.clone(), lsn)
         } else if !status.has_data {
             no("has no data directory".into(), lsn)
-
         } else if status.system_identifier != state.system_identifier {
             no(format!("holds another database (system identifier {:?})", status.system_identifier), lsn)
         } else {
