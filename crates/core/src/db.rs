@@ -102,6 +102,19 @@ pub struct DbStatus {
     /// stands). Always false for the PostgreSQL family.
     #[serde(default)]
     pub mounted: bool,
+    /// A rewind (pg_rewind, `gs_ctl build -b incremental`) started on this
+    /// data directory and did not complete: it may be left part-way, and
+    /// PostgreSQL's documentation asks for a new base backup. The adapter
+    /// keeps this on disk (beside the data directory), so an agent that
+    /// restarted knows it too (simulator seeds 100271, 105131: such a
+    /// directory looked like a stopped standby and was started again and
+    /// again, never rebuilt). Local only, never encoded: probes at
+    /// feature level 0 are bincode in haraft 0.1's exact shape, which a
+    /// new field would break both ways. So the leader's verdicts do not
+    /// see it; the member's own reconciler does (it rebuilds, or as holder
+    /// releases the lease at once).
+    #[serde(skip)]
+    pub rewind_unfinished: bool,
 }
 
 /// Timeline `timeline` ended at `switch_lsn`: WAL of that timeline past

@@ -348,6 +348,12 @@ pub fn reconcile(input: &ReconcileInput) -> (Action, Reason) {
             let why = "holds the lease but has no data directory".to_string();
             return (Action::Propose(release(me, epoch, why)), Reason::HolderWithoutData);
         }
+        // Left part-way by a failed rewind: it will not start (or should
+        // not be trusted if it does); another member must take over.
+        if db.rewind_unfinished {
+            let why = "holds the lease but a failed rewind left its data directory part-way".to_string();
+            return (Action::Propose(release(me, epoch, why)), Reason::HolderWithoutData);
+        }
         let limit_ms = state.policy.primary_start_timeout_ms;
         if let Some(down_ms) = input.primary_down_ms.filter(|d| *d > limit_ms) {
             let why = format!("PostgreSQL did not start within {limit_ms} ms");
@@ -418,7 +424,9 @@ pub fn reconcile(input: &ReconcileInput) -> (Action, Reason) {
     if !db.has_data {
         return (Action::Rebuild { source, epoch }, Reason::NoDataDirectory);
     }
-    if input.rejoin.rewind_failed && state.policy.rebuild_on_rewind_failure {
+    // A failed rewind, remembered by this agent or (after a restart) by
+    // the directory's own marker: another rewind cannot finish it.
+    if (input.rejoin.rewind_failed || db.rewind_unfinished) && state.policy.rebuild_on_rewind_failure {
         return (Action::Rebuild { source, epoch }, Reason::RewindFailed);
     }
     // Its timeline history against the primary's: WAL past the point where

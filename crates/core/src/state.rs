@@ -929,7 +929,18 @@ impl ClusterState {
             }
             Command::EndOperation { id, outcome, at_unix_ms } => {
                 if self.operation.as_ref().and_then(Operation::id) == Some(*id) {
-                    self.operation = None;
+                    let ended = self.operation.take();
+                    // An operator's failover that ends without its grant,
+                    // the lease already given up for it: the cluster still
+                    // needs a primary, and the member that lost the lease
+                    // still has every write it acknowledged. Without this
+                    // (simulator seed 5001, synchronous mode) nobody was
+                    // eligible: the target was no synchronous standby and
+                    // the former holder was no previous holder any more.
+                    if matches!(ended, Some(Operation::ManualFailover { .. })) && self.lease.is_none() {
+                        self.operation =
+                            self.last_lost_lease().map(|from| Operation::Failover { from, lapsed_epoch: self.epoch });
+                    }
                 } else {
                     self.scheduled = None;
                 }
@@ -1154,6 +1165,19 @@ impl ClusterState {
                 self.operation = Some(Operation::Failover { from: holder, lapsed_epoch: epoch });
             }
         }
+    }
+
+    /// Who held the lease of the current epoch, when the history says it
+    /// lapsed or was released.
+    fn last_lost_lease(&self) -> Option<NodeId> {
+        self.history.iter().rev().find_map(|e| match &e.event {
+            HistoryEvent::Lapsed { holder, epoch, .. } | HistoryEvent::Released { holder, epoch, .. }
+                if *epoch == self.epoch =>
+            {
+                Some(*holder)
+            }
+            _ => None,
+        })
     }
 
     fn record(&mut self, log_index: u64, at_unix_ms: u64, event: HistoryEvent) {

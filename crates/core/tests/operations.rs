@@ -546,3 +546,40 @@ fn a_quorum_failover_needs_enough_answers_and_takes_the_most_advanced() {
     other.system_identifier = Some(SYSID + 1);
     assert_eq!(grant_to(&s, &seen(&[(2, standby(100)), (3, Some(other))])), None);
 }
+
+/// Simulator seed 5001 (synchronous mode): an operator's failover to a
+/// member that is no synchronous standby; the holder released the lease
+/// for it, then the failover was refused. Before, the operation ended with
+/// nothing in its place and nobody, the former holder included, was
+/// eligible: no primary until an operator allowed data loss.
+#[test]
+fn a_refused_failover_after_the_release_fails_over_from_the_former_holder() {
+    let mut s = cluster(Policy { synchronous_mode: haraft_core::sync::SyncMode::On, ..Policy::default() });
+    applied(&mut s, 7, Command::SetSynchronous { holder: n(1), epoch: Epoch(1), standbys: [n(2)].into(), quorum: 1 });
+    let order = Order::Failover { to: n(3), allow_data_loss: false };
+    let Effect::Accepted { id } = applied(&mut s, 8, Command::Operator { order, by: "x".into(), at_unix_ms: 0 }) else {
+        panic!("not accepted")
+    };
+    applied(&mut s, 9, Command::Release { holder: n(1), epoch: Epoch(1), why: "asked".into(), at_unix_ms: 0 });
+    assert!(matches!(s.operation, Some(Operation::ManualFailover { .. })));
+    // node3 may miss acknowledged writes: the planner ends the request.
+    let live = seen(&[(1, standby(100)), (2, standby(100)), (3, standby(100))]);
+    let Step::Propose(end @ Command::EndOperation { .. }) = plan_at(&s, Some(&live), 10, 0) else {
+        panic!("the failover is not ended")
+    };
+    applied(&mut s, 10, end);
+    assert!(matches!(last_outcome(&s, id), Some(OpOutcome::Failed { .. })));
+    assert_eq!(s.operation, Some(Operation::Failover { from: n(1), lapsed_epoch: Epoch(1) }));
+    // The former holder (or the synchronous standby) is granted.
+    let mut old = standby(100);
+    if let Some(db) = old.as_mut() {
+        db.running = false;
+        db.role = Some(DbRole::Primary);
+        db.streaming_from = None;
+    }
+    let live = seen(&[(1, old), (2, None), (3, standby(100))]);
+    let Step::Propose(Command::Grant { holder, .. }) = plan_at(&s, Some(&live), 10, 0) else {
+        panic!("no grant: {:?}", plan_at(&s, Some(&live), 10, 0))
+    };
+    assert_eq!(holder, n(1), "the released holder has every acknowledged write");
+}

@@ -59,6 +59,7 @@ fn db(running: bool, role: Option<DbRole>, streaming_from: Option<&str>) -> DbSt
         foreign_settings: false,
         engine: Engine::Postgres,
         mounted: false,
+        rewind_unfinished: false,
     }
 }
 
@@ -185,6 +186,16 @@ fn replicas_rebuild_rewind_start_and_follow() {
     let mut c = case(s(), MyLease::None, db(false, Some(DbRole::Standby), None));
     c.rejoin.rewind_failed = true;
     check(c, Action::Rebuild { source: NodeId(1), epoch: E1 });
+    // After an agent restart only the directory's marker says a rewind
+    // failed on it: it looks like a stopped standby, and starting it is
+    // what failed again and again (simulator seeds 100271, 105131).
+    let mut damaged = db(false, Some(DbRole::Standby), None);
+    damaged.rewind_unfinished = true;
+    check(case(s(), MyLease::None, damaged.clone()), Action::Rebuild { source: NodeId(1), epoch: E1 });
+    // Its holder gives the lease up rather than start it.
+    let (action, reason) = run(&case(cluster(Some(2), true), MyLease::Valid(E1), damaged));
+    assert!(matches!(action, Action::Propose(Command::Release { .. })), "{action}");
+    assert_eq!(reason, Reason::HolderWithoutData);
 }
 
 #[test]

@@ -454,6 +454,37 @@ impl Local {
         Ok(marker)
     }
 
+    /// Says that a rewind started on the data directory and has not
+    /// completed: present from just before the rewind tool runs until it
+    /// succeeded or a rebuild replaced the directory. A rewind that fails
+    /// part-way can leave a directory that does not start, or worse, one
+    /// that starts inconsistent; PostgreSQL's documentation asks for a new
+    /// base backup then. On disk, so that an agent that restarts in
+    /// between knows it (it is not cleared by a start).
+    pub(crate) fn rewind_marker(&self) -> PathBuf {
+        self.cfg.state_dir.join("rewind-in-progress")
+    }
+
+    /// Just before the rewind tool runs.
+    pub(crate) fn begin_rewind(&self) -> Result<(), DbError> {
+        let marker = self.rewind_marker();
+        self.write_file(&marker, &format!("{}\n", self.cfg.data_dir.display()))
+    }
+
+    /// The rewind completed, or a rebuild replaced the directory.
+    pub(crate) fn end_rewind(&self) -> Result<(), DbError> {
+        let marker = self.rewind_marker();
+        match std::fs::remove_file(&marker) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io_err(&marker, e)),
+            _ => Ok(()),
+        }
+    }
+
+    /// A rewind of the data directory started and did not complete.
+    pub(crate) fn rewind_unfinished(&self) -> bool {
+        self.rewind_marker().exists()
+    }
+
     /// A server started from the data directory: it is no unfinished copy
     /// (if an operator put data there after a failed rebuild, it is theirs).
     pub(crate) fn end_rebuild(&self) -> Result<(), DbError> {

@@ -238,6 +238,7 @@ impl OpenGauss {
                 foreign_settings: false,
                 engine: haraft_core::Engine::OpenGauss,
                 mounted: false,
+                rewind_unfinished: false,
             })
         };
         let result = match tokio::time::timeout(timeout, work).await {
@@ -305,7 +306,8 @@ impl Database for OpenGauss {
 
     async fn observe(&self, timeout: Duration) -> Result<DbStatus, DbError> {
         let seen = self.observe_server(timeout).await?;
-        Ok(DbStatus { engine: haraft_core::Engine::OpenGauss, ..seen })
+        let rewind_unfinished = seen.has_data && self.l.rewind_unfinished();
+        Ok(DbStatus { engine: haraft_core::Engine::OpenGauss, rewind_unfinished, ..seen })
     }
 
     async fn bootstrap(&self, epoch: Epoch, timeout: Duration) -> Result<u64, DbError> {
@@ -398,7 +400,9 @@ impl Database for OpenGauss {
             return Err(DbError::Unexpected("rewind refused: openGauss is running; stop it first".into()));
         }
         self.l.checkpoint_source(source, timeout).await?;
+        self.l.begin_rewind()?;
         let text = self.build(source, "incremental", timeout).await?;
+        self.l.end_rewind()?;
         let (diverged_at, diverged_timeline) = crate::wal::diverged_at(&text);
         Ok(RewindReport { diverged_at, diverged_timeline })
     }
@@ -415,6 +419,7 @@ impl Database for OpenGauss {
         // configuration files stay; the data comes from the source).
         self.initdb(timeout).await?;
         self.build(source, "full", timeout).await?;
+        self.l.end_rewind()?;
         std::fs::remove_file(&marker).map_err(|e| io_err(&marker, e))
     }
 

@@ -275,6 +275,7 @@ impl Postgres {
             foreign_settings: false,
             engine: haraft_core::Engine::Postgres,
             mounted: false,
+            rewind_unfinished: false,
         }
     }
 
@@ -377,6 +378,7 @@ impl Postgres {
                 foreign_settings: self.foreign_settings(),
                 engine: haraft_core::Engine::Postgres,
                 mounted: false,
+                rewind_unfinished: false,
             })
         };
         let result = match tokio::time::timeout(timeout, work).await {
@@ -458,17 +460,19 @@ impl Database for Postgres {
             return Ok(DbStatus::default());
         }
         self.check_engine()?;
-        if self.is_running(timeout).await? {
-            return match self.query_running(timeout).await {
+        let seen = if self.is_running(timeout).await? {
+            match self.query_running(timeout).await {
                 Err(DbError::NotAcceptingConnections(why)) if self.l.cfg.data_dir.join("standby.signal").exists() => {
                     self.recovering_standby(&why, timeout).await
                 }
                 other => other,
-            };
-        }
-        let c = self.l.controldata(timeout).await?;
-        let standby = self.l.cfg.data_dir.join("standby.signal").exists();
-        Ok(self.seen_through_control_file(&c, standby))
+            }
+        } else {
+            let c = self.l.controldata(timeout).await?;
+            let standby = self.l.cfg.data_dir.join("standby.signal").exists();
+            Ok(self.seen_through_control_file(&c, standby))
+        };
+        seen.map(|s| DbStatus { rewind_unfinished: self.l.rewind_unfinished(), ..s })
     }
 
     async fn bootstrap(&self, epoch: Epoch, timeout: Duration) -> Result<u64, DbError> {
@@ -651,6 +655,7 @@ impl Database for Postgres {
             source.host, source.port, self.l.cfg.superuser
         );
         let passfile = self.l.passfile().display().to_string();
+        self.l.begin_rewind()?;
         let out = exec::run(
             &self.l.bin("pg_rewind"),
             [data.as_str(), server.as_str()],
@@ -659,6 +664,7 @@ impl Database for Postgres {
             timeout,
         )
         .await?;
+        self.l.end_rewind()?;
         let text = format!("{}\n{}", out.stdout, out.stderr);
         let (diverged_at, diverged_timeline) = crate::wal::diverged_at(&text);
         let report = RewindReport { diverged_at, diverged_timeline };
@@ -700,6 +706,7 @@ impl Database for Postgres {
         exec::run(&self.l.bin("pg_basebackup"), args, &[("PGPASSFILE", &passfile)], self.l.cfg.run_as, timeout).await?;
         self.l.settings.lock().expect("never poisoned").upstream = Some(source.clone());
         self.write_settings(true, false)?;
+        self.l.end_rewind()?;
         std::fs::remove_file(&marker).map_err(|e| io_err(&marker, e))
     }
 

@@ -254,8 +254,14 @@ async fn writes_need_haraft_the_wal_end_is_found_and_failed_rebuilds_keep_the_re
 
     // Promoted by haraft: read-write by default from the start.
     n2.rewind(&upstream(&n1), Epoch(2), T).await.unwrap_err(); // the source is down: refused, nothing changed
+    assert!(!n2.observe(T).await.unwrap().rewind_unfinished, "refused before pg_rewind ran: no marker");
+    // An agent that died while pg_rewind ran left its marker: the
+    // directory is reported part-way (and rebuilt) until a rewind completes.
+    std::fs::write(n2.config().state_dir.join("rewind-in-progress"), "").unwrap();
+    assert!(n2.observe(T).await.unwrap().rewind_unfinished);
     n1.start_primary(Epoch(1), T).await.unwrap();
     n2.rewind(&upstream(&n1), Epoch(2), T).await.unwrap();
+    assert!(!n2.observe(T).await.unwrap().rewind_unfinished, "a completed rewind removes the marker");
     n2.start_standby(Some(&upstream(&n1)), Epoch(2), T).await.unwrap();
     caught_up(&n1, &n2).await;
     n1.stop(StopMode::Fast, Epoch(2), T).await.unwrap();

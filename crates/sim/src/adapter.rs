@@ -172,6 +172,7 @@ impl Database for ModelDb {
             s.role = Some(DbRole::Standby);
             s.upstream = up;
             s.streaming = false;
+            s.standby_settings();
             Ok(())
         })
         .await
@@ -186,6 +187,7 @@ impl Database for ModelDb {
             }
             s.upstream = Some(up);
             s.streaming = false;
+            s.standby_settings();
             Ok(())
         })
         .await
@@ -242,6 +244,9 @@ impl Database for ModelDb {
             if s.running {
                 return Err(failed("pg_rewind", "target server must be shut down cleanly"));
             }
+            // The adapter's marker, written once the source answered, just
+            // before pg_rewind runs; removed when it succeeded.
+            s.rewind_unfinished = true;
             if s.disk_full {
                 return Err(no_space("pg_rewind"));
             }
@@ -266,6 +271,8 @@ impl Database for ModelDb {
             s.lsn = src.lsn;
             s.role = Some(DbRole::Standby);
             s.clean_shutdown = true;
+            s.rewind_unfinished = false;
+            s.standby_settings();
             Ok(RewindReport { diverged_at: Some(Lsn(at)), diverged_timeline: Some(TimelineId(timeline)) })
         })
         .await

@@ -79,8 +79,9 @@ pub enum Later {
     Resume(u64),
     /// Space is freed on the member's data directory's file system.
     DiskFreed(u64),
-    /// The operator ends the maintenance pause.
-    OperatorResume,
+    /// The operator ends the maintenance pause (`checked`: it saw the
+    /// cluster resumed once and looks again).
+    OperatorResume { checked: bool },
 }
 
 /// A partition of one member that comes and goes until the network heals.
@@ -257,7 +258,7 @@ pub async fn inject(
             if let Some((via, fate)) = order(cluster, Order::Pause) {
                 note(format!("operator pauses the cluster through node{via} for {lasting} ms"));
                 schedule.pause_order = Some(fate);
-                schedule.later.push((now + lasting, Later::OperatorResume));
+                schedule.later.push((now + lasting, Later::OperatorResume { checked: false }));
             }
         }
     }
@@ -308,23 +309,34 @@ pub async fn due(
                 note(format!("the agent of node{id} runs again"));
                 cluster.router.set_running(id, true);
             }
-            Later::OperatorResume => {
-                // Once the pause order is decided (or failed), until the
-                // Raft leader's state says resumed, again every second (a
-                // proposal can be lost, or find no leader).
+            Later::OperatorResume { checked } => {
+                // Once the pause order is decided or failed, until the Raft
+                // leader's state says resumed, again every second (a
+                // proposal can be lost, or find no leader). A pause order
+                // that failed (timed out) may still be committed, even
+                // after the state first read resumed (a later leader holds
+                // it): the operator looks at the status, as with haraftctl,
+                // rather than trusting the error, and looks again 10 s after
+                // it first read resumed (seeds 101359, 103260: a pause
+                // applied after its proposal timed out was never resumed).
                 let fate = schedule.pause_order.as_ref().map_or(FAILED, |f| f.load(Ordering::Relaxed));
-                let resumed = fate == FAILED || (fate == DECIDED && leader_state(cluster).is_some_and(|s| !s.paused));
-                if resumed {
-                    note("the cluster is resumed".into());
-                    schedule.pause_order = None;
+                let paused = leader_state(cluster).map(|s| s.paused);
+                if fate != IN_FLIGHT && paused == Some(false) {
+                    if checked {
+                        note("the cluster is resumed".into());
+                        schedule.pause_order = None;
+                    } else {
+                        schedule.later.push((now + 10_000, Later::OperatorResume { checked: true }));
+                    }
                     continue;
                 }
-                if fate == DECIDED
+                if fate != IN_FLIGHT
+                    && paused == Some(true)
                     && let Some((via, _)) = order(cluster, Order::Resume)
                 {
                     note(format!("operator resumes the cluster through node{via}"));
                 }
-                schedule.later.push((now + 1000, Later::OperatorResume));
+                schedule.later.push((now + 1000, Later::OperatorResume { checked: false }));
             }
         }
     }

@@ -59,6 +59,11 @@ pub struct Server {
     /// A data directory a failed pg_rewind left behind: it does not start;
     /// only a new base backup replaces it.
     pub damaged: bool,
+    /// The adapter's marker beside the data directory (`rewind-in-progress`
+    /// in its state directory): a pg_rewind started and has not succeeded
+    /// since, nor a base backup replaced the directory. It outlives the
+    /// agent, as the file does.
+    pub rewind_unfinished: bool,
 }
 
 impl Server {
@@ -107,6 +112,14 @@ impl Server {
         .next_back()
     }
 
+    /// What the adapter writes into the settings of a standby: no
+    /// synchronous standbys, no commits held (`postgres::write_settings`).
+    pub fn standby_settings(&mut self) {
+        self.sync_names = None;
+        self.sync_quorum = None;
+        self.commits_held = false;
+    }
+
     pub fn status(&self) -> DbStatus {
         let mut s = DbStatus { has_data: self.has_data, running: self.running, ..DbStatus::default() };
         if !self.has_data {
@@ -120,12 +133,19 @@ impl Server {
         s.clean_shutdown = (!self.running).then_some(self.clean_shutdown);
         s.read_only_default = Some(self.read_only);
         s.commits_held = self.commits_held && self.running;
+        s.rewind_unfinished = self.rewind_unfinished;
         if self.running && self.role == Some(DbRole::Standby) && self.streaming {
             s.streaming_from = self.upstream.map(|u| format!("{}:5432", host_of(u)));
         }
         if self.running && self.role == Some(DbRole::Primary) {
-            s.synchronous_names = self.sync_names.clone();
-            s.synchronous_quorum = if self.commits_held { None } else { self.sync_quorum };
+            // haraft's settings file always sets `synchronous_standby_names`
+            // (empty until a set is written), which the adapter reads as no
+            // names and quorum 0. (Reporting `None`, "not haraft's
+            // setting", made every primary leave its synchronous setting
+            // alone: no set ever formed, and a synchronous switchover waited
+            // for its target to join one (seed 1013).)
+            s.synchronous_names = Some(self.sync_names.clone().unwrap_or_default());
+            s.synchronous_quorum = if self.commits_held { None } else { Some(self.sync_quorum.unwrap_or(0)) };
             s.slots = Some(self.slots.clone());
             s.forks = Some(self.forks.clone());
         }
