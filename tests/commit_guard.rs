@@ -31,7 +31,16 @@ async fn guard_engagements(c: &ProcCluster, id: u64) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_isolated_primary_stops_acknowledging_within_the_guard_window() {
-    isolate_the_primary(false).await;
+    isolate_the_primary(false, false).await;
+}
+
+/// The same cut, and the old primary's pg_rewind fails part-way (an I/O
+/// error): it is rebuilt from a base backup, and the rebuild's history
+/// entry names what the old primary's directory held past the fork, as a
+/// rewind's would (measured before the copy replaced it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_isolated_primary_whose_rewind_fails_is_rebuilt_and_its_discarded_writes_named() {
+    isolate_the_primary(false, true).await;
 }
 
 /// Synchronous mode as before: its standbys are cut off with it, so
@@ -39,16 +48,47 @@ async fn an_isolated_primary_stops_acknowledging_within_the_guard_window() {
 /// nothing is lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_isolated_synchronous_primary_acknowledges_nothing_after_the_cut() {
-    isolate_the_primary(true).await;
+    isolate_the_primary(true, false).await;
 }
 
 /// A reply in flight at the cut: the standby's confirmation arrived just
 /// before it, the client's answer just after.
 const IN_FLIGHT: Duration = Duration::from_millis(100);
 
-async fn isolate_the_primary(synchronous: bool) {
+/// A copy of PostgreSQL 15's tools whose pg_rewind fails part-way.
+fn tools_with_failing_rewind(c: &ProcCluster) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let real = std::path::Path::new(haraft_db::postgres::DEFAULT_BIN_DIR);
+    let bin = c.dir.path().join("pg-bin-failing-rewind");
+    std::fs::create_dir_all(&bin).unwrap();
+    for entry in std::fs::read_dir(real).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_name() != "pg_rewind" {
+            std::os::unix::fs::symlink(entry.path(), bin.join(entry.file_name())).unwrap();
+        }
+    }
+    let script = bin.join("pg_rewind");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\necho 'pg_rewind: fatal: could not write file: Input/output error' >&2\nexit 1\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    bin
+}
+
+async fn isolate_the_primary(synchronous: bool, failing_rewind: bool) {
     let extra = if synchronous { "[failover]\nsynchronous_mode = true\n" } else { "" };
     let (mut c, chaos) = ProcCluster::with_chaos(3, extra).await;
+    if failing_rewind {
+        let bin = tools_with_failing_rewind(&c);
+        for node in &c.nodes {
+            let text = std::fs::read_to_string(&node.config).unwrap();
+            let section = format!("[postgresql]\nbin_dir = \"{}\"\n", bin.display());
+            std::fs::write(&node.config, text.replacen("[postgresql]\n", &section, 1)).unwrap();
+        }
+    }
     c.start_all();
     let ready = wait_status(&c, "bootstrap (with a synchronous standby in synchronous mode)", |s| {
         normal(s)
@@ -56,6 +96,11 @@ async fn isolate_the_primary(synchronous: bool) {
     })
     .await;
     let first = primary_id(&ready).unwrap();
+    if failing_rewind {
+        // A rebuild's accounted entry is written from feature level 1 (a
+        // new cluster starts at 0 and is raised within seconds).
+        wait_status(&c, "feature level 1", |s| s["feature_level"] == 1).await;
+    }
     let w = writer(&c).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let cut = Instant::now();
@@ -103,17 +148,33 @@ async fn isolate_the_primary(synchronous: bool) {
     let lost = writer::lost(&acks, &committed);
     let lost_by_old = acks.iter().filter(|a| lost.contains(&a.id) && a.port == old_port && a.at > cut).count();
     assert_eq!(lost.len(), lost_by_old, "a write lost that the old primary acknowledged before the cut");
+    if failing_rewind {
+        let h = haraft_testkit::check::history(&c);
+        let name = format!("node{first}");
+        assert!(
+            h.iter().any(|e| e["event"] == "rebuilt" && e["node"] == name)
+                && !h.iter().any(|e| e["event"] == "rewound" && e["node"] == name),
+            "node{first}'s rewind failed: it should have been rebuilt, not rewound: {h:?}"
+        );
+        let failed = logs(&c).lines().any(|l| l.contains("pg_rewind: fatal: could not write file"));
+        assert!(failed, "the failing pg_rewind never ran\n{}", logs(&c));
+    }
     if !lost.is_empty() {
         // The rejoin's history entry names the discarded WAL and counts at
         // least the lost writes' commits; status warns until acknowledged,
         // and the old primary's counter shows the bytes.
         let h = haraft_testkit::check::history(&c);
         let name = format!("node{first}");
-        let rewound: &Value = h.iter().rfind(|e| e["event"] == "rewound" && e["node"] == name).unwrap_or_else(|| {
-            panic!("{} writes lost but node{first} has no rewind in the history: {h:?}", lost.len())
+        let rejoin = if failing_rewind { "rebuilt" } else { "rewound" };
+        let rewound: &Value = h.iter().rfind(|e| e["event"] == rejoin && e["node"] == name).unwrap_or_else(|| {
+            panic!(
+                "{} writes lost but node{first} has no {rejoin} entry in the history: {h:?}\n{}",
+                lost.len(),
+                logs(&c)
+            )
         });
         let bytes = rewound["discarded_bytes"].as_u64().unwrap_or(0);
-        assert!(bytes > 0, "{rewound}");
+        assert!(bytes > 0, "{rewound}\n{}", logs(&c));
         let commits = rewound["discarded_commits"].as_u64().unwrap_or(0);
         assert!(commits >= lost.len() as u64, "{} writes lost, {commits} commits counted: {rewound}", lost.len());
         let detail = rewound["detail"].as_str().unwrap_or_default();

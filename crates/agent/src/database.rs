@@ -8,11 +8,11 @@ use crate::clock::now_unix_ms;
 use crate::commit_guard::{GuardDone, GuardShell};
 use crate::config::PgSettings;
 use crate::fence::{self, FenceState};
+use crate::rejoin::{Seen, rebuild, rewind};
 use crate::shared::Shared;
 use haraft_core::backoff::Backoff;
 use haraft_core::dm_switchover::{DmAction, DmDone};
 use haraft_core::health;
-use haraft_core::loss::Discard;
 use haraft_core::reconcile::{Action, MyLease, Reason, ReconcileInput, Rejoin, reconcile};
 use haraft_core::{BootTime, ClusterState, Command, DbPosition, DbStatus, Lsn, NodeEvent, NodeId, Outcome};
 use haraft_db::postgres::PgConfig;
@@ -438,7 +438,7 @@ impl<D: Database> DbSide<D> {
 
 /// Where this node reaches `node`'s PostgreSQL: its registered address, or
 /// this node's dial override for it.
-fn upstream_of(shared: &Shared, state: &ClusterState, node: NodeId) -> Result<Upstream, String> {
+pub(crate) fn upstream_of(shared: &Shared, state: &ClusterState, node: NodeId) -> Result<Upstream, String> {
     let name = state.member_name(node).unwrap_or("?");
     let db = state.db_members.get(&node).ok_or_else(|| format!("node {node} registered no database"))?;
     let address = shared.config.dial.postgresql.get(&node).unwrap_or(&db.address);
@@ -533,9 +533,7 @@ async fn execute<D: Database>(
         }
         Action::SetSlots { slots, epoch } => pg.set_replication_slots(slots, *epoch, t).await.map_err(e),
         Action::SetReadOnly { read_only, epoch } => pg.set_read_only(*read_only, *epoch, t).await.map_err(e),
-        Action::Rebuild { source, epoch } => {
-            rebuild(shared, pg, settings, state, *source, *epoch, last_seen.has_data).await
-        }
+        Action::Rebuild { source, epoch } => rebuild(shared, pg, settings, state, *source, *epoch, last_seen).await,
         Action::Restart { id, epoch, as_primary, upstream } => {
             let result = async {
                 pg.stop(StopMode::Fast, *epoch, t).await.map_err(e)?;
@@ -565,7 +563,7 @@ async fn execute<D: Database>(
                         Err(err) => tracing::warn!("rewind failed, rebuilding from a base backup instead: {err}"),
                     }
                 }
-                rebuild(shared, pg, settings, state, *source, *epoch, true).await
+                rebuild(shared, pg, settings, state, *source, *epoch, Seen { has_data: true, ..last_seen }).await
             }
             .await;
             task_done(shared, *id, result).await
@@ -587,105 +585,6 @@ fn dm_point(done: DmDone) -> &'static str {
     }
 }
 
-/// The last timeline and position the database side observed, and
-/// whether the latest observation found a data directory.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Seen {
-    timeline: Option<haraft_core::TimelineId>,
-    lsn: Option<Lsn>,
-    /// A data directory was there (a rebuild replaces it, else makes one).
-    has_data: bool,
-}
-
-/// Bound on counting the commits a rewind discards: the history entry
-/// waits for it, the rejoin does not need it.
-const COUNT_COMMITS_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// pg_rewind from `source`, then the history entry accounting for what it
-/// discarded: from the divergence to where the local WAL ended, how
-/// exactly that end is known, and how many transactions had committed
-/// there (counted before pg_rewind rewrites the WAL).
-async fn rewind<D: Database>(
-    shared: &Shared,
-    pg: &D,
-    state: &ClusterState,
-    source: NodeId,
-    epoch: haraft_core::Epoch,
-    seen: Seen,
-    t: Duration,
-) -> Result<(), String> {
-    let (discarded_to, on_disk) = wal_end(pg, seen.lsn, t).await;
-    // Where the new primary's history left this member's timeline.
-    let fork =
-        seen.timeline.and_then(|tl| state.forks.iter().find(|f| f.timeline == tl)).map(|f| (f.timeline, f.switch_lsn));
-    let commits = match (fork, on_disk) {
-        (Some((_, from)), Some(end)) if end <= from => Some(0),
-        (Some((timeline, from)), Some(end)) => {
-            match pg.commits_between(timeline, from, end, COUNT_COMMITS_TIMEOUT.min(t)).await {
-                Ok(n) => Some(n),
-                Err(err) => {
-                    tracing::warn!(
-                        "cannot count the commits the rewind discards ({err}): the history names the range only"
-                    );
-                    None
-                }
-            }
-        }
-        _ => None,
-    };
-    let report = pg.rewind(&upstream_of(shared, state, source)?, epoch, t).await.map_err(|e| e.to_string())?;
-    let discard = Discard {
-        diverged_at: report.diverged_at,
-        timeline: report.diverged_timeline,
-        discarded_to,
-        end_known: on_disk.is_some(),
-        commits: commits.filter(|_| report.diverged_at.is_some()),
-    };
-    if let Some(b) = discard.discarded_bytes() {
-        shared.discarded_wal_bytes.fetch_add(b, std::sync::atomic::Ordering::Relaxed);
-    }
-    if discard.may_have_lost() {
-        tracing::error!(node = %shared.config.node_name, "rewound: {}", discard.words());
-    }
-    let event = NodeEvent::RewoundAccounted { discard };
-    record(shared, Command::Report { node: shared.me(), event, at_unix_ms: now_unix_ms() }).await;
-    Ok(())
-}
-
-/// How far the stopped server's WAL reaches, for what a rewind discards:
-/// the end pg_waldump finds, or the last observed position when it finds
-/// none (or less: the observation saw WAL that was never flushed); and
-/// the end found on disk, if one was.
-async fn wal_end<D: Database>(pg: &D, observed: Option<Lsn>, timeout: Duration) -> (Option<Lsn>, Option<Lsn>) {
-    let end = match pg.end_of_wal(timeout).await {
-        Ok(end) => end,
-        Err(err) => {
-            tracing::warn!(
-                "cannot read where the local WAL ends ({err}): the history names the last observed position"
-            );
-            None
-        }
-    };
-    (end.max(observed), end)
-}
-
-async fn rebuild<D: Database>(
-    shared: &Shared,
-    pg: &D,
-    settings: &PgSettings,
-    state: &ClusterState,
-    source: NodeId,
-    epoch: haraft_core::Epoch,
-    had_data: bool,
-) -> Result<(), String> {
-    let t = Duration::from_millis(settings.rebuild_timeout_ms);
-    crate::failpoint::hit("before-rebuild");
-    pg.rebuild(&upstream_of(shared, state, source)?, epoch, t).await.map_err(|e| e.to_string())?;
-    let event = if had_data { NodeEvent::Rebuilt { from: source } } else { NodeEvent::Copied { from: source } };
-    record(shared, Command::Report { node: shared.me(), event, at_unix_ms: now_unix_ms() }).await;
-    Ok(())
-}
-
 /// After a server promoted outside haraft was stopped: counted, logged
 /// and recorded in the history (its rewind, when it rejoins, names what
 /// it wrote).
@@ -701,7 +600,7 @@ async fn fenced_outside_promotion(shared: &Shared, (timeline, lsn): (Option<hara
 }
 
 /// A history entry for people: failing to record it undoes nothing.
-async fn record(shared: &Shared, command: Command) {
+pub(crate) async fn record(shared: &Shared, command: Command) {
     if let Err(err) = propose(shared, command).await {
         tracing::warn!("done but not recorded in the history: {err}");
     }

@@ -99,9 +99,18 @@ enum Event {
     Tick,
     StateApplied,
     RaftChanged,
-    RenewAnswered { t_send: BootTime, latency_us: u64, answer: Result<Outcome, ProposeError> },
-    ProposalDone { command: Command, result: Result<Outcome, ProposeError> },
-    ProbeDone { live: SeenAll },
+    RenewAnswered {
+        t_send: BootTime,
+        latency_us: u64,
+        answer: Result<Outcome, ProposeError>,
+    },
+    ProposalDone {
+        command: Command,
+        result: Result<Outcome, ProposeError>,
+    },
+    ProbeDone {
+        live: SeenAll,
+    },
     Db(DbEvent),
     /// A file appeared in or left the data directory (`dirwatch`).
     DataDirChanged,

@@ -24,6 +24,7 @@ pub mod failpoint;
 pub mod features;
 pub mod fence;
 pub mod operate;
+pub mod rejoin;
 pub mod rest;
 pub mod shared;
 

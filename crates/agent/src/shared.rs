@@ -111,8 +111,13 @@ pub struct Shared {
     /// How many times this agent fenced its database after someone else
     /// promoted it.
     pub outside_promotions: std::sync::atomic::AtomicU64,
-    /// Bytes of WAL this agent's rewinds discarded.
+    /// Bytes of WAL this agent's rewinds (and rebuilds of a diverged
+    /// directory) discarded.
     pub discarded_wal_bytes: std::sync::atomic::AtomicU64,
+    /// What a rebuild measured it would discard, kept until its history
+    /// entry is written: a rebuild that fails after setting the old
+    /// directory aside leaves nothing to measure for the next attempt.
+    pub(crate) unrecorded_discard: Mutex<Option<haraft_core::loss::Discard>>,
     /// Primary changes counted from the history this agent applied.
     pub transitions: Mutex<haraft_core::health::Transitions>,
     pub loop_stats: LoopStats,
@@ -226,6 +231,7 @@ impl Shared {
             action_counts: Mutex::new(Default::default()),
             outside_promotions: Default::default(),
             discarded_wal_bytes: Default::default(),
+            unrecorded_discard: Default::default(),
             transitions: Mutex::new(haraft_core::health::Transitions::default()),
             loop_stats: LoopStats::default(),
             refusals: Mutex::new(std::collections::BTreeMap::new()),

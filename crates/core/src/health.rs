@@ -274,7 +274,7 @@ pub struct MetricsFacts {
     /// How many times this agent fenced its database after someone other
     /// than haraft promoted it.
     pub outside_promotions: u64,
-    /// Bytes of WAL this agent's rewinds discarded.
+    /// Bytes of WAL this agent's rewinds and rebuilds discarded.
     pub discarded_wal_bytes: u64,
     /// Database actions carried out: (kind, outcome `ok`/`failed`, count).
     pub actions: Vec<(String, String, u64)>,
@@ -397,7 +397,7 @@ pub fn metrics_text(m: &MetricsFacts) -> String {
     family(
         "haraft_discarded_wal_bytes_total",
         "counter",
-        "Bytes of WAL this agent's rewinds discarded (writes acknowledged there are lost; see haraftctl history).",
+        "Bytes of WAL this agent's rewinds and rebuilds discarded (writes acknowledged there are lost; see haraftctl history).",
         &one(m.discarded_wal_bytes as f64),
     );
     let actions: Vec<_> = m

@@ -311,7 +311,11 @@ mod tests {
         // (a renewal due, commits held, validity over) happens at an
         // instant that next_due named one millisecond before.
         let says = |t: BootTime| {
-            (k.clone().tick(ME, Some(lease(1, 1)), t, None).is_some(), k.valid(t).is_some(), k.commits_held(t, &TIMING, guard))
+            (
+                k.clone().tick(ME, Some(lease(1, 1)), t, None).is_some(),
+                k.valid(t).is_some(),
+                k.commits_held(t, &TIMING, guard),
+            )
         };
         let mut changes = 0;
         for t in 11..4000u64 {

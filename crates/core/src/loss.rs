@@ -86,6 +86,7 @@ impl Discard {
 pub fn discard_of(event: &HistoryEvent) -> Option<Discard> {
     match event {
         HistoryEvent::Node { event: NodeEvent::RewoundAccounted { discard }, .. } => Some(*discard),
+        HistoryEvent::Node { event: NodeEvent::RebuiltAccounted { discard, .. }, .. } => Some(*discard),
         HistoryEvent::Node { event: NodeEvent::Rewound { diverged_at, timeline, discarded_to }, .. } => {
             Some(Discard::before_account(*diverged_at, *timeline, *discarded_to))
         }
@@ -93,7 +94,15 @@ pub fn discard_of(event: &HistoryEvent) -> Option<Discard> {
     }
 }
 
-/// The rewinds since the last acknowledgement that may have lost
+/// What the member did that discarded the WAL: "rewound" or "rebuilt".
+pub fn discarded_by(event: &HistoryEvent) -> &'static str {
+    match event {
+        HistoryEvent::Node { event: NodeEvent::RebuiltAccounted { .. }, .. } => "rebuilt",
+        _ => "rewound",
+    }
+}
+
+/// The rewinds (and rebuilds) since the last acknowledgement that may have lost
 /// acknowledged writes, oldest first.
 pub fn unacknowledged(history: &VecDeque<HistoryEntry>) -> Vec<&HistoryEntry> {
     let start =

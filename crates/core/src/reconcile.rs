@@ -20,15 +20,25 @@ pub enum MyLease {
     None,
 }
 
+/// Failed rewinds in a row after which a member is rebuilt instead.
+pub const REWIND_TRIES: u8 = 3;
+
 /// What the shell remembers between actions about rejoining.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Rejoin {
     /// The database must be rewound before it may follow the primary.
     pub needs_rewind: bool,
-    /// pg_rewind failed, or it succeeded and the standby still never
-    /// streamed (it said "no rewind required" of a history the primary
-    /// cannot serve): rebuild (if policy allows).
+    /// Rewinds failed [`REWIND_TRIES`] times in a row, or one succeeded and
+    /// the standby still never streamed (it said "no rewind required" of a
+    /// history the primary cannot serve): rebuild (if policy allows). A
+    /// rewind tool that failed part-way is known from the directory's own
+    /// marker (`DbStatus::rewind_unfinished`) and rebuilds at once.
     pub rewind_failed: bool,
+    /// Rewinds that failed in a row before the rewind tool changed the
+    /// directory, or without its marker: a source that did not answer yet,
+    /// a crash recovery that timed out. Another rewind may work, and a
+    /// rebuild copies the whole database.
+    pub failed_rewinds: u8,
     /// A rewind succeeded and no streaming was seen since.
     pub rewound: bool,
     /// The upstream this node last configured its standby for.
@@ -632,9 +642,13 @@ impl Rejoin {
             (Action::Rewind { .. }, true) => {
                 next.needs_rewind = false;
                 next.rewind_failed = false;
+                next.failed_rewinds = 0;
                 next.rewound = true;
             }
-            (Action::Rewind { .. }, false) => next.rewind_failed = true,
+            (Action::Rewind { .. }, false) => {
+                next.failed_rewinds = next.failed_rewinds.saturating_add(1);
+                next.rewind_failed |= next.failed_rewinds >= REWIND_TRIES;
+            }
             (Action::Rebuild { .. } | Action::Reinit { .. }, true) => next = Rejoin::default(),
             (Action::Restart { upstream, as_primary: false, .. }, true) => next.configured_upstream = *upstream,
             (Action::Stop { immediate: false }, true)

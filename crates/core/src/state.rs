@@ -96,6 +96,12 @@ pub enum NodeEvent {
     RewoundAccounted { discard: crate::loss::Discard },
     /// A first base backup made this member's data directory (it had none).
     Copied { from: NodeId },
+    /// What `Rebuilt` says, when the directory replaced held WAL past
+    /// where the new primary's history left its timeline (a former
+    /// primary whose rewind failed): what the copy discarded, measured
+    /// before it (the old directory is kept aside). Written from feature
+    /// level 1; below it a member writes `Rebuilt`.
+    RebuiltAccounted { from: NodeId, discard: crate::loss::Discard },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

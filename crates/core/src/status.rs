@@ -428,7 +428,8 @@ pub fn build_status(state: &ClusterState, local: &LocalRaft, probes: &Probes) ->
                 crate::state::HistoryEvent::Node { node, .. } => {
                     let d = crate::loss::discard_of(&e.event)?;
                     let at = if e.at_unix_ms > 0 { format!(" at {} UTC", utc(e.at_unix_ms)) } else { String::new() };
-                    Some(format!("{} rewound{at} (log index {}): {}", name_of(state, *node), e.log_index, d.words()))
+                    let verb = crate::loss::discarded_by(&e.event);
+                    Some(format!("{} {verb}{at} (log index {}): {}", name_of(state, *node), e.log_index, d.words()))
                 }
                 _ => None,
             })
@@ -869,8 +870,10 @@ pub struct VerdictView {
 }
 
 /// A rewind's history item: where it diverged and what it discarded.
-fn rewound_item(item: &mut HistoryItem, node: &str, d: &crate::loss::Discard) {
-    item.event = "rewound".into();
+/// A rewind's entry, or a rebuild's that discarded WAL (`how`: "rebuilt
+/// from node2 by base backup (...)").
+fn discard_item(item: &mut HistoryItem, node: &str, d: &crate::loss::Discard, how: Option<String>) {
+    item.event = if how.is_some() { "rebuilt" } else { "rewound" }.into();
     item.node = Some(node.to_string());
     item.timeline = d.timeline.map(|t| t.0);
     item.lsn = d.diverged_at.map(|l| l.to_string());
@@ -879,7 +882,8 @@ fn rewound_item(item: &mut HistoryItem, node: &str, d: &crate::loss::Discard) {
         item.discarded_bytes = d.discarded_bytes();
     }
     item.discarded_commits = d.commits;
-    item.detail = format!("{node} rewound: {}", d.words());
+    let how = how.unwrap_or_else(|| "rewound".into());
+    item.detail = format!("{node} {how}: {}", d.words());
 }
 
 pub fn history_view(state: &ClusterState) -> Vec<HistoryItem> {
@@ -982,10 +986,14 @@ pub fn history_view(state: &ClusterState) -> Vec<HistoryItem> {
                 }
                 HistoryEvent::Node { node, event: NodeEvent::Rewound { diverged_at, timeline, discarded_to } } => {
                     let d = crate::loss::Discard::before_account(*diverged_at, *timeline, *discarded_to);
-                    rewound_item(&mut item, &name_of(state, *node), &d);
+                    discard_item(&mut item, &name_of(state, *node), &d, None);
                 }
                 HistoryEvent::Node { node, event: NodeEvent::RewoundAccounted { discard } } => {
-                    rewound_item(&mut item, &name_of(state, *node), discard);
+                    discard_item(&mut item, &name_of(state, *node), discard, None);
+                }
+                HistoryEvent::Node { node, event: NodeEvent::RebuiltAccounted { from, discard } } => {
+                    let how = format!("rebuilt from {} by base backup (the old data directory is kept aside)", name_of(state, *from));
+                    discard_item(&mut item, &name_of(state, *node), discard, Some(how));
                 }
                 HistoryEvent::FeatureLevelRaised { from, to } => {
                     item.event = "feature-level-raised".into();

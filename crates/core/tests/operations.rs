@@ -509,6 +509,34 @@ fn discarded_writes_are_warned_about_until_acknowledged() {
     // A later discard warns again.
     applied(&mut s, 13, report(0x200, 1));
     assert_eq!(loss::unacknowledged(&s.history).len(), 1);
+    applied(&mut s, 14, op(Order::AcknowledgeLoss));
+    // A rebuild that replaced a diverged directory (its rewind failed)
+    // warns the same way, in its own words.
+    let Command::Report { event: NodeEvent::RewoundAccounted { discard }, .. } = report(0x4100, 7) else {
+        unreachable!()
+    };
+    let rebuilt =
+        Command::Report { node: n(2), event: NodeEvent::RebuiltAccounted { from: n(1), discard }, at_unix_ms: 0 };
+    applied(&mut s, 15, rebuilt);
+    assert_eq!(loss::unacknowledged(&s.history).len(), 1);
+    let local = status::LocalRaft {
+        node: n(1),
+        term: 1,
+        leader: Some(n(1)),
+        commit_index: Some(15),
+        voters: [n(1), n(2), n(3)].into(),
+        consistent: true,
+    };
+    let status = status::build_status(&s, &local, &Default::default());
+    assert_eq!(status.unacknowledged_losses.len(), 1, "{status:?}");
+    assert!(
+        status.unacknowledged_losses[0].starts_with("node2 rebuilt (log index 15): diverged at 0/100; discarded"),
+        "{:?}",
+        status.unacknowledged_losses
+    );
+    let item = status::history_view(&s).into_iter().rfind(|i| i.event == "rebuilt").unwrap();
+    assert_eq!((item.discarded_bytes, item.discarded_commits), (Some(0x4000), Some(7)));
+    assert!(item.detail.starts_with("node2 rebuilt from node1 by base backup (the old data directory is kept aside): diverged at 0/100; discarded 0/100–0/4100"), "{}", item.detail);
 }
 
 /// Quorum mode: node2 and node3 in the set, any 1 of them holds each

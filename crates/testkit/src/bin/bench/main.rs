@@ -176,7 +176,9 @@ fn parse_args() -> Result<Args, String> {
             "--haproxy-config" => {
                 let file = it.next().ok_or("--haproxy-config needs a file")?;
                 if !std::path::Path::new(&file).is_file() {
-                    return Err(format!("--haproxy-config {file}: no such file: give an HAProxy config shaped like deploy/haproxy.cfg"));
+                    return Err(format!(
+                        "--haproxy-config {file}: no such file: give an HAProxy config shaped like deploy/haproxy.cfg"
+                    ));
                 }
                 // Read by testkit::haproxy when it starts HAProxy.
                 // SAFETY: set before any thread is started.
