@@ -36,12 +36,10 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
 
 /// sled's default cache is 1 GiB; the whole Raft state of a cluster is a
-/// few megabytes, and the agent's idle RSS goal is 20 MB. The cache fills
-/// with the state machine's versions (the state is rewritten on every
-/// apply, four renewals a second): with 4 MiB an idle agent's RSS grew by
-/// about 5 MB over its first ten minutes. What is read back is the newest
-/// log entries (to replicate them) and the state at start.
-const CACHE_CAPACITY_BYTES: u64 = 1024 * 1024;
+/// few megabytes, and the agent's idle RSS goal is 20 MB. (1 MiB was tried
+/// against an idle agent's RSS growth, 2026-12-07: the same ~1 MB a minute
+/// over the first minutes; the cache is not where it goes.)
+const CACHE_CAPACITY_BYTES: u64 = 4 * 1024 * 1024;
 
 /// Where a member keeps its Raft state under its `node.data_dir`.
 #[derive(Clone, Debug)]
