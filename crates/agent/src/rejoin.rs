@@ -46,11 +46,16 @@ impl Measured {
     /// directory held nothing past it, or its timeline did not fork).
     fn rebuild_discard(&self) -> Option<Discard> {
         let (timeline, from) = self.fork?;
-        let past = self.discarded_to.is_some_and(|to| to > from) || !self.end_known;
-        past.then_some(Discard {
+        // Past the fork as far as known; an end that could not be read may
+        // hide more ("how much could not be read", never "nothing").
+        let past = self.discarded_to.filter(|to| *to > from);
+        if past.is_none() && self.end_known {
+            return None;
+        }
+        Some(Discard {
             diverged_at: Some(from),
             timeline: Some(timeline),
-            discarded_to: self.discarded_to,
+            discarded_to: past,
             end_known: self.end_known,
             commits: self.commits,
         })
@@ -151,21 +156,48 @@ pub(crate) async fn rebuild<D: Database>(
     };
     pg.rebuild(&upstream_of(shared, state, source)?, epoch, t).await.map_err(|e| e.to_string())?;
     shared.unrecorded_discard.lock().expect("never poisoned").take();
+    if let Some(d) = &discard {
+        account(shared, d, "rebuilt");
+    }
+    // 0.1 cannot read the accounted entry: below feature level 1 the
+    // discard is in the log only.
+    let accounted = shared.state().feature_level >= FeatureLevel::CBOR_RECORDS;
     let event = match discard {
-        // 0.1 cannot read the accounted entry: below feature level 1 the
-        // discard is in the log only.
-        Some(discard) if shared.state().feature_level >= FeatureLevel::CBOR_RECORDS => {
-            account(shared, &discard, "rebuilt");
-            NodeEvent::RebuiltAccounted { from: source, discard }
-        }
-        Some(discard) => {
-            account(shared, &discard, "rebuilt");
-            NodeEvent::Rebuilt { from: source }
-        }
+        Some(discard) if accounted => NodeEvent::RebuiltAccounted { from: source, discard },
         // The directory was there, or an earlier attempt set it aside.
+        Some(_) => NodeEvent::Rebuilt { from: source },
         None if seen.has_data => NodeEvent::Rebuilt { from: source },
         None => NodeEvent::Copied { from: source },
     };
     record(shared, Command::Report { node: shared.me(), event, at_unix_ms: now_unix_ms() }).await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn measured(to: Option<u64>, end_known: bool) -> Measured {
+        Measured { fork: Some((TimelineId(1), Lsn(0x100))), discarded_to: to.map(Lsn), end_known, commits: None }
+    }
+
+    #[test]
+    fn a_rebuild_names_what_lay_past_the_fork_and_never_says_nothing_when_unsure() {
+        // A former primary that wrote past the fork.
+        let d = measured(Some(0x180), true).rebuild_discard().expect("WAL past the fork");
+        assert_eq!(
+            (d.diverged_at, d.discarded_to, d.discarded_bytes()),
+            (Some(Lsn(0x100)), Some(Lsn(0x180)), Some(0x80))
+        );
+        // A standby behind the fork, its end read: nothing discarded.
+        assert_eq!(measured(Some(0x80), true).rebuild_discard(), None);
+        assert_eq!(measured(Some(0x100), true).rebuild_discard(), None);
+        // Its end unread and the last observation behind the fork: it may
+        // have written past it; the range is not named.
+        let unsure = measured(Some(0x80), false).rebuild_discard().expect("may have lost");
+        assert_eq!(unsure.discarded_to, None);
+        assert!(unsure.may_have_lost() && unsure.words().contains("could not be read"), "{}", unsure.words());
+        // A timeline that did not fork: a plain rebuild.
+        assert_eq!(Measured { fork: None, ..measured(Some(0x180), true) }.rebuild_discard(), None);
+    }
 }
