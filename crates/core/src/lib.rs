@@ -16,6 +16,7 @@ pub mod db;
 pub mod dm_switchover;
 pub mod features;
 pub mod health;
+pub mod history;
 pub mod ids;
 pub mod lease;
 pub mod loss;
@@ -28,6 +29,7 @@ pub mod status;
 pub mod sync;
 pub mod timing;
 pub mod verdicts;
+pub mod words;
 
 pub use db::{DbMember, DbPosition, DbRole, DbStatus, Engine, Fork, Replica, slot_name};
 pub use features::FeatureLevel;

@@ -5,7 +5,7 @@
 
 use crate::ids::{Lsn, TimelineId};
 use crate::state::{HistoryEntry, HistoryEvent, NodeEvent};
-use crate::status::bytes;
+use crate::words::bytes;
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 

@@ -102,7 +102,7 @@ impl fmt::Display for Request {
                     write!(f, " to {to}")?;
                 }
                 if let Some(t) = at_unix_ms {
-                    write!(f, " at {} UTC", crate::status::utc(*t))?;
+                    write!(f, " at {} UTC", crate::words::utc(*t))?;
                 }
                 if *force {
                     write!(f, " (force)")?;

@@ -1067,7 +1067,7 @@ impl ClusterState {
                 "switchover from {} to {} scheduled for {} UTC",
                 self.name(*from),
                 self.name(*to),
-                crate::status::utc(*t)
+                crate::words::utc(*t)
             ),
             Order::CancelSwitchover => "cancel the switchover".into(),
             Order::Failover { to, allow_data_loss } => {
