@@ -24,6 +24,16 @@ pub fn normal(s: &Value) -> bool {
     s["cluster_state"] == "Normal"
         && primary_id(s).is_some()
         && members(s).iter().filter(|m| m["state"] == "streaming").count() == members(s).len() - 1
+        && caught_up(s)
+}
+
+/// Every replica within the default `maximum_lag_on_failover` of the
+/// primary, so a switchover may pick it. A replica streams before it has
+/// caught up: right after a bootstrap one reported streaming exactly a
+/// WAL segment (16 MiB) behind, and a switchover to it was refused (CI).
+pub fn caught_up(s: &Value) -> bool {
+    let limit = haraft_core::timing::Policy::default().maximum_lag_on_failover_bytes;
+    members(s).iter().all(|m| m["lag_bytes"].as_u64().is_none_or(|lag| lag <= limit))
 }
 
 /// Every node's log, for a failure message.
