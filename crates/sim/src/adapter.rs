@@ -23,6 +23,10 @@ pub struct ModelDb {
     pub id: u64,
     pub servers: Servers,
     pub reach: Reach,
+    /// This life of the member's host: cleared when it goes down, so an
+    /// action the agent started before (a start waiting on pg_ctl) does
+    /// not land afterwards. In a real host crash pg_ctl dies with it.
+    pub alive: Arc<std::sync::atomic::AtomicBool>,
 }
 
 fn failed(program: &str, stderr: impl Into<String>) -> DbError {
@@ -40,6 +44,11 @@ impl ModelDb {
     ) -> Result<T, DbError> {
         tokio::time::sleep(delay).await;
         let mut t = self.servers.lock();
+        // Checked under the model's lock, which the crash takes after
+        // clearing it: an action lands wholly before the crash or not at all.
+        if !self.alive.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(DbError::Unexpected("the host went down".into()));
+        }
         let me = t.servers.get_mut(&self.id).ok_or_else(|| DbError::Unexpected("no such server".into()))?;
         if let Some(given) = epoch {
             if given < me.epoch_high {

@@ -22,6 +22,8 @@ pub struct Node {
     pub disk: MemDisk,
     pub agent: Option<EmbeddedAgent>,
     guard: Option<JoinHandle<()>>,
+    /// The current life's flag, shared with its database adapter.
+    alive: Arc<std::sync::atomic::AtomicBool>,
 }
 
 pub struct Cluster {
@@ -89,7 +91,14 @@ impl Cluster {
             let text = node_config(dir.path(), *id, n, election_ms[*id as usize - 1], synchronous)?;
             let config = haraft_agent::config::parse(&format!("node{id}.toml"), &text)
                 .map_err(|e| anyhow::anyhow!("simulated member {id}'s config: {e}"))?;
-            nodes.push(Node { id: *id, config, disk: MemDisk::new(SYNC_DELAY), agent: None, guard: None });
+            nodes.push(Node {
+                id: *id,
+                config,
+                disk: MemDisk::new(SYNC_DELAY),
+                agent: None,
+                guard: None,
+                alive: Default::default(),
+            });
         }
         Ok(Cluster { dir, nodes, router, servers: Servers::new(&ids) })
     }
@@ -110,6 +119,8 @@ impl Cluster {
             return Ok(());
         }
         let opened = node.disk.open();
+        let alive = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        node.alive = Arc::clone(&alive);
         let reach_router = router.clone();
         let reach: Reach = Arc::new(move |a, b| reach_router.reachable(a, b));
         let parts = Parts {
@@ -119,7 +130,7 @@ impl Cluster {
             applied: opened.applied,
             committed: opened.committed,
             peers: Arc::new(SimPeers { me: id, router: router.clone() }),
-            db: Some(ModelDb { id, servers: servers.clone(), reach }),
+            db: Some(ModelDb { id, servers: servers.clone(), reach, alive: Arc::clone(&alive) }),
             gate: router.gate(id),
         };
         let agent = embedded::start(node.config.clone(), parts).await?;
@@ -136,6 +147,7 @@ impl Cluster {
         // A paused process dies too; the next life runs.
         self.router.set_running(id, true);
         let node = self.node(id);
+        node.alive.store(false, std::sync::atomic::Ordering::SeqCst);
         if let Some(g) = node.guard.take() {
             g.abort();
         }
