@@ -216,6 +216,7 @@ async fn crash_at(point: &str, stay_down: bool) -> (Option<String>, u64, Value) 
         }
     }
     assert!(!crashed.is_empty(), "no agent reached failpoint {point}:\n{out}\n{err}\n{}", logs(&c));
+    eprintln!("CLI exit {code}\nstdout: {out}\nstderr: {err}");
     let id = printed_id(&out);
     let end = wait_normal(&c, "converged after the crash").await;
     tokio::time::sleep(Duration::from_secs(1)).await;

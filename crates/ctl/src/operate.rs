@@ -48,8 +48,19 @@ enum Failure {
 /// answer that no leader is reachable (an election), asks again for up to
 /// `LEADER_WAIT`.
 pub async fn send(endpoints: &[String], timeout: Duration, request: &OperateRequest) -> Result<OperateReply, String> {
+    send_noting(endpoints, timeout, request).await.map(|(reply, _)| reply)
+}
+
+/// `send`, and whether an earlier attempt failed in a way that may have
+/// delivered the request (the answer lost, not the request).
+async fn send_noting(
+    endpoints: &[String],
+    timeout: Duration,
+    request: &OperateRequest,
+) -> Result<(OperateReply, bool), String> {
     let json = serde_json::to_string(request).map_err(|e| format!("encoding the request: {e}"))?;
     let started = std::time::Instant::now();
+    let mut maybe_delivered = false;
     loop {
         let mut failures = Vec::new();
         let mut leaderless = false;
@@ -74,14 +85,20 @@ pub async fn send(endpoints: &[String], timeout: Duration, request: &OperateRequ
             };
             // The leader probes every member and commits: allow it three timeouts.
             match tokio::time::timeout(timeout * 3, attempt).await {
-                Ok(Ok(reply)) => return Ok(reply),
+                Ok(Ok(reply)) => return Ok((reply, maybe_delivered)),
                 Ok(Err(Failure::NoLeader(e))) => {
                     leaderless = true;
                     failures.push(format!("{endpoint}: {e}"));
                 }
                 Ok(Err(Failure::Final(e))) => return Err(format!("{endpoint}: {e}")),
-                Ok(Err(Failure::Other(e))) => failures.push(format!("{endpoint}: {e}")),
-                Err(_) => failures.push(format!("{endpoint}: no answer within {} ms", (timeout * 3).as_millis())),
+                Ok(Err(Failure::Other(e))) => {
+                    maybe_delivered = true;
+                    failures.push(format!("{endpoint}: {e}"));
+                }
+                Err(_) => {
+                    maybe_delivered = true;
+                    failures.push(format!("{endpoint}: no answer within {} ms", (timeout * 3).as_millis()));
+                }
             }
         }
         if leaderless && started.elapsed() < LEADER_WAIT {
@@ -95,6 +112,24 @@ pub async fn send(endpoints: &[String], timeout: Duration, request: &OperateRequ
             failures.join("; ")
         ));
     }
+}
+
+/// What the leader's refusal says while an operation runs
+/// (`core::ops`, "another operation is in progress: ...").
+const IN_PROGRESS: &str = "another operation is in progress";
+
+/// How far the agents' wall clocks may be behind this host's when an
+/// operation's history entry is matched to this request.
+const CLOCK_SKEW_MS: u64 = 10_000;
+
+/// The operation this caller asked for since `sent_at_unix_ms`, if the
+/// newest operation requested is one: `by` as sent, or as the agent
+/// prefixes it with the verified identity ("IDENTITY (by)").
+fn own_operation(history: &[HistoryItem], by: &str, sent_at_unix_ms: u64) -> Option<u64> {
+    let newest = history.iter().rfind(|i| i.event == "operation-requested")?;
+    let ours = newest.by.as_deref().is_some_and(|b| b == by || b.ends_with(&format!("({by})")));
+    let recent = newest.at_unix_ms.is_some_and(|at| at + CLOCK_SKEW_MS >= sent_at_unix_ms);
+    if ours && recent { newest.operation } else { None }
 }
 
 /// Prints every candidate's check.
@@ -146,8 +181,22 @@ pub async fn run(
             *to = Some(target);
         }
     }
-    let reply = send(endpoints, timeout, &OperateRequest { request: request.clone(), by, dry_run: false }).await?;
+    let sent_at = crate::now_unix_ms();
+    let (reply, maybe_delivered) =
+        send_noting(endpoints, timeout, &OperateRequest { request: request.clone(), by: by.clone(), dry_run: false })
+            .await?;
     if !reply.accepted {
+        // An attempt whose answer was lost may have started the operation
+        // this one is refused for: follow it rather than say "refused".
+        if maybe_delivered && reply.message.contains(IN_PROGRESS) {
+            let history = crate::fetch(endpoints, timeout, crate::Ask::History).await?;
+            let items: Vec<HistoryItem> =
+                serde_json::from_str(&history).map_err(|e| format!("agent sent an unreadable history: {e}"))?;
+            if let Some(id) = own_operation(&items, &by, sent_at) {
+                println!("an earlier attempt of this request was accepted (operation {id}); its answer was lost");
+                return follow(endpoints, timeout, id, follow_for).await;
+            }
+        }
         if !confirm_first {
             print_candidates(&reply);
         }
@@ -323,6 +372,32 @@ pub fn parse_at(text: &str, now_unix_ms: u64) -> Result<u64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn requested(id: u64, by: &str, at: u64) -> HistoryItem {
+        serde_json::from_value(serde_json::json!({
+            "log_index": id * 10, "at_unix_ms": at, "event": "operation-requested", "node": null, "epoch": null,
+            "timeline": null, "lsn": null, "detail": "", "verdicts": [], "operation": id, "by": by,
+        }))
+        .expect("a history item")
+    }
+
+    #[test]
+    fn a_lost_answer_is_matched_to_the_newest_operation_only_when_it_is_this_callers() {
+        let sent = 1_000_000;
+        let history = vec![requested(3, "ops@db1", sent - 60_000), requested(4, "me@host", sent + 40)];
+        assert_eq!(own_operation(&history, "me@host", sent), Some(4));
+        // With credentials the agent names the verified identity first.
+        let history = vec![requested(5, "token:admin (me@host)", sent + 40)];
+        assert_eq!(own_operation(&history, "me@host", sent), Some(5));
+        // Another operator's, or this caller's from long before: refused
+        // as the agent said.
+        assert_eq!(own_operation(&[requested(6, "ops@db1", sent + 40)], "me@host", sent), None);
+        assert_eq!(own_operation(&[requested(7, "me@host", sent - 60_000)], "me@host", sent), None);
+        // Only the newest request counts (the one in progress).
+        let history = vec![requested(8, "me@host", sent + 10), requested(9, "ops@db1", sent + 20)];
+        assert_eq!(own_operation(&history, "me@host", sent), None);
+        assert_eq!(own_operation(&[], "me@host", sent), None);
+    }
 
     #[test]
     fn at_times_parse_and_round_trip_with_utc() {
