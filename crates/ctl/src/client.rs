@@ -97,6 +97,10 @@ pub(crate) static TLS: std::sync::OnceLock<haraft_raft::tls::Tls> = std::sync::O
 /// endpoint costs this, not the whole timeout.
 const HEAD_START: Duration = Duration::from_millis(250);
 
+/// How long a status that names no Raft leader waits for one that does
+/// from the other endpoints: an election takes well under a second.
+const PARTIAL_GRACE: Duration = Duration::from_millis(1500);
+
 /// A document from the first endpoint that answers. Endpoints are asked
 /// in order, each with a head start of [`HEAD_START`] over the next, and
 /// concurrently once asked; the first answer that speaks for the Raft
@@ -128,17 +132,33 @@ pub(crate) async fn fetch(endpoints: &[String], timeout: Duration, ask: Ask) -> 
     }
     let mut failures = Vec::new();
     // A status from an agent that knows no Raft leader (one waiting to be
-    // added, or cut off) is its own partial view: kept, but any agent that
-    // speaks for the leader wins over it.
+    // added, cut off, or in the middle of an election) is its own partial
+    // view: kept, and any agent that speaks for the leader within
+    // `PARTIAL_GRACE` wins over it; a hung endpoint is not waited out for
+    // it (CI: the two live agents were between leaders, and status waited
+    // 20 s for the frozen third).
     let mut partial = None;
-    while let Some(joined) = set.join_next().await {
+    let mut grace_ends = None;
+    loop {
+        let joined = match grace_ends {
+            Some(end) => match tokio::time::timeout_at(end, set.join_next()).await {
+                Ok(joined) => joined,
+                Err(_) => break,
+            },
+            None => set.join_next().await,
+        };
+        let Some(joined) = joined else { break };
         match joined {
             Ok((_, Ok(json))) if matches!(ask, Ask::History) || knows_leader(&json) => return Ok(json),
-            Ok((_, Ok(json))) => partial = partial.or(Some(json)),
+            Ok((_, Ok(json))) => {
+                partial = partial.or(Some(json));
+                grace_ends = grace_ends.or(Some(tokio::time::Instant::now() + PARTIAL_GRACE));
+            }
             Ok((i, Err(e))) => failures.push((i, e)),
             Err(e) => failures.push((usize::MAX, format!("a request task failed: {e}"))),
         }
     }
+    set.abort_all();
     if let Some(json) = partial {
         return Ok(json);
     }
