@@ -294,8 +294,14 @@ impl Database for ModelDb {
         self.act(QUICK, Some(epoch), move |t, id| {
             let src = source_of(t, id, from, &reach, "pg_basebackup")?;
             let s = me(t, id);
+            // The adapter stops a running server itself (immediate) before
+            // it sets the directory aside (seed 26999: the model refused,
+            // and a standby started under a lease it then lost was never
+            // rebuilt).
             if s.running {
-                return Err(failed("pg_basebackup", "the target's server is running"));
+                s.running = false;
+                s.clean_shutdown = false;
+                s.streaming = false;
             }
             if s.disk_full {
                 return Err(no_space("pg_basebackup"));
