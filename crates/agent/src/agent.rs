@@ -101,15 +101,7 @@ impl AgentHandle {
     /// error), with the reason. The daemon exits on it so that its
     /// supervisor restarts it.
     pub async fn fatal(&self) -> String {
-        let mut metrics = self.shared.raft.metrics();
-        loop {
-            if let Err(e) = &metrics.borrow().running_state {
-                return e.to_string();
-            }
-            if metrics.changed().await.is_err() {
-                return "raft stopped".to_string();
-            }
-        }
+        haraft_raft::stopped::stopped(&self.shared.raft).await
     }
 
     /// Stops the loop, the server and Raft, and releases the data dir.

@@ -6,7 +6,8 @@
 //! ([`acked`]), the start-up checks that refuse a damaged, lost or foreign
 //! store ([`integrity`]), the versioned, checksummed record codec
 //! ([`codec`]) and the tonic transport ([`network`] for the client side,
-//! [`server`] for the receiving side).
+//! [`server`] for the receiving side), and the wait for Raft to stop on
+//! its own ([`stopped`]).
 //!
 //! What it must never do: decide anything about leases or primaries; that
 //! is `haraft_core`. A command reaches the state only through Raft.
@@ -21,6 +22,7 @@ pub mod integrity;
 pub mod memstore;
 pub mod network;
 pub mod server;
+pub mod stopped;
 pub mod store;
 pub mod tls;
 pub mod types;
