@@ -228,6 +228,7 @@ impl admin_server::Admin for AdminService {
             db: info.db.as_ref().map(|db| codec::encode_as(self.shared.write_format(), db)).unwrap_or_default(),
             action: info.action,
             needs_rewind: info.needs_rewind,
+            rewind_unfinished: info.db.as_ref().is_some_and(|db| db.rewind_unfinished),
             manages_database: info.manages_database,
             version: info.version.unwrap_or_default(),
             feature_level: info.feature_level.0,

@@ -461,7 +461,10 @@ impl Shared {
             db: if reply.db.is_empty() {
                 None
             } else {
-                Some(codec::decode("database status", &reply.db).map_err(|e| format!("member {}: {e}", member.id))?)
+                let mut db: haraft_core::DbStatus =
+                    codec::decode("database status", &reply.db).map_err(|e| format!("member {}: {e}", member.id))?;
+                db.rewind_unfinished = reply.rewind_unfinished;
+                Some(db)
             },
             action: reply.action,
             needs_rewind: reply.needs_rewind,

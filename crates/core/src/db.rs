@@ -108,11 +108,12 @@ pub struct DbStatus {
     /// keeps this on disk (beside the data directory), so an agent that
     /// restarted knows it too (simulator seeds 100271, 105131: such a
     /// directory looked like a stopped standby and was started again and
-    /// again, never rebuilt). Local only, never encoded: probes at
-    /// feature level 0 are bincode in haraft 0.1's exact shape, which a
-    /// new field would break both ways. So the leader's verdicts do not
-    /// see it; the member's own reconciler does (it rebuilds, or as holder
-    /// releases the lease at once).
+    /// again, never rebuilt). Never encoded: probes at feature level 0
+    /// are bincode in haraft 0.1's exact shape, which a new field would
+    /// break both ways; the probe carries it as a field of its own
+    /// (`ProbeReply.rewind_unfinished`). The member's reconciler rebuilds
+    /// (or as holder releases the lease at once); the leader's verdicts
+    /// never choose such a member (simulator seed 44468).
     #[serde(skip)]
     pub rewind_unfinished: bool,
 }

@@ -162,6 +162,11 @@ pub(crate) fn db_verdicts(state: &ClusterState, live: &Live) -> Vec<Verdict> {
             no(why.clone(), lsn)
         } else if !status.has_data {
             no("has no data directory".into(), lsn)
+        } else if status.rewind_unfinished {
+            // It would release the lease at once (simulator seed 44468:
+            // granted to it a thousand times while it was the most
+            // advanced member).
+            no("a failed rewind left its data directory part-way: it needs a base backup".into(), lsn)
         } else if status.system_identifier != state.system_identifier {
             no(format!("holds another database (system identifier {:?})", status.system_identifier), lsn)
         } else {

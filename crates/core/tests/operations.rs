@@ -611,3 +611,31 @@ fn a_refused_failover_after_the_release_fails_over_from_the_former_holder() {
     };
     assert_eq!(holder, n(1), "the released holder has every acknowledged write");
 }
+
+#[test]
+fn a_member_left_part_way_by_a_failed_rewind_is_never_granted() {
+    // Simulator seed 44468: the most advanced member's directory was left
+    // part-way by a failed pg_rewind; granted, it released at once, and
+    // was granted again, a thousand times.
+    let mut s = cluster(Policy::default());
+    applied(&mut s, 7, Command::Release { holder: n(1), epoch: Epoch(1), why: "x".into(), at_unix_ms: 0 });
+    let mut part_way = standby(300);
+    if let Some(db) = part_way.as_mut() {
+        db.running = false;
+        db.rewind_unfinished = true;
+    }
+    let mut stopped = standby(200);
+    if let Some(db) = stopped.as_mut() {
+        db.running = false;
+    }
+    let live = seen(&[(1, part_way.clone()), (2, stopped), (3, None)]);
+    let Step::Propose(Command::Grant { holder, verdicts, .. }) = plan_at(&s, Some(&live), 10, 0) else {
+        panic!("no grant: {:?}", plan_at(&s, Some(&live), 10, 0))
+    };
+    assert_eq!(holder, n(2));
+    let node1 = verdicts.iter().find(|v| v.node == n(1)).expect("node1's verdict");
+    assert!(!node1.eligible && node1.why.contains("part-way"), "{node1:?}");
+    // Alone, it is still not granted: nobody is.
+    let live = seen(&[(1, part_way), (2, None), (3, None)]);
+    assert!(!matches!(plan_at(&s, Some(&live), 10, 0), Step::Propose(Command::Grant { .. })));
+}

@@ -18,6 +18,7 @@ pub mod pg_adopt;
 pub mod pg_conf;
 pub mod postgres;
 pub mod procs;
+mod syncfs;
 pub mod wal;
 
 use haraft_core::dm_switchover::DmAction;
