@@ -161,7 +161,10 @@ pub async fn run<D: Database>(
     let (tx, mut rx) = mpsc::unbounded_channel();
     let mut dir_watch = db.as_mut().and_then(|side| watch_data_dir(side, &shared));
     let mut applied = shared.applied.clone();
-    let mut metrics = shared.raft.metrics();
+    // The server metrics change with the role, vote, leader or membership;
+    // the full ones with every heartbeat answer (20-30 wake-ups a second
+    // of an idle agent, each dropped here).
+    let mut metrics = shared.raft.server_metrics();
     let mut driver = Driver {
         shared,
         tx,
@@ -194,9 +197,8 @@ pub async fn run<D: Database>(
             r = applied.changed() => if r.is_ok() { Event::StateApplied } else { Event::Shutdown },
             r = metrics.changed() => match r {
                 Ok(()) => {
-                    // openraft publishes its metrics on every heartbeat
-                    // answer; only a change of role, term, leader or
-                    // membership is news to the loop.
+                    // A vote's commit flag changes it too; only a change
+                    // of role, term, leader or membership is news.
                     let key = RaftKey::of(&metrics.borrow_and_update());
                     if key == raft_seen {
                         continue;
@@ -248,7 +250,7 @@ fn watch_data_dir<D: Database>(side: &mut DbSide<D>, shared: &Shared) -> Option<
     }
 }
 
-/// What the loop reads of openraft's metrics.
+/// What the loop reads of openraft's server metrics.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct RaftKey {
     term: u64,
@@ -258,9 +260,9 @@ struct RaftKey {
 }
 
 impl RaftKey {
-    fn of(m: &haraft_raft::types::RaftMetrics) -> RaftKey {
+    fn of(m: &openraft::metrics::RaftServerMetrics<u64, haraft_raft::RaftNode>) -> RaftKey {
         RaftKey {
-            term: m.current_term,
+            term: m.vote.leader_id().term,
             leader: m.current_leader,
             state: m.state,
             membership: m.membership_config.log_id().as_ref().copied(),

@@ -330,7 +330,9 @@ impl Shared {
     /// attempt while the new leader could commit it at once; every moment
     /// counts against the holder's deadline.
     pub async fn renew(&self, command: Command, attempt: Duration) -> Result<Outcome, ProposeError> {
-        let mut metrics = self.raft.metrics();
+        // Server metrics: they change with the leader, not with every
+        // heartbeat answer.
+        let mut metrics = self.raft.server_metrics();
         let from = metrics.borrow().current_leader;
         let leader_changed = async {
             loop {
