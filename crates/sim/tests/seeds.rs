@@ -86,14 +86,14 @@ fn seeds_that_found_bugs_stay_fixed() {
     // 26999: a running standby due for a rebuild was refused by the model's
     // pg_basebackup ("the target's server is running"); the adapter stops
     // it first, and now the model does too.
-    // 44468: the most advanced member's data directory was left part-way
+    // 44468, 75591: the most advanced member's data directory was left part-way
     // by a failed pg_rewind (the disk was full); the leader, which did not
     // know, granted it the lease, it released it at once, and so on a
     // thousand times (probes now carry the marker; verdicts skip it).
     // 54, then every seed of the 10,000-seed run (docs/sim-run.json) that
     // did not converge: 24 s of CPU in a debug build.
     let asynchronous = [
-        4037, 7649, 11211, 26999, 44468, 54, 100271, 101105, 101133, 101359, 101450, 102447, 102467, 102529, 102949, 103260,
+        4037, 7649, 11211, 26999, 44468, 75591, 54, 100271, 101105, 101133, 101359, 101450, 102447, 102467, 102529, 102949, 103260,
         103534, 103569, 104867, 105116, 105131, 105487, 105517, 105912, 105932, 105988, 106000, 106651, 107959, 108280,
         108549, 108556, 109506, 109961,
     ];
