@@ -20,9 +20,8 @@ async fn stopped_resolves_when_the_core_ends_and_not_while_it_runs() {
         election_timeout_max: 300,
         ..Default::default()
     };
-    let raft = Raft::new(1, Arc::new(config.validate().unwrap()), network, opened.log, opened.state_machine)
-        .await
-        .unwrap();
+    let raft =
+        Raft::new(1, Arc::new(config.validate().unwrap()), network, opened.log, opened.state_machine).await.unwrap();
     raft.initialize(BTreeMap::from([(1, RaftNode { name: "node1".into(), address: "127.0.0.1:1".into() })]))
         .await
         .unwrap();
