@@ -661,7 +661,7 @@ impl Database for Postgres {
         self.l.begin_rewind()?;
         let out = exec::run(
             &self.l.bin("pg_rewind"),
-            // One syncfs below instead of an fsync a file (`syncfs`).
+            // One syncfs below instead of an fsync per file (`syncfs`).
             [data.as_str(), server.as_str(), "--no-sync"],
             &[("PGPASSFILE", &passfile), ("LC_ALL", "C")],
             self.l.cfg.run_as,
@@ -708,7 +708,7 @@ impl Database for Postgres {
             "-c",
             "fast",
             "-w",
-            // One syncfs below instead of an fsync a file (`syncfs`).
+            // One syncfs below instead of an fsync per file (`syncfs`).
             "--no-sync",
         ];
         exec::run(&self.l.bin("pg_basebackup"), args, &[("PGPASSFILE", &passfile)], self.l.cfg.run_as, timeout).await?;

@@ -1,7 +1,7 @@
-//! Making a data directory just written by `initdb` or `pg_basebackup`
-//! durable in one step per filesystem.
+//! Making a data directory just written by `initdb`, `pg_basebackup` or
+//! `pg_rewind` durable in one step per filesystem.
 //!
-//! Both tools end by fsyncing every file and directory they wrote, one at
+//! Each tool ends by fsyncing every file and directory they wrote, one at
 //! a time: about a thousand fsyncs for a new PostgreSQL 15 cluster, each a
 //! journal commit on ext4. On this project's machine that was 3 of the 4
 //! seconds `initdb` took (measured 2026-12-07: 4.1 s, 0.95 s with
@@ -62,7 +62,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn syncs_a_directory_with_its_linked_parts_once_per_filesystem() {
+    fn syncs_a_directory_and_the_parts_linked_from_it() {
         let root = tempfile::tempdir().unwrap();
         let data = root.path().join("data");
         let wal = root.path().join("wal");
