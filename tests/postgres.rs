@@ -287,13 +287,20 @@ async fn a_replica_lagging_beyond_the_limit_is_never_promoted() {
     c.start_all();
     let s = wait_normal(&c, "bootstrap").await;
     assert_eq!(primary_id(&s), Some(1), "{s}");
-    // Freeze node3's PostgreSQL, then write several MiB on the primary.
+    // Freeze node3's PostgreSQL, then write more WAL on the primary than
+    // the kernel can hold in flight to node3's frozen walreceiver: the
+    // primary's send buffer and node3's receive buffer (up to 4 + 32 MiB
+    // here) are read at once when node3 thaws, and with 8 MiB of filler
+    // node3 once caught up fully and was rightly promoted (CI, 7509cdb).
     haraft_db::procs::signal_server(&c.pgdata(3), libc::SIGSTOP);
+    let rows = 2 * (socket_buffer_max("tcp_rmem") + socket_buffer_max("tcp_wmem")) / 1000 + 8000;
     let pg = c.pg.as_ref().unwrap();
     let (port, password) = (pg.ports[0], pg.superuser_password.clone());
     let (client, conn) = tokio_postgres_connect(port, &password).await;
     client
-        .batch_execute("CREATE TABLE filler AS SELECT g, repeat('x', 1000) AS pad FROM generate_series(1, 8000) g")
+        .batch_execute(&format!(
+            "CREATE TABLE filler AS SELECT g, repeat('x', 1000) AS pad FROM generate_series(1, {rows}) g"
+        ))
         .await
         .expect("write filler");
     drop(client);
@@ -306,10 +313,17 @@ async fn a_replica_lagging_beyond_the_limit_is_never_promoted() {
     wait_for("the leader's refusal", LIMIT, || logs(&c).contains("no-eligible-candidate").then_some(())).await;
     tokio::time::sleep(Duration::from_secs(5)).await;
     let s = c.status().expect("status");
-    assert_eq!(primary_id(&s), None, "a member was promoted: {s}");
     let all = logs(&c);
+    assert_eq!(primary_id(&s), None, "a member was promoted: {s}\n{all}");
     assert!(all.contains("node 3: lags"), "{all}");
     assert!(all.contains("node 2: tagged nofailover"), "{all}");
+}
+
+/// The largest buffer the kernel gives a TCP socket in one direction
+/// (the third field of `net.ipv4.tcp_rmem` or `tcp_wmem`), in bytes.
+fn socket_buffer_max(name: &str) -> u64 {
+    let text = std::fs::read_to_string(format!("/proc/sys/net/ipv4/{name}")).expect("read the TCP buffer limits");
+    text.split_whitespace().nth(2).and_then(|v| v.parse().ok()).expect("the TCP buffer limit's third field")
 }
 
 async fn tokio_postgres_connect(port: u16, password: &str) -> (tokio_postgres::Client, tokio::task::JoinHandle<()>) {
