@@ -251,7 +251,7 @@ pub async fn run(options: Options) -> Result<(), String> {
             return Err(format!("{e} (logs in {})", dir.display()));
         }
     };
-    print!("{}", crate::render(&ready));
+    print!("{}", crate::table::render(&ready));
 
     let env = if defaults { String::new() } else { format!("HARAFTCTL_ENDPOINTS={} ", endpoints.join(",")) };
     let dsn = crate::dsn::dsn(&ready, crate::dsn::Role::Primary, "postgres", "postgres")?;
