@@ -191,7 +191,14 @@ pub async fn run<D: Database>(
     tokio::pin!(wake);
     let mut raft_seen = RaftKey::of(&metrics.borrow());
     loop {
+        // Biased, in this order: shutdown, then the due instant (renewals
+        // and deadlines never wait behind a stream of other events; `wake`
+        // is reset at least 1 ms ahead after every event, so it cannot
+        // starve them either). An unbiased select draws from the runtime's
+        // generator, which no seed reaches: the simulator's runs of one
+        // seed differed (8 of 100 seeds, 2026-12-07).
         let event = tokio::select! {
+            biased;
             _ = shutdown.changed() => Event::Shutdown,
             _ = &mut wake => Event::Tick,
             r = applied.changed() => if r.is_ok() { Event::StateApplied } else { Event::Shutdown },

@@ -25,8 +25,10 @@ const CHECK_INTERVAL: Duration = Duration::from_secs(5);
 pub async fn raise_when_every_member_can(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
     loop {
         tokio::select! {
-            _ = tokio::time::sleep(CHECK_INTERVAL) => {}
+            // Biased: no draw from the runtime's unseeded generator.
+            biased;
             _ = shutdown.changed() => return,
+            _ = tokio::time::sleep(CHECK_INTERVAL) => {}
         }
         if *shutdown.borrow() {
             return;

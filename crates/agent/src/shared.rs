@@ -347,6 +347,9 @@ impl Shared {
             }
         };
         tokio::select! {
+            // Biased: an answer beats a leader change seen at the same
+            // moment, and no draw from the runtime's unseeded generator.
+            biased;
             answer = self.propose_within(command, attempt) => answer,
             to = leader_changed => Err(ProposeError::LeaderChanged { from, to }),
         }
