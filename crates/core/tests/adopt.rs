@@ -5,10 +5,12 @@
 use haraft_core::adopt::bootstrap_verdicts;
 use haraft_core::db::Live;
 use haraft_core::lease::ExpiryTimer;
-use haraft_core::plan::{PlanInput, Step, plan, seen_from};
+use haraft_core::plan::{Step, seen_from};
 use haraft_core::*;
 
 const SYSID: u64 = 77;
+
+mod support;
 
 /// Three registered members (`nofailover` as given), nothing granted.
 fn cluster(nofailover: &[u64]) -> ClusterState {
@@ -55,18 +57,7 @@ fn live(dbs: [Option<DbStatus>; 3]) -> Live {
 /// The planner's step for `live`, on a leader long past its first ttl.
 fn step(s: &ClusterState, live: &Live) -> Step {
     let timer = ExpiryTimer::start(None, BootTime(0), 3000);
-    plan(&PlanInput {
-        state: s,
-        cluster: "c",
-        initial_timing: Timing::default(),
-        initial_policy: Policy::default(),
-        timer: &timer,
-        now: BootTime(60_000),
-        now_unix_ms: 0,
-        live: Some(&seen_from(live)),
-        operation_age_ms: 0,
-    })
-    .step
+    support::plan_step(s, Some(&seen_from(live)), &timer, BootTime(60_000), 0, 0)
 }
 
 fn granted(s: &ClusterState, live: &Live) -> Option<u64> {

@@ -5,15 +5,12 @@
 
 use haraft_core::dm_switchover::{DM_GRANT_TIMEOUT_MS, DM_STEP_TIMEOUT_MS, DmAction, DmDone, DmStep, DmWhy};
 use haraft_core::ops::{OpOutcome, Order, Seen, SeenAll, SwitchoverStep, check_switchover};
-use haraft_core::plan::{PlanInput, Step, plan};
+use haraft_core::plan::Step;
 use haraft_core::reconcile::{Action, MyLease, Reason, ReconcileInput, Rejoin, reconcile};
 use haraft_core::*;
+use support::{SYSID, n};
 
-const SYSID: u64 = 7;
-
-fn n(i: u64) -> NodeId {
-    NodeId(i)
-}
+mod support;
 
 fn address(i: u64) -> String {
     format!("127.0.0.1:{}", 5440 + i)
@@ -124,19 +121,7 @@ fn proposal(s: &ClusterState, me: u64, lease: MyLease, db: &DbStatus) -> Command
 }
 
 fn plan_at(s: &ClusterState, live: &SeenAll, age_ms: u64) -> Step {
-    let timer = lease::ExpiryTimer::start(s.lease, BootTime(0), 2500);
-    plan(&PlanInput {
-        state: s,
-        cluster: "c",
-        initial_timing: Timing::default(),
-        initial_policy: Policy::default(),
-        timer: &timer,
-        now: BootTime(10),
-        now_unix_ms: 5,
-        live: Some(live),
-        operation_age_ms: age_ms,
-    })
-    .step
+    support::plan_at(s, Some(live), age_ms, 5)
 }
 
 fn seen(dbs: &[(u64, DbStatus)]) -> SeenAll {

@@ -30,7 +30,7 @@ pub use settings::{ha_port, parse_replconninfo};
 
 use crate::gs_ctl::{self, Query};
 use crate::local::{Local, PgConfig, io_err, parse_synchronous_standby_names, parse_timeline_history};
-use crate::local::{quote, quote_ident, secs};
+use crate::local::{READ_ONLY_SETTING, quote, quote_ident, secs};
 use crate::{Database, DbError, DbRole, DbStatus, Replica, RewindReport, StopMode, Upstream, exec};
 use haraft_core::{Epoch, Lsn, TimelineId};
 use std::path::PathBuf;
@@ -39,8 +39,6 @@ use std::time::Duration;
 /// The tools the adapter runs; `bin_dir` must hold them. (`pg_xlogdump`,
 /// for counting what a rewind discards, is used when present.)
 pub const TOOLS: &[&str] = &["gs_ctl", "gs_initdb", "pg_controldata"];
-
-const READ_ONLY_SETTING: &str = "default_transaction_read_only";
 
 /// openGauss has `replconninfo1` … `replconninfo8`.
 const MAX_REPLCONNINFO: usize = 8;
@@ -241,14 +239,7 @@ impl OpenGauss {
                 rewind_unfinished: false,
             })
         };
-        let result = match tokio::time::timeout(timeout, work).await {
-            Ok(r) => r,
-            Err(_) => Err(DbError::Timeout { what: "querying openGauss".into(), after: timeout }),
-        };
-        if result.is_err() {
-            self.l.forget_connection();
-        }
-        result
+        self.l.timed("querying openGauss", timeout, work).await
     }
 
     /// Runs `gs_ctl build` with `mode` from `source` (through

@@ -29,8 +29,6 @@ pub const DEFAULT_BIN_DIR: &str = "/usr/lib/postgresql/15/bin";
 /// startup process.
 const PROMOTE_SIGNAL: &str = "promote";
 
-const READ_ONLY_SETTING: &str = "default_transaction_read_only";
-
 pub struct Postgres {
     l: Local,
 }

@@ -68,15 +68,29 @@ pub fn standby(lsn: u64) -> Option<DbStatus> {
     })
 }
 
+/// The planner's step 10 ms into a 2.5 s expiry timer started at the
+/// lease's last renewal, an operation `age_ms` old.
 pub fn plan_at(s: &ClusterState, live: Option<&SeenAll>, age_ms: u64, now_unix_ms: u64) -> Step {
     let timer = lease::ExpiryTimer::start(s.lease, BootTime(0), 2500);
+    plan_step(s, live, &timer, BootTime(10), now_unix_ms, age_ms)
+}
+
+/// The planner's step of cluster "c" at the default timing and policy.
+pub fn plan_step(
+    s: &ClusterState,
+    live: Option<&SeenAll>,
+    timer: &lease::ExpiryTimer,
+    now: BootTime,
+    now_unix_ms: u64,
+    age_ms: u64,
+) -> Step {
     plan(&PlanInput {
         state: s,
         cluster: "c",
         initial_timing: Timing::default(),
         initial_policy: Policy::default(),
-        timer: &timer,
-        now: BootTime(10),
+        timer,
+        now,
         now_unix_ms,
         live,
         operation_age_ms: age_ms,

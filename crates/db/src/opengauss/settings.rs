@@ -1,8 +1,8 @@
 //! haraft's settings for an openGauss server, in openGauss's names
 //! (`haraft.conf`, `replconninfoN`), and the directory `gs_initdb` makes.
 
-use super::{MAX_REPLCONNINFO, OpenGauss, READ_ONLY_SETTING};
-use crate::local::{io_err, quote, quote_ident, synchronous_standby_names};
+use super::{MAX_REPLCONNINFO, OpenGauss};
+use crate::local::{io_err, quote, quote_ident};
 use crate::{DbError, Upstream, exec};
 use std::time::Duration;
 
@@ -27,16 +27,10 @@ impl OpenGauss {
     /// haraft.conf, openGauss's names: see the PostgreSQL adapter's
     /// `write_settings` for why each value.
     pub(super) fn write_settings(&self, standby: bool, writable: bool) -> Result<(), DbError> {
-        let mut settings = self.l.settings.lock().expect("never poisoned");
-        settings.writable = writable;
-        if standby {
-            settings.synchronous.clear();
-            settings.synchronous_quorum = 0;
-            settings.commits_held = false;
-        }
+        let mut file = self.l.begin_settings_file(standby, writable);
+        let (upstream, all_peers) = (file.settings.upstream.clone(), file.settings.peers.clone());
         let c = &self.l.cfg;
-        let mut text = String::from("# Written by haraft before every start; edits are overwritten.\n");
-        let mut set = |k: &str, v: String| text.push_str(&format!("{k} = {v}\n"));
+        let mut set = |k: &str, v: String| file.set(k, v);
         set("listen_addresses", quote(&c.listen_addresses));
         set("port", c.port.to_string());
         set("unix_socket_directory", quote(&c.socket_dir.display().to_string()));
@@ -52,22 +46,13 @@ impl OpenGauss {
         set("wal_sender_timeout", quote("2s"));
         set("password_encryption_type", "1".into());
         set("pgxc_node_name", quote(&c.application_name));
-        set(
-            "synchronous_standby_names",
-            quote(&synchronous_standby_names(
-                &settings.synchronous,
-                settings.synchronous_quorum,
-                settings.commits_held,
-            )),
-        );
-        set(READ_ONLY_SETTING, if settings.writable { "off" } else { "on" }.into());
         // A standby names its upstream only (haraft chooses it; openGauss
         // would try every entry); a primary names every peer: openGauss
         // takes replication connections only on HA ports its entries name.
-        let peers: Vec<&Upstream> = match (standby, settings.upstream.as_ref()) {
+        let peers: Vec<&Upstream> = match (standby, upstream.as_ref()) {
             (true, Some(up)) => vec![up],
             (true, None) => Vec::new(),
-            (false, _) => settings.peers.iter().take(MAX_REPLCONNINFO).collect(),
+            (false, _) => all_peers.iter().take(MAX_REPLCONNINFO).collect(),
         };
         for n in 1..=MAX_REPLCONNINFO {
             let value = peers.get(n - 1).map_or_else(String::new, |up| {
@@ -81,7 +66,8 @@ impl OpenGauss {
             });
             set(&format!("replconninfo{n}"), quote(&value));
         }
-        self.l.write_file(&c.data_dir.join("haraft.conf"), &text)
+        file.set_commit_rules();
+        file.write(&self.l)
     }
 
     /// The upstream the settings file names (survives an agent restart).

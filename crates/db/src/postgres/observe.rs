@@ -155,28 +155,17 @@ impl Postgres {
                 rewind_unfinished: false,
             })
         };
-        let result = match tokio::time::timeout(timeout, work).await {
-            Ok(r) => r,
-            Err(_) => Err(DbError::Timeout { what: "querying PostgreSQL".into(), after: timeout }),
-        };
-        if result.is_err() {
-            self.l.forget_connection();
-        }
-        result
+        self.l.timed("querying PostgreSQL", timeout, work).await
     }
 
     /// When the kept connection's session last read the configuration;
     /// `None` when the server cannot be asked.
     pub(super) async fn conf_load_time(&self, timeout: Duration) -> Option<String> {
         let client = self.l.connect(timeout).await.ok()?;
-        let ask = client.query_one("SELECT pg_catalog.pg_conf_load_time()::text", &[]);
-        match tokio::time::timeout(timeout, ask).await {
-            Ok(Ok(row)) => Some(row.get(0)),
-            _ => {
-                self.l.forget_connection();
-                None
-            }
-        }
+        let ask = async {
+            client.query_one("SELECT pg_catalog.pg_conf_load_time()::text", &[]).await.map_err(|e| DbError::query(&e))
+        };
+        self.l.timed("reading the configuration's load time", timeout, ask).await.ok().map(|row| row.get(0))
     }
 
     /// Finishes crash recovery of a stopped, uncleanly shut down directory

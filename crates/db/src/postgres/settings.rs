@@ -2,37 +2,19 @@
 //! `standby.signal`), written for the role the server starts in, and what
 //! they say of a promotion someone else asked for.
 
-use super::{PROMOTE_SIGNAL, Postgres, READ_ONLY_SETTING};
+use super::{PROMOTE_SIGNAL, Postgres};
 use crate::DbError;
-use crate::local::{io_err, quote, synchronous_standby_names};
+use crate::local::{READ_ONLY_SETTING, io_err, quote};
 use crate::pg_conf;
 
 impl Postgres {
-    /// haraft.conf for the role the server is about to start in; new
-    /// transactions read-write by default only when `writable` (the lease
-    /// holder's server, about to take or taking writes).
-    ///
-    /// The settings stay locked until the file is written: the commit
-    /// guard writes it beside whatever action is running, and neither may
-    /// write an older picture over the other's newer one.
+    /// haraft.conf for the role the server is about to start in (see
+    /// `Local::begin_settings_file`), then `standby.signal` to match.
     pub(super) fn write_settings(&self, standby: bool, writable: bool) -> Result<(), DbError> {
-        let mut settings = self.l.settings.lock().expect("never poisoned");
-        settings.writable = writable;
-        // A standby has no synchronous standbys (the list of its time as
-        // primary would make its first commits after a promotion wait for
-        // members that do not stream from it yet), and takes no commits to
-        // hold.
-        if standby {
-            settings.synchronous.clear();
-            settings.synchronous_quorum = 0;
-            settings.commits_held = false;
-        }
+        let mut file = self.l.begin_settings_file(standby, writable);
+        let upstream = file.settings.upstream.clone();
         let c = &self.l.cfg;
-        let mut text = String::from("# Written by haraft before every start; edits are overwritten.\n");
-        let mut set = |k: &str, v: String| {
-            debug_assert!(pg_conf::MANAGED.contains(&k), "{k} must be listed in pg_conf::MANAGED");
-            text.push_str(&format!("{k} = {v}\n"));
-        };
+        let mut set = |k: &str, v: String| file.set(k, v);
         set("listen_addresses", quote(&c.listen_addresses));
         set("port", c.port.to_string());
         set("unix_socket_directories", quote(&c.socket_dir.display().to_string()));
@@ -62,18 +44,7 @@ impl Postgres {
         // PostgreSQL's 5 s made 5 of 10 switchovers take 5.3-5.7 s.
         set("wal_retrieve_retry_interval", quote("250ms"));
         set("cluster_name", quote(&c.application_name));
-        set(
-            "synchronous_standby_names",
-            quote(&synchronous_standby_names(
-                &settings.synchronous,
-                settings.synchronous_quorum,
-                settings.commits_held,
-            )),
-        );
-        // A server promoted by anyone but haraft refuses writes by default
-        // (and libpq's target_session_attrs=read-write passes it by).
-        set(READ_ONLY_SETTING, if settings.writable { "off" } else { "on" }.into());
-        if let (true, Some(up)) = (standby, settings.upstream.as_ref()) {
+        if let (true, Some(up)) = (standby, upstream.as_ref()) {
             // The primary keeps this member's slot (see set_replication_slots).
             set("primary_slot_name", quote(&haraft_core::slot_name(&c.application_name)));
             let conninfo = format!(
@@ -89,8 +60,12 @@ impl Postgres {
             set("primary_conninfo", quote(""));
             set("primary_slot_name", quote(""));
         }
-        self.l.write_file(&c.data_dir.join("haraft.conf"), &text)?;
-        drop(settings);
+        file.set_commit_rules();
+        debug_assert!(
+            file.names().all(|k| pg_conf::MANAGED.contains(&k)),
+            "every setting of haraft.conf must be listed in pg_conf::MANAGED"
+        );
+        file.write(&self.l)?;
         self.take_settings_over()?;
         let signal = c.data_dir.join("standby.signal");
         if standby {
