@@ -304,8 +304,11 @@ async fn the_fence_kills_a_dameng_primary_at_the_deadline() {
     assert!(fence::check_once(&file).0, "fenced at the deadline");
     assert_eq!(fence::read(&file), Some(FenceState::Fenced));
     wait("dmserver to die", || async { haraft_db::procs::recorded_server_pid(&data_dir).is_none() }).await;
+    // A killed dmserver is a zombie until the adapter's reaper thread
+    // waits on it: `recorded_server_pid` already refuses it (a zombie has
+    // no command line), `kill(pid, 0)` only after the reap.
     // SAFETY: signal 0 only checks that the process exists.
-    assert_ne!(unsafe { libc::kill(pid, 0) }, 0, "dmserver {pid} is gone");
+    wait("dmserver to be reaped", || async { (unsafe { libc::kill(pid, 0) }) != 0 }).await;
     wait("its PostgreSQL to refuse connections", || async { connect(&d).await.is_err() }).await;
     let o = d.observe(T).await.unwrap();
     assert_eq!((o.running, o.clean_shutdown, o.role), (false, Some(false), Some(DbRole::Primary)));
