@@ -3,7 +3,7 @@
 //! node (a cut-off primary says 503 on /primary before any other member
 //! says 200), the documents, Prometheus metrics, and callbacks.
 
-use haraft_testkit::check::{members, primary_id, wait_normal, wait_status};
+use haraft_testkit::check::{history, members, primary_id, wait_normal, wait_status};
 use haraft_testkit::http::{self, Reply};
 use haraft_testkit::procs::ProcCluster;
 use haraft_testkit::{prom, wait_for};
@@ -231,8 +231,8 @@ async fn a_cut_off_primary_says_503_on_primary_before_any_other_node_says_200() 
     assert_eq!(primary_id(&healed), Some(second));
     wait_codes(&c, first, "old primary as a replica", [503, 200, 200, 503, 200, 200, 200]).await;
     let samples = metrics_of(&get(&c, second, "/metrics").await);
-    assert_eq!(prom::value(&samples, "haraft_failovers_total", &[]), Some(1.0));
-    assert_eq!(prom::value(&samples, "haraft_switchovers_total", &[]), Some(0.0));
+    let counts = ["haraft_failovers_total", "haraft_switchovers_total"].map(|m| prom::value(&samples, m, &[]));
+    assert_eq!(counts, [Some(1.0), Some(0.0)], "failovers, switchovers; the history: {:#?}", history(&c));
 }
 
 /// A callback script: appends its arguments to `out`, one line a call.
@@ -339,6 +339,6 @@ async fn callbacks_run_on_start_stop_and_role_change_and_a_hung_one_is_killed() 
     );
     // The switchover was not held up by the hung callback: it is done and
     // the history says so.
-    let history = haraft_testkit::check::history(&c);
+    let history = history(&c);
     assert!(history.iter().any(|h: &Value| h["event"] == "operation-done"), "{history:?}");
 }

@@ -9,7 +9,7 @@
 //! on time all the same.
 
 use crate::db::{DbRole, DbStatus};
-use crate::ids::{Epoch, Lsn};
+use crate::ids::{Epoch, Lsn, NodeId};
 use crate::state::{ClusterState, HistoryEntry, HistoryEvent};
 use serde::{Deserialize, Serialize};
 
@@ -207,10 +207,13 @@ pub fn parse_lag(text: &str) -> Result<u64, String> {
     number.checked_mul(factor).ok_or_else(bad)
 }
 
-/// Primary changes counted from the replicated history: a grant after the
-/// previous epoch lapsed or was released is a failover; a grant that takes
-/// the lease straight from its holder is a switchover. Fed the history
-/// again and again, it counts each entry once (by log index).
+/// Primary changes counted from the replicated history: a grant to another
+/// member after the previous epoch lapsed or was released is a failover; a
+/// grant that takes the lease straight from its holder is a switchover. A
+/// grant to the member that held the previous epoch changes no primary (a
+/// holder that missed its renewals on a loaded host and got the lease back)
+/// and counts as neither. Fed the history again and again, it counts each
+/// entry once (by log index).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Transitions {
     pub failovers: u64,
@@ -218,6 +221,8 @@ pub struct Transitions {
     seen_index: Option<u64>,
     /// The epoch whose lease ended without a successor yet.
     ended: Option<Epoch>,
+    /// The holder of the newest grant seen.
+    holder: Option<NodeId>,
 }
 
 impl Transitions {
@@ -230,8 +235,11 @@ impl Transitions {
             newest = newest.max(Some(entry.log_index));
             match &entry.event {
                 HistoryEvent::Lapsed { epoch, .. } | HistoryEvent::Released { epoch, .. } => self.ended = Some(*epoch),
-                HistoryEvent::Granted { epoch, .. } => {
-                    match self.ended.take() {
+                HistoryEvent::Granted { epoch, holder, .. } => {
+                    let ended = self.ended.take();
+                    let same_holder = self.holder.replace(*holder) == Some(*holder);
+                    match ended {
+                        _ if same_holder => {}
                         Some(_) => self.failovers += 1,
                         // The first grant of a cluster changes no primary.
                         None if epoch.0 > 1 => self.switchovers += 1,
@@ -528,7 +536,7 @@ pub fn role_word(role: Option<DbRole>, running: bool) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ids::{NodeId, RenewalSeq, TimelineId};
+    use crate::ids::{RenewalSeq, TimelineId};
 
     fn db(running: bool, role: Option<DbRole>, lsn: u64) -> DbStatus {
         DbStatus {
@@ -645,8 +653,13 @@ mod tests {
         HistoryEntry { log_index, at_unix_ms: 0, event }
     }
 
-    fn granted(epoch: u64) -> HistoryEvent {
-        HistoryEvent::Granted { holder: NodeId(1), epoch: Epoch(epoch), verdicts: vec![], after: None }
+    /// Epoch `e` granted to node `e` (each grant moves the primary).
+    fn granted(e: u64) -> HistoryEvent {
+        granted_to(e, e)
+    }
+
+    fn granted_to(holder: u64, epoch: u64) -> HistoryEvent {
+        HistoryEvent::Granted { holder: NodeId(holder), epoch: Epoch(epoch), verdicts: vec![], after: None }
     }
 
     #[test]
@@ -671,6 +684,13 @@ mod tests {
         history.extend([entry(30, released(3)), entry(31, granted(4))]);
         t.update(&history);
         assert_eq!((t.failovers, t.switchovers), (2, 1));
+        // The lease lapses and comes back to its holder: no primary change.
+        history.extend([entry(40, lapsed(5)), entry(41, granted_to(4, 5))]);
+        t.update(&history);
+        assert_eq!((t.failovers, t.switchovers), (2, 1), "a re-grant to the holder is no failover");
+        history.extend([entry(50, granted_to(4, 6))]);
+        t.update(&history);
+        assert_eq!((t.failovers, t.switchovers), (2, 1), "nor a switchover");
     }
 
     #[test]
