@@ -14,6 +14,7 @@ pub(crate) const READ_ONLY_SETTING: &str = "default_transaction_read_only";
 /// A `haraft.conf` being written; the settings stay locked until `write`.
 pub(crate) struct SettingsFile<'a> {
     pub(crate) settings: MutexGuard<'a, Settings>,
+    local: &'a Local,
     text: String,
 }
 
@@ -40,6 +41,7 @@ impl Local {
         }
         SettingsFile {
             settings,
+            local: self,
             text: String::from("# Written by haraft before every start; edits are overwritten.\n"),
         }
     }
@@ -70,7 +72,7 @@ impl SettingsFile<'_> {
 
     /// Writes the file into the data directory and lets go of the
     /// settings.
-    pub(crate) fn write(self, local: &Local) -> Result<(), DbError> {
-        local.write_file(&local.cfg.data_dir.join("haraft.conf"), &self.text)
+    pub(crate) fn write(self) -> Result<(), DbError> {
+        self.local.write_file(&self.local.cfg.data_dir.join("haraft.conf"), &self.text)
     }
 }

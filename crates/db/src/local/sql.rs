@@ -45,17 +45,23 @@ impl Local {
         result
     }
 
-    /// A new connection to the local server.
-    pub(crate) async fn open(&self, timeout: Duration) -> Result<tokio_postgres::Client, DbError> {
+    /// How haraft connects as the superuser to the server at `host:port`.
+    fn superuser_config(&self, host: &str, port: u16, timeout: Duration) -> tokio_postgres::Config {
         let mut config = tokio_postgres::Config::new();
         config
-            .host(&self.cfg.host)
-            .port(self.cfg.port)
+            .host(host)
+            .port(port)
             .user(&self.cfg.superuser)
             .password(&self.cfg.superuser_password)
             .dbname("postgres")
             .application_name("haraft")
             .connect_timeout(timeout);
+        config
+    }
+
+    /// A new connection to the local server.
+    pub(crate) async fn open(&self, timeout: Duration) -> Result<tokio_postgres::Client, DbError> {
+        let config = self.superuser_config(&self.cfg.host, self.cfg.port, timeout);
         let connect = config.connect(tokio_postgres::NoTls);
         let (client, connection) = match tokio::time::timeout(timeout, connect).await {
             Err(_) => return Err(DbError::Timeout { what: "connecting to PostgreSQL".into(), after: timeout }),
@@ -77,15 +83,7 @@ impl Local {
     /// Asks the rewind source for a checkpoint, so that its control file
     /// names its current timeline (see `promote`).
     pub(crate) async fn checkpoint_source(&self, source: &Upstream, timeout: Duration) -> Result<(), DbError> {
-        let mut config = tokio_postgres::Config::new();
-        config
-            .host(&source.host)
-            .port(source.port)
-            .user(&self.cfg.superuser)
-            .password(&self.cfg.superuser_password)
-            .dbname("postgres")
-            .application_name("haraft")
-            .connect_timeout(timeout);
+        let config = self.superuser_config(&source.host, source.port, timeout);
         let work = async {
             let (client, connection) = config.connect(tokio_postgres::NoTls).await.map_err(|e| DbError::query(&e))?;
             tokio::spawn(async move {

@@ -67,7 +67,7 @@ impl OpenGauss {
             set(&format!("replconninfo{n}"), quote(&value));
         }
         file.set_commit_rules();
-        file.write(&self.l)
+        file.write()
     }
 
     /// The upstream the settings file names (survives an agent restart).

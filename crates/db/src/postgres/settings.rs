@@ -65,7 +65,7 @@ impl Postgres {
             file.names().all(|k| pg_conf::MANAGED.contains(&k)),
             "every setting of haraft.conf must be listed in pg_conf::MANAGED"
         );
-        file.write(&self.l)?;
+        file.write()?;
         self.take_settings_over()?;
         let signal = c.data_dir.join("standby.signal");
         if standby {
