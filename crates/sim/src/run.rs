@@ -97,14 +97,7 @@ pub fn run(seed: u64, setup: &Setup) -> anyhow::Result<Outcome> {
     CLOCK.call_once(install_clock);
     RNG.with(|r| *r.borrow_mut() = Rng::new(seed.wrapping_mul(3)));
     PANICS.with(|p| p.borrow_mut().clear());
-    let mut builder = tokio::runtime::Builder::new_current_thread();
-    builder.enable_time().start_paused(true);
-    // Every unbiased `select!` (openraft's replication back-off has one)
-    // draws from the runtime's generator: seeded here when built with
-    // `--cfg tokio_unstable` (.cargo/config.toml), else from the process.
-    #[cfg(tokio_unstable)]
-    builder.rng_seed(tokio::runtime::RngSeed::from_bytes(&seed.to_le_bytes()));
-    let rt = builder.build()?;
+    let rt = runtime(seed)?;
     let outcome = rt.block_on(async {
         START.with(|s| s.set(Some(tokio::time::Instant::now())));
         drive(seed, setup).await
@@ -112,6 +105,20 @@ pub fn run(seed: u64, setup: &Setup) -> anyhow::Result<Outcome> {
     START.with(|s| s.set(None));
     rt.shutdown_background();
     outcome
+}
+
+/// The paused-time, single-thread runtime one seed runs on. Every
+/// unbiased `select!` (openraft's replication back-off has one) draws from
+/// the runtime's generator: seeded here from `seed` when built with
+/// `--cfg tokio_unstable` (.cargo/config.toml), else from the process.
+pub fn runtime(seed: u64) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_current_thread();
+    builder.enable_time().start_paused(true);
+    #[cfg(tokio_unstable)]
+    builder.rng_seed(tokio::runtime::RngSeed::from_bytes(&seed.to_le_bytes()));
+    #[cfg(not(tokio_unstable))]
+    let _ = seed;
+    builder.build()
 }
 
 /// The longest a fault injected before `fault_seconds` may still be
