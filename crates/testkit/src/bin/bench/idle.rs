@@ -2,9 +2,14 @@
 //! PostgreSQL and default settings, nothing happening: each agent's CPU
 //! (agent process plus its fence guard process, utime + stime from
 //! /proc/PID/stat over the window) as a percentage of one core, and its
-//! RSS at the end. PostgreSQL's own processes are not counted.
+//! RSS at the end; and each agent's thread wake-ups a second (context
+//! switches of its threads, by thread name; the guard's under "guard"),
+//! the count that sets an idle agent's CPU (see `wakes.rs`). PostgreSQL's
+//! own processes are not counted.
 
+use crate::wakes::{rates, switches};
 use crate::{Args, rss_kib, wait_healthy};
+use std::collections::BTreeMap;
 use haraft_testkit::procs::ProcCluster;
 use std::time::{Duration, Instant};
 
@@ -35,6 +40,7 @@ pub fn run(args: &Args) -> Result<(), String> {
         .collect::<Result<_, String>>()?;
     let before: Vec<u64> =
         pids.iter().map(|(a, g)| Ok(cpu_ticks(*a)? + cpu_ticks(*g)?)).collect::<Result<_, String>>()?;
+    let switches_before: Vec<_> = pids.iter().map(|(a, g)| agent_switches(*a, *g)).collect::<Result<_, String>>()?;
     let start = Instant::now();
     std::thread::sleep(Duration::from_secs(args.seconds));
     let elapsed = start.elapsed().as_secs_f64();
@@ -42,11 +48,14 @@ pub fn run(args: &Args) -> Result<(), String> {
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
     let mut percent = Vec::new();
     let mut rss = Vec::new();
-    for ((a, g), b) in pids.iter().zip(&before) {
+    let mut wakes = Vec::new();
+    for (((a, g), b), sb) in pids.iter().zip(&before).zip(&switches_before) {
         let used = (cpu_ticks(*a)? + cpu_ticks(*g)?).saturating_sub(*b) as f64 / hz;
         percent.push((used / elapsed * 1000.0).round() / 10.0);
         rss.push(rss_kib(*a as u32)?);
+        wakes.push(rates(sb, &agent_switches(*a, *g)?, elapsed));
     }
+    let totals: Vec<f64> = wakes.iter().map(|w| w.values().sum::<f64>().round()).collect();
     let status = c.status().ok_or("no status at the end")?;
     let epoch = status["epoch"].as_u64();
     let json = serde_json::json!({
@@ -54,13 +63,24 @@ pub fn run(args: &Args) -> Result<(), String> {
         "seconds": args.seconds,
         "cpu_percent_of_one_core": percent,
         "rss_kib": rss,
+        "wakes_per_second": totals,
+        "wakes_per_second_by_thread": wakes,
         "epoch_at_end": epoch,
     });
     println!("{json}");
     let max = percent.iter().cloned().fold(0.0, f64::max);
     println!(
-        "idle {}s: agent+guard CPU {:?} % of one core (max {max}), RSS {:?} kB; epoch at end {:?} (1: no failover)",
-        args.seconds, percent, rss, epoch
+        "idle {}s: agent+guard CPU {:?} % of one core (max {max}), RSS {:?} kB, thread wake-ups {:?} a second; \
+         epoch at end {:?} (1: no failover)",
+        args.seconds, percent, rss, totals, epoch
     );
     Ok(())
+}
+
+/// The agent's context switches by thread name, and its guard's (a
+/// separate process) under "guard".
+fn agent_switches(agent: i32, guard: i32) -> Result<BTreeMap<String, u64>, String> {
+    let mut all = switches(agent)?;
+    all.insert("guard".into(), switches(guard)?.values().sum());
+    Ok(all)
 }

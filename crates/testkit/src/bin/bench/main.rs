@@ -35,6 +35,9 @@
 //!
 //! `haraft-bench idle [--seconds N]`: see `idle.rs`.
 //!
+//! `haraft-bench wake-floor [--seconds N]`: what one thread wake-up costs
+//! on this machine; see `wakes.rs`.
+//!
 //! `haraft-bench upgrade --from COMMIT | --from-bin-dir DIR`: a rolling
 //! upgrade from a previous build under a writer; see `upgrade.rs`.
 //!
@@ -47,6 +50,7 @@ mod idle;
 mod load;
 mod partition;
 mod upgrade;
+mod wakes;
 
 use haraft_testkit::procs::ProcCluster;
 use std::time::{Duration, Instant};
@@ -56,6 +60,7 @@ struct Args {
     switchover: bool,
     partition: bool,
     idle: bool,
+    wake_floor: bool,
     bootstrap: bool,
     load: bool,
     /// Cluster size for failover, switchover and bootstrap.
@@ -94,6 +99,7 @@ fn parse_args() -> Result<Args, String> {
         switchover: false,
         partition: false,
         idle: false,
+        wake_floor: false,
         bootstrap: false,
         load: false,
         nodes: 3,
@@ -139,6 +145,10 @@ fn parse_args() -> Result<Args, String> {
         Some("idle") => {
             args.idle = true;
             args.seconds = 600;
+            it.next();
+        }
+        Some("wake-floor") => {
+            args.wake_floor = true;
             it.next();
         }
         Some("upgrade") => {
@@ -212,6 +222,7 @@ fn parse_args() -> Result<Args, String> {
                 println!("haraft-bench load [--seconds N (600)] [--agent-nice N (-5, as the shipped unit)]");
                 println!("haraft-bench partition-primary [--iterations N (5)] [--synchronous] [--no-commit-guard]");
                 println!("haraft-bench idle [--seconds N (600)]");
+                println!("haraft-bench wake-floor [--seconds N (30)]");
                 println!("haraft-bench upgrade --from COMMIT | --from-bin-dir DIR");
                 println!("every command but upgrade: [--config FILE] (TOML appended to each node's config)");
                 std::process::exit(0);
@@ -264,6 +275,8 @@ fn main() {
         partition::run(&args)
     } else if args.idle {
         idle::run(&args)
+    } else if args.wake_floor {
+        wakes::floor(&args)
     } else if args.bootstrap {
         bootstrap::run(&args)
     } else if args.load {
