@@ -12,7 +12,8 @@ use axum::extract::{RawQuery, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodFilter, get, on};
-use haraft_core::health::{self, Check, LocalFacts, MetricsFacts};
+use haraft_core::health::{self, Check, LocalFacts};
+use haraft_core::metrics::{self, MetricsFacts};
 use openraft::ServerState;
 use std::sync::Arc;
 
@@ -229,7 +230,7 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
         loop_sum_seconds,
         loop_count,
     };
-    let mut response = health::metrics_text(&facts).into_response();
+    let mut response = metrics::metrics_text(&facts).into_response();
     response
         .headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));

@@ -119,7 +119,7 @@ pub struct Shared {
     /// directory aside leaves nothing to measure for the next attempt.
     pub(crate) unrecorded_discard: Mutex<Option<haraft_core::loss::Discard>>,
     /// Primary changes counted from the history this agent applied.
-    pub transitions: Mutex<haraft_core::health::Transitions>,
+    pub transitions: Mutex<haraft_core::metrics::Transitions>,
     pub loop_stats: LoopStats,
     /// Members whose agents said they refused to start, why, and when the
     /// notice came; shown in status while the member is unreachable.
@@ -133,7 +133,7 @@ pub struct Shared {
 pub struct LoopStats {
     /// CLOCK_BOOTTIME (ms) at the end of the last pass; 0 before the first.
     last_ms: AtomicU64,
-    buckets: [AtomicU64; haraft_core::health::LOOP_BUCKETS_SECONDS.len()],
+    buckets: [AtomicU64; haraft_core::metrics::LOOP_BUCKETS_SECONDS.len()],
     count: AtomicU64,
     sum_us: AtomicU64,
 }
@@ -141,7 +141,7 @@ pub struct LoopStats {
 impl LoopStats {
     pub fn record(&self, ended: BootTime, took: Duration) {
         let seconds = took.as_secs_f64();
-        for (bucket, bound) in self.buckets.iter().zip(haraft_core::health::LOOP_BUCKETS_SECONDS) {
+        for (bucket, bound) in self.buckets.iter().zip(haraft_core::metrics::LOOP_BUCKETS_SECONDS) {
             if seconds <= bound {
                 bucket.fetch_add(1, Ordering::Relaxed);
             }
@@ -162,7 +162,7 @@ impl LoopStats {
     /// Cumulative bucket counts (the last bound +Inf), sum in seconds, count.
     pub fn histogram(&self) -> (Vec<(f64, u64)>, f64, u64) {
         let count = self.count.load(Ordering::Relaxed);
-        let mut buckets: Vec<(f64, u64)> = haraft_core::health::LOOP_BUCKETS_SECONDS
+        let mut buckets: Vec<(f64, u64)> = haraft_core::metrics::LOOP_BUCKETS_SECONDS
             .iter()
             .zip(&self.buckets)
             .map(|(bound, b)| (*bound, b.load(Ordering::Relaxed)))
@@ -232,7 +232,7 @@ impl Shared {
             outside_promotions: Default::default(),
             discarded_wal_bytes: Default::default(),
             unrecorded_discard: Default::default(),
-            transitions: Mutex::new(haraft_core::health::Transitions::default()),
+            transitions: Mutex::new(haraft_core::metrics::Transitions::default()),
             loop_stats: LoopStats::default(),
             refusals: Mutex::new(std::collections::BTreeMap::new()),
         }

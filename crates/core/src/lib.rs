@@ -21,6 +21,7 @@ pub mod ids;
 pub mod lease;
 pub mod loss;
 pub mod members;
+pub mod metrics;
 pub mod ops;
 pub mod plan;
 pub mod reconcile;

@@ -5,8 +5,9 @@
 //! the fixture only on purpose, and say so in the release notes.
 
 use haraft_core::db::{DbRole, DbStatus};
-use haraft_core::health::{LOOP_BUCKETS_SECONDS, LocalFacts, MetricsFacts, Transitions, metrics_text};
+use haraft_core::health::LocalFacts;
 use haraft_core::ids::{Epoch, Lsn, TimelineId};
+use haraft_core::metrics::{LOOP_BUCKETS_SECONDS, MetricsFacts, Transitions, metrics_text};
 use std::collections::BTreeMap;
 
 const FIXTURE: &str = include_str!("fixtures/metric_families.txt");

@@ -9,8 +9,8 @@
 
 use crate::wakes::{rates, switches};
 use crate::{Args, rss_kib, wait_healthy};
-use std::collections::BTreeMap;
 use haraft_testkit::procs::ProcCluster;
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 /// utime + stime of `pid`, in clock ticks.
